@@ -1,0 +1,39 @@
+"""The paper's two central definitions, written once and shared by every analysis.
+
+Massive activation (Sun et al. 2024, as used in the paper): a magnitude is massive when it is
+above an absolute floor (about 100) *and* a large multiple (about 1000x) of the median magnitude
+of the same hidden state.
+
+Sink ratio (Gu et al. 2024, sail-sg/Attention-Sink; the metric of the paper's Section 4): a
+head sinks on a sample when the mean attention its queries give to key 0 exceeds eps (0.3); the
+ratio is the share of (layer, head, sample) triples that sink, in percent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+DEFAULT_FLOOR = 100.0
+DEFAULT_MEDIAN_RATIO = 1000.0
+DEFAULT_SINK_EPS = 0.3
+
+
+def is_massive(magnitude, median, floor: float = DEFAULT_FLOOR, median_ratio: float = DEFAULT_MEDIAN_RATIO):
+    """Elementwise: magnitude > floor and magnitude > median_ratio * median. Works on numpy or torch."""
+    return (magnitude > floor) & (magnitude > median_ratio * median)
+
+
+def massive_threshold(median, floor: float = DEFAULT_FLOOR, median_ratio: float = DEFAULT_MEDIAN_RATIO):
+    """The smallest magnitude that counts as massive for a state with this median."""
+    if isinstance(median, torch.Tensor):
+        return torch.clamp(median * median_ratio, min=floor)
+    return np.maximum(np.asarray(median, dtype=np.float64) * median_ratio, floor)
+
+
+def sink_ratio(key0_mass, eps: float = DEFAULT_SINK_EPS) -> float:
+    """Percent of entries (any shape, e.g. samples x layers x heads) whose mean attention on key 0 exceeds eps."""
+    mass = np.asarray(key0_mass, dtype=np.float64)
+    if mass.size == 0:
+        raise ValueError("sink_ratio needs at least one head")
+    return float(100.0 * np.mean(mass > eps))
