@@ -1,0 +1,287 @@
+"""Sink statistics from the routed attention function vs eager attention maps (ground truth)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+
+from spikesink import metrics
+from spikesink.sinks import (
+    ATTN_IMPLEMENTATION,
+    AttentionRoutingError,
+    SinkStatistics,
+    attention_masses,
+    sink_statistics,
+    summarise_sinks,
+)
+
+torch.set_num_threads(1)
+
+FAMILIES = {
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+    "mistral": (MistralConfig, MistralForCausalLM),
+}
+
+
+def tiny_model(family: str, seed: int = 0, **overrides):
+    """A random tiny decoder with GQA (4 query heads share 2 key/value heads)."""
+    config_cls, model_cls = FAMILIES[family]
+    settings = dict(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
+    if family in ("qwen3", "mistral"):
+        settings["head_dim"] = 8
+    settings.update(overrides)
+    torch.manual_seed(seed)
+    model = model_cls(config_cls(**settings)).eval()
+    with torch.no_grad():
+        # random (non-unit) norm gains, so that e.g. Qwen3's q/k RMSNorm changes the scores and
+        # an attention function that saw un-normalised q, k would disagree with eager
+        for name, param in model.named_parameters():
+            if "q_norm" in name or "k_norm" in name:
+                param.copy_(2 * torch.rand_like(param) + 2.0)  # Qwen3 normalises q, k: sharpen via the gain
+            elif "norm" in name:
+                param.copy_(torch.rand_like(param) + 0.5)
+            elif "q_proj" in name or "k_proj" in name:
+                param.mul_(25.0)  # sharp attention (the 0.02 init gives almost uniform maps)
+            elif param.dim() == 2:
+                param.mul_(4.0)
+    model.set_attn_implementation("sdpa")
+    return model
+
+
+def eager_reference(model, input_ids, attention_mask=None, spike=None):
+    """key-0 and spike mass from full eager attention maps (what we avoid materialising)."""
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = model(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True, use_cache=False)
+    finally:
+        model.set_attn_implementation("sdpa")
+    maps = torch.stack(out.attentions, dim=1).double()  # (B, L, H, T, T)
+    batch, _, _, seq, _ = maps.shape
+    valid = torch.ones(batch, seq, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    sees0 = (maps[..., 0] > 0) & valid[:, None, None, :]
+    key0 = (maps[..., 0] * sees0).sum(-1) / sees0.sum(-1)
+    spike_mass = None
+    if spike is not None:
+        per_query = (maps * spike[:, None, None, None, :].double()).sum(-1)
+        w = valid[:, None, None, :].double()
+        spike_mass = (per_query * w).sum(-1) / w.sum(-1)
+    return key0.numpy(), None if spike_mass is None else spike_mass.numpy(), out.logits
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_matches_eager_attention_maps(family):
+    model = tiny_model(family, seed=1)
+    gen = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, 97, (2, 23), generator=gen)
+    spike = torch.rand(2, 23, generator=gen) < 0.3
+    ref_key0, ref_spike, _ = eager_reference(model, ids, spike=spike)
+    # a small chunk budget forces several uneven query chunks (2*4*23*5 elements -> 5 queries)
+    with torch.no_grad(), SinkStatistics(model, max_chunk_elements=2 * 4 * 23 * 5) as sinks:
+        sinks.set_spike_positions(spike)
+        model(input_ids=ids)
+    result = sinks.result()
+    assert result["key0_mass"].dtype == np.float32
+    assert result["key0_mass"].shape == (2, 3, 4)
+    np.testing.assert_allclose(result["key0_mass"], ref_key0, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(result["spike_mass"], ref_spike, atol=1e-5, rtol=0)
+    # the test can fail: heads differ by far more than the tolerance (not near-uniform maps)
+    assert ref_key0.std() > 0.03
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_logits_identical_to_plain_sdpa(family):
+    model = tiny_model(family, seed=3)
+    ids = torch.randint(0, 97, (3, 17), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with SinkStatistics(model) as sinks:
+            sinks.set_spike_positions(torch.zeros(3, 17, dtype=torch.bool))
+            routed = model(input_ids=ids).logits
+    assert torch.equal(plain, routed)
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_sliding_window_masks_key0_for_late_queries():
+    model = tiny_model("mistral", seed=5, sliding_window=6)
+    ids = torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(6))
+    ref_key0, _, ref_logits = eager_reference(model, ids)
+    with torch.no_grad(), SinkStatistics(model, max_chunk_elements=500) as sinks:
+        logits = model(input_ids=ids).logits
+    np.testing.assert_allclose(sinks.result()["key0_mass"], ref_key0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
+
+
+def test_right_padding_counts_only_real_queries():
+    model = tiny_model("llama", seed=7)
+    gen = torch.Generator().manual_seed(8)
+    ids = torch.randint(0, 97, (2, 15), generator=gen)
+    mask = torch.ones(2, 15, dtype=torch.long)
+    mask[1, 9:] = 0
+    spike = torch.rand(2, 15, generator=gen) < 0.4
+    ref_key0, ref_spike, _ = eager_reference(model, ids, attention_mask=mask, spike=spike)
+    with torch.no_grad(), SinkStatistics(model, spike_positions=spike) as sinks:
+        model(input_ids=ids, attention_mask=mask)
+    result = sinks.result()
+    np.testing.assert_allclose(result["key0_mass"], ref_key0, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(result["spike_mass"], ref_spike, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(result["n_queries"], [15, 9])
+    # the short sample on its own gives the same numbers as inside the padded batch
+    alone = sink_statistics(model, [ids[1:, :9]])
+    np.testing.assert_allclose(alone["key0_mass"][0], result["key0_mass"][1], atol=1e-5)
+
+
+def test_left_padding_is_refused():
+    model = tiny_model("llama")
+    ids = torch.randint(0, 97, (2, 8))
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[1, :3] = 0
+    with pytest.raises(ValueError, match="left padding"):
+        with torch.no_grad(), SinkStatistics(model):
+            model(input_ids=ids, attention_mask=mask)
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_short_sequences_are_refused():
+    model = tiny_model("qwen2")
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        with torch.no_grad(), SinkStatistics(model):
+            model(input_ids=torch.tensor([[5]]))
+
+
+def test_restores_previous_implementation_also_on_error():
+    model = tiny_model("llama")
+    model.set_attn_implementation("eager")
+    with pytest.raises(KeyError):
+        with SinkStatistics(model):
+            assert model.config._attn_implementation == ATTN_IMPLEMENTATION
+            raise KeyError("boom")
+    assert model.config._attn_implementation == "eager"
+    # nested observers on one model share the routing; the outer exit restores
+    with SinkStatistics(model) as outer:
+        with SinkStatistics(model) as inner:
+            with torch.no_grad():
+                model(input_ids=torch.randint(0, 97, (1, 6)))
+        assert model.config._attn_implementation == ATTN_IMPLEMENTATION
+        with torch.no_grad():
+            model(input_ids=torch.randint(0, 97, (1, 6)))
+    assert model.config._attn_implementation == "eager"
+    assert outer.n_forwards == 2 and inner.n_forwards == 1
+
+
+def test_layer_that_bypasses_the_interface_fails_loudly():
+    model = tiny_model("llama")
+    # layer 1 keeps its own config that still says "sdpa": set_attn_implementation cannot
+    # reach it, so its attention never goes through our function
+    rogue = copy.copy(model.config)
+    rogue._attn_implementation_internal = "sdpa"
+    model.model.layers[1].self_attn.config = rogue
+    with pytest.raises(AttentionRoutingError, match=r"layer\(s\) \[1\]"):
+        with torch.no_grad(), SinkStatistics(model):
+            model(input_ids=torch.randint(0, 97, (1, 6)))
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_result_before_any_forward_raises():
+    model = tiny_model("llama")
+    with SinkStatistics(model) as sinks:
+        pass
+    with pytest.raises(RuntimeError, match="no forward"):
+        sinks.result()
+
+
+def test_bf16_model_gives_float32_statistics_close_to_float32_model():
+    model = tiny_model("qwen3", seed=9)
+    ids = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(10))
+    full = sink_statistics(model, [ids])
+    half = sink_statistics(model.to(torch.bfloat16), [ids])
+    assert half["key0_mass"].dtype == np.float32
+    np.testing.assert_allclose(half["key0_mass"], full["key0_mass"], atol=0.05)
+
+
+def dense_masses(q, k, scaling, allowed, spike):
+    """Reference: the whole softmax in float64."""
+    groups = q.shape[1] // k.shape[1]
+    kk = k.double().repeat_interleave(groups, dim=1)
+    scores = (q.double() @ kk.transpose(-1, -2)) * scaling
+    scores = scores.masked_fill(~allowed[:, None], float("-inf"))
+    probs = scores.softmax(-1)
+    return probs[..., 0].mean(-1), (probs * spike[:, None, None, :].double()).sum(-1).mean(-1)
+
+
+@pytest.mark.parametrize("max_chunk_elements", [1, 7 * 6 * 19, 1 << 22])
+def test_attention_masses_against_dense_softmax(max_chunk_elements):
+    gen = torch.Generator().manual_seed(11)
+    q = torch.randn(2, 6, 19, 8, generator=gen) * 2
+    k = torch.randn(2, 3, 19, 8, generator=gen) * 2
+    k[:, :, 0] *= 3  # a key that stands out, as a sink key does
+    spike = torch.rand(2, 19, generator=gen) < 0.2
+    causal = torch.ones(19, 19, dtype=torch.bool).tril().expand(2, 19, 19)
+    ref0, ref_spike = dense_masses(q, k, 0.3, causal, spike)
+    got = attention_masses(q, k, 0.3, None, spike, max_chunk_elements=max_chunk_elements)
+    np.testing.assert_allclose(got.key0.numpy(), ref0.numpy(), atol=1e-5)
+    np.testing.assert_allclose(got.spike.numpy(), ref_spike.numpy(), atol=1e-5)
+    # the same causal mask given explicitly, as a boolean and as an additive float mask
+    for mask in (causal[:, None], torch.zeros(2, 1, 19, 19).masked_fill(~causal[:, None], torch.finfo(torch.float32).min)):
+        again = attention_masses(q, k, 0.3, mask, spike, max_chunk_elements=max_chunk_elements)
+        np.testing.assert_allclose(again.key0.numpy(), ref0.numpy(), atol=1e-5)
+
+
+def test_bidirectional_mask_uses_all_keys():
+    gen = torch.Generator().manual_seed(12)
+    q, k = torch.randn(1, 2, 9, 4, generator=gen), torch.randn(1, 2, 9, 4, generator=gen)
+    full = torch.ones(1, 9, 9, dtype=torch.bool)
+    ref0, _ = dense_masses(q, k, 0.5, full, torch.zeros(1, 9, dtype=torch.bool))
+    got = attention_masses(q, k, 0.5, full[:, None], max_chunk_elements=2 * 9 * 2)
+    np.testing.assert_allclose(got.key0.numpy(), ref0.numpy(), atol=1e-6)
+
+
+def test_attention_masses_input_errors():
+    q = torch.randn(1, 4, 5, 8)
+    with pytest.raises(ValueError, match="multiple"):
+        attention_masses(q, torch.randn(1, 3, 5, 8), 1.0)
+    with pytest.raises(ValueError, match="use_cache=False"):
+        attention_masses(q, torch.randn(1, 2, 7, 8), 1.0)
+    with pytest.raises(ValueError, match=r"\(B, T\)"):
+        attention_masses(q, torch.randn(1, 2, 5, 8), 1.0, spike_keys=torch.ones(1, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="sliding window"):
+        attention_masses(q, torch.randn(1, 2, 5, 8), 1.0, sliding_window=3)
+    biased = torch.randn(1, 1, 5, 5)
+    with pytest.raises(ValueError, match="non-zero bias"):
+        attention_masses(q, torch.randn(1, 2, 5, 8), 1.0, biased)
+
+
+def test_summarise_sinks_on_planted_masses():
+    mass = np.full((4, 3, 2), 0.1, dtype=np.float32)
+    mass[:, 1, 0] = 0.9  # one head of one layer sinks on every sample
+    mass[0, 2, 1] = 0.31  # and one more on one sample only
+    summary = summarise_sinks(mass)
+    assert summary["sink_ratio"] == pytest.approx(100 * 5 / 24)
+    assert summary["sink_ratio"] == pytest.approx(metrics.sink_ratio(mass))
+    np.testing.assert_allclose(summary["sink_ratio_layer"], [0, 50, 12.5])
+    np.testing.assert_allclose(summary["sink_ratio_layer_head"][1], [100, 0])
+    assert summary["key0_mass_layer_head"][1, 0] == pytest.approx(0.9)
+    assert summarise_sinks(mass, eps=0.95)["sink_ratio"] == 0.0
