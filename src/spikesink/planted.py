@@ -1,0 +1,347 @@
+"""Tiny Llama models with a massive activation planted by hand: ground truth for every detector.
+
+Why: a detector tested only on a real model can only be checked against itself. A planted model
+knows its step-up block, step-down block, spike channels, spike direction s* and trigger tokens,
+so each analysis (lifecycle, vocabulary probe, SiLU regime, quadratic amplifier, RMSNorm collapse)
+can be asserted against the truth.
+
+Construction (d = hidden size, n_i = RMSNorm(x)_i = x_i / rms(x), all norm weights 1):
+
+* Directions. s* (the spike *input* direction) and e_d (a "delimiter" key direction) are random
+  unit vectors, orthogonal to each other and to the spike channels' axes. W is a subspace of
+  dimension r = n_kv_heads * head_dim that contains e_d and is orthogonal to s*; Q is an
+  orthonormal basis of W.
+* Embeddings. Trigger tokens: x = a s* + rho u with u a random unit vector in W minus e_d and
+  |x| = N (default 3 sqrt(d)), so RMSNorm scales every trigger by the same sqrt(d)/N. Delimiter
+  tokens (a subset of the triggers): x = a s* + b e_d + small noise in W, |x| = N. Exception
+  tokens: a near-initialisation random vector (std = init_std) with no planted structure, like
+  the paper's rare-script tokens whose embeddings stay near initialisation.
+* Block 1 (layer 0 attention) is the position-0 mechanism. Its value/output maps sum, over heads
+  and with GQA, to W_O W_V = -(N/sqrt(d)) Q Q^T: every head writes minus the (un-normed) W-part
+  of the tokens it reads. Its queries and keys read only e_d, so a non-delimiter query scores every key 0 (uniform causal
+  average) and a delimiter query attends to the delimiter keys only.
+  - Position 0 attends only to itself, so the residual becomes x - Q Q^T x = a s*: after the
+    next RMSNorm the FFN input is sqrt(d) s*, up to the O(0.05) random blocks. This is the
+    paper's point that attention at position 0 is a fixed linear map of the token itself.
+  - A later token t receives minus the *average* W-part of tokens 0..t, which cannot cancel its
+    own W-part (weight 1 - 1/(t+1)) plus the others (which add new random directions), so its
+    s* share after RMSNorm is small and it does not spike. Repeating the same token, or a
+    delimiter that attends only to (identical) delimiters, cancels exactly and does spike: the
+    paper's "delimiters become spike tokens through strong self-attention in early layers".
+* Step-up FFN block (SwiGLU, no biases): `n_rows` intermediate rows have W_gate[i] = alpha s*,
+  W_up[i] = beta s*, and W_down[c, i] = coef * ratio_c for the spike channels c (0 elsewhere). With
+  f = s* . h, the output on channel c is n_rows * coef * ratio_c * SiLU(alpha f) * beta f, about
+  quadratic in f once alpha f >> 1 (SiLU ~ identity: the paper's Fig 2 regime). Hence
+  U_c = sum_i W_down[c, i] W_gate[i]^T W_up[i] = n_rows coef ratio_c alpha beta s* s*^T (+ the small
+  random rows): rank one with top eigenvector s* shared by all spike channels.
+* Both amplifier gains are calibrated with one forward pass of the trigger tokens at position 0:
+  the step-up so that the first spike channel reaches `spike_magnitude` on average.
+* Step-down FFN block: the same construction on the *output* direction v = ratio / |ratio| (the
+  normalised spike pattern on the spike channels) with the opposite sign, sized so that at the
+  spike state (h ~ sqrt(d) v after RMSNorm, which is the "nearly constant normed state") it adds
+  minus the measured spike: the post-residual returns to ordinary magnitude. Tokens without a
+  spike have a small v share after RMSNorm and get a small output.
+* Spike positions: every trigger token at position 0, and delimiter tokens anywhere (they attend
+  only to delimiters, whose W-parts cancel); no other token at later positions.
+* Every other weight keeps the random initialisation (std = init_std = initializer_range): a
+  small random model whose blocks add O(0.05) to the residual.
+
+Token ids are bytes: `planted_tokenizer` is a byte-level BPE with 256 byte symbols (id = byte
+value) and no merges, no BOS, so position 0 is the first text byte.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .architecture import block_kind, block_layer
+from .io import atomic_path, sha256_file, write_json
+
+DEFAULT_SPIKE_CHANNELS = (7, 23)
+DEFAULT_CHANNEL_RATIO = (1.0, -0.5)
+# UTF-8 lead bytes of 4-byte sequences (emoji, rare scripts): the byte-level analogue of the
+# paper's rare-script exception tokens.
+DEFAULT_EXCEPTIONS = tuple(range(240, 256))
+DEFAULT_DELIMITERS = (10, 46)  # "\n" and "."
+
+
+def _orthonormal(rng: np.random.Generator, d: int, k: int, avoid: np.ndarray | None = None) -> np.ndarray:
+    """k orthonormal columns in R^d orthogonal to the columns of `avoid` (Gram-Schmidt via QR)."""
+    basis = rng.standard_normal((d, k))
+    if avoid is not None and avoid.size:
+        avoid_q, _ = np.linalg.qr(avoid)
+        basis -= avoid_q @ (avoid_q.T @ basis)
+    q, _ = np.linalg.qr(basis)
+    return q[:, :k]
+
+
+def _check_blocks(n_layers: int, step_up_block: int, step_down_block: int) -> None:
+    n_blocks = 2 * n_layers
+    for name, block in (("step_up_block", step_up_block), ("step_down_block", step_down_block)):
+        if block_kind(block) != "ffn" or not 2 <= block <= n_blocks:
+            raise ValueError(f"{name}={block} must be an even (FFN) block in 2..{n_blocks}")
+    if step_down_block <= step_up_block:
+        raise ValueError("the step-down block must come after the step-up block")
+
+
+def _set_amplifier(mlp, rows: slice, direction: torch.Tensor, alpha: float, beta: float,
+                   channels: list[int], weights: torch.Tensor) -> None:
+    """Plant a quadratic amplifier: rows read `direction`, write `weights` on `channels` only."""
+    mlp.gate_proj.weight[rows] = alpha * direction
+    mlp.up_proj.weight[rows] = beta * direction
+    mlp.down_proj.weight[:, rows] = 0.0
+    for channel, weight in zip(channels, weights):
+        mlp.down_proj.weight[channel, rows] = weight
+
+
+def _silu(z: float) -> float:
+    return float(z / (1.0 + np.exp(-z)))
+
+
+def _ffn_io(model, layer_modules, token_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """(FFN input after RMSNorm, residual before it) at position 0 for each token alone."""
+    captured = {}
+
+    def hook(module, args, output):
+        captured["resid"] = args[0][:, 0].detach()
+        captured["normed"] = output[:, 0].detach()
+
+    handle = layer_modules.post_attention_layernorm.register_forward_hook(hook)
+    try:
+        model(torch.as_tensor(token_ids)[:, None])
+    finally:
+        handle.remove()
+    return captured["normed"], captured["resid"]
+
+
+def build_planted_llama(
+    n_layers: int = 6,
+    hidden_size: int = 64,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    intermediate_size: int = 128,
+    vocab_size: int = 256,
+    step_up_block: int = 4,
+    step_down_block: int = 10,
+    spike_channels: tuple[int, ...] = DEFAULT_SPIKE_CHANNELS,
+    channel_ratio: tuple[float, ...] = DEFAULT_CHANNEL_RATIO,
+    spike_magnitude: float = 2000.0,
+    exception_ids: tuple[int, ...] | None = None,
+    delimiter_ids: tuple[int, ...] = DEFAULT_DELIMITERS,
+    s_star_share: float = 0.5,
+    embed_norm: float | None = None,
+    init_std: float = 0.01,
+    n_rows: int = 8,
+    alpha: float = 2.0,
+    beta: float = 2.0,
+    seed: int = 0,
+):
+    """Build the planted LlamaForCausalLM (float32, eval mode) and return (model, info).
+
+    `spike_magnitude` is the designed value on the first spike channel at position 0 after the
+    step-up block (the others follow `channel_ratio`). `s_star_share` is a, the s* coefficient of
+    a trigger embedding of norm sqrt(d): smaller a separates position 0 from later positions more.
+    `info` holds the ground truth: step_up_blocks, step_down_blocks, spike_channels,
+    channel_ratio, s_star (numpy, unit), spike_out_direction (numpy, unit), trigger/exception/
+    delimiter token ids, spike_magnitude.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _check_blocks(n_layers, step_up_block, step_down_block)
+    if len(spike_channels) != len(channel_ratio):
+        raise ValueError("spike_channels and channel_ratio must have the same length")
+    head_dim = hidden_size // n_heads
+    rank = n_kv_heads * head_dim
+    if rank > hidden_size - 1:
+        raise ValueError("n_kv_heads * head_dim must leave room for s* (at most hidden_size - 1)")
+    if exception_ids is None:
+        exception_ids = tuple(i for i in DEFAULT_EXCEPTIONS if i < vocab_size) or (vocab_size - 1,)
+    exception_ids = tuple(sorted(set(int(i) for i in exception_ids)))
+    delimiter_ids = tuple(sorted(set(int(i) for i in delimiter_ids) - set(exception_ids)))
+    d = hidden_size
+    sqrt_d = float(np.sqrt(d))
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=d,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_kv_heads,
+        head_dim=head_dim,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+        initializer_range=init_std,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).float().eval()
+    rng = np.random.default_rng(seed)
+
+    # Directions: s*, e_d and the removed subspace W (contains e_d, orthogonal to s*), all
+    # orthogonal to the spike-channel axes so that s* is not trivially axis aligned.
+    axes = np.eye(d)[:, list(spike_channels)]
+    if rank + 1 + len(spike_channels) > d:
+        axes = np.zeros((d, 0))
+    s_star = _orthonormal(rng, d, 1, avoid=axes)[:, 0]
+    w_basis = _orthonormal(rng, d, rank, avoid=np.column_stack([axes, s_star]))  # (d, r), e_d first
+    e_d = w_basis[:, 0]
+
+    # Embeddings: every trigger has norm N, so RMSNorm scales all of them by the same sqrt(d)/N.
+    norm = float(embed_norm) if embed_norm is not None else 3.0 * sqrt_d
+    a = float(s_star_share)
+    delimiter_noise = 0.02
+    emb = np.empty((vocab_size, d))
+    rest = w_basis[:, 1:]
+    for token in range(vocab_size):
+        if token in exception_ids:
+            emb[token] = rng.standard_normal(d) * init_std
+        elif token in delimiter_ids:
+            noise = rest @ rng.standard_normal(rest.shape[1])
+            noise *= delimiter_noise / np.linalg.norm(noise)
+            b = np.sqrt(norm**2 - a * a - delimiter_noise**2)
+            emb[token] = a * s_star + b * e_d + noise
+        else:
+            u = rest @ rng.standard_normal(rest.shape[1])
+            u /= np.linalg.norm(u)
+            emb[token] = a * s_star + np.sqrt(norm**2 - a * a) * u
+    # Delimiter query-key score ~ key_gain^2 * d / sqrt(head_dim): far above the 0 of other keys.
+    key_gain = 2.0
+
+    ratio = np.asarray(channel_ratio, dtype=np.float64)
+    v_out = np.zeros(d)
+    v_out[list(spike_channels)] = ratio
+    v_out /= np.linalg.norm(v_out)
+
+    t = lambda arr: torch.as_tensor(arr, dtype=torch.float32)  # noqa: E731
+    layers = model.model.layers
+    trigger_ids = tuple(i for i in range(vocab_size) if i not in set(exception_ids))
+    rows = slice(0, n_rows)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.copy_(t(emb))
+        # Block 1: W_O W_V = -(N / sqrt(d)) Q Q^T split over kv groups (the value reads the
+        # *normed* token, whose W-part is sqrt(d)/N times the raw one); q/k read e_d on the
+        # lowest-frequency rotary dimension (head_dim/2 - 1), so the score barely depends on
+        # distance.
+        attn = layers[0].self_attn
+        for proj in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj):
+            proj.weight.zero_()
+        gain = norm / sqrt_d
+        slow = head_dim // 2 - 1
+        per_group = n_heads // n_kv_heads
+        for group in range(n_kv_heads):
+            cols = w_basis[:, group * head_dim:(group + 1) * head_dim]  # (d, head_dim)
+            attn.v_proj.weight[group * head_dim:(group + 1) * head_dim] = t(cols.T)
+            attn.k_proj.weight[group * head_dim + slow] = t(key_gain * e_d)
+            for head in range(group * per_group, (group + 1) * per_group):
+                attn.o_proj.weight[:, head * head_dim:(head + 1) * head_dim] = t(-gain * cols / per_group)
+                attn.q_proj.weight[head * head_dim + slow] = t(key_gain * e_d)
+
+        # Step-up: calibrate the gain on the actual FFN input so that channel 0 reaches
+        # `spike_magnitude` on average over the trigger tokens at position 0.
+        up_layer = layers[block_layer(step_up_block)]
+        h_up, _ = _ffn_io(model, up_layer, trigger_ids)
+        f = float((h_up @ t(s_star)).mean())
+        coef = spike_magnitude / (ratio[0] * n_rows * _silu(alpha * f) * beta * f)
+        _set_amplifier(up_layer.mlp, rows, t(s_star), alpha, beta, list(spike_channels), t(coef * ratio))
+
+        # Step-down: reads v_out, writes minus the spike measured at its own input.
+        down_layer = layers[block_layer(step_down_block)]
+        h_down, resid = _ffn_io(model, down_layer, trigger_ids)
+        f_down = float((h_down @ t(v_out)).mean())
+        spike_in = float(resid[:, spike_channels[0]].mean())
+        coef_down = -spike_in / (ratio[0] * n_rows * _silu(alpha * f_down) * beta * f_down)
+        _set_amplifier(down_layer.mlp, rows, t(v_out), alpha, beta, list(spike_channels), t(coef_down * ratio))
+
+    info = {
+        "step_up_blocks": [int(step_up_block)],
+        "step_down_blocks": [int(step_down_block)],
+        "spike_channels": [int(c) for c in spike_channels],
+        "channel_ratio": [float(r) for r in ratio],
+        "s_star": s_star.astype(np.float32),
+        "spike_out_direction": v_out.astype(np.float32),
+        "delimiter_key_direction": e_d.astype(np.float32),
+        "trigger_token_ids": list(trigger_ids),
+        "exception_token_ids": list(exception_ids),
+        "delimiter_token_ids": list(delimiter_ids),
+        "spike_magnitude": float(spike_magnitude),
+        "spike_position": 0,
+        "amplifier_rows": n_rows,
+        "seed": int(seed),
+        "bos": False,
+    }
+    return model, info
+
+
+def planted_tokenizer():
+    """Byte-level tokenizer: 256 byte symbols (id = byte value), no merges, no BOS/EOS.
+
+    A pad token is set to the symbol of byte 0 so that batched calls with padding=True work;
+    padded positions are masked by the attention mask.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    byte_symbols = pre_tokenizers.ByteLevel.alphabet()
+    # ByteLevel's alphabet is unordered; rebuild the GPT-2 byte -> unicode table for id = byte.
+    table = _bytes_to_unicode()
+    assert set(table.values()) == set(byte_symbols)
+    vocab = {table[b]: b for b in range(256)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], fuse_unk=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=table[0])
+    fast.model_max_length = 4096
+    return fast
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable unicode map (the ByteLevel pre-tokenizer's alphabet)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return dict(zip(printable, map(chr, chars)))
+
+
+def info_to_json(info: dict) -> dict:
+    """JSON-safe copy of `info` (numpy arrays to lists)."""
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in info.items()}
+
+
+def save_planted(directory: str | os.PathLike, **build_kwargs) -> dict:
+    """Build a planted model and write it as a `local` model dir, atomically.
+
+    Writes model.safetensors + config.json, the byte-level tokenizer and manifest.json with the
+    ground truth (`info`, s* as a list) and the build parameters. Returns the manifest.
+    """
+    model, info = build_planted_llama(**build_kwargs)
+    tokenizer = planted_tokenizer()
+    target = Path(directory)
+    with atomic_path(target) as tmp:
+        tmp.mkdir(parents=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        weights = sorted(p.name for p in tmp.glob("*.safetensors"))
+        manifest = {
+            "source": "planted",
+            "builder": "spikesink.planted.build_planted_llama",
+            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in build_kwargs.items()},
+            "dtype": "float32",
+            "bos": False,
+            "weights_sha256": {name: sha256_file(tmp / name) for name in weights},
+            "planted": info_to_json(info),
+        }
+        write_json(tmp / "manifest.json", manifest)
+    return manifest
