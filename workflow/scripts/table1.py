@@ -1,0 +1,18 @@
+from pathlib import Path
+
+from spikesink.io import read_json
+from spikesink.lifecycle import Lifecycle
+from spikesink.lifecycle_report import table1, table1_row
+from spikesink.logs import snakemake_logger
+from spikesink.tables import write_table
+
+snakemake_logger(snakemake)
+rows = [
+    table1_row(name, Lifecycle(**read_json(path)), paper_model)
+    for name, path, paper_model in zip(snakemake.params.models, snakemake.input.lifecycle, snakemake.params.paper_models)
+]
+write_table(
+    table1(rows),
+    Path(snakemake.output[0]).with_suffix(""),
+    caption="Table 1: blocks, step-up and step-down blocks (paper numbering: block 2l-1 = attention, 2l = FFN of layer l).",
+)
