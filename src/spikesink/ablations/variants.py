@@ -1,0 +1,194 @@
+"""Named ablation variants as short diffs from a baseline, each with the paper's numbers attached.
+
+A variant is a function of the baseline (model config, train config) that returns overrides, so the
+same names work at any scale: `lr-2x` doubles the baseline learning rate, `seq-div4` quarters the
+context, `dhead-16` sets the head dimension to 16 at the baseline's head count. The paper's row
+(perplexity / sink ratio % / spike, Tables 3-8, baseline d_head 128, 32 heads, seq 4096) is
+attached so a table can print paper beside ours; parametric head variants are matched to the
+paper's row by their ratio to the baseline (e.g. d_head = baseline/2 <-> the paper's d_head 64).
+
+Names are lower-case letters, digits and dashes (plus `x` in `heads-8x16`): safe as folder names
+and Snakemake wildcards.
+
+Mapping notes (where the paper's prose and the official code, savinasun/SpikeSparseSink, differ):
+- "Sandwich + QK-norm" (Table 5) is implemented in the official code as QK-norm plus a norm on the
+  block *output* only (no input norm): our `norm-qk-output`. `norm-sandwich-qk` is the literal
+  reading (input norm, output norm and QK-norm); both carry the paper's row.
+- "Attention-only" (Table 4) replaces each FFN with a second attention (official code):
+  `ffn-attn-only`. `ffn-none` drops the FFN altogether (no paper row).
+- GeLU FFN uses a 1.5x wider hidden layer (official config: 16512 = 1.5 x 11008), matching the
+  SwiGLU parameter count; the linear FFN is one d_model x d_model map.
+- Unconditional positional gating is a learned constant per (position, channel).
+- Table 6's fixed-width rows are taken from PAPER.md (8/512, 16/256, 32/128, 64/64, 256/16); the
+  official configs list 16/256, 64/64, 128/32, 256/16, 512/8, so our `heads-NxD` rows only carry
+  paper numbers where PAPER.md has them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from .model import ModelConfig
+from .train import TrainConfig
+
+VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+PAPER_BASELINE = {"ppl": 10.1, "sink_ratio": 46.0, "spike": 3818.0}
+PAPER_D_HEAD, PAPER_N_HEADS, PAPER_SEQ_LEN = 128, 32, 4096
+
+# Table 6 rows keyed by the paper's setting
+PAPER_DHEAD = {8: (11.3, 4.1, 291), 16: (10.8, 9.8, 315), 32: (10.5, 27.9, 829), 64: (10.3, 37.7, 2112),
+               128: (10.1, 46.0, 3818)}
+PAPER_NHEAD = {8: (10.4, 37.1, 1253), 16: (10.3, 41.7, 1936), 32: (10.1, 46.0, 3818)}
+PAPER_FIXED_WIDTH = {8: (10.7, 11.0, 1205), 16: (10.4, 30.8, 1750), 32: (10.3, 41.1, 1916), 64: (10.2, 44.1, 2523),
+                     256: (10.1, 52.1, 3429)}  # keyed by N_head; d_head = 4096 / N_head
+
+
+def _paper(row) -> dict | None:
+    if row is None:
+        return None
+    ppl, sink, spike = row
+    return {"ppl": float(ppl), "sink_ratio": float(sink), "spike": float(spike)}
+
+
+Diff = Callable[[ModelConfig, TrainConfig], tuple[dict, dict]]
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    table: str  # paper table ("3".."8"), "" for the baseline
+    description: str
+    diff: Diff  # (baseline model, baseline train) -> (model overrides, train overrides)
+    paper: dict | None  # {"ppl", "sink_ratio", "spike"} or None when the paper has no such row
+    paper_setting: str = ""  # the paper's wording of the row
+
+
+def _model(**overrides) -> Diff:
+    return lambda m, t: (dict(overrides), {})
+
+
+def _train(fn: Callable[[ModelConfig, TrainConfig], dict]) -> Diff:
+    return lambda m, t: ({}, fn(m, t))
+
+
+def _seq(divisor_or_factor: float, loss_from: float | None = None) -> Diff:
+    """Context length scaled by a factor; optionally loss only from `loss_from` x baseline length on."""
+
+    def diff(m: ModelConfig, t: TrainConfig):
+        seq_len = int(round(t.seq_len * divisor_or_factor))
+        train = {"seq_len": seq_len}
+        if loss_from is not None:
+            train["loss_min_pos"] = int(round(t.seq_len * loss_from))
+            train["loss_max_pos"] = None
+        return {"max_seq_len": seq_len}, train
+
+    return diff
+
+
+def _gate(kind: str, granularity: str) -> Diff:
+    return _model(gate=kind, gate_granularity=granularity)
+
+
+STATIC: list[Variant] = [
+    Variant("baseline", "", "the baseline", lambda m, t: ({}, {}), PAPER_BASELINE, "Llama baseline"),
+    # Table 3: optimizer
+    Variant("lr-025x", "3", "learning rate x0.25", _train(lambda m, t: {"lr": t.lr * 0.25}), _paper((11.8, 18.6, 1447)), "lr 7.5e-5"),
+    Variant("lr-05x", "3", "learning rate x0.5", _train(lambda m, t: {"lr": t.lr * 0.5}), _paper((10.7, 31.8, 2251)), "lr 1.5e-4"),
+    Variant("lr-2x", "3", "learning rate x2", _train(lambda m, t: {"lr": t.lr * 2}), _paper((10.0, 51.5, 3773)), "lr 6e-4"),
+    Variant("lr-4x", "3", "learning rate x4", _train(lambda m, t: {"lr": t.lr * 4}), _paper((10.2, 39.2, 2723)), "lr 1.2e-3"),
+    Variant("minlr-1x", "3", "no decay: min lr = lr", _train(lambda m, t: {"min_lr_ratio": 1.0}), _paper((10.7, 56.8, 2870)), "min lr 3e-4"),
+    Variant("wd-0", "3", "no weight decay", _train(lambda m, t: {"weight_decay": 0.0}), _paper((10.4, 33.8, 12275)), "wd 0"),
+    Variant("beta2-090", "3", "AdamW beta2 0.9", _train(lambda m, t: {"beta2": 0.9}), _paper((10.1, 49.0, 2832)), "beta2 0.9"),
+    Variant("beta2-0999", "3", "AdamW beta2 0.999", _train(lambda m, t: {"beta2": 0.999}), _paper((10.7, 20.9, 1855)), "beta2 0.999"),
+    Variant("tokens-2x", "3", "twice the training tokens", _train(lambda m, t: {"total_tokens": t.total_tokens * 2}), _paper((9.5, 63.3, 1848)), "200B tokens"),
+    # Table 4: FFN
+    Variant("ffn-gelu", "4", "GeLU FFN, 1.5x hidden width", lambda m, t: ({"ffn_type": "gelu", "d_ffn": int(round(1.5 * m.d_ffn))}, {}), _paper((10.1, 69.3, 3369)), "GeLU"),
+    Variant("ffn-linear", "4", "linear FFN (one d x d map)", _model(ffn_type="linear"), _paper((12.5, 58.9, 688)), "Linear"),
+    Variant("ffn-attn-only", "4", "attention-only: a second attention replaces the FFN", _model(ffn_type="attention"), _paper((10.8, 73.9, 637)), "attention-only"),
+    Variant("ffn-none", "4", "no FFN at all (not in the paper)", _model(ffn_type="none"), None, ""),
+    # Table 5: normalization
+    Variant("norm-sandwich", "5", "sandwich norm: x + N(f(N(x)))", _model(norm="sandwich"), _paper((9.8, 44.7, 520)), "sandwich"),
+    Variant("norm-sandwich-qk", "5", "sandwich norm + QK-norm (literal reading)", _model(norm="sandwich", qk_norm=True), _paper((10.0, 42.0, 92)), "sandwich + QK-norm"),
+    Variant("norm-qk-output", "5", "QK-norm + output norm, no input norm (official code of that row)", _model(norm="output", qk_norm=True), _paper((10.0, 42.0, 92)), "sandwich + QK-norm"),
+    Variant("norm-dyt", "5", "DynamicTanh instead of RMSNorm in the blocks", _model(norm_type="dyt"), _paper((10.0, 61.0, 153)), "DynamicTanh"),
+    # Table 7: gated attention
+    Variant("gate-cond-channel", "7", "conditional gate per channel", _gate("conditional", "channel"), _paper((10.0, 4.5, 202)), "conditional, channel"),
+    Variant("gate-cond-head", "7", "conditional gate per head", _gate("conditional", "head"), _paper((10.1, 6.4, 186)), "conditional, head"),
+    Variant("gate-cond-single", "7", "conditional single gate", _gate("conditional", "single"), _paper((10.2, 31.2, 316)), "conditional, single"),
+    Variant("gate-uncond-channel", "7", "learned constant gate per channel", _gate("unconditional", "channel"), _paper((10.1, 42.2, 1922)), "unconditional, channel"),
+    Variant("gate-uncond-head", "7", "learned constant gate per head", _gate("unconditional", "head"), _paper((10.1, 41.3, 1884)), "unconditional, head"),
+    Variant("gate-uncond-single", "7", "learned constant single gate", _gate("unconditional", "single"), _paper((10.2, 44.3, 1797)), "unconditional, single"),
+    Variant("gate-positional", "7", "learned constant gate per (position, channel)", _gate("positional", "channel"), _paper((10.1, 41.1, 1755)), "positional"),
+    Variant("gate-embedding", "7", "gate from the token embedding, per channel", _gate("embedding", "channel"), _paper((10.0, 31.1, 1966)), "token-embedding"),
+    # Table 8: context length and loss positions (paper baseline: 4096 tokens, loss on all)
+    Variant("seq-div16", "8", "context / 16, loss on all positions", _seq(1 / 16), _paper((12.4, 42.1, 5411)), "1/256"),
+    Variant("seq-div4", "8", "context / 4, loss on all positions", _seq(1 / 4), _paper((10.6, 46.3, 4442)), "1/1024"),
+    Variant("lossfrom-q1", "8", "loss only from T/4 on", _seq(1, 1 / 4), _paper((10.1, 13.0, 38470)), "1024/4096"),
+    Variant("lossfrom-q1-long", "8", "context 5T/4, loss from T/4 on", _seq(5 / 4, 1 / 4), _paper((10.1, 8.0, 42365)), "1024/5120"),
+    Variant("lossfrom-half", "8", "loss only from T/2 on", _seq(1, 1 / 2), _paper((10.6, 1.2, 7193)), "2048/4096"),
+    Variant("lossfrom-half-long", "8", "context 3T/2, loss from T/2 on", _seq(3 / 2, 1 / 2), _paper((10.0, 5.8, 30634)), "2048/6144"),
+]
+REGISTRY = {v.name: v for v in STATIC}
+
+
+def _ratio_row(table: dict, paper_value: float):
+    key = int(round(paper_value))
+    return table.get(key) if abs(paper_value - key) < 1e-9 else None
+
+
+def parametric(name: str, base_model: ModelConfig) -> Variant | None:
+    """Head sweeps (Table 6): dhead-D (fixed heads), nhead-N (fixed d_head), heads-NxD (any, fixed width)."""
+    if m := re.fullmatch(r"dhead-(\d+)", name):
+        d = int(m[1])
+        row = _ratio_row(PAPER_DHEAD, PAPER_D_HEAD * d / base_model.d_head)
+        return Variant(name, "6", f"d_head {d} at {base_model.n_heads} heads", _model(d_head=d), _paper(row),
+                       f"d_head {round(PAPER_D_HEAD * d / base_model.d_head)}, N_head 32" if row else "")
+    if m := re.fullmatch(r"nhead-(\d+)", name):
+        n = int(m[1])
+        row = _ratio_row(PAPER_NHEAD, PAPER_N_HEADS * n / base_model.n_heads)
+        return Variant(name, "6", f"{n} heads at d_head {base_model.d_head}", _model(n_heads=n), _paper(row),
+                       f"N_head {round(PAPER_N_HEADS * n / base_model.n_heads)}, d_head 128" if row else "")
+    if m := re.fullmatch(r"heads-(\d+)x(\d+)", name):
+        n, d = int(m[1]), int(m[2])
+        fixed_width = n * d == base_model.n_heads * base_model.d_head
+        row = _ratio_row(PAPER_FIXED_WIDTH, PAPER_N_HEADS * n / base_model.n_heads) if fixed_width else None
+        return Variant(name, "6", f"{n} heads x d_head {d}", _model(n_heads=n, d_head=d), _paper(row),
+                       f"fixed width {round(PAPER_N_HEADS * n / base_model.n_heads)}/{round(4096 * base_model.n_heads / (PAPER_N_HEADS * n))}" if row else "")
+    return None
+
+
+def get_variant(name: str, base_model: ModelConfig) -> Variant:
+    if not VARIANT_NAME.match(name):
+        raise ValueError(f"variant name {name!r} must match {VARIANT_NAME.pattern}")
+    variant = REGISTRY.get(name) or parametric(name, base_model)
+    if variant is None:
+        raise KeyError(f"unknown variant {name!r}; static: {', '.join(REGISTRY)}; parametric: dhead-D, nhead-N, heads-NxD")
+    return variant
+
+
+def baseline_configs(ablation_cfg: dict) -> tuple[ModelConfig, TrainConfig]:
+    """Baseline configs from an `ablations:` section (keys `baseline.model`, `baseline.train`, `eval`)."""
+    baseline = ablation_cfg.get("baseline", {})
+    train = dict(baseline.get("train", {}))
+    for key, value in ablation_cfg.get("eval", {}).items():
+        train[f"eval_{key}" if not key.startswith("eval_") and key != "sink_eps" else key] = value
+    train_cfg = TrainConfig.from_dict(train)
+    model = dict(baseline.get("model", {}))
+    model.setdefault("max_seq_len", train_cfg.seq_len)
+    return ModelConfig.from_dict(model), train_cfg
+
+
+def resolve(ablation_cfg: dict, name: str) -> tuple[ModelConfig, TrainConfig, Variant]:
+    """The model and train configs of variant `name`: the baseline with the variant's diff applied."""
+    base_model, base_train = baseline_configs(ablation_cfg)
+    variant = get_variant(name, base_model)
+    model_over, train_over = variant.diff(base_model, base_train)
+    return replace(base_model, **model_over), replace(base_train, **train_over), variant
+
+
+def sweep_names(prefix: str, values) -> list[str]:
+    """Variant names of a sweep, e.g. sweep_names('dhead', [8, 16]) -> ['dhead-8', 'dhead-16']."""
+    return [f"{prefix}-{v}" for v in values]

@@ -1,0 +1,178 @@
+"""Ablation trainer: loss falls, a killed run resumes bitwise, seeds decide everything, metrics are right."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spikesink.ablations.data import prepare_data, write_synthetic_corpus
+from spikesink.ablations.evaluate import evaluate
+from spikesink.ablations.model import Decoder, ModelConfig
+from spikesink.ablations.train import TrainConfig, lr_at, main, param_groups, run_variant, train
+from spikesink.metrics import sink_ratio
+
+torch.set_num_threads(1)
+
+MODEL = dict(max_seq_len=32, d_model=32, n_layers=2, n_heads=2, d_head=16, d_ffn=64)
+TRAIN = dict(batch_size=4, seq_len=32, total_tokens=4 * 32 * 8, lr=3e-3, eval_every=4, eval_windows=4, eval_batch_size=4,
+             checkpoint_every=2, progress=False, log_every=2, threads=1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("abl")
+    corpus = write_synthetic_corpus(root / "passages.jsonl", n_docs=4, passages_per_doc=15)
+    return prepare_data(root / "cache", vocab_size=300, heldout_frac=0.25, seed=0, corpus_path=corpus)
+
+
+def model_cfg(data, **overrides):
+    return ModelConfig(**{**MODEL, "vocab_size": data.vocab_size, **overrides})
+
+
+def weights(path):
+    return load_file(str(path))
+
+
+def test_lr_schedule_warms_up_linearly_then_decays_to_min_ratio():
+    cfg = TrainConfig(lr=1.0, min_lr_ratio=0.1, warmup_frac=0.1)
+    lrs = [lr_at(s, 100, cfg) for s in range(100)]
+    assert lrs[:10] == pytest.approx([0.1 * (i + 1) for i in range(10)])
+    assert max(lrs) == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1, abs=2e-3)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+
+
+def test_weight_decay_skips_norms_and_gate_constants():
+    model = Decoder(ModelConfig(**MODEL, vocab_size=50, gate="unconditional", norm_type="dyt"))
+    decay, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(p.ndim >= 2 for p in decay["params"])
+    skipped = {names[id(p)].split(".")[-1] for p in no_decay["params"]}
+    assert skipped == {"weight", "alpha", "gate_logit"}  # norm gains, DyT alpha, gate constants
+    assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.1
+    everything = param_groups(model, 0.1, decay_all=True)
+    assert not everything[1]["params"]
+
+
+def test_tiny_run_learns_and_writes_outputs(data, tmp_path):
+    cfg = TrainConfig(**{**TRAIN, "total_tokens": 4 * 32 * 30, "eval_every": 10})
+    metrics = train(model_cfg(data), cfg, data, tmp_path / "run")
+    curve = pd.read_csv(tmp_path / "run" / "curve.csv")
+    losses = curve["loss"].dropna().to_numpy()
+    assert losses[-5:].mean() < losses[:5].mean() - 0.5
+    ppl = curve["eval_ppl"].dropna().to_numpy()
+    assert ppl[-1] < ppl[0] / 2  # held-out perplexity falls too
+    assert list(curve["step"].iloc[:2]) == [0, 1] and curve["step"].iloc[-1] == 30
+    on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert on_disk["ppl"] == pytest.approx(metrics["ppl"]) and math.isfinite(on_disk["ppl"])
+    for key in ("sink_ratio", "key0_mass_mean", "spike", "spike_to_median", "spike_position", "spike_channel"):
+        assert key in on_disk
+    assert len(on_disk["blocks"]["post_residual_top1"]) == 2 * MODEL["n_layers"]
+    assert (tmp_path / "run" / "curve.parquet").exists() and (tmp_path / "run" / "model.safetensors").exists()
+    assert not (tmp_path / "run" / "checkpoint").exists()  # removed after a completed run
+    assert "eval ppl" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_resume_after_kill_gives_bitwise_identical_weights(data, tmp_path):
+    cfg = TrainConfig(**TRAIN)  # 8 steps, checkpoints every 2
+    train(model_cfg(data), cfg, data, tmp_path / "straight")
+    # "kill" after step 5: the last checkpoint is step 4, step 5's work is lost
+    assert train(model_cfg(data), cfg, data, tmp_path / "killed", stop_at_step=5) is None
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    assert json.loads((tmp_path / "killed" / "checkpoint" / "state.json").read_text())["step"] == 4
+    train(model_cfg(data), cfg, data, tmp_path / "killed")
+    a, b = weights(tmp_path / "straight" / "model.safetensors"), weights(tmp_path / "killed" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    curve_a = pd.read_csv(tmp_path / "straight" / "curve.csv")
+    curve_b = pd.read_csv(tmp_path / "killed" / "curve.csv")
+    pd.testing.assert_frame_equal(curve_a, curve_b)
+
+
+def test_resume_refuses_a_checkpoint_of_another_setting(data, tmp_path):
+    cfg = TrainConfig(**TRAIN)
+    train(model_cfg(data), cfg, data, tmp_path / "run", stop_at_step=3)
+    with pytest.raises(ValueError, match="lr"):
+        train(model_cfg(data), TrainConfig(**{**TRAIN, "lr": 1e-3}), data, tmp_path / "run")
+
+
+def test_seed_determines_the_run(data, tmp_path):
+    cfg = TrainConfig(**{**TRAIN, "total_tokens": 4 * 32 * 4, "eval_every": 0, "checkpoint_every": 0})
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train(model_cfg(data), TrainConfig(**{**cfg.__dict__, "seed": seed}), data, tmp_path / name)
+    a, b, c = (weights(tmp_path / n / "model.safetensors") for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_evaluate_finds_a_planted_spike_and_matches_explicit_sink_ratio(data):
+    torch.manual_seed(0)
+    model = Decoder(model_cfg(data, embed_init_std=0.02))
+    x = torch.randint(1, data.vocab_size, (4, 32), generator=torch.Generator().manual_seed(0))
+    token, channel = int(x[2, 7]), 5
+    x[x == token] = 1 if token != 1 else 2  # make the planted token occur only where we put it
+    x[2, 7] = token
+    with torch.no_grad():
+        model.embed.weight[token, channel] = 500.0  # carried along the residual stream of every block
+    metrics = evaluate(model, [(x, x)])
+    assert metrics["spike"] >= 500.0 * 0.9
+    assert (metrics["spike_position"], metrics["spike_channel"]) == (7, channel)
+    assert metrics["spike_to_median"] > 1e3
+    assert metrics["blocks"]["other_tokens_top1"][0] >= 450 and metrics["blocks"]["first_token_top1"][0] < 50
+
+    # sink ratio: explicit full softmax maps from hooked q, k agree with the recorded statistic
+    key0 = np.asarray(metrics["key0_mass_per_head"])
+    assert key0.shape == (MODEL["n_layers"], MODEL["n_heads"])
+    assert 0.0 <= metrics["key0_mass_mean"] <= 1.0
+    assert metrics["sink_ratio"] == sink_ratio(np.asarray(metrics["key0_mass_per_head"])[None], 0.3)  # one sample
+
+
+def test_evaluate_sink_ratio_on_a_planted_sink(data):
+    """Keys of position 0 made huge along every query direction: every head sinks, ratio 100%."""
+    torch.manual_seed(0)
+    model = Decoder(model_cfg(data, n_layers=1))
+    attn = model.layers[0].attn.branch.mixer
+    x = torch.randint(1, data.vocab_size, (2, 32), generator=torch.Generator().manual_seed(1))
+    x[:, 0] = 0
+    with torch.no_grad():
+        attn.wk.weight.zero_()
+        attn.wq.weight.zero_()
+        # q = k = c * (embedding channel 0 after the norm); token 0 alone has a large channel 0
+        model.embed.weight[:, 0] = 0.0
+        model.embed.weight[0, 0] = 30.0
+        attn.wq.weight[:, 0] = 1.0
+        attn.wk.weight[:, 0] = 1.0
+    metrics = evaluate(model, [(x, x)])
+    assert metrics["sink_ratio"] == 0.0  # q of ordinary tokens is zero: uniform attention, no sink
+    expected_uniform = sum(1 / (t + 1) for t in range(32)) / 32
+    assert metrics["key0_mass_mean"] == pytest.approx(expected_uniform, abs=1e-5)
+    with torch.no_grad():
+        model.embed.weight[1:, 1] = 3.0  # every other token has a constant channel 1 -> constant query
+        attn.wq.weight[:, 1] = 4.0
+    metrics = evaluate(model, [(x, x)])
+    # q.k0 is now large and positive at every offset < 32 (RoPE's low frequencies barely rotate): all heads sink
+    assert metrics["key0_mass_mean"] > 0.95 and metrics["sink_ratio"] == 100.0
+
+
+def test_run_variant_and_cli(tmp_path):
+    corpus = write_synthetic_corpus(tmp_path / "passages.jsonl", n_docs=3, passages_per_doc=10)
+    cfg = {
+        "preset": "test",
+        "data": {"vocab_size": 280, "heldout_frac": 0.3},
+        "baseline": {"model": MODEL, "train": {**TRAIN, "total_tokens": 4 * 32 * 3}},
+    }
+    metrics = run_variant(cfg, "dhead-8", tmp_path / "test" / "dhead-8", corpus_path=corpus)
+    assert metrics["variant"] == "dhead-8" and metrics["model_config"]["d_head"] == 8
+    assert metrics["paper"] == {"ppl": 10.3, "sink_ratio": 37.7, "spike": 2112.0}  # half the baseline d_head <-> paper's 64
+    assert (tmp_path / "test" / "_data" / "meta.json").exists()
+    import yaml
+
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"ablations": {**cfg, "corpus": str(corpus)}}))
+    main(["--config", str(tmp_path / "cfg.yaml"), "--variant", "norm-sandwich", "--out", str(tmp_path / "test" / "norm-sandwich")])
+    on_disk = json.loads((tmp_path / "test" / "norm-sandwich" / "metrics.json").read_text())
+    assert on_disk["model_config"]["norm"] == "sandwich" and on_disk["paper"]["spike"] == 520.0

@@ -1,0 +1,101 @@
+"""Ablation variants: names are safe, each is the named diff from the baseline, paper rows attached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from spikesink.ablations.model import Attention, Decoder, GeLUFFN
+from spikesink.ablations.variants import REGISTRY, VARIANT_NAME, get_variant, resolve, sweep_names
+
+CFG = {
+    "baseline": {
+        "model": {"vocab_size": 64, "d_model": 32, "n_layers": 2, "n_heads": 4, "d_head": 16, "d_ffn": 80},
+        "train": {"seq_len": 64, "batch_size": 2, "lr": 1e-3, "total_tokens": 10_000},
+    },
+    "eval": {"every": 7, "windows": 3, "sink_eps": 0.25},
+}
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+
+
+def test_every_static_variant_builds_a_model_and_runs():
+    x = torch.randint(0, 64, (1, 8))
+    for name in REGISTRY:
+        model_cfg, train_cfg, variant = resolve(CFG, name)
+        assert VARIANT_NAME.match(name) and variant.name == name
+        assert model_cfg.max_seq_len >= train_cfg.seq_len
+        n = min(8, model_cfg.max_seq_len)
+        assert Decoder(model_cfg)(x[:, :n]).shape == (1, n, 64)
+        assert variant.paper is None or set(variant.paper) == {"ppl", "sink_ratio", "spike"}
+
+
+def test_eval_section_maps_onto_train_config():
+    _, train_cfg, _ = resolve(CFG, "baseline")
+    assert (train_cfg.eval_every, train_cfg.eval_windows, train_cfg.sink_eps) == (7, 3, 0.25)
+
+
+@pytest.mark.parametrize(
+    "name,model_changes,train_changes",
+    [
+        ("lr-025x", {}, {"lr": 2.5e-4}),
+        ("lr-4x", {}, {"lr": 4e-3}),
+        ("minlr-1x", {}, {"min_lr_ratio": 1.0}),
+        ("wd-0", {}, {"weight_decay": 0.0}),
+        ("beta2-0999", {}, {"beta2": 0.999}),
+        ("tokens-2x", {}, {"total_tokens": 20_000}),
+        ("ffn-gelu", {"ffn_type": "gelu", "d_ffn": 120}, {}),
+        ("ffn-attn-only", {"ffn_type": "attention"}, {}),
+        ("norm-sandwich-qk", {"norm": "sandwich", "qk_norm": True}, {}),
+        ("norm-qk-output", {"norm": "output", "qk_norm": True}, {}),
+        ("norm-dyt", {"norm_type": "dyt"}, {}),
+        ("gate-cond-head", {"gate": "conditional", "gate_granularity": "head"}, {}),
+        ("gate-positional", {"gate": "positional"}, {}),
+        ("seq-div4", {"max_seq_len": 16}, {"seq_len": 16}),
+        ("lossfrom-q1", {}, {"seq_len": 64, "loss_min_pos": 16, "loss_max_pos": None}),
+        ("lossfrom-half-long", {"max_seq_len": 96}, {"seq_len": 96, "loss_min_pos": 32}),
+        ("dhead-8", {"d_head": 8}, {}),
+        ("nhead-2", {"n_heads": 2}, {}),
+        ("heads-8x8", {"n_heads": 8, "d_head": 8}, {}),
+    ],
+)
+def test_variant_is_the_named_diff(name, model_changes, train_changes):
+    base_model, base_train, _ = resolve(CFG, "baseline")
+    model_cfg, train_cfg, _ = resolve(CFG, name)
+    model_diff = {k: v for k, v in model_cfg.to_dict().items() if v != getattr(base_model, k)}
+    train_diff = {k: v for k, v in train_cfg.__dict__.items() if v != getattr(base_train, k)}
+    assert model_diff == model_changes
+    assert train_diff == {k: v for k, v in train_changes.items() if v != getattr(base_train, k)}
+
+
+def test_ffn_and_gate_variants_change_modules():
+    gelu = Decoder(resolve(CFG, "ffn-gelu")[0])
+    assert isinstance(gelu.layers[0].ffn.branch.mixer, GeLUFFN) and gelu.layers[0].ffn.branch.mixer.up.weight.shape == (120, 32)
+    attn_only = Decoder(resolve(CFG, "ffn-attn-only")[0])
+    assert isinstance(attn_only.layers[0].ffn.branch.mixer, Attention)
+
+
+def test_head_sweeps_carry_paper_rows_by_ratio_to_the_baseline():
+    base = resolve(CFG, "baseline")[0]  # d_head 16, 4 heads <-> the paper's d_head 128, 32 heads
+    rows = {name: (get_variant(name, base).paper or {}).get("sink_ratio") for name in
+            ("dhead-2", "dhead-4", "dhead-8", "dhead-16", "dhead-6", "nhead-1", "nhead-2", "heads-2x32", "heads-8x8", "heads-8x4")}
+    assert rows == {"dhead-2": 9.8, "dhead-4": 27.9, "dhead-8": 37.7, "dhead-16": 46.0, "dhead-6": None,
+                    "nhead-1": 37.1, "nhead-2": 41.7, "heads-2x32": 30.8, "heads-8x8": 44.1, "heads-8x4": None}
+    assert sweep_names("dhead", [4, 8]) == ["dhead-4", "dhead-8"]
+
+
+@pytest.mark.parametrize("bad", ["DHEAD-8", "dhead_8", "dhead-8/..", "", "-x", "nope"])
+def test_bad_or_unknown_names_are_rejected(bad):
+    with pytest.raises((ValueError, KeyError)):
+        resolve(CFG, bad)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("ablations-*.yaml")))
+def test_shipped_configs_resolve(path):
+    cfg = yaml.safe_load(path.read_text())["ablations"]
+    assert cfg["variants"] and len(set(cfg["variants"])) == len(cfg["variants"])
+    for name in cfg["variants"]:
+        model_cfg, train_cfg, _ = resolve(cfg, name)
+        assert model_cfg.max_seq_len >= train_cfg.seq_len
