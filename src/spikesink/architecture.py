@@ -52,6 +52,7 @@ def check_supported(config) -> None:
 
 def base_model(model: nn.Module) -> nn.Module:
     """The decoder stack (the `model` attribute of a *ForCausalLM, or the model itself)."""
+    check_supported(model.config)
     inner = getattr(model, "model", model)
     if not hasattr(inner, "layers"):
         raise UnsupportedArchitectureError(f"{type(model).__name__} has no decoder `layers` list")

@@ -6,8 +6,9 @@ Definitions (all thresholds are parameters, defaults in config/config.yaml):
   magnitude of its post-residual state is massive (metrics.is_massive: above `floor` and
   `median_ratio` times that state's median magnitude). The **plateau** is the set of massive
   blocks.
-* **Spike channels** are the channels whose largest residual magnitude is massive (against
-  the block's mean median) in at least `min_plateau_fraction` of the plateau blocks.
+* **Spike channels** are the channels whose largest residual magnitude reaches at least
+  `channel_fraction` of the block's largest channel (and the floor) in at least
+  `min_plateau_fraction` of the plateau blocks.
 * The **spike vector** P is the median, over plateau blocks, of the mean post-residual state of
   the reference tokens restricted to the spike channels. Reference tokens are position 0 when
   position 0 is a spike token in most prompts (the paper's setting), else all spike tokens.
@@ -34,6 +35,7 @@ class LifecycleSettings:
     min_prompt_fraction: float = 0.5
     min_plateau_fraction: float = 0.5
     step_fraction: float = 0.15
+    channel_fraction: float = 0.1
     max_spike_channels: int = 16
 
 
@@ -97,11 +99,14 @@ def detect_lifecycle(stats: BlockStats, settings: LifecycleSettings | None = Non
     contiguous = len(massive_blocks) == plateau[1] - plateau[0] + 1
     plateau_index = massive - 1
 
-    # spike channels: massive against the block's (mean) median in enough plateau blocks
-    threshold = metrics.massive_threshold(median[plateau_index], s.floor, s.median_ratio)[:, None]
-    channel_hits = (stats.channel_max[plateau_index] > threshold).mean(axis=0)
+    # spike channels: within `channel_fraction` of the block's largest channel (and above the
+    # floor) in enough plateau blocks; secondary channels of a spike are often far below the
+    # 1000x-median bar on their own (the paper's channels spike together at fixed ratios)
+    plateau_channels = stats.channel_max[plateau_index]  # (plateau blocks, d)
+    channel_threshold = np.maximum(s.channel_fraction * plateau_channels.max(axis=1, keepdims=True), s.floor)
+    channel_hits = (plateau_channels >= channel_threshold).mean(axis=0)
     candidates = np.flatnonzero(channel_hits >= s.min_plateau_fraction)
-    strength = np.median(stats.channel_max[plateau_index][:, candidates], axis=0)
+    strength = np.median(plateau_channels[:, candidates], axis=0)
     spike_channels = [int(c) for c in candidates[np.argsort(-strength, kind="stable")][: s.max_spike_channels]]
 
     # which tokens carry the spike: massive tokens at the middle plateau block

@@ -1,0 +1,142 @@
+"""Block statistics against a brute-force computation on stored full hidden states."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_model
+from spikesink import metrics
+from spikesink.architecture import UnsupportedArchitectureError, decoder_layers
+from spikesink.extract import OUTPUT, RESIDUAL, ExtractionSettings, extract_block_stats, load_block_stats, save_block_stats
+
+
+def full_states(model, input_ids):
+    """(kind, block) -> (N, T, d) float32, captured with the same module boundaries."""
+    states = {}
+    handles = []
+    for layer in decoder_layers(model):
+        a, f = layer.attention_block, layer.ffn_block
+        handles += [
+            layer.attention.register_forward_hook(lambda m, i, o, b=a: states.setdefault((OUTPUT, b), []).append(o[0].detach().clone())),
+            layer.post_attention_norm.register_forward_pre_hook(lambda m, i, b=a: states.setdefault((RESIDUAL, b), []).append(i[0].detach().clone())),
+            layer.mlp.register_forward_hook(lambda m, i, o, b=f: states.setdefault((OUTPUT, b), []).append(o.detach().clone())),
+            layer.layer.register_forward_hook(lambda m, i, o, b=f: states.setdefault((RESIDUAL, b), []).append((o[0] if isinstance(o, tuple) else o).detach().clone())),
+        ]
+    with torch.no_grad():
+        out = model(input_ids=torch.as_tensor(input_ids), output_hidden_states=True)
+    for h in handles:
+        h.remove()
+    return {key: torch.cat(value).float().numpy() for key, value in states.items()}, out.hidden_states
+
+
+def lower_median(flat):
+    """torch.median's convention: the lower of the two middle values for an even count."""
+    return np.sort(flat, axis=1)[:, (flat.shape[1] - 1) // 2]
+
+
+@pytest.fixture(scope="module")
+def case():
+    model = tiny_model("llama", num_hidden_layers=3)
+    ids = np.random.default_rng(1).integers(0, 128, size=(6, 10))
+    settings = ExtractionSettings(top_k=3, median_stride=1, floor=1e-6, median_ratio=4.0)
+    stats = extract_block_stats(model, ids, batch_size=4, settings=settings, progress=False)
+    states, hidden_states = full_states(model, ids)
+    return model, ids, settings, stats, states, hidden_states
+
+
+def test_residual_hooks_match_hidden_states(case):
+    model, ids, settings, stats, states, hidden_states = case
+    # HF's hidden_states[l] is the residual after layer l (the last one is after the final norm)
+    for layer in range(2):
+        np.testing.assert_allclose(states[(RESIDUAL, 2 * layer + 2)], hidden_states[layer + 1].numpy(), rtol=1e-6)
+
+
+def test_topk_median_token_max_channel_max_match_brute_force(case):
+    model, ids, settings, stats, states, _ = case
+    n_blocks = 2 * model.config.num_hidden_layers
+    assert stats.median.shape == (2, n_blocks, 6)
+    for (kind, block), h in states.items():
+        a = np.abs(h)
+        flat = a.reshape(len(h), -1)
+        expected_top = -np.sort(-flat, axis=1)[:, :3]
+        np.testing.assert_allclose(stats.topk_abs[kind, block - 1], expected_top, rtol=1e-6)
+        order = np.argsort(-flat, axis=1, kind="stable")[:, :3]
+        d = h.shape[-1]
+        np.testing.assert_array_equal(stats.topk_position[kind, block - 1], order // d)
+        np.testing.assert_array_equal(stats.topk_channel[kind, block - 1], order % d)
+        np.testing.assert_allclose(stats.topk_value[kind, block - 1], h.reshape(len(h), -1)[np.arange(len(h))[:, None], order], rtol=1e-6)
+        np.testing.assert_allclose(stats.median[kind, block - 1], lower_median(flat), rtol=1e-6)
+        np.testing.assert_allclose(stats.token_max[kind, block - 1], a.max(-1), rtol=1e-6)
+        np.testing.assert_allclose(stats.pos0_mean[kind, block - 1], h[:, 0].mean(0), rtol=1e-5, atol=1e-7)
+        if kind == RESIDUAL:
+            np.testing.assert_allclose(stats.channel_max[block - 1], a.max(axis=(0, 1)), rtol=1e-6)
+
+
+def test_spike_token_means_follow_sticky_mask(case):
+    model, ids, settings, stats, states, _ = case
+    n_blocks = stats.n_blocks
+    # brute force: per 4-prompt batch, a token is a spike token from the first block where its
+    # residual max is massive against that prompt's median (exact here, median_stride=1)
+    mask = np.zeros(ids.shape, bool)
+    sums = np.zeros((2, n_blocks, model.config.hidden_size))
+    counts = np.zeros(n_blocks, int)
+    for block in range(1, n_blocks + 1):
+        res = states[(RESIDUAL, block)]
+        a = np.abs(res)
+        med = lower_median(a.reshape(len(a), -1))
+        mask |= metrics.is_massive(a.max(-1), med[:, None], settings.floor, settings.median_ratio)
+        sums[RESIDUAL, block - 1] = res[mask].sum(0)
+        sums[OUTPUT, block - 1] = states[(OUTPUT, block)][mask].sum(0)
+        counts[block - 1] = mask.sum()
+    assert 0 < counts.max() < ids.size, "thresholds in this test must flag some tokens, not all"
+    np.testing.assert_array_equal(stats.spike_count, counts)
+    expected = sums / np.maximum(counts, 1)[None, :, None]
+    np.testing.assert_allclose(stats.spike_mean, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_strided_median_is_close_to_exact():
+    model = tiny_model("llama", hidden_size=64, intermediate_size=128)
+    ids = np.random.default_rng(2).integers(0, 128, size=(4, 64))
+    exact = extract_block_stats(model, ids, settings=ExtractionSettings(median_stride=1), progress=False)
+    strided = extract_block_stats(model, ids, settings=ExtractionSettings(median_stride=7), progress=False)
+    relative_error = np.abs(strided.median / exact.median - 1)
+    assert relative_error.mean() < 0.03 and relative_error.max() < 0.15
+    np.testing.assert_array_equal(strided.topk_abs, exact.topk_abs)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "mistral", "qwen2", "qwen3"])
+def test_every_family_is_hooked(model_type):
+    model = tiny_model(model_type, head_dim=8)
+    stats = extract_block_stats(model, np.arange(20).reshape(2, 10), batch_size=2, progress=False)
+    assert stats.n_blocks == 6
+    assert (stats.median > 0).all() and (stats.topk_abs > 0).all()
+
+
+def test_unsupported_family_fails_clearly():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=32)).eval()
+    with pytest.raises(UnsupportedArchitectureError, match="supported: llama"):
+        extract_block_stats(model, np.zeros((1, 4), dtype=int), progress=False)
+
+
+def test_rejects_single_token_prompts():
+    with pytest.raises(ValueError, match="seq_len >= 2"):
+        extract_block_stats(tiny_model(), np.zeros((2, 1), dtype=int), progress=False)
+
+
+def test_save_load_roundtrip(case, tmp_path):
+    stats = case[3]
+    save_block_stats(stats, tmp_path / "s.npz", tmp_path / "s.json")
+    loaded = load_block_stats(tmp_path / "s.npz", tmp_path / "s.json")
+    for name, array in stats.to_arrays().items():
+        np.testing.assert_array_equal(getattr(loaded, name), array)
+    assert loaded.meta["n_blocks"] == stats.n_blocks
+    assert not list(tmp_path.glob(".*")), "atomic writes leave no temporary files behind"
+
+
+def test_bfloat16_model_gives_float32_statistics():
+    model = tiny_model().to(torch.bfloat16)
+    stats = extract_block_stats(model, np.arange(20).reshape(2, 10), progress=False)
+    assert stats.topk_abs.dtype == np.float32 and stats.spike_mean.dtype == np.float32
+    assert stats.meta["model_dtype"] == "bfloat16"
