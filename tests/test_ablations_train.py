@@ -176,3 +176,18 @@ def test_run_variant_and_cli(tmp_path):
     main(["--config", str(tmp_path / "cfg.yaml"), "--variant", "norm-sandwich", "--out", str(tmp_path / "test" / "norm-sandwich")])
     on_disk = json.loads((tmp_path / "test" / "norm-sandwich" / "metrics.json").read_text())
     assert on_disk["model_config"]["norm"] == "sandwich" and on_disk["paper"]["spike"] == 520.0
+
+
+def test_ablation_table_and_trend():
+    from spikesink.ablations.evaluate import ablation_table, trend
+
+    rows = [
+        {"variant": f"dhead-{d}", "table": "6", "paper": {"ppl": 10.0, "sink_ratio": s, "spike": 1.0},
+         "model_config": {"n_heads": 4, "d_head": d}, "ppl": 20.0, "sink_ratio": s / 2, "key0_mass_mean": 0.1,
+         "spike": 5.0, "spike_to_median": 10.0, "spike_position": 0, "spike_block": 3, "paper_setting": ""}
+        for d, s in ((4, 4.1), (8, 9.8), (16, 27.9), (32, 37.7))
+    ]
+    table = ablation_table(rows)
+    assert list(table["sink_ratio"]) == [2.05, 4.9, 13.95, 18.85] and list(table["d_head"]) == [4, 8, 16, 32]
+    assert trend(table["d_head"], table["sink_ratio"]) == pytest.approx(1.0)
+    assert trend(table["d_head"], -table["sink_ratio"]) == pytest.approx(-1.0)
