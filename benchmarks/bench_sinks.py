@@ -1,0 +1,222 @@
+"""Cost of the sink statistics: plain sdpa vs sdpa + SinkStatistics vs eager output_attentions.
+
+    python benchmarks/bench_sinks.py --gguf /path/SmolLM2-135M-Instruct.Q4_1.gguf
+    python benchmarks/bench_sinks.py --model-dir resources/models/smollm2-135m [--text-file x.txt]
+
+Two measurements, because they need different set-ups:
+
+* time: one process, the three variants interleaved forward by forward (so that a load spike
+  on a shared machine hits all of them alike), `--repeats` times; min and median reported.
+* peak memory: one fresh subprocess per (shape, variant). Each loads the model, runs one
+  warm-up forward, hands freed heap back to the OS (malloc_trim; the child also runs with a
+  fixed glibc mmap threshold so that large freed buffers leave RSS at once instead of being
+  kept for reuse), resets the kernel's peak-RSS mark (/proc/self/clear_refs, 5) and reports
+  the peak RSS of one more forward minus the RSS just before it ("peak extra"). tracemalloc
+  would not see torch's allocations. Where clear_refs is not writable it falls back to
+  ru_maxrss (then the load's own peak may hide a smaller forward peak; flagged in the output).
+
+Targets (issue 5): time (b)/(a) <= 1.3; peak extra (c)/(b) >= 5 at T = 1024.
+Also prints the sink findings of the measured batch and checks that (b)'s logits equal (a)'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+VARIANTS = ("sdpa", "sinks", "eager")
+LABEL = {"sdpa": "(a) plain sdpa", "sinks": "(b) sdpa + SinkStatistics", "eager": "(c) eager output_attentions"}
+
+
+def load_model(model_dir: str | None, gguf: str | None, threads: int):
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(threads)
+    if gguf:
+        path = Path(gguf)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.set_attn_implementation("sdpa")
+    return model.eval()
+
+
+def make_inputs(model_dir: str | None, gguf: str | None, text_file: str | None, batch: int, seq: int, vocab: int):
+    """(batch, seq) ids: consecutive windows of a text if given, else seeded random ids."""
+    if text_file:
+        from transformers import AutoTokenizer
+
+        if gguf:
+            tokenizer = AutoTokenizer.from_pretrained(Path(gguf).parent, gguf_file=Path(gguf).name)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        ids = tokenizer(Path(text_file).read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
+        if len(ids) < batch * seq:
+            raise SystemExit(f"{text_file} has {len(ids)} tokens, need {batch * seq}")
+        return torch.tensor(ids[: batch * seq]).view(batch, seq)
+    return torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(0))
+
+
+def forward(model, ids, variant: str):
+    """One forward of `variant`; returns (logits, sink result or None)."""
+    from spikesink.sinks import SinkStatistics
+
+    with torch.no_grad():
+        if variant == "sdpa":
+            return model(input_ids=ids, use_cache=False).logits, None
+        if variant == "sinks":
+            with SinkStatistics(model) as sinks:
+                logits = model(input_ids=ids, use_cache=False).logits
+            return logits, sinks.result()
+        model.set_attn_implementation("eager")
+        try:
+            out = model(input_ids=ids, use_cache=False, output_attentions=True)
+            assert out.attentions is not None and len(out.attentions) == model.config.num_hidden_layers
+            return out.logits, None
+        finally:
+            model.set_attn_implementation("sdpa")
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _hwm_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def child_memory(args) -> None:
+    """Runs in a fresh process: peak extra RSS of one forward of one variant."""
+    model = load_model(args.model_dir, None, args.threads)
+    ids = make_inputs(args.model_dir, None, args.text_file, args.batch, args.seq, model.config.vocab_size)
+    forward(model, ids, args.variant)  # warm-up: one-off allocations, lazy inits
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    exact = True
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        exact = False
+    before = _rss_bytes()
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    logits, _ = forward(model, ids, args.variant)
+    del logits
+    peak = _hwm_bytes() if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"extra": peak - before, "rss_before": before, "peak": peak, "exact": exact, "peak_before": peak_before}))
+
+
+def measure_memory(args, model_dir: str, batch: int, seq: int, variant: str) -> dict:
+    cmd = [
+        sys.executable, __file__, "--child", "--model-dir", model_dir, "--variant", variant,
+        "--batch", str(batch), "--seq", str(seq), "--threads", str(args.threads),
+    ]  # fmt: skip
+    if args.text_file:
+        cmd += ["--text-file", args.text_file]
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")  # fixed: freed large buffers leave RSS
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode:
+        raise RuntimeError(f"memory child failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_time(model, ids, repeats: int) -> tuple[dict, dict]:
+    timings = {variant: [] for variant in VARIANTS}
+    outputs = {variant: forward(model, ids, variant) for variant in VARIANTS}  # warm-up + outputs
+    for _ in range(repeats):
+        for variant in VARIANTS:
+            start = time.perf_counter()
+            forward(model, ids, variant)
+            timings[variant].append(time.perf_counter() - start)
+    return timings, outputs
+
+
+def report_sinks(result: dict, top: int = 8) -> None:
+    mass = result["key0_mass_layer_head"]  # (L, H)
+    n_layers, n_heads = mass.shape
+    print(f"  sink ratio (eps {float(result['eps']):.1f}): {float(result['sink_ratio']):.1f}%   "
+          f"mean key-0 mass: {float(result['key0_mass_mean']):.3f}")  # fmt: skip
+    print("  per layer, mean key-0 mass / sink ratio %:")
+    for layer in range(n_layers):
+        print(f"    layer {layer:2d}: {result['key0_mass_layer'][layer]:.3f} / {result['sink_ratio_layer'][layer]:5.1f}  "
+              + " ".join(f"{value:.2f}" for value in mass[layer]))  # fmt: skip
+    order = np.argsort(mass, axis=None)[::-1][:top]
+    heads = ", ".join(f"L{i // n_heads}H{i % n_heads}={mass.flat[i]:.3f}" for i in order)
+    print(f"  strongest sink heads: {heads}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-dir", help="HF safetensors directory")
+    source.add_argument("--gguf", help="GGUF file (converted once to a temporary safetensors dir for the children)")
+    parser.add_argument("--text-file", help="text to tokenize for the inputs (default: seeded random ids)")
+    parser.add_argument("--shapes", default="1x1024,8x128", help="comma-separated BxT")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--seq", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child_memory(args)
+        return
+
+    model = load_model(args.model_dir, args.gguf, args.threads)
+    with tempfile.TemporaryDirectory(prefix="bench_sinks.") as tmp:
+        model_dir = args.model_dir
+        if args.gguf:  # children load safetensors in ~2 s instead of dequantizing again
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(tmp)
+            model_dir = tmp
+        print(f"torch {torch.__version__}, threads {args.threads}, repeats {args.repeats}")
+        for shape in args.shapes.split(","):
+            batch, seq = (int(x) for x in shape.lower().split("x"))
+            ids = make_inputs(args.model_dir, args.gguf, args.text_file, batch, seq, model.config.vocab_size)
+            timings, outputs = measure_time(model, ids, args.repeats)
+            print(f"\n== batch {batch} x T {seq}")
+            for variant in VARIANTS:
+                t = timings[variant]
+                print(f"  {LABEL[variant]:32s} time min {min(t):7.3f} s  median {statistics.median(t):7.3f} s")
+            ratio = min(timings["sinks"]) / min(timings["sdpa"])
+            ratio_med = statistics.median(timings["sinks"]) / statistics.median(timings["sdpa"])
+            print(f"  time (b)/(a): min {ratio:.3f}  median {ratio_med:.3f}  (target <= 1.3)")
+            print(f"  time (c)/(a): min {min(timings['eager']) / min(timings['sdpa']):.3f}")
+            same = torch.equal(outputs["sdpa"][0], outputs["sinks"][0])
+            print(f"  logits (b) == (a) bit for bit: {same}")
+            if not args.skip_memory:
+                memory = {variant: measure_memory(args, model_dir, batch, seq, variant) for variant in VARIANTS}
+                for variant in VARIANTS:
+                    m = memory[variant]
+                    flag = "" if m["exact"] else "  (ru_maxrss fallback: lower bound)"
+                    print(f"  {LABEL[variant]:32s} peak extra {m['extra'] / 2**20:8.1f} MiB "
+                          f"(RSS before {m['rss_before'] / 2**20:.0f} MiB){flag}")  # fmt: skip
+                extra_b = max(memory["sinks"]["extra"], 1)
+                print(f"  peak extra (c)/(b): {memory['eager']['extra'] / extra_b:.1f} (target >= 5 at T = 1024); "
+                      f"(b)/(a): {memory['sinks']['extra'] / max(memory['sdpa']['extra'], 1):.2f}")  # fmt: skip
+            print("  sink findings on this batch:")
+            report_sinks(outputs["sinks"][1])
+
+
+if __name__ == "__main__":
+    main()
