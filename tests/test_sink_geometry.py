@@ -1,0 +1,152 @@
+"""Sink-key geometry: head choice, captured q/k vs eager maps, spectra and gaps on planted data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+from spikesink.sink_geometry import (
+    HeadChoice,
+    QKCapture,
+    choose_heads,
+    collect_qk,
+    middle_third,
+    query_key_gap,
+    sink_geometry,
+    spectrum,
+    tsne_table,
+)
+from spikesink.sinks import sink_statistics
+
+torch.set_num_threads(1)
+
+
+def tiny_model(family="llama", seed=0):
+    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen3": (Qwen3Config, Qwen3ForCausalLM)}[family]
+    torch.manual_seed(seed)
+    config = config_cls(
+        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
+    )  # fmt: skip
+    model = model_cls(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "q_norm" in name or "k_norm" in name:
+                param.copy_(2 * torch.rand_like(param) + 2.0)
+            elif "norm" in name:
+                param.copy_(torch.rand_like(param) + 0.5)
+            elif "q_proj" in name or "k_proj" in name:
+                param.mul_(25.0)
+    model.set_attn_implementation("sdpa")
+    return model
+
+
+def test_middle_third_is_never_empty():
+    assert list(middle_third(30)) == list(range(10, 20))
+    assert list(middle_third(4)) == [1, 2]
+    assert list(middle_third(1)) == [0]
+    assert list(middle_third(2)) == [0, 1]
+
+
+def test_choose_heads_looks_only_at_the_middle_third():
+    mass = np.full((9, 4), 0.5)
+    mass[0, 0] = 0.99  # outside the middle third: ignored
+    mass[8, 1] = 0.0
+    mass[4, 2] = 0.9
+    mass[5, 3] = 0.05
+    heads = choose_heads(mass)
+    assert (heads["sink"].layer, heads["sink"].head) == (4, 2)
+    assert (heads["non_sink"].layer, heads["non_sink"].head) == (5, 3)
+    assert heads["sink"].key0_mass == pytest.approx(0.9)
+
+
+def test_spectrum_on_planted_subspaces():
+    rng = np.random.default_rng(0)
+    direction = rng.normal(size=16)
+    rank_one = rng.uniform(1, 2, size=(200, 1)) * direction + 1e-3 * rng.normal(size=(200, 16))
+    s = spectrum(rank_one)
+    assert s["top1_share"] > 0.999 and s["effective_rank"] < 1.1
+    plane = rng.normal(size=(200, 2)) @ rng.normal(size=(2, 16))
+    s = spectrum(plane, center=True)
+    assert s["top1_share"] < 0.99 and s["top2_share"] > 0.999 and 1.3 < s["effective_rank"] < 2.01
+    isotropic = spectrum(rng.normal(size=(2000, 8)), center=True)
+    assert isotropic["effective_rank"] > 7.5 and isotropic["top1_share"] < 0.2
+    with pytest.raises(ValueError):
+        spectrum(np.ones((1, 4)))
+
+
+def test_query_key_gap_on_planted_heads():
+    rng = np.random.default_rng(1)
+    prompts, seq, dim = 5, 12, 8
+    sink_dir = np.eye(dim)[0]
+    keys = rng.normal(size=(prompts, seq, dim))
+    keys[:, 0] = 3 * sink_dir
+    # a sink head: queries point at the sink key
+    queries = 2 * sink_dir + 0.1 * rng.normal(size=(prompts, seq, dim))
+    gap = query_key_gap(queries, keys)
+    assert gap["cos_gap"] > 0.8 and gap["share_closer_to_sink"] > 0.95 and gap["dist_gap"] > 0
+    assert gap["n_queries"] == prompts * (seq - 1)
+    # a content head: each query is its own key, far from the sink direction
+    queries = keys.copy()
+    queries[..., 0] = 0
+    keys2 = keys.copy()
+    keys2[:, 1:, 0] = 0
+    gap = query_key_gap(queries, keys2)
+    assert gap["cos_gap"] < 0 and gap["share_closer_to_sink"] < 0.1
+
+
+def test_captured_vectors_reproduce_eager_attention_maps():
+    """The captured q, k are post-norm, post-RoPE and GQA-mapped: they give the eager softmax."""
+    model = tiny_model("qwen3", seed=2)
+    ids = torch.randint(0, 97, (3, 14), generator=torch.Generator().manual_seed(3))
+    heads = {"sink": HeadChoice("sink", 1, 3, 0.0), "non_sink": HeadChoice("non_sink", 2, 0, 0.0)}
+    captured = collect_qk(model, [ids[:2], ids[2:]], heads, max_prompts=3)
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        maps = model(input_ids=ids, output_attentions=True, use_cache=False).attentions
+    model.set_attn_implementation("sdpa")
+    scaling = model.model.layers[0].self_attn.scaling
+    causal = np.tril(np.ones((14, 14), dtype=bool))
+    for role, choice in heads.items():
+        q, k = captured[role]["query"], captured[role]["key"]
+        assert q.shape == k.shape == (3, 14, 8)
+        scores = np.where(causal, np.einsum("ptd,psd->pts", q, k) * scaling, -np.inf)
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        np.testing.assert_allclose(probs, maps[choice.layer][:, choice.head].numpy(), atol=1e-5)
+
+
+def test_capture_is_bounded_and_observes_only_chosen_layers():
+    model = tiny_model()
+    heads = {"sink": HeadChoice("sink", 1, 0, 0.0), "non_sink": HeadChoice("non_sink", 1, 2, 0.0)}
+    batches = [torch.randint(0, 97, (4, 10)) for _ in range(5)]
+    with torch.no_grad(), QKCapture(model, heads, max_prompts=6) as capture:
+        for batch in batches:
+            model(input_ids=batch)
+    assert capture.layers == (1,)
+    result = capture.result()
+    assert result["sink"]["query"].shape == (6, 10, 8)
+    assert capture.n_forwards == 5 and model.config._attn_implementation == "sdpa"
+
+
+def test_sink_geometry_end_to_end_is_reproducible():
+    model = tiny_model(seed=4)
+    gen = torch.Generator().manual_seed(5)
+    batches = [torch.randint(0, 97, (8, 16), generator=gen) for _ in range(3)]
+    sinks = sink_statistics(model, batches)
+    out = sink_geometry(model, batches, sinks["key0_mass_layer_head"], max_prompts=20, tsne_points=20)
+    assert set(out) == {"heads", "subspace", "gaps", "tsne"}
+    assert list(out["heads"]["role"]) == ["sink", "non_sink"]
+    assert out["heads"]["key0_mass"].iloc[0] >= out["heads"]["key0_mass"].iloc[1]
+    assert len(out["subspace"]) == 8  # 2 heads x 2 key sets x (uncentred, centred)
+    assert (out["subspace"]["n_vectors"] == 20).all()
+    counts = out["tsne"].groupby(["role", "kind"]).size()
+    assert counts[("sink", "k(s)")] == 20 and counts[("sink", "q(n)")] == 20
+    chosen = out["heads"].set_index("role")
+    heads = {r: HeadChoice(r, int(chosen.loc[r, "layer"]), int(chosen.loc[r, "head"]), 0.0) for r in ("sink", "non_sink")}
+    again = collect_qk(model, batches, heads, 20)
+    first = tsne_table(again, heads, n_points=20)
+    second = tsne_table(again, heads, n_points=20)
+    np.testing.assert_array_equal(first[["x", "y"]].to_numpy(), second[["x", "y"]].to_numpy())
