@@ -1,0 +1,241 @@
+"""Causal test of 'spikes make sinks': edit the spike channels of the first token at a step-up
+block and measure what happens to the sinks, the spike and perplexity.
+
+The paper argues that the massive activation written by the step-up block(s) into a few
+channels of the first token is what lets later attention heads single out that token as a
+sink (through the pre-norm, which turns the spike into a near-constant sparse vector). If so,
+removing the spike at the block that creates it should reduce the attention on key 0.
+
+Interventions (a forward hook on one block, paper numbering, see architecture.py):
+
+* mode "zero": the chosen channels of the first token are set to 0;
+* mode "mean": set to their mean over the batch's non-spike tokens (a softer edit: the token
+  keeps a typical value in those channels instead of an impossible exact zero).
+* site "block_output" (default): edit what the block adds (output of the attention module or
+  MLP), i.e. cancel the block's write into those channels; site "residual": edit the
+  post-residual state after an FFN block (output of the decoder layer), i.e. remove the spike
+  from the stream itself. A post-residual state after an *attention* block is not the output
+  of any module, so "residual" is refused for odd blocks (we do not patch model code).
+* positions "first" (default) or "spike": also edit every other token detected as a spike
+  token in this block's state (metrics.is_massive on the token's top magnitude vs its median).
+
+Measured per condition on held-out token batches: sink ratio and mean key-0 mass (through
+sinks.SinkStatistics, in the same forward), perplexity, and the spike itself (largest residual
+magnitude over layers, at token 0 and over all tokens).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from . import metrics
+from .architecture import block_kind, block_layer, decoder_layers, first_tensor, n_blocks
+from .sinks import SinkStatistics
+
+MODES = ("zero", "mean")
+SITES = ("block_output", "residual")
+
+
+def intervention_module(model: nn.Module, block: int, site: str = "block_output") -> nn.Module:
+    """The module whose output is the state to edit for `block` (1-based, paper numbering)."""
+    if not 1 <= block <= n_blocks(model):
+        raise ValueError(f"block {block} out of range 1..{n_blocks(model)}")
+    if site not in SITES:
+        raise ValueError(f"site must be one of {SITES}, got {site!r}")
+    layer = decoder_layers(model)[block_layer(block)]
+    if site == "block_output":
+        return layer.attention if block_kind(block) == "attn" else layer.mlp
+    if block_kind(block) == "attn":
+        raise ValueError(
+            f"block {block} is an attention block: its post-residual state is not the output of a module; "
+            "use site='block_output' or an FFN (even) block"
+        )
+    return layer.layer
+
+
+def spike_token_mask(hidden: torch.Tensor, floor: float = metrics.DEFAULT_FLOOR, median_ratio: float = metrics.DEFAULT_MEDIAN_RATIO) -> torch.Tensor:
+    """(B, T) bool: tokens whose largest |value| is massive relative to their own median."""
+    magnitude = hidden.detach().abs().to(torch.float32)
+    return metrics.is_massive(magnitude.amax(dim=-1), magnitude.median(dim=-1).values, floor, median_ratio)
+
+
+def replacement_values(hidden: torch.Tensor, channels: torch.Tensor, mode: str, spikes: torch.Tensor) -> torch.Tensor:
+    """(len(channels),) values to write: zeros, or the channel means over non-spike tokens.
+
+    The first token is never part of the mean (it is the token being edited).
+    """
+    if mode == "zero":
+        return torch.zeros(len(channels), dtype=hidden.dtype, device=hidden.device)
+    if mode != "mean":
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    keep = ~spikes.clone()
+    keep[:, 0] = False
+    if not bool(keep.any()):
+        raise ValueError("no non-spike token in the batch to take a mean from")
+    values = hidden[..., channels].to(torch.float32)[keep]  # (n_tokens, C)
+    return values.mean(dim=0).to(hidden.dtype)
+
+
+@dataclass
+class InterventionLog:
+    """What the hook did, to check that the edit happened (max |value| before/after at edited tokens)."""
+
+    calls: int = 0
+    edited_tokens: int = 0
+    max_before: float = 0.0
+    max_after: float = 0.0
+    values: list = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def spike_intervention(
+    model: nn.Module,
+    block: int,
+    channels: Sequence[int],
+    mode: str = "zero",
+    site: str = "block_output",
+    positions: str = "first",
+    floor: float = metrics.DEFAULT_FLOOR,
+    median_ratio: float = metrics.DEFAULT_MEDIAN_RATIO,
+) -> Iterator[InterventionLog]:
+    """Forward hook on `block` that rewrites `channels` of the first (or every spike) token."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if positions not in ("first", "spike"):
+        raise ValueError("positions must be 'first' or 'spike'")
+    module = intervention_module(model, block, site)
+    d_model = model.config.hidden_size
+    chans = torch.as_tensor(list(channels), dtype=torch.long)
+    if chans.numel() == 0 or int(chans.min()) < 0 or int(chans.max()) >= d_model:
+        raise ValueError(f"channels must be a non-empty list within 0..{d_model - 1}, got {list(channels)}")
+    log = InterventionLog()
+
+    def hook(_module, _args, output):
+        hidden = first_tensor(output)
+        index = chans.to(hidden.device)
+        spikes = spike_token_mask(hidden, floor, median_ratio)
+        targets = torch.zeros_like(spikes)
+        targets[:, 0] = True
+        if positions == "spike":
+            targets |= spikes
+        edited = hidden.clone()
+        values = replacement_values(hidden, index, mode, spikes)
+        rows = edited[targets]  # (n, d)
+        log.max_before = max(log.max_before, float(rows[:, index].abs().max()))
+        rows[:, index] = values
+        edited[targets] = rows
+        log.max_after = max(log.max_after, float(rows[:, index].abs().max()))
+        log.calls += 1
+        log.edited_tokens += int(targets.sum())
+        log.values.append(values.detach().to(torch.float32).cpu().numpy())
+        if isinstance(output, tuple):
+            return (edited, *output[1:])
+        if isinstance(output, list):
+            return [edited, *output[1:]]
+        return edited
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield log
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def _residual_spike_monitor(model: nn.Module) -> Iterator[dict]:
+    """Largest residual magnitude over layers per sample: at token 0 and over all tokens."""
+    record = {"first": [], "any": [], "_cur_first": None, "_cur_any": None}
+    layers = decoder_layers(model)
+    last = len(layers) - 1
+
+    def hook_for(index):
+        def hook(_module, _args, output):
+            magnitude = first_tensor(output).detach().abs().to(torch.float32)
+            first = magnitude[:, 0].amax(dim=-1)
+            anywhere = magnitude.amax(dim=(1, 2))
+            if index == 0:
+                record["_cur_first"], record["_cur_any"] = first, anywhere
+            else:
+                record["_cur_first"] = torch.maximum(record["_cur_first"], first)
+                record["_cur_any"] = torch.maximum(record["_cur_any"], anywhere)
+            if index == last:
+                record["first"].append(record["_cur_first"].cpu())
+                record["any"].append(record["_cur_any"].cpu())
+
+        return hook
+
+    handles = [layer.layer.register_forward_hook(hook_for(layer.index)) for layer in layers]
+    try:
+        yield record
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def measure_condition(
+    model: nn.Module, batches: Sequence[torch.Tensor], eps: float = metrics.DEFAULT_SINK_EPS
+) -> dict[str, float]:
+    """Sink ratio, key-0 mass, perplexity and spike size of the model as it is (hooks included)."""
+    nll, n_tokens = 0.0, 0
+    with torch.no_grad(), SinkStatistics(model, eps=eps) as sinks, _residual_spike_monitor(model) as spikes:
+        for input_ids in batches:
+            input_ids = torch.as_tensor(input_ids)
+            out = model(input_ids=input_ids, labels=input_ids, use_cache=False)
+            count = input_ids.shape[0] * (input_ids.shape[1] - 1)
+            nll += float(out.loss) * count
+            n_tokens += count
+    result = sinks.result()
+    return {
+        "sink_ratio": float(result["sink_ratio"]),
+        "key0_mass": float(result["key0_mass_mean"]),
+        "perplexity": math.exp(nll / n_tokens),
+        "spike_first_token": float(torch.cat(spikes["first"]).mean()),
+        "spike_any_token": float(torch.cat(spikes["any"]).mean()),
+        "n_tokens": n_tokens,
+    }
+
+
+def intervention_table(
+    model: nn.Module,
+    batches: Iterable,
+    block: int,
+    channels: Sequence[int],
+    modes: Sequence[str] = ("zero", "mean"),
+    site: str = "block_output",
+    positions: str = "first",
+    eps: float = metrics.DEFAULT_SINK_EPS,
+    floor: float = metrics.DEFAULT_FLOOR,
+    median_ratio: float = metrics.DEFAULT_MEDIAN_RATIO,
+) -> pd.DataFrame:
+    """One row per condition ("none" first, then each mode) with absolute values and deltas.
+
+    batches: held-out (B, T) token id batches (all conditions see the same ones). Deltas are
+    relative to the unedited model measured in the same call.
+    """
+    batches = [torch.as_tensor(b) for b in batches]
+    if not batches:
+        raise ValueError("no batches to measure on")
+    rows = [{"condition": "none", "edited_tokens": 0, "max_before": np.nan, "max_after": np.nan} | measure_condition(model, batches, eps)]
+    for mode in modes:
+        with spike_intervention(model, block, channels, mode, site, positions, floor, median_ratio) as log:
+            measured = measure_condition(model, batches, eps)
+        rows.append(
+            {"condition": mode, "edited_tokens": log.edited_tokens, "max_before": log.max_before, "max_after": log.max_after}
+            | measured
+        )
+    table = pd.DataFrame(rows)
+    for column in ("sink_ratio", "key0_mass", "perplexity", "spike_first_token", "spike_any_token"):
+        table[f"delta_{column}"] = table[column] - table.loc[0, column]
+    table.insert(1, "block", block)
+    table.insert(2, "channels", ",".join(str(c) for c in channels))
+    table.insert(3, "site", site)
+    table.insert(4, "positions", positions)
+    return table
