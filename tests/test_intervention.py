@@ -170,3 +170,19 @@ def test_table_matches_direct_measurements():
     assert zero["delta_key0_mass"] == pytest.approx(zero["key0_mass"] - none["key0_mass"])
     assert zero["edited_tokens"] == 6 and zero["max_after"] == 0.0
     assert set(table["block"]) == {2} and set(table["channels"]) == {"3,17"}
+
+
+def test_intervention_figure_is_written(tmp_path):
+    import pandas as pd
+
+    from spikesink.figures_sinks import plot_intervention
+
+    table = pd.DataFrame(
+        {
+            "condition": ["none", "zero", "mean"], "block": 4, "channels": "507", "site": "block_output",
+            "positions": "first", "sink_ratio": [70.0, 20.0, 35.0], "key0_mass": [0.6, 0.2, 0.3],
+            "perplexity": [12.0, 30.0, 18.0], "spike_first_token": [2e4, 50.0, 60.0],
+        }
+    )  # fmt: skip
+    written = plot_intervention(table, tmp_path / "bars.pdf")
+    assert [p.name for p in written] == ["bars.pdf", "bars.png"] and all(p.stat().st_size > 1000 for p in written)

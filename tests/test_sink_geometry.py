@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
@@ -150,3 +151,16 @@ def test_sink_geometry_end_to_end_is_reproducible():
     first = tsne_table(again, heads, n_points=20)
     second = tsne_table(again, heads, n_points=20)
     np.testing.assert_array_equal(first[["x", "y"]].to_numpy(), second[["x", "y"]].to_numpy())
+
+
+def test_tsne_figure_is_written(tmp_path):
+    from spikesink.figures_sinks import plot_tsne
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for role, layer, head in (("sink", 3, 1), ("non_sink", 4, 2)):
+        for kind in ("q(n)", "k(n)", "k(s)"):
+            xy = rng.normal(size=(15, 2))
+            frames.append(pd.DataFrame({"role": role, "layer": layer, "head": head, "kind": kind, "x": xy[:, 0], "y": xy[:, 1]}))
+    written = plot_tsne(pd.concat(frames), tmp_path / "tsne")
+    assert [p.suffix for p in written] == [".pdf", ".png"] and all(p.stat().st_size > 1000 for p in written)

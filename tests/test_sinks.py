@@ -285,3 +285,20 @@ def test_summarise_sinks_on_planted_masses():
     np.testing.assert_allclose(summary["sink_ratio_layer_head"][1], [100, 0])
     assert summary["key0_mass_layer_head"][1, 0] == pytest.approx(0.9)
     assert summarise_sinks(mass, eps=0.95)["sink_ratio"] == 0.0
+
+
+def test_sink_figures_are_written(tmp_path):
+    from spikesink.figures_sinks import plot_key0_heatmap, plot_sink_vs_spike
+
+    rng = np.random.default_rng(0)
+    mass = rng.uniform(0, 1, size=(6, 4)).astype(np.float32)
+    written = plot_key0_heatmap(mass, tmp_path / "heat.pdf", highlight={"sink": (2, 1), "non_sink": (3, 0)})
+    summary = summarise_sinks(rng.uniform(0, 1, size=(5, 6, 4)))
+    written += plot_sink_vs_spike(
+        summary["sink_ratio_layer"], summary["key0_mass_layer"], np.geomspace(1, 1e4, 12), tmp_path / "depth",
+        step_up=[4], step_down=[11],
+    )  # fmt: skip
+    assert sorted(p.name for p in written) == ["depth.pdf", "depth.png", "heat.pdf", "heat.png"]
+    assert all(p.stat().st_size > 1000 for p in written)
+    with pytest.raises(ValueError, match="2L"):
+        plot_sink_vs_spike(summary["sink_ratio_layer"], summary["key0_mass_layer"], np.ones(6), tmp_path / "bad")
