@@ -302,3 +302,24 @@ def test_sink_figures_are_written(tmp_path):
     assert all(p.stat().st_size > 1000 for p in written)
     with pytest.raises(ValueError, match="2L"):
         plot_sink_vs_spike(summary["sink_ratio_layer"], summary["key0_mass_layer"], np.ones(6), tmp_path / "bad")
+
+
+def test_spike_positions_may_come_from_a_callable_per_layer():
+    """extract.py knows spike tokens only as the forward goes: a callable is asked per layer."""
+    model = tiny_model("llama", seed=13)
+    gen = torch.Generator().manual_seed(14)
+    ids = torch.randint(0, 97, (2, 11), generator=gen)
+    spike = torch.rand(2, 11, generator=gen) < 0.3
+    _, ref_spike, _ = eager_reference(model, ids, spike=spike)
+    asked = []
+
+    def running_mask(layer):
+        asked.append(layer)
+        return None if layer == 0 else spike  # nothing known yet at the first layer
+
+    with torch.no_grad(), SinkStatistics(model, spike_positions=running_mask) as sinks:
+        model(input_ids=ids)
+    got = sinks.result()["spike_mass"]
+    assert asked == [0, 1, 2]
+    assert np.isnan(got[:, 0]).all()
+    np.testing.assert_allclose(got[:, 1:], ref_spike[:, 1:], atol=1e-5, rtol=0)

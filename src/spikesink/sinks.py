@@ -375,8 +375,11 @@ class SinkStatistics(AttentionObserver):
     """Per sample, layer and head: mean attention on key 0 and on spike-token positions.
 
     spike_positions: bool (B, T) for the next forward(s), or None; change it per batch with
-    `set_spike_positions`. The spike mass counts exactly the flagged keys (flag position 0
-    too if key 0 should be included); samples of a forward without spike positions get NaN.
+    `set_spike_positions`. It may also be a callable `f(layer) -> (B, T) bool or None`, asked
+    at each layer's attention during the forward: spike tokens found by hooks earlier in the
+    same forward (extract.py's running spike mask) can then be used without a second pass.
+    The spike mass counts exactly the flagged keys (flag position 0 too if key 0 should be
+    included); a (sample, layer) without spike positions gets NaN.
     """
 
     def __init__(
@@ -397,8 +400,8 @@ class SinkStatistics(AttentionObserver):
         self.set_spike_positions(spike_positions)
 
     def set_spike_positions(self, mask) -> None:
-        if mask is None:
-            self._spike_positions = None
+        if mask is None or callable(mask):
+            self._spike_positions = mask
             return
         mask = torch.as_tensor(mask)
         if mask.dim() != 2:
@@ -406,12 +409,16 @@ class SinkStatistics(AttentionObserver):
         self._spike_positions = mask.to(torch.bool)
 
     def _compute(self, layer, module, query, key, attention_mask, kwargs):
+        spikes = self._spike_positions
+        if callable(spikes):
+            spikes = spikes(layer)
+            spikes = None if spikes is None else torch.as_tensor(spikes).to(torch.bool)
         return attention_masses(
             query,
             key,
             float(kwargs.get("scaling") if kwargs.get("scaling") is not None else module.scaling),
             attention_mask,
-            self._spike_positions,
+            spikes,
             max_chunk_elements=self.max_chunk_elements,
             sliding_window=kwargs.get("sliding_window"),
         )
@@ -419,10 +426,8 @@ class SinkStatistics(AttentionObserver):
     def _commit(self, per_layer: dict[int, AttentionMasses]) -> None:
         ordered = [per_layer[index] for index in self.layers]
         key0 = torch.stack([m.key0 for m in ordered], dim=1)  # (B, L, H)
-        if ordered[0].spike is None:
-            spike = torch.full_like(key0, float("nan"))
-        else:
-            spike = torch.stack([m.spike for m in ordered], dim=1)
+        nan = torch.full_like(ordered[0].key0, float("nan"))
+        spike = torch.stack([nan if m.spike is None else m.spike for m in ordered], dim=1)
         self._key0.append(key0.cpu())
         self._spike.append(spike.cpu())
         self._n_queries.append(ordered[0].n_queries.cpu())
