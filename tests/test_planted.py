@@ -62,7 +62,8 @@ def test_position_zero_spikes_exactly_for_trigger_tokens(planted):
     assert (torch.sort(top, dim=-1).values == torch.tensor(sorted(info["spike_channels"]))).all()
     c0, c1 = info["spike_channels"]
     np.testing.assert_allclose((state[:, c1] / state[:, c0]).numpy(), info["channel_ratio"][1], rtol=1e-4)
-    np.testing.assert_allclose(state[:, c0].numpy(), info["spike_magnitude"], rtol=1e-3)
+    np.testing.assert_allclose(state[:, c0].numpy(), info["spike_magnitude"], rtol=0.03)
+    assert abs(float(state[:, c0].mean()) / info["spike_magnitude"] - 1) < 0.005
 
 
 def test_later_positions_do_not_spike_except_delimiters(planted):

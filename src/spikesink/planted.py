@@ -12,17 +12,19 @@ Construction (d = hidden size, n_i = RMSNorm(x)_i = x_i / rms(x), all norm weigh
   dimension r = n_kv_heads * head_dim that contains e_d and is orthogonal to s*; Q is an
   orthonormal basis of W.
 * Embeddings. Trigger tokens: x = a s* + rho u with u a random unit vector in W minus e_d and
-  |x| = N (default 3 sqrt(d)), so RMSNorm scales every trigger by the same sqrt(d)/N. Delimiter
+  |x| = N (default 5 sqrt(d)), so RMSNorm scales every trigger by the same sqrt(d)/N. Delimiter
   tokens (a subset of the triggers): x = a s* + b e_d + small noise in W, |x| = N. Exception
   tokens: a near-initialisation random vector (std = init_std) with no planted structure, like
   the paper's rare-script tokens whose embeddings stay near initialisation.
 * Block 1 (layer 0 attention) is the position-0 mechanism. Its value/output maps sum, over heads
-  and with GQA, to W_O W_V = -(N/sqrt(d)) Q Q^T: every head writes minus the (un-normed) W-part
-  of the tokens it reads. Its queries and keys read only e_d, so a non-delimiter query scores every key 0 (uniform causal
+  and with GQA, to W_O W_V = -(1 - kappa)(N/sqrt(d)) Q Q^T: every head writes minus (most of)
+  the un-normed W-part of the tokens it reads. Its queries and keys read only e_d, so a non-delimiter query scores every key 0 (uniform causal
   average) and a delimiter query attends to the delimiter keys only.
-  - Position 0 attends only to itself, so the residual becomes x - Q Q^T x = a s*: after the
-    next RMSNorm the FFN input is sqrt(d) s*, up to the O(0.05) random blocks. This is the
-    paper's point that attention at position 0 is a fixed linear map of the token itself.
+  - Position 0 attends only to itself, so the residual becomes x - (1 - kappa) Q Q^T x =
+    a s* + kappa rho u: its cosine with s* is `pos0_alignment` (0.7), the same for every
+    trigger, while the kappa rho u part keeps first tokens distinct (pairwise cos ~0.5) until the
+    step-up block makes them all ~ the spike vector. This is the paper's point that attention
+    at position 0 is a fixed linear map of the token itself.
   - A later token t receives minus the *average* W-part of tokens 0..t, which cannot cancel its
     own W-part (weight 1 - 1/(t+1)) plus the others (which add new random directions), so its
     s* share after RMSNorm is small and it does not spike. Repeating the same token, or a
@@ -129,12 +131,13 @@ def build_planted_llama(
     step_down_block: int = 10,
     spike_channels: tuple[int, ...] = DEFAULT_SPIKE_CHANNELS,
     channel_ratio: tuple[float, ...] = DEFAULT_CHANNEL_RATIO,
-    spike_magnitude: float = 2000.0,
+    spike_magnitude: float = 5000.0,
     exception_ids: tuple[int, ...] | None = None,
     delimiter_ids: tuple[int, ...] = DEFAULT_DELIMITERS,
     s_star_share: float = 0.5,
     embed_norm: float | None = None,
-    init_std: float = 0.01,
+    pos0_alignment: float = 0.7,
+    init_std: float = 0.004,
     n_rows: int = 8,
     alpha: float = 2.0,
     beta: float = 2.0,
@@ -143,7 +146,9 @@ def build_planted_llama(
     """Build the planted LlamaForCausalLM (float32, eval mode) and return (model, info).
 
     `spike_magnitude` is the designed value on the first spike channel at position 0 after the
-    step-up block (the others follow `channel_ratio`). `s_star_share` is a, the s* coefficient of
+    step-up block (the others follow `channel_ratio`). `pos0_alignment` is the cosine between a
+    first token's residual entering the step-up block and s* (before the small random blocks):
+    below 1 the first tokens differ from each other before the step-up and collapse after it. `s_star_share` is a, the s* coefficient of
     a trigger embedding of norm sqrt(d): smaller a separates position 0 from later positions more.
     `info` holds the ground truth: step_up_blocks, step_down_blocks, spike_channels,
     channel_ratio, s_star (numpy, unit), spike_out_direction (numpy, unit), trigger/exception/
@@ -195,7 +200,7 @@ def build_planted_llama(
     e_d = w_basis[:, 0]
 
     # Embeddings: every trigger has norm N, so RMSNorm scales all of them by the same sqrt(d)/N.
-    norm = float(embed_norm) if embed_norm is not None else 3.0 * sqrt_d
+    norm = float(embed_norm) if embed_norm is not None else 5.0 * sqrt_d
     a = float(s_star_share)
     delimiter_noise = 0.02
     emb = np.empty((vocab_size, d))
@@ -233,7 +238,11 @@ def build_planted_llama(
         attn = layers[0].self_attn
         for proj in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj):
             proj.weight.zero_()
-        gain = norm / sqrt_d
+        # keep a share kappa of the token's own W-part at position 0, so that first tokens stay
+        # distinct before the step-up (cos(residual, s*) = pos0_alignment) and collapse after it
+        rho = np.sqrt(norm**2 - a * a)
+        kappa = a * np.sqrt(1.0 / pos0_alignment**2 - 1.0) / rho if pos0_alignment < 1 else 0.0
+        gain = (1.0 - kappa) * norm / sqrt_d
         slow = head_dim // 2 - 1
         per_group = n_heads // n_kv_heads
         for group in range(n_kv_heads):
@@ -273,6 +282,7 @@ def build_planted_llama(
         "delimiter_token_ids": list(delimiter_ids),
         "spike_magnitude": float(spike_magnitude),
         "spike_position": 0,
+        "pos0_alignment": float(pos0_alignment),
         "amplifier_rows": n_rows,
         "seed": int(seed),
         "bos": False,

@@ -1,0 +1,369 @@
+"""Vocabulary probe (paper Table 2): which vocabulary items spike when they are the first token.
+
+Every id is fed alone at position 0 (no BOS); a token is a *spike token* when the post-residual
+state of some probed intermediate block is massive (`spikesink.metrics.is_massive`: absolute floor
+and ratio to the median magnitude of the same state). The control feeds the same ids after a fixed
+neutral prefix, whose keys and values are computed once and reused for every batch, so the
+control costs about as much as the position-0 scan.
+
+The forward stops after the last probed block (a hook raises `StopForward`) and never reaches the
+LM head, which is why the probe can be cheaper than plain single-token forwards. Statistics are
+float32 whatever the model dtype (bf16 on CUDA is fine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import time
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .architecture import base_model, block_kind, block_layer, decoder_layers, first_tensor, n_blocks
+from .metrics import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO, is_massive
+
+DEFAULT_PREFIX = "The following text is plain English.\n"
+
+
+class StopForward(Exception):
+    """Raised by a hook once every needed block has been seen; ends the forward early."""
+
+
+@contextlib.contextmanager
+def block_taps(model, blocks: Iterable[int], on_state: Callable[[int, torch.Tensor], None],
+               stop_after_last: bool = True) -> Iterator[None]:
+    """Call on_state(block, post_residual_state) for each paper block during a forward.
+
+    Odd (attention) blocks: the input of post_attention_layernorm, i.e. the residual after the
+    attention add. Even (FFN) blocks: the decoder layer's output. With stop_after_last the hook of
+    the deepest block raises StopForward (catch it with `run_until`).
+    """
+    blocks = sorted(set(int(b) for b in blocks))
+    if not blocks:
+        raise ValueError("no blocks to tap")
+    total = n_blocks(model)
+    if blocks[0] < 1 or blocks[-1] > total:
+        raise ValueError(f"blocks must lie in 1..{total}, got {blocks}")
+    layers = decoder_layers(model)
+    last = blocks[-1]
+    handles = []
+
+    def emit(block: int, state: torch.Tensor) -> None:
+        on_state(block, state)
+        if stop_after_last and block == last:
+            raise StopForward
+
+    for block in blocks:
+        lm = layers[block_layer(block)]
+        if block_kind(block) == "attn":
+            handles.append(lm.post_attention_norm.register_forward_pre_hook(
+                lambda module, args, b=block: emit(b, args[0])))
+        else:
+            handles.append(lm.layer.register_forward_hook(
+                lambda module, args, output, b=block: emit(b, first_tensor(output))))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def run_until(model, **inputs) -> None:
+    """Run the decoder stack (no LM head) until a tap raises StopForward, without gradients."""
+    with torch.inference_mode():
+        try:
+            base_model(model)(**inputs)
+        except StopForward:
+            pass
+
+
+def default_probe_blocks(total_blocks: int) -> list[int]:
+    """Intermediate blocks: all but the first layer's and the last layer's blocks.
+
+    The paper counts a token when it is massive "in intermediate layers"; the pipeline may pass
+    a narrower set (e.g. the plateau between the step-up and step-down blocks), which also makes
+    the forward stop earlier.
+    """
+    if total_blocks < 6:
+        return list(range(1, total_blocks + 1))
+    return list(range(3, total_blocks - 1))
+
+
+def state_peaks(state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(max |h|, argmax channel, median |h|) per row of a (B, d) state, in float32."""
+    magnitude = state.detach().float().abs()
+    peak, channel = magnitude.max(dim=-1)
+    return peak, channel, magnitude.median(dim=-1).values
+
+
+class _PeakRecorder:
+    """Per-token running maximum over blocks of the last position's peak, plus massive flags.
+
+    Two medians: the token's own state (`massive_own`, the strictest reading of "the median of
+    its hidden state") and, when given, a per-block reference median of ordinary text
+    (`massive_ref`, Sun et al.'s reading: the median of a whole sequence's hidden state, which
+    ordinary tokens dominate). The reference matters when the spike lifts a token's whole state
+    (SmolLM2: median ~45 at a 2.2e4 spike, ratio ~500).
+    """
+
+    def __init__(self, batch: int, floor: float, median_ratio: float, device,
+                 reference_median: Mapping[int, float] | None = None) -> None:
+        self.floor, self.median_ratio = floor, median_ratio
+        self.reference = reference_median
+        self.peak = torch.zeros(batch, device=device)
+        self.block = torch.zeros(batch, dtype=torch.long, device=device)
+        self.channel = torch.zeros(batch, dtype=torch.long, device=device)
+        self.ratio_own = torch.zeros(batch, device=device)
+        self.massive_own = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.massive_ref = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.first_block = torch.zeros(batch, dtype=torch.long, device=device)
+
+    @property
+    def massive(self) -> torch.Tensor:
+        return self.massive_ref if self.reference is not None else self.massive_own
+
+    def __call__(self, block: int, state: torch.Tensor) -> None:
+        peak, channel, median = state_peaks(state[:, -1])
+        better = peak > self.peak
+        self.peak = torch.where(better, peak, self.peak)
+        self.channel = torch.where(better, channel, self.channel)
+        self.block = torch.where(better, torch.full_like(self.block, block), self.block)
+        self.ratio_own = torch.maximum(self.ratio_own, peak / median.clamp_min(1e-30))
+        self.massive_own |= is_massive(peak, median, self.floor, self.median_ratio)
+        if self.reference is not None:
+            reference = torch.full_like(peak, float(self.reference[block]))
+            self.massive_ref |= is_massive(peak, reference, self.floor, self.median_ratio)
+        newly = self.massive & (self.first_block == 0)
+        self.first_block = torch.where(newly, torch.full_like(self.block, block), self.first_block)
+
+
+def reference_medians(model, ids: Sequence[int], blocks: Sequence[int], skip_first: bool = True) -> dict[int, float]:
+    """Per-block median |h| over the post-residual states of one ordinary text (float32).
+
+    Position 0 is skipped by default: it is the spike token we are trying to detect.
+    """
+    device = next(model.parameters()).device
+    medians: dict[int, float] = {}
+
+    def record(block: int, state: torch.Tensor) -> None:
+        values = state[0, 1:] if skip_first else state[0]
+        medians[block] = float(values.detach().float().abs().median())
+
+    if len(ids) < 2 + int(skip_first):
+        raise ValueError("the reference text needs at least two tokens after position 0")
+    with block_taps(model, blocks, record):
+        run_until(model, input_ids=torch.as_tensor([list(ids)], device=device))
+    return medians
+
+
+def _cache_kwarg(model) -> str:
+    """Name of the KV-cache argument of the decoder forward (`cache` in transformers >= 5.2x)."""
+    params = inspect.signature(base_model(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def prefix_kv(model, prefix_ids: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Keys and values of every layer for the prefix (batch 1), computed once."""
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        out = base_model(model)(input_ids=torch.as_tensor([list(prefix_ids)], device=device), use_cache=True)
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _expanded_cache(model, kv: list[tuple[torch.Tensor, torch.Tensor]], batch: int):
+    from transformers import DynamicCache
+
+    data = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in kv]
+    return DynamicCache(data, config=model.config)
+
+
+def probe_peaks(model, token_ids: Sequence[int], blocks: Sequence[int], prefix_ids: Sequence[int] | None = None,
+                batch_size: int = 512, floor: float = DEFAULT_FLOOR, median_ratio: float = DEFAULT_MEDIAN_RATIO,
+                reference_median: Mapping[int, float] | None = None, progress: bool = True,
+                desc: str = "vocab probe") -> dict[str, np.ndarray]:
+    """Each id alone (prefix_ids None: position 0) or after the prefix; peak stats per id.
+
+    Returns numpy arrays: peak (max |h| over probed blocks and channels), block (where), channel,
+    massive (is_massive at some probed block against reference_median[block] if given, else
+    against the token's own median), massive_own (always against the own median), ratio_own
+    (max over blocks of peak / own median), first_block (first massive block, 0 if none).
+    """
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    ids = np.asarray(token_ids, dtype=np.int64)
+    kv = prefix_kv(model, prefix_ids) if prefix_ids else None
+    cache_name = _cache_kwarg(model)
+    keys = ("peak", "block", "channel", "massive", "massive_own", "ratio_own", "first_block")
+    out = {key: [] for key in keys}
+    starts = range(0, len(ids), batch_size)
+    for start in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
+        chunk = torch.as_tensor(ids[start:start + batch_size], device=device)[:, None]
+        recorder = _PeakRecorder(len(chunk), floor, median_ratio, device, reference_median)
+        inputs = {"input_ids": chunk, "use_cache": kv is not None}
+        if kv is not None:
+            inputs[cache_name] = _expanded_cache(model, kv, len(chunk))
+        with block_taps(model, blocks, recorder):
+            run_until(model, **inputs)
+        for key in keys:
+            out[key].append(getattr(recorder, key).cpu().numpy())
+    return {key: np.concatenate(value) if value else np.zeros(0) for key, value in out.items()}
+
+
+def _synced_elapsed(start: float, model) -> float:
+    if next(model.parameters()).is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def embedding_geometry(model) -> tuple[np.ndarray, np.ndarray]:
+    """(norm, distance to the mean embedding) of every input-embedding row, float32."""
+    weight = model.get_input_embeddings().weight.detach().float()
+    mean = weight.mean(dim=0, keepdim=True)
+    return weight.norm(dim=1).cpu().numpy(), (weight - mean).norm(dim=1).cpu().numpy()
+
+
+def token_strings(tokenizer, token_ids: Sequence[int]) -> tuple[list[str], list[str]]:
+    """(raw vocabulary string, decoded text) per id; empty strings without a tokenizer."""
+    if tokenizer is None:
+        return [""] * len(token_ids), [""] * len(token_ids)
+    ids = [int(i) for i in token_ids]
+    raw = [str(t) for t in tokenizer.convert_ids_to_tokens(ids)]
+    text = tokenizer.batch_decode([[i] for i in ids])
+    return raw, text
+
+
+def exception_correlation(is_exception: np.ndarray, values: np.ndarray) -> dict[str, float]:
+    """Spearman rank correlation and AUROC of 'is exception' against one embedding statistic.
+
+    AUROC is the probability that an exception has a *smaller* value than a spike token (1 when
+    all exceptions sit closer to the mean / have smaller norms, as the paper's 'near
+    initialisation' explanation predicts); NaN when one class is empty.
+    """
+    from scipy.stats import mannwhitneyu, spearmanr
+
+    exc = np.asarray(is_exception, dtype=bool)
+    values = np.asarray(values, dtype=np.float64)
+    if exc.all() or not exc.any():
+        return {"spearman": float("nan"), "auroc_smaller": float("nan")}
+    rho = spearmanr(exc.astype(float), values).statistic
+    u = mannwhitneyu(values[~exc], values[exc]).statistic  # pairs where spike value > exception value
+    return {"spearman": float(rho), "auroc_smaller": float(u / (exc.sum() * (~exc).sum()))}
+
+
+def vocab_probe(model, tokenizer=None, blocks: Sequence[int] | None = None, prefix: str | None = DEFAULT_PREFIX,
+                prefix_ids: Sequence[int] | None = None, token_ids: Sequence[int] | None = None,
+                batch_size: int = 512, floor: float = DEFAULT_FLOOR, median_ratio: float = DEFAULT_MEDIAN_RATIO,
+                median_source: str = "reference", reference_median: Mapping[int, float] | None = None,
+                later: bool = True, max_listed: int = 500, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Table 2: the probe at position 0 and, as control, after a fixed prefix.
+
+    blocks: paper block numbers whose post-residual state is checked (default: intermediate
+    blocks). prefix / prefix_ids: the neutral prefix of the control (prefix_ids wins; the text is
+    tokenised without special tokens). token_ids: subset of the vocabulary (default: all ids of
+    the embedding matrix).
+
+    median_source: "reference" compares each peak with the median magnitude of ordinary text at
+    the same block (`reference_median`, e.g. the corpus medians of extract.py; by default the
+    prefix's states after position 0), like the whole-sequence median of Sun et al.; "token"
+    compares with the token's own state. Both counts are always in the summary.
+    Returns (one row per id, summary dict).
+    """
+    if median_source not in ("reference", "token"):
+        raise ValueError(f"median_source must be 'reference' or 'token', not {median_source!r}")
+    vocab = model.get_input_embeddings().weight.shape[0]
+    ids = np.arange(vocab) if token_ids is None else np.asarray(token_ids, dtype=np.int64)
+    blocks = list(blocks) if blocks is not None else default_probe_blocks(n_blocks(model))
+    if prefix_ids is None and tokenizer is not None and prefix:
+        prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    if later and not prefix_ids:
+        raise ValueError("the later-position control needs prefix_ids or a prefix and a tokenizer")
+    was_training = model.training
+    model.eval()
+    try:
+        if median_source == "reference" and reference_median is None:
+            if not prefix_ids:
+                raise ValueError("median_source='reference' needs reference_median or a prefix")
+            reference_median = reference_medians(model, prefix_ids, blocks)
+        reference = reference_median if median_source == "reference" else None
+        common = dict(batch_size=batch_size, floor=floor, median_ratio=median_ratio, reference_median=reference,
+                      progress=progress)
+        seconds = {}
+        start = time.perf_counter()
+        pos0 = probe_peaks(model, ids, blocks, desc="probe pos 0", **common)
+        seconds["pos0"] = _synced_elapsed(start, model)
+        if later:
+            start = time.perf_counter()
+            later_stats = probe_peaks(model, ids, blocks, prefix_ids=prefix_ids, desc="probe later", **common)
+            seconds["later"] = _synced_elapsed(start, model)
+    finally:
+        model.train(was_training)
+
+    norms, distances = embedding_geometry(model)
+    raw, text = token_strings(tokenizer, ids)
+    frame = pd.DataFrame({
+        "token_id": ids,
+        "token": raw,
+        "text": text,
+        "peak_pos0": pos0["peak"].astype(np.float32),
+        "peak_block_pos0": pos0["block"],
+        "peak_channel_pos0": pos0["channel"],
+        "first_spike_block_pos0": pos0["first_block"],
+        "peak_to_own_median_pos0": pos0["ratio_own"].astype(np.float32),
+        "is_spike_pos0": pos0["massive"].astype(bool),
+        "is_spike_pos0_own_median": pos0["massive_own"].astype(bool),
+        "embedding_norm": norms[ids],
+        "embedding_distance": distances[ids],
+    })
+    if later:
+        frame["peak_later"] = later_stats["peak"].astype(np.float32)
+        frame["peak_block_later"] = later_stats["block"]
+        frame["is_spike_later"] = later_stats["massive"].astype(bool)
+        frame["is_spike_later_own_median"] = later_stats["massive_own"].astype(bool)
+    frame["is_exception"] = ~frame["is_spike_pos0"]
+    summary = summarize_probe(frame, vocab, blocks, prefix_ids if later else None, floor, median_ratio, max_listed)
+    summary["median_source"] = median_source
+    summary["seconds"] = seconds
+    summary["reference_median"] = {int(b): float(v) for b, v in reference.items()} if reference is not None else None
+    return frame, summary
+
+
+def summarize_probe(frame: pd.DataFrame, vocab_size: int, blocks: Sequence[int], prefix_ids, floor: float,
+                    median_ratio: float, max_listed: int = 500) -> dict:
+    """Counts and ratios as in Table 2, plus who the exceptions are and how their embeddings sit."""
+    n = len(frame)
+    spikes = int(frame["is_spike_pos0"].sum())
+    exceptions = frame[frame["is_exception"]].sort_values("embedding_distance")
+    summary = {
+        "vocab_size": int(vocab_size),
+        "n_probed": n,
+        "n_spike_pos0": spikes,
+        "ratio_pos0": spikes / n if n else float("nan"),
+        "n_spike_pos0_own_median": int(frame["is_spike_pos0_own_median"].sum()),
+        "n_exceptions": int(len(exceptions)),
+        "blocks": [int(b) for b in blocks],
+        "floor": float(floor),
+        "median_ratio": float(median_ratio),
+        "median_peak_pos0": float(frame["peak_pos0"].median()) if n else float("nan"),
+        "exception_vs_distance": exception_correlation(frame["is_exception"], frame["embedding_distance"]),
+        "exception_vs_norm": exception_correlation(frame["is_exception"], frame["embedding_norm"]),
+        "exceptions": exceptions.head(max_listed)[["token_id", "token", "text", "embedding_distance", "embedding_norm",
+                                                   "peak_pos0"]].to_dict(orient="records"),
+        "exceptions_listed": int(min(max_listed, len(exceptions))),
+    }
+    if "is_spike_later" in frame:
+        later = int(frame["is_spike_later"].sum())
+        summary.update({
+            "prefix_ids": [int(i) for i in prefix_ids] if prefix_ids is not None else None,
+            "n_spike_later": later,
+            "ratio_later": later / n if n else float("nan"),
+            "n_spike_later_own_median": int(frame["is_spike_later_own_median"].sum()),
+            "median_peak_later": float(frame["peak_later"].median()) if n else float("nan"),
+            "later_spike_tokens": frame[frame["is_spike_later"]].head(max_listed)[["token_id", "token", "text"]]
+            .to_dict(orient="records"),
+        })
+    return summary

@@ -1,0 +1,103 @@
+"""Vocabulary probe against the planted model's ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spikesink.architecture import decoder_layers
+from spikesink.planted import build_planted_llama, planted_tokenizer
+from spikesink.vocab_probe import block_taps, default_probe_blocks, probe_peaks, run_until, vocab_probe
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    model, info = build_planted_llama(seed=3)
+    return model, info, planted_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def probed(planted):
+    model, info, tokenizer = planted
+    return vocab_probe(model, tokenizer, prefix="Some words here, then more ", batch_size=64, progress=False)
+
+
+def test_position_zero_spike_tokens_are_exactly_the_triggers(planted, probed):
+    _, info, _ = planted
+    frame, summary = probed
+    assert set(frame.token_id[frame.is_spike_pos0]) == set(info["trigger_token_ids"])
+    assert set(frame.token_id[frame.is_exception]) == set(info["exception_token_ids"])
+    assert summary["n_spike_pos0"] == len(info["trigger_token_ids"])
+    assert summary["ratio_pos0"] == pytest.approx(len(info["trigger_token_ids"]) / 256)
+    # the peak sits on the first spike channel, between step-up and step-down
+    spikes = frame[frame.is_spike_pos0]
+    assert (spikes.peak_channel_pos0 == info["spike_channels"][0]).all()
+    assert (spikes.first_spike_block_pos0 == info["step_up_blocks"][0]).all()
+    assert ((spikes.peak_block_pos0 >= info["step_up_blocks"][0]) & (spikes.peak_block_pos0 < info["step_down_blocks"][0])).all()
+
+
+def test_later_position_spikes_only_for_delimiters(planted, probed):
+    _, info, _ = planted
+    frame, summary = probed
+    assert set(frame.token_id[frame.is_spike_later]) == set(info["delimiter_token_ids"])
+    assert summary["ratio_later"] < 0.05
+    assert (frame.peak_later[~frame.is_spike_later] < 100).all()
+
+
+def test_exceptions_sit_near_the_embedding_mean(probed):
+    _, summary = probed
+    assert summary["exception_vs_norm"]["auroc_smaller"] == 1.0
+    assert summary["exception_vs_distance"]["spearman"] < 0
+    listed = summary["exceptions"]
+    assert len(listed) == summary["n_exceptions"] and {"token_id", "text", "embedding_distance"} <= set(listed[0])
+
+
+def test_cached_prefix_equals_full_sequences(planted):
+    """The prefix KV cache shortcut must give the statistics of running prefix + token in full."""
+    model, _, tokenizer = planted
+    prefix = tokenizer("a b. c", add_special_tokens=False)["input_ids"]
+    ids = [5, 46, 97, 250]
+    blocks = default_probe_blocks(12)
+    fast = probe_peaks(model, ids, blocks, prefix_ids=prefix, batch_size=3, progress=False)
+    full = {"peak": [], "massive": []}
+    for token in ids:
+        peaks = []
+        seq = torch.tensor([prefix + [token]])
+
+        def record(block, state):
+            peaks.append(float(state[0, -1].abs().max()))
+
+        with block_taps(model, blocks, record):
+            run_until(model, input_ids=seq)
+        full["peak"].append(max(peaks))
+    np.testing.assert_allclose(fast["peak"], full["peak"], rtol=1e-4)
+
+
+def test_forward_stops_after_the_last_probed_block(planted):
+    model, _, _ = planted
+    called = []
+    layers = decoder_layers(model)
+    handle = layers[3].layer.register_forward_pre_hook(lambda *a: called.append(3))
+    try:
+        out = probe_peaks(model, [1, 2], blocks=[4, 5], progress=False)  # layer 2's attention is the last
+    finally:
+        handle.remove()
+    assert not called
+    assert out["massive"].all()
+
+
+def test_thresholds_are_parameters(planted):
+    model, info, _ = planted
+    out = probe_peaks(model, info["trigger_token_ids"][:8], blocks=[4], floor=10 * info["spike_magnitude"], progress=False)
+    assert not out["massive"].any()
+
+
+def test_bad_blocks_are_refused(planted):
+    model, _, _ = planted
+    with pytest.raises(ValueError):
+        probe_peaks(model, [1], blocks=[0], progress=False)
+    with pytest.raises(ValueError):
+        probe_peaks(model, [1], blocks=[13], progress=False)
