@@ -1,0 +1,271 @@
+"""The FFN as a quadratic amplifier (paper Fig 3, 4, 8) and position-0 attention as a fixed map.
+
+With SiLU(x) ~ x (silu_regime.py), output channel k of a SwiGLU block is
+
+    y_k = sum_i W_down[k, i] SiLU(g_i . h) (u_i . h) ~ h^T U_k h,
+    U_k = sum_i W_down[k, i] g_i u_i^T = W_gate^T diag(W_down[k, :]) W_up        (d x d),
+
+with g_i = W_gate[i, :], u_i = W_up[i, :] (HF: gate_proj.weight, up_proj.weight are (d_ffn, d),
+down_proj.weight is (d, d_ffn)). Only the symmetric part S_k = (U_k + U_k^T) / 2 matters for
+h^T U_k h.
+
+Norms of all channels at once: ||U_k||_F^2 = sum_ij w_i w_j (g_i . g_j)(u_i . u_j) = w^T (G * V) w with
+G = W_gate W_gate^T, V = W_up W_up^T (elementwise product), w = W_down[k, :]. One d_ffn x d_ffn
+product serves every channel; it is formed in row chunks so memory stays O(chunk x d_ffn).
+
+RMSNorm weight: h = gamma * n with n = x / rms(x) (unit-free, |n_i| <= sqrt(d)). With
+`fold_norm=True` (default) gamma is folded into the input side, W_gate -> W_gate diag(gamma),
+W_up -> W_up diag(gamma), so U_k acts on n, i.e. on the *direction of the residual stream*.
+That makes s* (the top eigenvector of S_k) comparable with residual-stream vectors such as the
+position-0 attention output. `fold_norm=False` gives U_k on h itself.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .architecture import block_kind, block_layer, decoder_layers, first_tensor
+from .vocab_probe import block_taps, run_until
+
+
+# ------------------------------------------------------------------------------------------
+# Weights
+# ------------------------------------------------------------------------------------------
+
+
+def ffn_weights(model, block: int, fold_norm: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(W_gate (d_ffn, d), W_up (d_ffn, d), W_down (d, d_ffn)) of one FFN block in float32.
+
+    With fold_norm the post-attention RMSNorm weight multiplies the input columns of W_gate
+    and W_up. Biases (none in Llama/Qwen MLPs) are refused rather than ignored.
+    """
+    if block_kind(block) != "ffn":
+        raise ValueError(f"block {block} is not an FFN (even) block")
+    lm = decoder_layers(model)[block_layer(block)]
+    mlp = lm.mlp
+    for name in ("gate_proj", "up_proj", "down_proj"):
+        if getattr(getattr(mlp, name), "bias", None) is not None:
+            raise ValueError(f"{name} has a bias: the quadratic form h^T U h would miss linear terms")
+    gate = mlp.gate_proj.weight.detach().float()
+    up = mlp.up_proj.weight.detach().float()
+    down = mlp.down_proj.weight.detach().float()
+    if fold_norm:
+        gamma = lm.post_attention_norm.weight.detach().float()
+        gate, up = gate * gamma, up * gamma
+    return gate, up, down
+
+
+def uk_norms_from_weights(gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """||U_k||_F for every output channel k, via w_k^T (G * V) w_k in row chunks (float64 accumulation).
+
+    Memory: chunk x d_ffn for each of G, V and their product (d_ffn = 11008, chunk = 2048:
+    ~90 MB float32 each), never d_ffn^2 at once.
+    """
+    d_ffn = gate.shape[0]
+    squared = torch.zeros(down.shape[0], dtype=torch.float64, device=down.device)
+    for start in range(0, d_ffn, chunk):
+        rows = slice(start, min(start + chunk, d_ffn))
+        block = (gate[rows] @ gate.T) * (up[rows] @ up.T)  # (chunk, d_ffn) rows of G * V
+        squared += ((down[:, rows] @ block) * down).sum(dim=1, dtype=torch.float64)
+    return squared.clamp_min(0).sqrt().float()
+
+
+def uk_matrix(gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor, channel: int) -> torch.Tensor:
+    """U_k = W_gate^T diag(W_down[k, :]) W_up (d x d), float32."""
+    return (gate * down[channel][:, None]).T @ up
+
+
+def uk_norms(model, blocks: Sequence[int] | None = None, fold_norm: bool = True, chunk: int = 2048,
+             progress: bool = True) -> pd.DataFrame:
+    """Long table (block, channel, uk_norm) for every output channel of every given FFN block."""
+    from tqdm.auto import tqdm
+
+    layers = decoder_layers(model)
+    blocks = list(blocks) if blocks is not None else [lm.ffn_block for lm in layers]
+    frames = []
+    for block in tqdm(blocks, desc="||U_k||", disable=not progress, unit="block"):
+        gate, up, down = ffn_weights(model, block, fold_norm)
+        norms = uk_norms_from_weights(gate, up, down, chunk).cpu().numpy()
+        frames.append(pd.DataFrame({"block": block, "channel": np.arange(norms.size), "uk_norm": norms}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def uk_outliers(norms: pd.DataFrame, top: int = 5) -> pd.DataFrame:
+    """Per block: the `top` channels by ||U_k|| and their ratio to the block's median norm."""
+    out = []
+    for block, group in norms.groupby("block"):
+        median = float(group["uk_norm"].median())
+        best = group.nlargest(top, "uk_norm").copy()
+        best["ratio_to_median"] = best["uk_norm"] / max(median, 1e-30)
+        best["rank"] = np.arange(1, len(best) + 1)
+        out.append(best)
+    return pd.concat(out, ignore_index=True)
+
+
+# ------------------------------------------------------------------------------------------
+# Spectra of S_k and the shared direction s*
+# ------------------------------------------------------------------------------------------
+
+
+def symmetric_spectrum(u: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues of S = (U + U^T)/2 sorted by |lambda| descending, and the matching eigenvectors (columns)."""
+    s = ((u + u.T) / 2).double()
+    values, vectors = torch.linalg.eigh(s)
+    order = torch.argsort(values.abs(), descending=True)
+    return values[order].cpu().numpy(), vectors[:, order].cpu().numpy()
+
+
+def channel_spectra(model, block: int, channels: Sequence[int], fold_norm: bool = True) -> dict[int, dict]:
+    """Per channel: eigenvalues of S_k (by |lambda|), top eigenvector, dominance ratios."""
+    gate, up, down = ffn_weights(model, block, fold_norm)
+    out = {}
+    for channel in channels:
+        values, vectors = symmetric_spectrum(uk_matrix(gate, up, down, int(channel)))
+        magnitude = np.abs(values)
+        out[int(channel)] = {
+            "eigenvalues": values,
+            "top_vector": vectors[:, 0],
+            "top_over_second": float(magnitude[0] / max(magnitude[1], 1e-300)),
+            "top_share": float(magnitude[0] / max(magnitude.sum(), 1e-300)),
+        }
+    return out
+
+
+def spectra_table(model, block: int, spike_channels: Sequence[int], n_control: int = 8, seed: int = 0,
+                  fold_norm: bool = True) -> tuple[pd.DataFrame, dict[int, dict]]:
+    """Fig 4: spectra of the spike channels and of `n_control` random non-spike channels.
+
+    Returns a long table (channel, kind, rank, eigenvalue, abs_normalised = |lambda| / |lambda_1|)
+    and the spectra dict.
+    """
+    d = decoder_layers(model)[0].mlp.down_proj.weight.shape[0]
+    rng = np.random.default_rng(seed)
+    others = np.setdiff1d(np.arange(d), np.asarray(spike_channels))
+    controls = sorted(rng.choice(others, size=min(n_control, others.size), replace=False).tolist())
+    spectra = channel_spectra(model, block, list(spike_channels) + controls, fold_norm)
+    rows = []
+    for channel, spec in spectra.items():
+        values = spec["eigenvalues"]
+        for rank, value in enumerate(values, start=1):
+            rows.append((block, channel, "spike" if channel in set(spike_channels) else "control", rank, float(value),
+                         float(abs(value) / max(abs(values[0]), 1e-300))))
+    table = pd.DataFrame(rows, columns=["block", "channel", "kind", "rank", "eigenvalue", "abs_normalised"])
+    return table, spectra
+
+
+def shared_direction(spectra: Mapping[int, dict], channels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """|cos| between the top eigenvectors of the given channels, and s*-hat.
+
+    s*-hat is the top eigenvector of the channel with the largest |lambda_1| (sign fixed so that
+    its largest-magnitude coordinate is positive).
+    """
+    vectors = np.stack([spectra[int(c)]["top_vector"] for c in channels])
+    cos = np.abs(vectors @ vectors.T)
+    lead = max(channels, key=lambda c: abs(spectra[int(c)]["eigenvalues"][0]))
+    s_star = spectra[int(lead)]["top_vector"].copy()
+    s_star *= np.sign(s_star[np.argmax(np.abs(s_star))])
+    return cos, s_star
+
+
+# ------------------------------------------------------------------------------------------
+# Position 0: attention is a fixed linear map
+# ------------------------------------------------------------------------------------------
+
+
+def attention_vo_matrix(attention) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """W_VO = sum_h W_O[:, h] W_V[kv(h)] (d x d, float32) and the constant W_O b_V + b_O (or None).
+
+    Query head h reads key/value head h // (n_heads / n_kv_heads), as in transformers' repeat_kv.
+    """
+    v_weight = attention.v_proj.weight.detach().float()
+    o_weight = attention.o_proj.weight.detach().float()
+    head_dim = int(attention.head_dim)
+    n_kv = v_weight.shape[0] // head_dim
+    n_heads = o_weight.shape[1] // head_dim
+    per_group = n_heads // n_kv
+    d = o_weight.shape[0]
+    vo = torch.zeros(d, v_weight.shape[1], dtype=torch.float32, device=v_weight.device)
+    bias = None
+    v_bias = getattr(attention.v_proj, "bias", None)
+    for head in range(n_heads):
+        group = head // per_group
+        w_o = o_weight[:, head * head_dim:(head + 1) * head_dim]
+        vo += w_o @ v_weight[group * head_dim:(group + 1) * head_dim]
+        if v_bias is not None:
+            term = w_o @ v_bias.detach().float()[group * head_dim:(group + 1) * head_dim]
+            bias = term if bias is None else bias + term
+    o_bias = getattr(attention.o_proj, "bias", None)
+    if o_bias is not None:
+        bias = o_bias.detach().float() if bias is None else bias + o_bias.detach().float()
+    return vo, bias
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-30)
+
+
+def position0_attention(model, input_ids: torch.Tensor, attention_blocks: Sequence[int],
+                        s_star: np.ndarray | None = None, step_up_block: int | None = None) -> pd.DataFrame:
+    """Check that the position-0 attention output equals W_VO applied to its normed input.
+
+    For every sequence (position 0 only) and each attention block: relative error
+    ||attn_out - (W_VO n_0 + b)|| / ||attn_out||, and, with s* given, cos(attn_out, s*), cos of the
+    residual after the attention add with s*, and (at step_up_block) cos of the FFN input
+    direction (the pre-FFN residual, which is what fold_norm=True's s* lives on) with s*.
+    """
+    layers = decoder_layers(model)
+    device = next(model.parameters()).device
+    blocks = sorted(int(b) for b in attention_blocks)
+    if any(block_kind(b) != "attn" for b in blocks):
+        raise ValueError("attention_blocks must be odd blocks")
+    captured: dict[int, dict[str, torch.Tensor]] = {b: {} for b in blocks}
+    handles = []
+    for block in blocks:
+        lm = layers[block_layer(block)]
+        handles.append(lm.input_norm.register_forward_hook(
+            lambda m, a, out, b=block: captured[b].__setitem__("normed", out[:, 0].detach().float())))
+        handles.append(lm.attention.register_forward_hook(
+            lambda m, a, out, b=block: captured[b].__setitem__("attn", first_tensor(out)[:, 0].detach().float())))
+    residual: dict[int, torch.Tensor] = {}
+    taps = set(blocks) | ({step_up_block - 1} if step_up_block else set())
+    try:
+        with block_taps(model, taps, lambda b, s: residual.__setitem__(b, s[:, 0].detach().float())):
+            run_until(model, input_ids=input_ids.to(device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    star = None if s_star is None else torch.as_tensor(np.asarray(s_star), dtype=torch.float32, device=device)
+    rows = []
+    for block in blocks:
+        attention = layers[block_layer(block)].attention
+        vo, bias = attention_vo_matrix(attention)
+        predicted = captured[block]["normed"] @ vo.T + (0 if bias is None else bias)
+        actual = captured[block]["attn"]
+        error = (actual - predicted).norm(dim=-1) / actual.norm(dim=-1).clamp_min(1e-30)
+        row = {"block": block, "rel_error_median": float(error.median()), "rel_error_max": float(error.max()),
+               "attn_norm_median": float(actual.norm(dim=-1).median())}
+        if star is not None:
+            row["cos_attn_s_star_median"] = float(_cos(actual, star).median())
+            row["abs_cos_attn_s_star_median"] = float(_cos(actual, star).abs().median())
+            row["cos_resid_s_star_median"] = float(_cos(residual[block], star).median())
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if star is not None and step_up_block:
+        cos_in = _cos(residual[step_up_block - 1], star)
+        frame.attrs["step_up_input_cos_s_star"] = {"median": float(cos_in.median()), "min": float(cos_in.min()),
+                                                   "abs_median": float(cos_in.abs().median())}
+    return frame
+
+
+def step_up_input_alignment(model, input_ids: torch.Tensor, step_up_block: int, s_star: np.ndarray) -> np.ndarray:
+    """cos(pre-FFN residual of the step-up block, s*) per sequence at position 0 (float32 numpy)."""
+    device = next(model.parameters()).device
+    got = {}
+    with block_taps(model, [step_up_block - 1], lambda b, s: got.__setitem__("r", s[:, 0].detach().float())):
+        run_until(model, input_ids=input_ids.to(device))
+    star = torch.as_tensor(np.asarray(s_star), dtype=torch.float32, device=device)
+    return _cos(got["r"], star).cpu().numpy()

@@ -1,0 +1,349 @@
+"""RMSNorm turns spike tokens into (nearly) one constant, sparse vector (paper Sec. 3, Fig 5).
+
+Claims checked here:
+* Bound (Eq. 23). For RMSNorm without weight, n_i = x_i / rms(x) with rms(x) = sqrt(mean(x^2) + eps),
+  so n_i^2 <= sum_j x_j^2 / rms(x)^2 <= d and |n_i| <= sqrt(d), with equality only for a one-hot
+  x and eps = 0. With weight g the output is g_i n_i, so |h_i| <= max|g| sqrt(d). A spike can
+  therefore not grow after normalisation; it can only take all the energy.
+* Sparsity: the share of the normed vector's energy on the spike channels.
+* Collapse: spike tokens (first tokens of many prompts, plus non-initial tokens that spike, e.g.
+  delimiters) have varied residual states before the step-up block and nearly identical ones
+  after it: pairwise cosine similarity goes to ~1. RMSNorm *without* weight rescales each vector
+  by a scalar, so it leaves cosines unchanged (reported as a check); *with* the next layer's norm
+  weight the cosines are those the next attention block actually sees.
+* Delimiters: which non-initial tokens become spike tokens (counted by decoded string) and how
+  much attention they pay to themselves in early layers (eager attention on a small sample;
+  only the diagonal of each map is kept).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .architecture import block_layer, decoder_layers, rms_norm_eps
+from .metrics import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO, is_massive
+from .vocab_probe import StopForward, block_taps, run_until
+
+# ------------------------------------------------------------------------------------------
+# Pure functions
+# ------------------------------------------------------------------------------------------
+
+
+def rms_normalize(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 0.0) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) (times weight), rows = vectors, float32."""
+    x = x.float()
+    normed = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
+    return normed if weight is None else normed * weight.float()
+
+
+def rmsnorm_bound(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 0.0) -> tuple[torch.Tensor, float]:
+    """(max_i |RMSNorm(x)_i| per row, the bound sqrt(d) * max|g|) (max|g| = 1 without weight)."""
+    d = x.shape[-1]
+    peak = rms_normalize(x, weight, eps).abs().amax(dim=-1)
+    scale = 1.0 if weight is None else float(weight.float().abs().max())
+    return peak, float(np.sqrt(d)) * scale
+
+
+def pairwise_cosine(x: torch.Tensor) -> torch.Tensor:
+    """(n, n) cosine similarities between the rows of x, float32."""
+    x = x.float()
+    unit = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    return unit @ unit.T
+
+
+def offdiag_stats(matrix: torch.Tensor) -> dict[str, float]:
+    """Mean / median / min / 5th percentile of the off-diagonal entries of a square matrix."""
+    n = matrix.shape[0]
+    if n < 2:
+        return {k: float("nan") for k in ("mean", "median", "min", "p05")}
+    values = matrix[~torch.eye(n, dtype=torch.bool, device=matrix.device)].double()
+    return {"mean": float(values.mean()), "median": float(values.median()), "min": float(values.min()),
+            "p05": float(torch.quantile(values, 0.05))}
+
+
+def energy_fraction(x: torch.Tensor, channels: Sequence[int], weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Share of ||RMSNorm(x)||^2 carried by `channels`, per row (with the weight if given)."""
+    normed = rms_normalize(x, weight)
+    energy = normed.pow(2)
+    return energy[:, list(channels)].sum(-1) / energy.sum(-1).clamp_min(1e-30)
+
+
+# ------------------------------------------------------------------------------------------
+# Collecting spike-token states
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SpikeStates:
+    """Residual states before / after the step-up block(s) for sampled spike and ordinary tokens."""
+
+    before: torch.Tensor  # (n, d) float32: residual entering the first step-up FFN block
+    after: torch.Tensor  # (n, d) float32: post-residual of the last step-up block
+    is_spike: np.ndarray  # (n,) bool
+    sample: np.ndarray
+    position: np.ndarray
+    token_id: np.ndarray
+    n_spike_total: int = 0
+    n_tokens_total: int = 0
+    nonfirst_spike_tokens: Counter = field(default_factory=Counter)  # token id -> count
+
+
+def collect_spike_states(model, batches: Iterable[Mapping[str, torch.Tensor]], step_up_blocks: Sequence[int],
+                         detect_block: int | None = None, floor: float = DEFAULT_FLOOR,
+                         median_ratio: float = DEFAULT_MEDIAN_RATIO, max_spike: int = 256, max_other: int = 256,
+                         seed: int = 0) -> SpikeStates:
+    """Run the batches up to the detect block and keep a bounded sample of token states.
+
+    Spike tokens are those whose post-residual state at `detect_block` (default: the last
+    step-up block) is massive against the median of the same sequence's state (all valid tokens
+    and channels, Sun et al.'s definition). Keeps at most max_spike spike tokens (first tokens
+    before other spike tokens, so the delimiter set is not crowded out when it is small) and
+    max_other ordinary tokens, sampled uniformly with a seeded generator.
+    """
+    step_up_blocks = sorted(int(b) for b in step_up_blocks)
+    before_block, after_block = step_up_blocks[0] - 1, step_up_blocks[-1]
+    detect_block = int(detect_block or after_block)
+    if before_block < 1:
+        raise ValueError("the step-up block must have a block before it")
+    device = next(model.parameters()).device
+    generator = np.random.default_rng(seed)
+    keep_before, keep_after, keep_spike, keep_sample, keep_pos, keep_tok = [], [], [], [], [], []
+    counts: Counter = Counter()
+    n_spike_total = n_tokens_total = offset = 0
+    for batch in batches:
+        ids = batch["input_ids"].to(device)
+        mask = batch.get("attention_mask")
+        mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.to(device).bool()
+        states: dict[int, torch.Tensor] = {}
+        with block_taps(model, {before_block, after_block, detect_block},
+                        lambda b, s: states.__setitem__(b, s.detach().float())):
+            run_until(model, input_ids=ids, attention_mask=mask.long())
+        magnitude = states[detect_block].abs()
+        median = torch.stack([magnitude[b][mask[b]].median() for b in range(ids.shape[0])])[:, None]
+        spike = is_massive(magnitude.amax(-1), median, floor, median_ratio) & mask
+        n_spike_total += int(spike.sum())
+        n_tokens_total += int(mask.sum())
+        rows, cols = torch.nonzero(mask, as_tuple=True)
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            if spike[r, c] and c > 0:
+                counts[int(ids[r, c])] += 1
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            keep_before.append(states[before_block][r, c].cpu())
+            keep_after.append(states[after_block][r, c].cpu())
+            keep_spike.append(bool(spike[r, c]))
+            keep_sample.append(offset + r)
+            keep_pos.append(c)
+            keep_tok.append(int(ids[r, c]))
+        offset += ids.shape[0]
+        # bound memory: subsample as we go
+        if len(keep_before) > 4 * (max_spike + max_other):
+            keep = _subsample(np.array(keep_spike), np.array(keep_pos), max_spike, max_other, generator)
+            keep_before = [keep_before[i] for i in keep]
+            keep_after = [keep_after[i] for i in keep]
+            keep_spike, keep_sample = [keep_spike[i] for i in keep], [keep_sample[i] for i in keep]
+            keep_pos, keep_tok = [keep_pos[i] for i in keep], [keep_tok[i] for i in keep]
+    keep = _subsample(np.array(keep_spike), np.array(keep_pos), max_spike, max_other, generator)
+    return SpikeStates(
+        before=torch.stack([keep_before[i] for i in keep]) if keep.size else torch.zeros(0),
+        after=torch.stack([keep_after[i] for i in keep]) if keep.size else torch.zeros(0),
+        is_spike=np.array(keep_spike, dtype=bool)[keep],
+        sample=np.array(keep_sample)[keep],
+        position=np.array(keep_pos)[keep],
+        token_id=np.array(keep_tok)[keep],
+        n_spike_total=n_spike_total,
+        n_tokens_total=n_tokens_total,
+        nonfirst_spike_tokens=counts,
+    )
+
+
+def _subsample(spike: np.ndarray, position: np.ndarray, max_spike: int, max_other: int, rng) -> np.ndarray:
+    """Indices kept: up to max_spike spike tokens (first tokens and non-initial ones share the
+    budget half-half when both exist) and up to max_other ordinary tokens; sorted."""
+    spike_idx = np.flatnonzero(spike)
+    first = spike_idx[position[spike_idx] == 0]
+    later = spike_idx[position[spike_idx] > 0]
+    if first.size and later.size:
+        n_later = min(later.size, max_spike // 2)
+        n_first = min(first.size, max_spike - n_later)
+        n_later = min(later.size, max_spike - n_first)
+    else:
+        n_first, n_later = min(first.size, max_spike), min(later.size, max_spike)
+    other = np.flatnonzero(~spike)
+    chosen = [rng.choice(first, n_first, replace=False), rng.choice(later, n_later, replace=False),
+              rng.choice(other, min(other.size, max_other), replace=False)]
+    return np.sort(np.concatenate(chosen).astype(np.int64))
+
+
+# ------------------------------------------------------------------------------------------
+# Summaries
+# ------------------------------------------------------------------------------------------
+
+
+def next_norm(model, block: int) -> tuple[torch.Tensor, float]:
+    """Weight and eps of the RMSNorm that reads the post-residual of `block` (the next block's norm).
+
+    After an FFN block that is the next layer's input_layernorm (or the final norm after the
+    last layer); after an attention block it is the same layer's post_attention_layernorm.
+    """
+    layers = decoder_layers(model)
+    layer = block_layer(block)
+    if block % 2 == 1:
+        norm = layers[layer].post_attention_norm
+    elif layer + 1 < len(layers):
+        norm = layers[layer + 1].input_norm
+    else:
+        from .architecture import base_model
+
+        norm = base_model(model).norm
+    return norm.weight.detach().float().cpu(), rms_norm_eps(norm)
+
+
+def collapse_summary(states: SpikeStates, spike_channels: Sequence[int], norm_weight: torch.Tensor,
+                     eps: float = 0.0) -> dict:
+    """Fig 5 numbers: cosines among spike tokens before/after, energy shares, the RMSNorm bound."""
+    spike = torch.as_tensor(states.is_spike)
+    before, after = states.before[spike], states.after[spike]
+    other_after = states.after[~spike]
+    first = torch.as_tensor(states.position == 0) & spike
+    summary = {
+        "n_spike_sampled": int(spike.sum()),
+        "n_first_sampled": int(first.sum()),
+        "n_other_sampled": int((~spike).sum()),
+        "n_spike_total": states.n_spike_total,
+        "n_tokens_total": states.n_tokens_total,
+        "cos_before": offdiag_stats(pairwise_cosine(before)),
+        "cos_after": offdiag_stats(pairwise_cosine(after)),
+        "cos_after_normed_no_weight": offdiag_stats(pairwise_cosine(rms_normalize(after, None, eps))),
+        "cos_after_normed_weight": offdiag_stats(pairwise_cosine(rms_normalize(after, norm_weight, eps))),
+        "cos_other_after": offdiag_stats(pairwise_cosine(other_after)),
+    }
+    if len(spike_channels):
+        frac = energy_fraction(after, spike_channels)
+        frac_w = energy_fraction(after, spike_channels, norm_weight)
+        summary["energy_share_spike"] = float(frac.median()) if frac.numel() else float("nan")
+        summary["energy_share_spike_weighted"] = float(frac_w.median()) if frac_w.numel() else float("nan")
+        other = energy_fraction(other_after, spike_channels) if other_after.numel() else torch.zeros(0)
+        summary["energy_share_other"] = float(other.median()) if other.numel() else float("nan")
+    everything = states.after
+    peak, bound = rmsnorm_bound(everything, None, eps)
+    peak_w, bound_w = rmsnorm_bound(everything, norm_weight, eps)
+    summary["rmsnorm_bound"] = {
+        "sqrt_d": bound, "max_abs_no_weight": float(peak.max()) if peak.numel() else float("nan"),
+        "spike_max_abs_no_weight": float(peak[spike].max()) if spike.any() else float("nan"),
+        "bound_weight": bound_w, "max_abs_weight": float(peak_w.max()) if peak_w.numel() else float("nan"),
+        "holds": bool((peak <= bound * (1 + 1e-5)).all() and (peak_w <= bound_w * (1 + 1e-5)).all()),
+    }
+    return summary
+
+
+def cosine_matrices(states: SpikeStates, norm_weight: torch.Tensor, eps: float = 0.0, max_tokens: int = 64,
+                    ) -> dict[str, np.ndarray]:
+    """The small matrices Fig 5 draws: spike tokens before, after, after RMSNorm with weight."""
+    spike = torch.as_tensor(states.is_spike)
+    before, after = states.before[spike][:max_tokens], states.after[spike][:max_tokens]
+    return {
+        "before": pairwise_cosine(before).numpy(),
+        "after": pairwise_cosine(after).numpy(),
+        "after_normed": pairwise_cosine(rms_normalize(after, norm_weight, eps)).numpy(),
+    }
+
+
+def nonfirst_spike_counts(states: SpikeStates, tokenizer=None, top: int = 30) -> pd.DataFrame:
+    """Non-initial spike tokens by count, with decoded strings (the delimiter list)."""
+    rows = states.nonfirst_spike_tokens.most_common(top)
+    text = tokenizer.batch_decode([[t] for t, _ in rows]) if tokenizer is not None and rows else [""] * len(rows)
+    return pd.DataFrame({"token_id": [t for t, _ in rows], "text": text, "count": [c for _, c in rows]})
+
+
+# ------------------------------------------------------------------------------------------
+# Self-attention share in early layers (eager, small sample)
+# ------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def eager_attention(model):
+    """Temporarily switch the model to eager attention (maps are produced); restore afterwards."""
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
+
+
+def self_attention_share(model, input_ids: torch.Tensor, layers: Sequence[int],
+                         attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """p(t -> t) per (sample, layer, head, position): the attention each token pays to itself.
+
+    Runs eager attention up to the last requested layer (0-based) and keeps only the diagonal
+    of each attention map (B, H, T). Use a small sample: eager builds T x T maps per layer.
+    """
+    layer_list = sorted(int(x) for x in layers)
+    modules = decoder_layers(model)
+    device = next(model.parameters()).device
+    diagonals: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def hook(module, args, output, index):
+        weights = output[1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
+        if weights is None:
+            raise RuntimeError("attention returned no weights; eager attention is required")
+        diagonals[index] = torch.diagonal(weights.detach().float(), dim1=-2, dim2=-1).cpu()
+        if index == layer_list[-1]:
+            raise StopForward
+
+    for index in layer_list:
+        handles.append(modules[index].attention.register_forward_hook(
+            lambda m, a, out, i=index: hook(m, a, out, i)))
+    try:
+        with eager_attention(model):
+            inputs = {"input_ids": input_ids.to(device)}
+            if attention_mask is not None:
+                inputs["attention_mask"] = attention_mask.to(device)
+            run_until(model, **inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.stack([diagonals[i] for i in layer_list], dim=1)  # (B, n_layers, H, T)
+
+
+def delimiter_self_attention(model, batch: Mapping[str, torch.Tensor], spike_mask: torch.Tensor,
+                             layers: Sequence[int]) -> pd.DataFrame:
+    """Mean (over heads) self-attention share per layer for non-initial spike vs ordinary tokens."""
+    mask = batch.get("attention_mask")
+    share = self_attention_share(model, batch["input_ids"], layers, mask)  # (B, L, H, T)
+    valid = torch.ones_like(batch["input_ids"], dtype=torch.bool) if mask is None else mask.bool()
+    valid = valid.clone()
+    valid[:, 0] = False  # position 0 always attends to itself with weight 1
+    mean_heads = share.mean(dim=2)  # (B, L, T)
+    max_heads = share.amax(dim=2)
+    rows = []
+    for j, layer in enumerate(sorted(layers)):
+        for kind, selector in (("spike", spike_mask & valid), ("other", ~spike_mask & valid)):
+            if selector.any():
+                rows.append({"layer": layer, "kind": kind, "n": int(selector.sum()),
+                             "self_share_mean": float(mean_heads[:, j][selector].mean()),
+                             "self_share_max_head_mean": float(max_heads[:, j][selector].mean())})
+    return pd.DataFrame(rows)
+
+
+def spike_mask_at(model, batch: Mapping[str, torch.Tensor], block: int, floor: float = DEFAULT_FLOOR,
+                  median_ratio: float = DEFAULT_MEDIAN_RATIO) -> torch.Tensor:
+    """(B, T) massive flags at one block's post-residual, median per sequence (valid tokens)."""
+    device = next(model.parameters()).device
+    ids = batch["input_ids"].to(device)
+    mask = batch.get("attention_mask")
+    mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.to(device).bool()
+    got = {}
+    with block_taps(model, [block], lambda b, s: got.__setitem__("s", s.detach().float())):
+        run_until(model, input_ids=ids, attention_mask=mask.long())
+    magnitude = got["s"].abs()
+    median = torch.stack([magnitude[b][mask[b]].median() for b in range(ids.shape[0])])[:, None]
+    return (is_massive(magnitude.amax(-1), median, floor, median_ratio) & mask).cpu()

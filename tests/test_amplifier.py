@@ -1,0 +1,125 @@
+"""Quadratic amplifier: the ||U_k|| identity, planted spike channels and s*, position-0 attention."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spikesink.amplifier import (
+    attention_vo_matrix,
+    ffn_weights,
+    position0_attention,
+    shared_direction,
+    spectra_table,
+    step_up_input_alignment,
+    uk_matrix,
+    uk_norms,
+    uk_norms_from_weights,
+    uk_outliers,
+)
+from spikesink.planted import build_planted_llama
+
+torch.set_num_threads(1)
+
+
+def tiny_random(model_type="llama", seed=0):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(model_type, vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config).float().eval()
+    with torch.no_grad():  # non-trivial norm weights and (for qwen2) biases
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.copy_(1 + 0.3 * torch.randn_like(param))
+            if name.endswith("bias"):
+                param.copy_(0.1 * torch.randn_like(param))
+    return model
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return build_planted_llama(seed=5)
+
+
+@pytest.mark.parametrize("fold_norm", [True, False])
+def test_uk_norm_identity_matches_naive_sum(fold_norm):
+    model = tiny_random()
+    gate, up, down = ffn_weights(model, 2, fold_norm=fold_norm)
+    fast = uk_norms_from_weights(gate, up, down, chunk=7)  # uneven chunks on purpose
+    naive = []
+    for k in range(down.shape[0]):
+        u = sum(down[k, i] * torch.outer(gate[i], up[i]) for i in range(gate.shape[0]))  # the definition
+        naive.append(float(torch.linalg.matrix_norm(u)))
+        if k < 3:
+            torch.testing.assert_close(uk_matrix(gate, up, down, k), u, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fast.numpy(), naive, rtol=1e-4)
+
+
+def test_uk_acts_as_the_ffn_in_the_linear_silu_limit():
+    """h^T U_k h equals down(gate(h) * up(h)), i.e. the FFN with SiLU replaced by the identity."""
+    model = tiny_random(seed=1)
+    gate, up, down = ffn_weights(model, 4, fold_norm=False)
+    h = torch.randn(5, gate.shape[1])
+    ffn_linear = ((h @ gate.T) * (h @ up.T)) @ down.T
+    for k in range(3):
+        quad = torch.einsum("bi,ij,bj->b", h, uk_matrix(gate, up, down, k), h)
+        torch.testing.assert_close(quad, ffn_linear[:, k], rtol=1e-4, atol=1e-5)
+
+
+def test_planted_spike_channels_are_the_outlying_norms(planted):
+    model, info = planted
+    norms = uk_norms(model, progress=False)
+    outliers = uk_outliers(norms, top=3)
+    for block in info["step_up_blocks"] + info["step_down_blocks"]:
+        top = outliers[outliers.block == block]
+        assert set(top.channel[:2]) == set(info["spike_channels"])
+        assert top.ratio_to_median.iloc[1] > 100
+    for block in set(norms.block) - set(info["step_up_blocks"] + info["step_down_blocks"]):
+        assert outliers[outliers.block == block].ratio_to_median.max() < 5
+
+
+def test_shared_top_eigenvector_is_planted_s_star(planted):
+    model, info = planted
+    block = info["step_up_blocks"][0]
+    table, spectra = spectra_table(model, block, info["spike_channels"], n_control=6)
+    cos, s_hat = shared_direction(spectra, info["spike_channels"])
+    assert cos.min() > 0.99
+    assert abs(float(s_hat @ info["s_star"])) > 0.99
+    for channel in info["spike_channels"]:
+        assert spectra[channel]["top_share"] > 0.99
+    controls = [c for c in spectra if c not in info["spike_channels"]]
+    assert max(spectra[c]["top_share"] for c in controls) < 0.5
+    assert set(table.kind) == {"spike", "control"}
+    # step-down: its top eigenvector is the *output* spike direction (it reads the spike)
+    _, down_spectra = spectra_table(model, info["step_down_blocks"][0], info["spike_channels"], n_control=0)
+    _, v_hat = shared_direction(down_spectra, info["spike_channels"])
+    assert abs(float(v_hat @ info["spike_out_direction"])) > 0.99
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2"])
+def test_position0_attention_is_a_fixed_linear_map(model_type):
+    model = tiny_random(model_type)
+    ids = torch.randint(0, 64, (6, 5))
+    frame = position0_attention(model, ids, [1, 3])
+    assert (frame.rel_error_max < 1e-4).all()
+    # and the map really is W_O W_V summed over heads with GQA: a wrong head grouping fails
+    vo, _ = attention_vo_matrix(model.model.layers[0].self_attn)
+    attn = model.model.layers[0].self_attn
+    wrong = sum(attn.o_proj.weight[:, h * 8:(h + 1) * 8] @ attn.v_proj.weight[(h % 2) * 8:(h % 2 + 1) * 8]
+                for h in range(4)).detach()
+    assert not torch.allclose(vo, wrong, atol=1e-4)
+
+
+def test_planted_position0_alignment(planted):
+    model, info = planted
+    ids = torch.tensor(info["trigger_token_ids"][:32])[:, None].repeat(1, 3)
+    frame = position0_attention(model, ids, [1, 3], s_star=info["s_star"], step_up_block=info["step_up_blocks"][0])
+    assert (frame.rel_error_max < 1e-4).all()
+    # block 1 writes the (negated) token-specific part, orthogonal to s*; the residual keeps s*
+    assert frame.loc[frame.block == 1, "abs_cos_attn_s_star_median"].item() < 0.05
+    cos = step_up_input_alignment(model, ids, info["step_up_blocks"][0], info["s_star"])
+    np.testing.assert_allclose(cos, info["pos0_alignment"], atol=0.03)
+    assert frame.attrs["step_up_input_cos_s_star"]["median"] == pytest.approx(float(np.median(cos)), abs=1e-3)

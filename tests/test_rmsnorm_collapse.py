@@ -1,0 +1,138 @@
+"""RMSNorm bound, sparsity and the cosine collapse of spike tokens, against the planted model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spikesink.planted import build_planted_llama, planted_tokenizer
+from spikesink.rmsnorm_collapse import (
+    collapse_summary,
+    collect_spike_states,
+    cosine_matrices,
+    delimiter_self_attention,
+    energy_fraction,
+    next_norm,
+    nonfirst_spike_counts,
+    pairwise_cosine,
+    rms_normalize,
+    rmsnorm_bound,
+    spike_mask_at,
+)
+from spikesink.silu_regime import batches_from_sequences
+
+torch.set_num_threads(1)
+
+TEXTS = ["Hello there, my friend. How are you", "A cat sat. A dog ran.\nBirds flew", "Quick brown fox",
+         "Numbers 123 and 456.", "Every morning\nthe sun rose", "Open the door. Close it", "Water is wet",
+         "Silence. Then noise"]
+
+
+def test_rmsnorm_bound_without_weight():
+    torch.manual_seed(0)
+    d = 64
+    x = torch.randn(100, d) * torch.rand(100, 1) * 50
+    x[0] = 0
+    x[0, 5] = 3e4  # one-hot: the bound is attained (eps = 0)
+    x[1, :2] = 1e5  # two spike channels share the energy: each at sqrt(d/2)
+    peak, bound = rmsnorm_bound(x)
+    assert bound == pytest.approx(np.sqrt(d))
+    assert (peak <= bound * (1 + 1e-6)).all()
+    assert peak[0] == pytest.approx(np.sqrt(d), rel=1e-5)
+    assert peak[1] == pytest.approx(np.sqrt(d / 2), rel=1e-3)
+    # eps only lowers the peak
+    peak_eps, _ = rmsnorm_bound(x, eps=1e-2)
+    assert (peak_eps <= peak + 1e-6).all()
+
+
+def test_rmsnorm_bound_with_weight_is_max_abs_weight_times_sqrt_d():
+    d = 16
+    weight = torch.ones(d)
+    weight[3] = -2.5
+    x = torch.zeros(2, d)
+    x[0, 3] = 7.0  # one-hot on the largest |weight|: |h_3| = 2.5 sqrt(d) > sqrt(d)
+    x[1] = torch.randn(d)
+    peak, bound = rmsnorm_bound(x, weight)
+    assert bound == pytest.approx(2.5 * np.sqrt(d))
+    assert peak[0] == pytest.approx(bound, rel=1e-5)
+    assert peak[0] > np.sqrt(d)  # the weight-free bound does not hold for the weighted norm
+    assert (peak <= bound * (1 + 1e-6)).all()
+
+
+def test_small_pure_helpers():
+    x = torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 2.0], [6.0, 8.0, 0.0]])
+    cos = pairwise_cosine(x)
+    assert cos[0, 2] == pytest.approx(1.0) and cos[0, 1] == pytest.approx(0.0)
+    np.testing.assert_allclose(energy_fraction(x, [0]).numpy(), [9 / 25, 0.0, 9 / 25], rtol=1e-6)
+    np.testing.assert_allclose(rms_normalize(x).pow(2).mean(-1).numpy(), 1.0, rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    model, info = build_planted_llama(seed=4)
+    tok = planted_tokenizer()
+    seqs = [tok(t)["input_ids"] for t in TEXTS]
+    return model, info, tok, seqs
+
+
+@pytest.fixture(scope="module")
+def collapsed(planted):
+    model, info, tok, seqs = planted
+    states = collect_spike_states(model, batches_from_sequences(seqs, batch_size=3), info["step_up_blocks"])
+    weight, eps = next_norm(model, info["step_up_blocks"][0])
+    return states, collapse_summary(states, info["spike_channels"], weight, eps)
+
+
+def test_spike_tokens_are_first_tokens_and_delimiters(planted, collapsed):
+    model, info, tok, seqs = planted
+    states, summary = collapsed
+    delimiters = set(info["delimiter_token_ids"])
+    expected_later = sum(sum(1 for t in s[1:] if t in delimiters) for s in seqs)
+    assert summary["n_spike_total"] == len(seqs) + expected_later
+    assert summary["n_first_sampled"] == len(seqs)
+    counts = nonfirst_spike_counts(states, tok)
+    assert set(counts.token_id) == delimiters
+    assert set(counts.text) == {".", "\n"}
+    assert counts["count"].sum() == expected_later
+
+
+def test_cosine_collapse_after_the_step_up(collapsed):
+    _, summary = collapsed
+    assert summary["cos_before"]["median"] < 0.8  # varied before (planted: ~0.5 for first tokens)
+    assert summary["cos_after"]["min"] > 0.999  # one vector after
+    assert summary["cos_after_normed_weight"]["min"] > 0.999
+    # a per-vector scalar cannot change a cosine: the weight-free norm is a pure check
+    assert summary["cos_after_normed_no_weight"]["mean"] == pytest.approx(summary["cos_after"]["mean"], abs=1e-6)
+    assert summary["cos_other_after"]["median"] < 0.5
+
+
+def test_energy_sits_on_the_spike_channels_and_the_bound_holds(collapsed):
+    _, summary = collapsed
+    assert summary["energy_share_spike"] > 0.99
+    assert summary["energy_share_other"] < 0.05
+    bound = summary["rmsnorm_bound"]
+    assert bound["holds"]
+    # the spike channel after RMSNorm is close to (not above) the bound: ratio 1 : -0.5 -> 2/sqrt(5)
+    assert bound["spike_max_abs_no_weight"] == pytest.approx(bound["sqrt_d"] * 2 / np.sqrt(5), rel=0.01)
+
+
+def test_cosine_matrices_shapes(planted, collapsed):
+    model, info, _, _ = planted
+    states, _ = collapsed
+    weight, eps = next_norm(model, info["step_up_blocks"][0])
+    mats = cosine_matrices(states, weight, eps, max_tokens=5)
+    assert {k: v.shape for k, v in mats.items()} == {"before": (5, 5), "after": (5, 5), "after_normed": (5, 5)}
+
+
+def test_delimiters_attend_to_themselves_in_the_first_layer(planted):
+    model, info, _, seqs = planted
+    batch = next(batches_from_sequences(seqs, batch_size=len(seqs)))
+    mask = spike_mask_at(model, batch, info["step_up_blocks"][0])
+    assert mask[:, 0].all()
+    before = model.config._attn_implementation
+    frame = delimiter_self_attention(model, batch, mask, layers=[0, 1])
+    assert model.config._attn_implementation == before  # eager was only temporary
+    layer0 = frame[frame.layer == 0].set_index("kind")
+    assert layer0.loc["spike", "self_share_mean"] > 0.3
+    assert layer0.loc["spike", "self_share_mean"] > 3 * layer0.loc["other", "self_share_mean"]

@@ -1,0 +1,73 @@
+"""SiLU regime against the planted amplifiers: identity for spike tokens in planted blocks only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spikesink.planted import build_planted_llama, planted_tokenizer
+from spikesink.silu_regime import batches_from_sequences, silu_alignment, silu_regime, summarize_silu
+
+torch.set_num_threads(1)
+
+
+def test_silu_alignment_limits():
+    x = torch.tensor([[30.0, 20.0, 10.0], [-30.0, 1e-3, 1e-3], [0.01, -0.02, 0.03]])
+    cos, ratio = silu_alignment(x)
+    assert cos[0] == pytest.approx(1.0, abs=1e-6) and ratio[0] == pytest.approx(1.0, abs=1e-4)
+    assert ratio[1] < 0.01  # large negative inputs are switched off
+    assert ratio[2] == pytest.approx(0.5, abs=0.01)  # SiLU(x) ~ x/2 near 0
+    torch.testing.assert_close(cos, F.cosine_similarity(F.silu(x), x, dim=-1))
+
+
+@pytest.fixture(scope="module")
+def regime():
+    model, info = build_planted_llama(seed=1)
+    tok = planted_tokenizer()
+    texts = ["Hello there, my friend. How are you", "A cat sat\nthere", "Quick brown fox", "Numbers 123 and 456"]
+    seqs = [tok(t)["input_ids"] for t in texts]
+    blocks = info["step_up_blocks"] + [6] + info["step_down_blocks"]
+    frame = silu_regime(model, batches_from_sequences(seqs, batch_size=3), blocks, progress=False)
+    return frame, info, seqs
+
+
+def test_rows_cover_every_token_and_block(regime):
+    frame, info, seqs = regime
+    assert len(frame) == 3 * sum(len(s) for s in seqs)
+    assert set(frame.block) == {info["step_up_blocks"][0], 6, info["step_down_blocks"][0]}
+    first = frame[frame.position == 0]
+    assert first.is_spike.all()  # every first token is a trigger byte here
+
+
+def test_identity_regime_only_for_spike_tokens_in_planted_blocks(regime):
+    frame, info, _ = regime
+    for block in info["step_up_blocks"] + info["step_down_blocks"]:
+        rows = frame[frame.block == block]
+        spikes, others = rows[rows.is_spike], rows[~rows.is_spike]
+        assert (spikes.cos > 0.999).all() and (spikes.norm_ratio > 0.99).all(), block
+        assert others.norm_ratio.median() < 0.75, block  # small gate inputs: SiLU(x) ~ x/2
+    # the block output of spike tokens in the step-up block is the spike itself
+    up = frame[(frame.block == info["step_up_blocks"][0]) & frame.is_spike]
+    assert (up.out_peak > 0.9 * info["spike_magnitude"]).all()
+    # a random block is not in the identity regime even for spike tokens
+    random_block = frame[(frame.block == 6) & frame.is_spike]
+    assert random_block.norm_ratio.max() < 0.75
+    summary = summarize_silu(frame)
+    assert {"block", "is_spike", "n", "cos_median", "norm_ratio_median"} <= set(summary.columns)
+
+
+def test_padding_is_dropped():
+    model, info = build_planted_llama(seed=2)
+    seqs = [[72, 101, 108], [72]]
+    frame = silu_regime(model, batches_from_sequences(seqs, batch_size=2), [4], progress=False)
+    assert len(frame) == 4
+    alone = silu_regime(model, batches_from_sequences([[72]], batch_size=1), [4], progress=False)
+    np.testing.assert_allclose(frame[frame["sample"] == 1].cos.values, alone.cos.values, rtol=1e-5)
+
+
+def test_attention_blocks_are_refused():
+    model, _ = build_planted_llama(seed=2)
+    with pytest.raises(ValueError):
+        silu_regime(model, batches_from_sequences([[1, 2]]), [3], progress=False)
