@@ -223,3 +223,14 @@ def test_config_rejects_unknown_choices():
         ModelConfig.from_dict({"d_modle": 3})
     with pytest.raises(ValueError):
         ModelConfig(d_head=7)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    x = tokens()
+    grads = []
+    for flag in (False, True):
+        model = build()
+        model.gradient_checkpointing = flag
+        model(x).float().pow(2).mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
