@@ -8,7 +8,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# A --configfile on the command line replaces the default instead of being merged into it, so
+# `--configfile config/paper.yaml` runs the paper's models only.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
 
 
 report: "workflow/report/workflow.rst"
@@ -18,6 +23,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/acquire.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/lifecycle.smk"
+include: "workflow/rules/ablations.smk"
 include: "workflow/rules/scorecard.smk"
 
 

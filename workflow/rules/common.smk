@@ -26,9 +26,39 @@ def uses_gpu():
     return config["extraction"].get("device", "auto") == "cuda"
 
 
+def ablation_tables():
+    """{paper table number: [variant names]} for the configured ablation variants."""
+    from spikesink.ablations.report import TABLE_NAMES
+    from spikesink.ablations.variants import resolve
+
+    ablations = config.get("ablations", {})
+    tables = {}
+    for variant in ablations.get("variants", []):
+        table = resolve(ablations, variant)[2].table or "baseline"
+        tables.setdefault(table, []).append(variant)
+    baseline = tables.pop("baseline", [])
+    # every table is read against the baseline when the baseline is configured
+    return {t: baseline + names for t, names in sorted(tables.items()) if t in TABLE_NAMES}
+
+
+def ablation_metrics(table):
+    preset = config["ablations"].get("preset", "tiny")
+    return expand("results/ablations/{preset}/{variant}/metrics.json", preset=preset, variant=ablation_tables()[table])
+
+
+def ablation_table_stems():
+    from spikesink.ablations.report import table_stem
+
+    return [table_stem(t) for t in ablation_tables()]
+
+
 def claim_files():
     """Every analysis that checks paper claims adds its per-model claims file here."""
-    return expand("results/{model}/claims/lifecycle.json", model=MODELS)
+    preset = config.get("ablations", {}).get("preset", "tiny")
+    return [
+        *expand("results/{model}/claims/lifecycle.json", model=MODELS),
+        *expand("results/ablations/{preset}/claims/{stem}.json", preset=preset, stem=ablation_table_stems()),
+    ]
 
 
 def all_outputs():
@@ -37,4 +67,6 @@ def all_outputs():
         *expand("figures/lifecycle/all_models.{ext}", ext=["pdf", "png"]),
         *expand("paper_tables/table1_step_up_down.{ext}", ext=["csv", "md", "tex"]),
         *expand("paper_tables/scorecard.{ext}", ext=["csv", "md"]),
+        *expand("paper_tables/{stem}.{ext}", stem=ablation_table_stems(), ext=["csv", "md", "tex"]),
+        *(expand("figures/ablations/head_dim.{ext}", ext=["pdf", "png"]) if "6" in ablation_tables() else []),
     ]

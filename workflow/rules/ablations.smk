@@ -1,0 +1,81 @@
+# Section 4: small Llama-style models trained from scratch, one run per variant.
+ABL = config.get("ablations", {})
+ABL_DIR = f"results/ablations/{ABL.get('preset', 'tiny')}"
+ABL_CORPUS = ABL.get("corpus") or "resources/corpus/passages.jsonl"
+
+
+wildcard_constraints:
+    variant=r"[a-z0-9][a-z0-9-]*",
+    table=r"[345678]",
+
+
+rule ablation_data:
+    """Tokenizer trained on the corpus and a memory-mapped token file, split by document."""
+    input:
+        corpus=ABL_CORPUS,
+    output:
+        meta=f"{ABL_DIR}/_data/meta.json",
+    params:
+        cfg=ABL,
+    log:
+        f"logs/ablations/{ABL.get('preset', 'tiny')}/data.log",
+    conda:
+        TORCH_ENV
+    script:
+        "../scripts/ablation_data.py"
+
+
+rule ablation_train:
+    """Train one variant (resumes from its checkpoint after a crash) and evaluate it."""
+    input:
+        corpus=ABL_CORPUS,
+        data=f"{ABL_DIR}/_data/meta.json",
+    output:
+        metrics=f"{ABL_DIR}/{{variant}}/metrics.json",
+        curve=f"{ABL_DIR}/{{variant}}/curve.csv",
+    params:
+        cfg=ABL,
+    log:
+        f"logs/ablations/{ABL.get('preset', 'tiny')}/{{variant}}.log",
+    benchmark:
+        f"logs/benchmarks/ablations/{ABL.get('preset', 'tiny')}/{{variant}}.tsv"
+    threads: ABL.get("threads", 1)
+    resources:
+        mem_mb=ABL.get("mem_mb", 4000),
+        gpu=1 if ABL.get("gpu", False) else 0,
+    conda:
+        TORCH_ENV
+    script:
+        "../scripts/ablation_train.py"
+
+
+rule ablation_table:
+    """Paper Tables 3-8: our ppl / sink ratio / spike beside the paper's, and scorecard rows."""
+    input:
+        metrics=lambda wc: ablation_metrics(wc.table),
+    output:
+        table=multiext(f"paper_tables/table{{table}}_{{name}}", ".csv", ".md", ".tex"),
+        claims=f"{ABL_DIR}/claims/table{{table}}_{{name}}.json",
+    params:
+        preset=ABL.get("preset", "tiny"),
+    log:
+        f"logs/ablations/{ABL.get('preset', 'tiny')}/table{{table}}_{{name}}.log",
+    conda:
+        ANALYSIS_ENV
+    script:
+        "../scripts/ablation_table.py"
+
+
+rule plot_head_dim:
+    """Sink ratio and spike against head dimension, ours beside the paper's Table 6."""
+    input:
+        table="paper_tables/table6_heads.csv",
+    output:
+        pdf=report("figures/ablations/head_dim.pdf", caption="../report/head_dim.rst", category="Ablations"),
+        png="figures/ablations/head_dim.png",
+    log:
+        f"logs/ablations/{ABL.get('preset', 'tiny')}/plot_head_dim.log",
+    conda:
+        ANALYSIS_ENV
+    script:
+        "../scripts/plot_head_dim.py"

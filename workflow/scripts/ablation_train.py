@@ -1,0 +1,14 @@
+from pathlib import Path
+
+from spikesink.ablations.train import run_variant
+
+# run_variant logs to the rule's log file itself and sets torch's threads
+run_variant(
+    snakemake.params.cfg,
+    snakemake.wildcards.variant,
+    Path(snakemake.output.metrics).parent,
+    corpus_path=snakemake.input.corpus,
+    log=snakemake.log[0],
+    data_dir=Path(snakemake.input.data).parent,
+    overrides={"train": {"progress": False, "threads": snakemake.threads}},
+)
