@@ -123,3 +123,25 @@ def test_planted_position0_alignment(planted):
     cos = step_up_input_alignment(model, ids, info["step_up_blocks"][0], info["s_star"])
     np.testing.assert_allclose(cos, info["pos0_alignment"], atol=0.03)
     assert frame.attrs["step_up_input_cos_s_star"]["median"] == pytest.approx(float(np.median(cos)), abs=1e-3)
+
+
+def test_pipeline_entry_claims_and_figures(planted, tmp_path):
+    from spikesink.amplifier import amplifier_claims, run_amplifier
+    from spikesink.figures_mechanism import plot_spectra, plot_uk_norms
+
+    model, info = planted
+    lifecycle = {"step_up": info["step_up_blocks"], "step_down": info["step_down_blocks"],
+                 "spike_channels": info["spike_channels"]}
+    ids = torch.tensor(info["trigger_token_ids"][:16])[:, None]
+    result = run_amplifier(model, lifecycle, ids, n_control=4, progress=False)
+    assert abs(float(result["s_star"][info["step_up_blocks"][0]] @ info["s_star"])) > 0.99
+    claims = amplifier_claims("planted", result["summary"])
+    assert len(claims) == 5 and all(c.holds for c in claims), [c for c in claims if not c.holds]
+    # a wrong life cycle (step-up at a random block) must fail the outlier claim
+    wrong = run_amplifier(model, dict(lifecycle, step_up=[6]), ids, n_control=4, progress=False)
+    assert not {c.claim: c for c in amplifier_claims("planted", wrong["summary"])}[
+        "spike channels have outlying ||U_k|| in the step-up/step-down blocks"].holds
+    for written in (plot_uk_norms(result["norms"], tmp_path / "uk", info["spike_channels"], info["step_up_blocks"],
+                                  info["step_down_blocks"], "planted"),
+                    plot_spectra(result["spectra"], tmp_path / "spectra", model="planted")):
+        assert all(p.stat().st_size > 0 for p in written)

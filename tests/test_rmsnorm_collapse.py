@@ -136,3 +136,22 @@ def test_delimiters_attend_to_themselves_in_the_first_layer(planted):
     layer0 = frame[frame.layer == 0].set_index("kind")
     assert layer0.loc["spike", "self_share_mean"] > 0.3
     assert layer0.loc["spike", "self_share_mean"] > 3 * layer0.loc["other", "self_share_mean"]
+
+
+def test_pipeline_entry_claims_and_figure(planted, tmp_path):
+    from spikesink.figures_mechanism import plot_cosine_collapse
+    from spikesink.rmsnorm_collapse import collapse_claims, is_delimiter_text, run_collapse
+
+    model, info, tok, seqs = planted
+    ids = np.array([(s + list(b" filler text"))[:24] for s in seqs])
+    lifecycle = {"step_up": info["step_up_blocks"], "spike_channels": info["spike_channels"]}
+    result = run_collapse(model, tok, ids, lifecycle, attention_prompts=4)
+    claims = collapse_claims("planted", result["summary"], result["self_attention"])
+    assert len(claims) == 5 and all(c.holds for c in claims), [c for c in claims if not c.holds]
+    assert set(result["delimiters"].text) <= {".", "\n"}
+    # dropping a (pretend) BOS column changes the first tokens, not the logic
+    dropped = run_collapse(model, tok, ids, lifecycle, bos_added=True, attention_prompts=2)
+    assert dropped["summary"]["bos_dropped"] and dropped["summary"]["seq_len"] == 23
+    assert is_delimiter_text(".\n") and not is_delimiter_text("a.")
+    written = plot_cosine_collapse(result["matrices"], tmp_path / "collapse", "planted")
+    assert all(p.stat().st_size > 0 for p in written)

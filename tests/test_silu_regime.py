@@ -71,3 +71,17 @@ def test_attention_blocks_are_refused():
     model, _ = build_planted_llama(seed=2)
     with pytest.raises(ValueError):
         silu_regime(model, batches_from_sequences([[1, 2]]), [3], progress=False)
+
+
+def test_pipeline_entry_claims_and_figure(regime, tmp_path):
+    from spikesink.figures_mechanism import plot_silu_regime
+    from spikesink.silu_regime import silu_claims
+
+    frame, _, _ = regime
+    steps = frame[frame.block != 6]
+    claims = silu_claims("planted", steps)
+    assert len(claims) == 2 and all(c.holds for c in claims)
+    # the random block fails the identity claim: the claim can fail
+    assert not silu_claims("planted", frame)[0].holds
+    written = plot_silu_regime(frame, tmp_path / "silu", "planted")
+    assert all(p.stat().st_size > 0 for p in written)

@@ -101,3 +101,24 @@ def test_bad_blocks_are_refused(planted):
         probe_peaks(model, [1], blocks=[0], progress=False)
     with pytest.raises(ValueError):
         probe_peaks(model, [1], blocks=[13], progress=False)
+
+
+def test_pipeline_entry_claims_table_and_figure(planted, tmp_path):
+    from spikesink.figures_mechanism import plot_vocab_probe
+    from spikesink.vocab_probe import run_vocab_probe, table2, vocab_probe_claims
+
+    model, info, tokenizer = planted
+    lifecycle = {"plateau": [4, 9], "median_by_block": [1.0] * 12}
+    frame, summary = run_vocab_probe(model, tokenizer, lifecycle, batch_size=128, progress=False)
+    assert summary["blocks"] == list(range(4, 10))
+    assert summary["reference_from"] == "lifecycle corpus medians"
+    assert summary["n_spike_pos0"] == len(info["trigger_token_ids"])
+    claims = {c.claim: c for c in vocab_probe_claims("planted", summary)}
+    assert not claims["almost every vocabulary item is a spike token at position 0"].holds  # 240/256 = 93.75%
+    assert claims["the same items rarely spike at a later position"].holds
+    assert claims["exceptions are tokens whose embeddings stay near initialisation"].holds
+    table = table2([{"model": "planted", "paper_model": None, "summary": summary}])
+    assert table["paper model"].tolist()[1:] == ["Llama-2-7B", "Llama-2-13B", "Llama-3-8B", "Qwen2.5-7B", "Qwen2.5-14B",
+                                                 "Qwen3-8B", "Qwen3-14B"]
+    written = plot_vocab_probe(frame, summary, tmp_path / "vocab", "planted")
+    assert all(p.stat().st_size > 0 for p in written)

@@ -269,3 +269,138 @@ def step_up_input_alignment(model, input_ids: torch.Tensor, step_up_block: int, 
         run_until(model, input_ids=input_ids.to(device))
     star = torch.as_tensor(np.asarray(s_star), dtype=torch.float32, device=device)
     return _cos(got["r"], star).cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------------
+# Pipeline entry point and claims
+# ------------------------------------------------------------------------------------------
+
+SECTION = "3.3 quadratic amplifier"
+
+
+def position0_top_channels(model, input_ids: torch.Tensor, block: int, k: int = 3) -> list[int]:
+    """The k channels with the largest mean |h| at position 0 after `block` (the spike pattern)."""
+    got = {}
+    device = next(model.parameters()).device
+    with block_taps(model, [block], lambda b, s: got.__setitem__("s", s[:, 0].detach().float())):
+        run_until(model, input_ids=input_ids.to(device))
+    return got["s"].abs().mean(0).topk(k).indices.tolist()
+
+
+def run_amplifier(model, lifecycle: Mapping, first_token_ids: torch.Tensor, n_control: int = 8, seed: int = 0,
+                  fold_norm: bool = True, chunk: int = 2048, progress: bool = True) -> dict:
+    """Fig 3/4/8 and the position-0 map for one model, driven by the detected life cycle.
+
+    first_token_ids: (n, T>=1) prompts whose position 0 is a spike token (BOS stripped when the
+    tokenizer adds one, so first tokens vary). Channels whose top eigenvectors are compared
+    ("sharing channels"): the spike channels when there are at least two, else the three
+    largest channels of the position-0 state after the last step-up block (recorded).
+    Returns dict(norms, outliers, spectra (long table), summary).
+    """
+    step_up = [int(b) for b in lifecycle.get("step_up", [])]
+    step_down = [int(b) for b in lifecycle.get("step_down", [])]
+    spike_channels = [int(c) for c in lifecycle.get("spike_channels", [])]
+    norms = uk_norms(model, fold_norm=fold_norm, chunk=chunk, progress=progress)
+    outliers = uk_outliers(norms, top=5)
+    medians = norms.groupby("block")["uk_norm"].median()
+    summary: dict = {"step_up": step_up, "step_down": step_down, "spike_channels": spike_channels,
+                     "fold_norm": fold_norm, "d_model": int(norms["channel"].max() + 1)}
+    ratios = {}
+    for channel in spike_channels:
+        series = norms[norms["channel"] == channel].set_index("block")["uk_norm"] / medians
+        ratios[channel] = {int(b): float(v) for b, v in series.items()}
+    summary["uk_ratio_to_median"] = ratios
+    if not step_up:
+        summary["note"] = "no step-up block detected: spectra and s* skipped"
+        return {"norms": norms, "outliers": outliers, "spectra": pd.DataFrame(), "summary": summary}
+    if len(spike_channels) >= 2:
+        sharing, sharing_from = spike_channels, "spike channels"
+    else:
+        sharing = position0_top_channels(model, first_token_ids, step_up[-1], 3)
+        sharing_from = "top-3 position-0 channels after the step-up block"
+    summary.update({"sharing_channels": sharing, "sharing_from": sharing_from})
+    tables, per_block, s_stars = [], {}, {}
+    for block in step_up + step_down:
+        table, spectra = spectra_table(model, block, sharing, n_control=n_control, seed=seed, fold_norm=fold_norm)
+        tables.append(table)
+        cos, s_hat = shared_direction(spectra, sharing)
+        s_stars[block] = s_hat
+        controls = [c for c in spectra if c not in set(sharing)]
+        per_block[block] = {
+            "top_over_second": {c: spectra[c]["top_over_second"] for c in sharing},
+            "top_share": {c: spectra[c]["top_share"] for c in sharing},
+            "control_top_over_second_median": float(np.median([spectra[c]["top_over_second"] for c in controls]))
+            if controls else float("nan"),
+            "top_vector_abs_cos_min": float(cos[~np.eye(len(sharing), dtype=bool)].min()) if len(sharing) > 1 else 1.0,
+            "top_vector_abs_cos": cos.tolist(),
+        }
+    summary["blocks"] = per_block
+    summary["s_star_abs_cos_between_blocks"] = {
+        f"{a}-{b}": float(abs(s_stars[a] @ s_stars[b])) for a in s_stars for b in s_stars if a < b}
+    attention_blocks = list(range(1, step_up[0], 2))
+    check = position0_attention(model, first_token_ids, attention_blocks, s_star=s_stars[step_up[0]],
+                                step_up_block=step_up[0])
+    summary["position0"] = {
+        "attention_blocks": attention_blocks,
+        "rel_error_max": float(check["rel_error_max"].max()),
+        "per_block": check.to_dict(orient="records"),
+        "step_up_input_cos_s_star": check.attrs.get("step_up_input_cos_s_star"),
+        "random_abs_cos_scale": float(1 / np.sqrt(summary["d_model"])),
+        "n_sequences": int(first_token_ids.shape[0]),
+    }
+    return {"norms": norms, "outliers": outliers, "spectra": pd.concat(tables, ignore_index=True), "summary": summary,
+            "s_star": {int(b): v for b, v in s_stars.items()}}
+
+
+def amplifier_claims(model: str, summary: Mapping, min_ratio: float = 5.0, min_dominance: float = 2.0,
+                     min_shared_cos: float = 0.9, max_rel_error: float = 1e-3, min_alignment: float = 0.3) -> list:
+    """Fig 3/4/8 claims plus the position-0 fixed-map check."""
+    from .scorecard import Claim
+
+    claims = []
+    step_blocks = set(summary["step_up"]) | set(summary["step_down"])
+    ratios = summary.get("uk_ratio_to_median", {})
+    if ratios and step_blocks:
+        parts, holds = [], True
+        for channel, by_block in ratios.items():
+            best = max(by_block, key=by_block.get)
+            up_ok = all(by_block.get(b, 0) >= min_ratio for b in summary["step_up"])
+            outside = max((v for b, v in by_block.items() if b not in step_blocks), default=float("nan"))
+            holds &= best in step_blocks and up_ok
+            parts.append(f"ch {channel}: max {by_block[best]:.1f}x median at block {best}; step-up "
+                         + ", ".join(f"{b}: {by_block.get(b, float('nan')):.1f}x" for b in summary["step_up"])
+                         + "; step-down " + ", ".join(f"{b}: {by_block.get(b, float('nan')):.1f}x" for b in summary["step_down"])
+                         + f"; elsewhere at most {outside:.1f}x")
+        claims.append(Claim(SECTION, "spike channels have outlying ||U_k|| in the step-up/step-down blocks", model,
+                            "outlying ||U_k||_F only in step-up/step-down blocks (Fig 3, 8)", "; ".join(parts), holds,
+                            f"largest ratio in a step block and >= {min_ratio}x the block median in every step-up block"))
+    blocks = summary.get("blocks", {})
+    if blocks:
+        up = [b for b in summary["step_up"] if b in blocks]
+        dominance = {b: max(blocks[b]["top_over_second"].values()) for b in up}
+        controls = {b: blocks[b]["control_top_over_second_median"] for b in up}
+        claims.append(Claim(SECTION, "S_k of spike channels has one dominant eigenvalue", model,
+                            "one dominant eigenvalue (Fig 4)",
+                            "; ".join(f"block {b}: |l1|/|l2| = {dominance[b]:.2f} (random channels {controls[b]:.2f})"
+                                      for b in up),
+                            all(dominance[b] >= min_dominance and dominance[b] > controls[b] for b in up),
+                            f"|l1|/|l2| >= {min_dominance} and above random channels"))
+        shared = {b: blocks[b]["top_vector_abs_cos_min"] for b in up}
+        claims.append(Claim(SECTION, "spike channels share the top eigenvector s*", model, "shared s* (Fig 4)",
+                            "; ".join(f"block {b}: min |cos| = {shared[b]:.3f} over channels {summary['sharing_channels']} "
+                                      f"({summary['sharing_from']})" for b in up),
+                            all(v >= min_shared_cos for v in shared.values()), f"min |cos| >= {min_shared_cos}"))
+    pos0 = summary.get("position0")
+    if pos0 and pos0["attention_blocks"]:
+        claims.append(Claim(SECTION, "attention at position 0 is a fixed linear map W_VO of the token", model,
+                            "position 0 attends only to itself", f"max relative error {pos0['rel_error_max']:.2g} over "
+                            f"attention blocks {pos0['attention_blocks'][0]}-{pos0['attention_blocks'][-1]}, "
+                            f"{pos0['n_sequences']} first tokens", pos0["rel_error_max"] <= max_rel_error,
+                            f"relative error <= {max_rel_error}"))
+    if pos0 and pos0.get("step_up_input_cos_s_star"):
+        align = pos0["step_up_input_cos_s_star"]["abs_median"]
+        claims.append(Claim(SECTION, "the position-0 input of the step-up block is aligned with s*", model,
+                            "the fixed position-0 map steers the first token towards s*",
+                            f"median |cos| = {align:.2f} (random: ~{pos0['random_abs_cos_scale']:.3f})",
+                            align >= min_alignment, f"median |cos| >= {min_alignment}"))
+    return claims

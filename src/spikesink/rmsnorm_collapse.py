@@ -347,3 +347,101 @@ def spike_mask_at(model, batch: Mapping[str, torch.Tensor], block: int, floor: f
     magnitude = got["s"].abs()
     median = torch.stack([magnitude[b][mask[b]].median() for b in range(ids.shape[0])])[:, None]
     return (is_massive(magnitude.amax(-1), median, floor, median_ratio) & mask).cpu()
+
+
+# ------------------------------------------------------------------------------------------
+# Pipeline entry point and claims
+# ------------------------------------------------------------------------------------------
+
+SECTION = "3.4 normalization"
+_DELIMITER_CHARS = set(".,;:!?\n\r\t -–—\"'()[]{}…")
+
+
+def is_delimiter_text(text: str) -> bool:
+    """Punctuation / whitespace only (periods, commas, newlines, quotes...)."""
+    return bool(text) and all(ch in _DELIMITER_CHARS or ch.isspace() for ch in text)
+
+
+def run_collapse(model, tokenizer, input_ids: np.ndarray, lifecycle: Mapping, bos_added: bool = False,
+                 batch_size: int = 8, max_spike: int = 256, max_other: int = 256, matrix_tokens: int = 64,
+                 attention_prompts: int = 8, attention_layers: Sequence[int] | None = None,
+                 floor: float = DEFAULT_FLOOR, median_ratio: float = DEFAULT_MEDIAN_RATIO, seed: int = 0) -> dict:
+    """Fig 5 and the delimiter analysis for one model.
+
+    input_ids: (n, T) corpus prompts. When the tokenizer added a BOS it is dropped, so that the
+    first tokens of the prompts differ (with a BOS every first token is the same and the
+    collapse would be trivial). Self-attention shares are taken on `attention_prompts` prompts
+    in the layers before the first step-up layer (eager attention, diagonals only).
+    """
+    step_up = [int(b) for b in lifecycle.get("step_up", [])]
+    if not step_up:
+        return {"summary": {"note": "no step-up block detected"}, "matrices": {}, "delimiters": pd.DataFrame(),
+                "self_attention": pd.DataFrame()}
+    ids = np.asarray(input_ids)[:, 1:] if bos_added else np.asarray(input_ids)
+    spike_channels = [int(c) for c in lifecycle.get("spike_channels", [])]
+
+    def batches():
+        for start in range(0, len(ids), batch_size):
+            yield {"input_ids": torch.as_tensor(ids[start:start + batch_size], dtype=torch.long)}
+
+    states = collect_spike_states(model, batches(), step_up, floor=floor, median_ratio=median_ratio,
+                                  max_spike=max_spike, max_other=max_other, seed=seed)
+    weight, eps = next_norm(model, step_up[-1])
+    summary = collapse_summary(states, spike_channels, weight, eps)
+    summary.update({"step_up": step_up, "spike_channels": spike_channels, "bos_dropped": bool(bos_added),
+                    "n_prompts": int(len(ids)), "seq_len": int(ids.shape[1])})
+    delimiters = nonfirst_spike_counts(states, tokenizer, top=30)
+    summary["n_nonfirst_spike"] = int(sum(states.nonfirst_spike_tokens.values()))
+    summary["nonfirst_spike_delimiter_share"] = (
+        float(delimiters.loc[delimiters["text"].map(is_delimiter_text), "count"].sum() / max(delimiters["count"].sum(), 1))
+        if len(delimiters) else float("nan"))
+    layers = list(attention_layers) if attention_layers is not None else list(range(block_layer(step_up[0]) + 1))
+    sample = {"input_ids": torch.as_tensor(ids[:attention_prompts], dtype=torch.long)}
+    mask = spike_mask_at(model, sample, step_up[-1], floor, median_ratio)
+    self_attention = delimiter_self_attention(model, sample, mask, layers)
+    others = states.after[~torch.as_tensor(states.is_spike)][:matrix_tokens]
+    matrices = cosine_matrices(states, weight, eps, matrix_tokens)
+    matrices["other_after"] = pairwise_cosine(others).numpy()
+    return {"summary": summary, "matrices": matrices, "delimiters": delimiters, "self_attention": self_attention}
+
+
+def collapse_claims(model: str, summary: Mapping, self_attention: pd.DataFrame | None = None,
+                    min_cos_after: float = 0.95, min_energy_share: float = 0.5) -> list:
+    """Fig 5 claims: collapse, the RMSNorm bound, sparsity; delimiters when any spike."""
+    from .scorecard import Claim
+
+    if "cos_after" not in summary:
+        return []
+    before, after = summary["cos_before"]["median"], summary["cos_after"]["median"]
+    claims = [
+        Claim(SECTION, "spike tokens become nearly identical after the step-up block", model,
+              "pairwise cosine varied before, ~1.0 after (Fig 5)",
+              f"median pairwise cosine {before:.3f} before -> {after:.5f} after "
+              f"({summary['n_spike_sampled']} spike tokens; after RMSNorm with weight {summary['cos_after_normed_weight']['median']:.5f})",
+              after >= min_cos_after and after > before, f"median after >= {min_cos_after} and above before"),
+        Claim(SECTION, "after RMSNorm every coordinate obeys |h_i| <= sqrt(d) (max|g| sqrt(d) with weight g)", model,
+              "Eq. 23", f"max |RMSNorm(x)_i| = {summary['rmsnorm_bound']['max_abs_no_weight']:.3f} <= sqrt(d) = "
+              f"{summary['rmsnorm_bound']['sqrt_d']:.3f}; with weight {summary['rmsnorm_bound']['max_abs_weight']:.3f} <= "
+              f"{summary['rmsnorm_bound']['bound_weight']:.3f}", summary["rmsnorm_bound"]["holds"], "exact inequality"),
+    ]
+    if "energy_share_spike" in summary:
+        claims.append(Claim(SECTION, "normalised spike states are sparse: the spike channels carry the energy", model,
+                            "mass on the spike channels",
+                            f"median share of ||RMSNorm(x)||^2 on spike channels {summary['energy_share_spike']:.3f} "
+                            f"(with weight {summary['energy_share_spike_weighted']:.3f}; ordinary tokens "
+                            f"{summary['energy_share_other']:.3f})",
+                            summary["energy_share_spike"] >= min_energy_share, f"share >= {min_energy_share}"))
+    n_later = summary.get("n_nonfirst_spike", 0)
+    share = summary.get("nonfirst_spike_delimiter_share", float("nan"))
+    claims.append(Claim(SECTION, "non-initial spike tokens are delimiters", model, "periods, newlines, ...",
+                        f"{n_later} non-initial spike tokens in {summary['n_tokens_total']} tokens"
+                        + (f"; {100 * share:.0f}% punctuation/whitespace" if n_later else ""),
+                        bool(n_later) and share >= 0.5, ">= 1 non-initial spike token, >= 50% punctuation/whitespace"))
+    if self_attention is not None and not self_attention.empty and (self_attention["kind"] == "spike").any():
+        pivot = self_attention.pivot(index="layer", columns="kind", values="self_share_mean")
+        best = pivot["spike"] - pivot["other"]
+        claims.append(Claim(SECTION, "delimiter spike tokens attend strongly to themselves in early layers", model,
+                            "strong self-attention", f"largest gap at layer {int(best.idxmax())}: self share "
+                            f"{pivot.loc[best.idxmax(), 'spike']:.2f} vs {pivot.loc[best.idxmax(), 'other']:.2f}",
+                            bool(best.max() > 0.1), "spike - other self share > 0.1 in some early layer"))
+    return claims

@@ -168,3 +168,54 @@ def batches_from_sequences(sequences: Sequence[Sequence[int]], batch_size: int =
             ids[row, : len(seq)] = torch.as_tensor(seq)
             mask[row, : len(seq)] = 1
         yield {"input_ids": ids, "attention_mask": mask}
+
+
+# ------------------------------------------------------------------------------------------
+# Pipeline entry point and claims
+# ------------------------------------------------------------------------------------------
+
+SECTION = "3.3 quadratic amplifier"
+
+
+def run_silu_regime(model, sequences: Sequence[Sequence[int]], lifecycle: Mapping, batch_size: int = 16,
+                    pad_id: int = 0, floor: float = DEFAULT_FLOOR, median_ratio: float = DEFAULT_MEDIAN_RATIO,
+                    progress: bool = True) -> pd.DataFrame:
+    """Fig 2 on the detected step-up and step-down blocks (sentences, e.g. 1024 as in the paper)."""
+    blocks = sorted(set(lifecycle.get("step_up", [])) | set(lifecycle.get("step_down", [])))
+    if not blocks:
+        return pd.DataFrame()
+    return silu_regime(model, batches_from_sequences(sequences, batch_size, pad_id), blocks, floor=floor,
+                       median_ratio=median_ratio, progress=progress)
+
+
+def silu_claims(model: str, frame: pd.DataFrame, min_cos: float = 0.9, min_norm_ratio: float = 0.8) -> list:
+    """Near-identity SiLU for spike tokens in every step block, and closer to identity than others."""
+    from .scorecard import Claim
+
+    if frame.empty:
+        return []
+    summary = summarize_silu(frame)
+    spikes = summary[summary["is_spike"]].set_index("block")
+    others = summary[~summary["is_spike"]].set_index("block")
+    blocks = sorted(frame["block"].unique())
+    if spikes.empty:
+        return [Claim(SECTION, "SiLU acts as the identity on spike tokens in step-up/step-down blocks", model,
+                      "cos(SiLU(x), x) ~ 1 for spike tokens (Fig 2)", "no spike token in the sample", False,
+                      "needs spike tokens")]
+    text = "; ".join(f"block {b}: cos {spikes.loc[b, 'cos_median']:.3f}, norm ratio {spikes.loc[b, 'norm_ratio_median']:.3f}"
+                     f" (n={int(spikes.loc[b, 'n'])}; others {others.loc[b, 'cos_median']:.3f} / "
+                     f"{others.loc[b, 'norm_ratio_median']:.3f})" if b in spikes.index and b in others.index else f"block {b}: -"
+                     for b in blocks)
+    near = all(b in spikes.index and spikes.loc[b, "cos_median"] >= min_cos and spikes.loc[b, "norm_ratio_median"] >= min_norm_ratio
+               for b in blocks)
+    closer = all(b in spikes.index and b in others.index
+                 and spikes.loc[b, "norm_ratio_median"] > others.loc[b, "norm_ratio_median"]
+                 and spikes.loc[b, "cos_median"] > others.loc[b, "cos_median"] for b in blocks)
+    return [
+        Claim(SECTION, "SiLU acts as the identity on spike tokens in step-up/step-down blocks", model,
+              "cos(SiLU(x), x) ~ 1 and ||SiLU(x)|| ~ ||x|| (Fig 2)", text, near,
+              f"median cos >= {min_cos} and median norm ratio >= {min_norm_ratio} in every step block"),
+        Claim(SECTION, "spike tokens sit closer to the SiLU identity regime than ordinary tokens", model,
+              "spike tokens in the linear regime, others not (Fig 2)", text, closer,
+              "median cos and norm ratio of spike tokens above those of other tokens in every step block"),
+    ]
