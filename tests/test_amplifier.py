@@ -145,3 +145,26 @@ def test_pipeline_entry_claims_and_figures(planted, tmp_path):
                                   info["step_down_blocks"], "planted"),
                     plot_spectra(result["spectra"], tmp_path / "spectra", model="planted")):
         assert all(p.stat().st_size > 0 for p in written)
+
+
+def test_a_model_without_a_spike_gets_empty_results_and_placeholder_figures(tmp_path):
+    """A life cycle with no step-up block (random model): every entry point runs, nothing is claimed."""
+    import pandas as pd
+
+    from spikesink.amplifier import amplifier_claims, run_amplifier
+    from spikesink.figures_mechanism import plot_cosine_collapse, plot_silu_regime, plot_spectra
+    from spikesink.rmsnorm_collapse import collapse_claims, run_collapse
+    from spikesink.silu_regime import run_silu_regime, silu_claims
+
+    model = tiny_random()
+    lifecycle = {"step_up": [], "step_down": [], "spike_channels": [], "plateau": None}
+    ids = torch.randint(0, 64, (4, 6))
+    amp = run_amplifier(model, lifecycle, ids, progress=False)
+    assert amp["spectra"].empty and amplifier_claims("tiny", amp["summary"]) == []
+    silu = run_silu_regime(model, ids.tolist(), lifecycle, progress=False)
+    assert silu.empty and silu_claims("tiny", silu) == []
+    col = run_collapse(model, None, ids.numpy(), lifecycle)
+    assert collapse_claims("tiny", col["summary"]) == []
+    for written in (plot_silu_regime(pd.DataFrame(), tmp_path / "a"), plot_spectra(pd.DataFrame(), tmp_path / "b"),
+                    plot_cosine_collapse(col["matrices"], tmp_path / "c")):
+        assert all(p.stat().st_size > 0 for p in written)

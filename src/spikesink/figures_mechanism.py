@@ -17,6 +17,16 @@ from matplotlib.colors import LogNorm
 from .plotting import PALETTE, apply_style, save_figure
 
 
+def _placeholder(path: str | os.PathLike, title: str, message: str) -> list:
+    """A labelled empty figure, so a model without a spike still gets every output file."""
+    apply_style()
+    fig, ax = plt.subplots(figsize=(6.4, 2.4))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11, wrap=True)
+    ax.set_title(title)
+    return save_figure(fig, path)
+
+
 def _log_bins(values: np.ndarray, n: int = 60) -> np.ndarray:
     positive = values[np.isfinite(values) & (values > 0)]
     if positive.size == 0:
@@ -62,6 +72,8 @@ def plot_silu_regime(frame: pd.DataFrame, path: str | os.PathLike, model: str = 
                      seed: int = 0) -> list:
     """Fig 2: cos(SiLU(x), x) vs ||SiLU(x)||/||x|| per token, one panel per FFN block,
     coloured by the block-output peak (log), spike tokens outlined."""
+    if frame.empty:
+        return _placeholder(path, f"SiLU regime{' - ' + model if model else ''}", "no step-up / step-down block detected")
     apply_style()
     blocks = sorted(frame["block"].unique())
     fig, axes = plt.subplots(1, len(blocks), figsize=(3.2 * len(blocks), 3.2), squeeze=False, sharey=True)
@@ -130,6 +142,8 @@ def plot_uk_norms(norms: pd.DataFrame, path: str | os.PathLike, spike_channels: 
 
 def plot_spectra(table: pd.DataFrame, path: str | os.PathLike, max_rank: int = 32, model: str = "") -> list:
     """Fig 4: |lambda_i| / |lambda_1| of S_k by rank, spike channels vs random control channels."""
+    if table.empty:
+        return _placeholder(path, f"Spectra of S_k{' - ' + model if model else ''}", "no step-up / step-down block detected")
     apply_style()
     blocks = sorted(table["block"].unique())
     fig, axes = plt.subplots(1, len(blocks), figsize=(4.2 * len(blocks), 3.4), squeeze=False)
@@ -154,8 +168,10 @@ def plot_spectra(table: pd.DataFrame, path: str | os.PathLike, max_rank: int = 3
 def plot_cosine_collapse(matrices: Mapping[str, np.ndarray], path: str | os.PathLike, model: str = "") -> list:
     """Fig 5: cosine matrices of spike tokens before / after the step-up block (and after the
     next RMSNorm), side by side, plus the distribution of their off-diagonal entries."""
+    names = [k for k in ("before", "after", "after_normed") if k in matrices and np.asarray(matrices[k]).size]
+    if not names:
+        return _placeholder(path, f"Spike-token cosines{' - ' + model if model else ''}", "no spike token / no step-up block")
     apply_style()
-    names = [k for k in ("before", "after", "after_normed") if k in matrices]
     titles = {"before": "before step-up", "after": "after step-up", "after_normed": "after RMSNorm (weight)"}
     fig, axes = plt.subplots(1, len(names) + 1, figsize=(3.3 * (len(names) + 1), 3.3))
     image = None
