@@ -19,6 +19,7 @@ the model runs in bf16.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -62,6 +63,7 @@ class BlockStats:
     spike_count: np.ndarray  # (B,) int64: spike tokens that entered spike_mean at each block
     input_ids: np.ndarray  # (N, T) int64
     meta: dict = field(default_factory=dict)
+    sinks: dict | None = None  # sinks.SinkStatistics.result() from the same forward, if asked for
 
     @property
     def n_blocks(self) -> int:
@@ -121,6 +123,12 @@ class _Accumulator:
         self._rows = slice(start, start + batch_size)
         self._spike_mask = torch.zeros(batch_size, seq_len, dtype=torch.bool, device=device)
         self._pending_output.clear()
+
+    def running_spike_mask(self, _layer: int | None = None) -> torch.Tensor:
+        """Spike tokens flagged so far in this forward, always including position 0 (key 0)."""
+        mask = self._spike_mask.clone()
+        mask[:, 0] = True
+        return mask
 
     def end_batch(self) -> None:
         if self._pending_output:
@@ -235,12 +243,13 @@ def extract_block_stats(
     settings: ExtractionSettings | None = None,
     meta: dict | None = None,
     progress: bool = True,
-    extra_contexts: Iterable = (),
+    collect_sinks: bool = False,
+    sink_eps: float = metrics.DEFAULT_SINK_EPS,
 ) -> BlockStats:
     """Run `input_ids` (N, T) through `model` once, in batches, and return the block statistics.
 
-    `extra_contexts` are context managers entered around the forward loop, so other
-    statistics (e.g. attention sinks) are gathered in the same pass.
+    With `collect_sinks`, the attention each head gives to key 0 and to the spike tokens found
+    so far in the same forward (sinks.SinkStatistics) is gathered in the same pass.
     """
     settings = settings or ExtractionSettings()
     input_ids = np.asarray(input_ids, dtype=np.int64)
@@ -250,12 +259,14 @@ def extract_block_stats(
     device = next(model.parameters()).device
     acc = _Accumulator(n_blocks(model), n_prompts, seq_len, model.config.hidden_size, settings, device)
     handles = _register_hooks(model, acc)
+    sinks = None
     try:
-        from contextlib import ExitStack
+        with contextlib.ExitStack() as stack:
+            if collect_sinks:
+                from .sinks import SinkStatistics
 
-        with ExitStack() as stack:
-            for context in extra_contexts:
-                stack.enter_context(context)
+                # spike tokens flagged by the residual hooks of earlier blocks of this forward
+                sinks = stack.enter_context(SinkStatistics(model, acc.running_spike_mask, eps=sink_eps))
             for start, chunk in tqdm(list(batches(input_ids, batch_size)), desc="extract", unit="batch", disable=not progress):
                 ids = torch.from_numpy(chunk).to(device)
                 acc.start_batch(start, len(chunk), seq_len, device)
@@ -276,7 +287,9 @@ def extract_block_stats(
         floor=settings.floor,
         median_ratio=settings.median_ratio,
     )
-    return acc.finish(input_ids, meta)
+    stats = acc.finish(input_ids, meta)
+    stats.sinks = sinks.result() if sinks is not None else None
+    return stats
 
 
 def save_block_stats(stats: BlockStats, npz_path, json_path) -> None:

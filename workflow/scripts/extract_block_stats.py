@@ -1,7 +1,7 @@
 from spikesink import corpus
 from spikesink.config import extraction_settings
 from spikesink.extract import extract_block_stats, save_block_stats
-from spikesink.io import write_json
+from spikesink.io import write_json, write_npz
 from spikesink.loading import load_model, max_positions
 from spikesink.logs import snakemake_logger
 
@@ -23,7 +23,10 @@ stats = extract_block_stats(
     batch_size=snakemake.params.batch_size,
     settings=settings,
     meta={"model": snakemake.wildcards.model, "bos_added": bool(prompt_meta[0]["bos_added"]), "manifest": manifest},
+    collect_sinks=True,
+    sink_eps=snakemake.params.sink_eps,
 )
+write_npz(snakemake.output.sinks, **stats.sinks)
 save_block_stats(stats, snakemake.output.stats, snakemake.output.meta)
 write_json(snakemake.output.prompts, prompt_meta)
 log.info("extracted %d prompts x %d tokens over %d blocks", *input_ids.shape, stats.n_blocks)
