@@ -122,3 +122,12 @@ def test_pipeline_entry_claims_table_and_figure(planted, tmp_path):
                                                  "Qwen3-8B", "Qwen3-14B"]
     written = plot_vocab_probe(frame, summary, tmp_path / "vocab", "planted")
     assert all(p.stat().st_size > 0 for p in written)
+
+
+def test_bfloat16_model_gives_float32_statistics():
+    """The CUDA path runs bf16 weights; statistics must still be float32 and find the same tokens."""
+    model, info = build_planted_llama(seed=3)
+    model = model.to(torch.bfloat16)
+    out = probe_peaks(model, list(range(256)), blocks=[4, 5, 6], batch_size=128, progress=False)
+    assert out["peak"].dtype == np.float32
+    assert set(np.flatnonzero(out["massive"])) == set(info["trigger_token_ids"])

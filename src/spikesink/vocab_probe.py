@@ -469,4 +469,4 @@ def table2(rows: Sequence[Mapping]) -> pd.DataFrame:
             out.append({"model": "-", "paper model": name, "vocab": ref["vocab"], "probed": None,
                         "spike tokens pos 0": None, "ratio pos 0 (%)": None, "ratio later (%)": None,
                         "paper spike tokens": ref["spike_tokens"], "paper ratio (%)": 100 * ref["spike_tokens"] / ref["vocab"]})
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, dtype=object)  # object: counts stay integers beside the missing cells
