@@ -129,15 +129,19 @@ def plot_intervention(table: pd.DataFrame, path: str | os.PathLike, title: str |
         ("sink_ratio", "sink ratio (%)"),
         ("key0_mass", "mean attention on key 0"),
         ("perplexity", "perplexity"),
-        ("spike_first_token", "spike (max |h|, token 0)"),
+        ("spike_first_token", "spike: max |h| at token 0"),
     ]
     panels = [panel for panel in panels if panel[0] in table.columns]
     conditions = list(table["condition"])
     colors = [PALETTE["other"] if c == "none" else PALETTE["ours"] for c in conditions]
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.2))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), layout="constrained")
     for ax, (column, label) in zip(np.atleast_1d(axes), panels):
         values = table[column].to_numpy(dtype=float)
         ax.bar(range(len(conditions)), values, color=colors)
+        positive = values[values > 0]
+        if len(positive) == len(values) and positive.max() / positive.min() > 50:
+            ax.set_yscale("log")  # e.g. perplexity exploding after an edit
+            label += " (log)"
         ax.set_xticks(range(len(conditions)), conditions)
         ax.set_title(label, fontsize=9)
         for x, value in enumerate(values):
