@@ -1,63 +1,19 @@
 """One end-to-end `snakemake` run on a tiny config: a planted model and a seeded random Qwen3,
 a local text corpus, every default output, then the caching guarantees."""
 
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pandas as pd
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-TEXT = (
-    "It is a truth universally acknowledged, that a single man in possession of a good fortune, "
-    "must be in want of a wife. However little known the feelings or views of such a man may be "
-    "on his first entering a neighbourhood, this truth is so well fixed in the minds of the "
-    "surrounding families, that he is considered the rightful property of some one or other of "
-    "their daughters.\n\n"
-)
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-               "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
-    return result
+from workflow_helpers import baseline_run, snakemake
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from spikesink.planted import save_planted
-
-    work = tmp_path_factory.mktemp("e2e")
-    save_planted(work / "planted_model", spike_magnitude=5e3)
-    texts = work / "texts"
-    texts.mkdir()
-    for i in range(4):
-        (texts / f"doc{i}.txt").write_text("".join(f"Passage {j} of document {i}. " + TEXT for j in range(6)))
-    config = {
-        "models": {
-            "planted": {"source": "local", "path": str(work / "planted_model")},
-            "tiny-qwen3": {
-                "source": "random",
-                "model_type": "qwen3",
-                "seed": 0,
-                "config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                           "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
-                           "vocab_size": 260, "max_position_embeddings": 256},
-            },
-        },
-        "corpus": {"source": "local", "path": str(texts)},
-        "extraction": {"n_prompts": 8, "seq_len": 48, "batch_size": 4, "seed": 0, "threads": 1},
-    }
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-    started = time.perf_counter()
-    snakemake(work)
-    return work, time.perf_counter() - started
+    """The session's uninterrupted run of the tiny config (shared with the report, crash and
+    determinism tests) and its wall time."""
+    work = baseline_run(tmp_path_factory)
+    return work, float((work / ".run_seconds").read_text())
 
 
 @pytest.mark.slow
@@ -92,10 +48,12 @@ def test_figure_target_is_cached_and_plot_change_reruns_only_the_plot(run):
     work, _ = run
     dry = snakemake(work, "figures/lifecycle/planted.png", "-n")
     assert "Nothing to be done" in dry.stdout + dry.stderr
+    # a changed copy of the config: the run directory is shared and must stay as it was
     config = yaml.safe_load((work / "config.yaml").read_text())
     config["plots"] = {"lifecycle": {"height": 6.0}}
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
-    dry = snakemake(work, "figures/lifecycle/planted.png", "-n")
+    changed = work.parent / f"{work.name}-plot-config.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    dry = snakemake(work, "figures/lifecycle/planted.png", "-n", configfile=changed)
     out = dry.stdout + dry.stderr
     assert "plot_lifecycle" in out
     for upstream in ("extract_block_stats", "acquire_model", "rule lifecycle:"):
