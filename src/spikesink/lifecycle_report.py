@@ -35,21 +35,21 @@ def lifecycle_claims(model: str, lc: Lifecycle, max_channels: int = 10, max_toke
         "one contiguous run of massive blocks, not touching block 1 or the last block",
     )
     add(
-        "(i) massive activations only in intermediate layers",
+        "property (i): massive activations only in intermediate layers",
         "absent in the first layer and after the last layer",
         f"first massive block {plateau[0]}, last {plateau[1]}, of {n}" if has_plateau else "no massive block",
         has_plateau and plateau[0] > 2 and plateau[1] < n,
         "no massive block in layer 1 (blocks 1-2) nor at block 2L",
     )
     add(
-        "(ii) massive activations live in few channels",
+        "property (ii): massive activations live in few channels",
         "a handful of fixed channels (e.g. 3 in Llama-3-8B)",
         f"{len(lc.spike_channels)} channel(s): {_blocks(lc.spike_channels)}",
         0 < len(lc.spike_channels) <= max_channels,
         f"1 to {max_channels} spike channels",
     )
     add(
-        "(v) massive activations sit on few tokens",
+        "property (v): massive activations sit on few tokens",
         "the first token and a few delimiters",
         f"{100 * lc.spike_token_fraction:.2f}% of tokens; position 0 spikes in {100 * lc.position0_spike_fraction:.0f}% of prompts",
         0 < lc.spike_token_fraction <= max_token_fraction,
@@ -61,7 +61,7 @@ def lifecycle_claims(model: str, lc: Lifecycle, max_channels: int = 10, max_toke
         "1-2 FFN blocks in the first layers (Table 1)",
         f"step-up {_blocks(up)} ({', '.join(block_kind(b) for b in up) or '-'}), carrying "
         + ", ".join(f"{lc.contributions[b - 1]:.2f}" for b in up) + " of the spike" if up else "no step-up block",
-        1 <= len(up) <= 2 and all(block_kind(b) == "ffn" and b <= early_fraction * n for b in up),
+        1 <= len(up) <= 2 and all(block_kind(b) == "ffn" and b <= round(early_fraction * n) for b in up),
         f"1-2 step-up blocks, all FFN, all in the first {early_fraction:.0%} of blocks",
     )
     down = lc.step_down
@@ -70,7 +70,7 @@ def lifecycle_claims(model: str, lc: Lifecycle, max_channels: int = 10, max_toke
         "late blocks cancel the spike with the opposite sign (step-down)",
         "late blocks write the opposite sign on the spike channels (Table 1)",
         f"step-down {_blocks(down)}, cancelling {cancelled:.2f} of the spike" if down else "no step-down block",
-        bool(down) and all(b >= late_fraction * n for b in down) and cancelled >= 0.5,
+        bool(down) and all(b >= round(late_fraction * n) for b in down) and cancelled >= 0.5,
         f"step-down blocks in the last {1 - late_fraction:.0%} of blocks, together cancelling >= 50%",
     )
     return claims

@@ -41,7 +41,7 @@ rule ablation_train:
         f"logs/benchmarks/ablations/{ABL.get('preset', 'tiny')}/{{variant}}.tsv"
     threads: ABL.get("threads", 1)
     resources:
-        mem_mb=ABL.get("mem_mb", 4000),
+        mem_mb=lambda wc, attempt: ABL.get("mem_mb", 4000) * attempt,
         gpu=1 if ABL.get("gpu", False) else 0,
     conda:
         TORCH_ENV

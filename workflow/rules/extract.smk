@@ -21,7 +21,7 @@ rule extract_block_stats:
         "logs/benchmarks/extract_block_stats/{model}.tsv"
     threads: config["extraction"]["threads"]
     resources:
-        mem_mb=config["extraction"]["mem_mb"],
+        mem_mb=lambda wc, attempt: config["extraction"]["mem_mb"] * attempt,
         gpu=1 if uses_gpu() else 0,
     conda:
         TORCH_ENV

@@ -3,7 +3,8 @@ rule scorecard:
     input:
         claims=claim_files(),
     output:
-        multiext("paper_tables/scorecard", ".csv", ".md"),
+        csv=report("paper_tables/scorecard.csv", caption="../report/scorecard.rst", category="Scorecard"),
+        md="paper_tables/scorecard.md",
     log:
         "logs/scorecard.log",
     conda:
