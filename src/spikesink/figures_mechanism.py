@@ -76,7 +76,7 @@ def plot_silu_regime(frame: pd.DataFrame, path: str | os.PathLike, model: str = 
         return _placeholder(path, f"SiLU regime{' - ' + model if model else ''}", "no step-up / step-down block detected")
     apply_style()
     blocks = sorted(frame["block"].unique())
-    fig, axes = plt.subplots(1, len(blocks), figsize=(3.2 * len(blocks), 3.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(blocks), figsize=(3.6 * len(blocks), 3.2), squeeze=False, sharey=True)
     rng = np.random.default_rng(seed)
     peaks = frame["out_peak"].clip(lower=1e-3)
     norm = LogNorm(vmin=float(peaks.min()), vmax=float(max(peaks.max(), peaks.min() * 10)))
@@ -93,12 +93,12 @@ def plot_silu_regime(frame: pd.DataFrame, path: str | os.PathLike, model: str = 
                                      cmap="viridis", norm=norm, edgecolors=edge, linewidths=0.8)
         ax.axhline(1.0, color=PALETTE["median"], linewidth=0.6, linestyle=":")
         ax.axvline(1.0, color=PALETTE["median"], linewidth=0.6, linestyle=":")
-        ax.set_title(f"block {block} ({len(spikes)} spike tokens)")
+        ax.set_title(f"block {block}\n{len(spikes)} spike / {len(rows) - len(spikes)} other", fontsize=8)
         ax.set_xlabel("||SiLU(x)|| / ||x||")
     axes[0, 0].set_ylabel("cos(SiLU(x), x)")
     if scatter is not None:
         fig.colorbar(scatter, ax=axes[0].tolist(), label="FFN output max |.|")
-    fig.suptitle(f"SiLU regime{' - ' + model if model else ''} (outlined: spike tokens)")
+    fig.suptitle(f"SiLU regime{' - ' + model if model else ''} (outlined: spike tokens)", y=1.06)
     return save_figure(fig, path)
 
 
@@ -149,11 +149,12 @@ def plot_spectra(table: pd.DataFrame, path: str | os.PathLike, max_rank: int = 3
     fig, axes = plt.subplots(1, len(blocks), figsize=(4.2 * len(blocks), 3.4), squeeze=False)
     for ax, block in zip(axes[0], blocks):
         rows = table[(table["block"] == block) & (table["rank"] <= max_rank)]
-        for channel, group in rows.groupby("channel"):
+        markers = iter("osD^v<>p*h")
+        for i, (channel, group) in enumerate(rows.groupby("channel")):
             spike = group["kind"].iloc[0] == "spike"
-            ax.plot(group["rank"], group["abs_normalised"].clip(lower=1e-8), marker="o" if spike else None,
+            ax.plot(group["rank"], group["abs_normalised"].clip(lower=1e-8), marker=next(markers, "o") if spike else None,
                     markersize=3, linewidth=1.6 if spike else 0.8,
-                    color=PALETTE["spike"] if spike else PALETTE["other"], alpha=1.0 if spike else 0.6,
+                    color=plt.cm.Reds(0.95 - 0.15 * (i % 4)) if spike else PALETTE["other"], alpha=1.0 if spike else 0.6,
                     label=f"spike channel {channel}" if spike else None)
         ax.plot([], [], color=PALETTE["other"], label="random channels")
         ax.set_yscale("log")
@@ -161,7 +162,7 @@ def plot_spectra(table: pd.DataFrame, path: str | os.PathLike, max_rank: int = 3
         ax.set_title(f"block {block}")
         ax.legend(fontsize=7, frameon=False)
     axes[0, 0].set_ylabel("|lambda_i| / |lambda_1| of S_k")
-    fig.suptitle(f"Spectra of S_k{' - ' + model if model else ''}")
+    fig.suptitle(f"Spectra of S_k{' - ' + model if model else ''}", y=1.04)
     return save_figure(fig, path)
 
 
