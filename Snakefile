@@ -24,6 +24,7 @@ include: "workflow/rules/acquire.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/lifecycle.smk"
 include: "workflow/rules/mechanisms.smk"
+include: "workflow/rules/sinks.smk"
 include: "workflow/rules/ablations.smk"
 include: "workflow/rules/scorecard.smk"
 

@@ -74,7 +74,7 @@ def claim_files():
     """Every analysis that checks paper claims adds its per-model claims file here."""
     preset = config.get("ablations", {}).get("preset", "tiny")
     return [
-        *expand("results/{model}/claims/{analysis}.json", model=MODELS, analysis=["lifecycle", "vocab_probe", "mechanisms"]),
+        *expand("results/{model}/claims/{analysis}.json", model=MODELS, analysis=["lifecycle", "vocab_probe", "mechanisms", "sinks"]),
         *expand("results/ablations/{preset}/claims/{stem}.json", preset=preset, stem=ablation_table_stems()),
     ]
 
@@ -86,6 +86,7 @@ def all_outputs():
         *expand("paper_tables/table1_step_up_down.{ext}", ext=["csv", "md", "tex"]),
         *expand("paper_tables/scorecard.{ext}", ext=["csv", "md"]),
         *expand("paper_tables/table2_vocab_probe.{ext}", ext=["csv", "md", "tex"]),
+        *expand("figures/sinks/{model}_{name}.{ext}", model=MODELS, name=["key0_heatmap", "sinks_vs_spike", "tsne", "intervention"], ext=["pdf", "png"]),
         *expand("figures/vocab_probe/{model}.{ext}", model=MODELS, ext=["pdf", "png"]),
         *expand(mechanism_figure("{model}", "{ext}"), model=MODELS, ext=["pdf", "png"]),
         *expand("paper_tables/{stem}.{ext}", stem=ablation_table_stems(), ext=["csv", "md", "tex"]),

@@ -1,0 +1,40 @@
+import numpy as np
+
+from spikesink import corpus
+from spikesink.intervention import intervention_table
+from spikesink.io import load_npz, read_json, write_parquet, write_text
+from spikesink.loading import load_model
+from spikesink.logs import snakemake_logger
+from spikesink.scorecard import write_claims
+from spikesink.sink_geometry import sink_geometry
+from spikesink.sink_report import sink_claims
+
+log = snakemake_logger(snakemake)
+cfg, spike, out = snakemake.params.sinks, snakemake.params.spike, snakemake.output
+model, tokenizer, _ = load_model(snakemake.input.model, dtype=snakemake.params.dtype, device=snakemake.params.device)
+sinks = load_npz(snakemake.input.sinks)
+lifecycle = read_json(snakemake.input.lifecycle)
+passages = corpus.read_passages(snakemake.input.passages)
+
+geo = cfg["geometry"]
+ids, _ = corpus.sample_prompts(passages, tokenizer, n_prompts=geo["n_prompts"], seq_len=geo["seq_len"], seed=geo["seed"])
+tables = sink_geometry(model, np.array_split(ids, max(1, len(ids) // 8)), sinks["key0_mass_layer_head"],
+                       max_prompts=geo["n_prompts"], tsne_points=geo["tsne_points"], seed=geo["seed"])
+write_text(out.heads, tables["heads"].to_csv(index=False))
+write_text(out.subspace, tables["subspace"].to_csv(index=False))
+write_text(out.gaps, tables["gaps"].to_csv(index=False))
+write_parquet(out.tsne, tables["tsne"])
+
+intervention = None
+itv = cfg["intervention"]
+if lifecycle["step_up"] and lifecycle["spike_channels"]:
+    # held-out prompts: a different seed than the extraction's
+    ids, _ = corpus.sample_prompts(passages, tokenizer, n_prompts=itv["n_prompts"], seq_len=itv["seq_len"], seed=itv["seed"])
+    intervention = intervention_table(model, np.array_split(ids, max(1, len(ids) // 8)), lifecycle["step_up"][-1],
+                                      lifecycle["spike_channels"], modes=tuple(itv["modes"]), eps=cfg["eps"],
+                                      floor=spike["floor"], median_ratio=spike["median_ratio"])
+    write_text(out.intervention, intervention.to_csv(index=False))
+else:
+    write_text(out.intervention, "condition\n")  # nothing to intervene on: no detected spike
+write_claims(out.claims, sink_claims(snakemake.wildcards.model, sinks, lifecycle, tables["subspace"], tables["gaps"],
+                                     intervention, eps=cfg["eps"]))
