@@ -92,6 +92,8 @@ def tiny_config(model_dir: Path, texts: Path, models: tuple[str, ...] = ("plante
         "models": {name: entries[name] for name in models},
         "corpus": {"source": "local", "path": str(texts)},
         "extraction": {**TINY_EXTRACTION, **extraction},
+        # the tiny corpus has ~130 distinct sentences
+        "mechanisms": {"silu": {"n_sentences": 64}},
     }
 
 
