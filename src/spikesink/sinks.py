@@ -34,7 +34,6 @@ would be a pad), a key cache longer than the queries.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -45,8 +44,6 @@ from torch import nn
 
 from . import metrics
 from .architecture import base_model, decoder_layers
-
-log = logging.getLogger(__name__)
 
 ATTN_IMPLEMENTATION = "spikesink_sinks"
 # Elements of one float32 score chunk (batch x heads x queries x keys): 2**20 floats = 4 MiB
