@@ -97,6 +97,12 @@ def test_spike_token_mask_and_mean_values_on_planted_state():
     manual = hidden[..., channels][keep].mean(0)
     torch.testing.assert_close(replacement_values(hidden, channels, "mean", spikes), manual)
     assert torch.equal(replacement_values(hidden, channels, "zero", spikes), torch.zeros(2))
+    # a spike token that is large in *every* channel (own median ~ 300, as SmolLM2's first
+    # token): massive against the median of the whole state, not against its own
+    dense = torch.randn(1, 40, 16, generator=gen)
+    dense[0, 0] = 300.0
+    dense[0, 0, 7] = 2e4
+    assert spike_token_mask(dense)[0].tolist() == [True] + [False] * 39
 
 
 def test_spike_positions_mode_edits_every_planted_spike_token():

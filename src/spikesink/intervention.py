@@ -17,7 +17,8 @@ Interventions (a forward hook on one block, paper numbering, see architecture.py
   from the stream itself. A post-residual state after an *attention* block is not the output
   of any module, so "residual" is refused for odd blocks (we do not patch model code).
 * positions "first" (default) or "spike": also edit every other token detected as a spike
-  token in this block's state (metrics.is_massive on the token's top magnitude vs its median).
+  token in this block's state (metrics.is_massive on the token's top magnitude vs the median
+  of the sample's whole state).
 
 Measured per condition on held-out token batches: sink ratio and mean key-0 mass (through
 sinks.SinkStatistics, in the same forward), perplexity, and the spike itself (largest residual
@@ -62,9 +63,15 @@ def intervention_module(model: nn.Module, block: int, site: str = "block_output"
 
 
 def spike_token_mask(hidden: torch.Tensor, floor: float = metrics.DEFAULT_FLOOR, median_ratio: float = metrics.DEFAULT_MEDIAN_RATIO) -> torch.Tensor:
-    """(B, T) bool: tokens whose largest |value| is massive relative to their own median."""
+    """(B, T) bool: tokens whose largest |value| is massive relative to the median of the whole state.
+
+    The median is taken over each sample's (T x d) state, as in Sun et al. (2024) and
+    extract.py, not over the token's own channels: a spike token's own median can be large
+    (SmolLM2's first token), which would hide it.
+    """
     magnitude = hidden.detach().abs().to(torch.float32)
-    return metrics.is_massive(magnitude.amax(dim=-1), magnitude.median(dim=-1).values, floor, median_ratio)
+    median = magnitude.flatten(1).median(dim=1).values[:, None]  # (B, 1)
+    return metrics.is_massive(magnitude.amax(dim=-1), median, floor, median_ratio)
 
 
 def replacement_values(hidden: torch.Tensor, channels: torch.Tensor, mode: str, spikes: torch.Tensor) -> torch.Tensor:
