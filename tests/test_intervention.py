@@ -192,3 +192,7 @@ def test_intervention_figure_is_written(tmp_path):
     )  # fmt: skip
     written = plot_intervention(table, tmp_path / "bars.pdf")
     assert [p.name for p in written] == ["bars.pdf", "bars.png"] and all(p.stat().st_size > 1000 for p in written)
+    # tables of several step-up blocks concatenated (one "none" row each)
+    second = table.assign(block=6, perplexity=[12.0, 15.0, 13.0])
+    written = plot_intervention(pd.concat([second, table]), tmp_path / "two_blocks")
+    assert all(p.stat().st_size > 1000 for p in written)

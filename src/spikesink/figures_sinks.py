@@ -132,8 +132,14 @@ def plot_intervention(table: pd.DataFrame, path: str | os.PathLike, title: str |
         ("spike_first_token", "spike: max |h| at token 0"),
     ]
     panels = [panel for panel in panels if panel[0] in table.columns]
-    conditions = list(table["condition"])
-    colors = [PALETTE["other"] if c == "none" else PALETTE["ours"] for c in conditions]
+    several_blocks = table["block"].nunique() > 1
+    if several_blocks:  # one table per block concatenated: one "none" bar, edits labelled by block
+        table = pd.concat([table[table["condition"] == "none"].iloc[:1], table[table["condition"] != "none"]])
+    conditions = [
+        f"{row.condition}\nblock {row.block}" if several_blocks and row.condition != "none" else row.condition
+        for row in table.itertuples()
+    ]
+    colors = [PALETTE["other"] if c == "none" else PALETTE["ours"] for c in table["condition"]]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), layout="constrained")
     for ax, (column, label) in zip(np.atleast_1d(axes), panels):
         values = table[column].to_numpy(dtype=float)
@@ -146,7 +152,9 @@ def plot_intervention(table: pd.DataFrame, path: str | os.PathLike, title: str |
         ax.set_title(label, fontsize=9)
         for x, value in enumerate(values):
             ax.annotate(f"{value:.3g}", (x, value), ha="center", va="bottom", fontsize=7)
-    first = table.iloc[0]
-    default = f"Edit of channels {first['channels']} at block {first['block']} ({first['site']}, {first['positions']} token)"
+    first = table.iloc[-1]
+    where = "blocks " + ", ".join(str(b) for b in sorted(set(table["block"]))) if several_blocks else f"block {first['block']}"
+    channels = first["channels"] if table["channels"].nunique() == 1 else "the spike channels"
+    default = f"Edit of channels {channels} at {where} ({first['site']}, {first['positions']} token)"
     fig.suptitle(title or default, fontsize=10)
     return save_figure(fig, path)
