@@ -136,7 +136,7 @@ def plot_intervention(table: pd.DataFrame, path: str | os.PathLike, title: str |
     if several_blocks:  # one table per block concatenated: one "none" bar, edits labelled by block
         table = pd.concat([table[table["condition"] == "none"].iloc[:1], table[table["condition"] != "none"]])
     conditions = [
-        f"{row.condition}\nblock {row.block}" if several_blocks and row.condition != "none" else row.condition
+        f"{row.condition}\nb{row.block}" if several_blocks and row.condition != "none" else row.condition
         for row in table.itertuples()
     ]
     colors = [PALETTE["other"] if c == "none" else PALETTE["ours"] for c in table["condition"]]
