@@ -12,7 +12,7 @@ SECTION = "3.2 sinks"
 
 
 def sink_claims(model: str, sinks: dict, lifecycle: dict, subspace: pd.DataFrame, gaps: pd.DataFrame,
-                intervention: pd.DataFrame | None, eps: float = 0.3, max_rank: float = 2.5,
+                intervention: pd.DataFrame | None, eps: float = 0.3, bos_added: bool = False, max_rank: float = 2.5,
                 min_top2_share: float = 0.9, min_ratio_drop: float = 0.5) -> list[Claim]:
     claims = []
     ratio = float(sinks["sink_ratio"])
@@ -29,6 +29,10 @@ def sink_claims(model: str, sinks: dict, lifecycle: dict, subspace: pd.DataFrame
         f"{share_on_spikes:.3f} of their attention to spike tokens (key 0 included)",
         ratio > 0 and bool(lifecycle.get("massive_blocks")) and lifecycle.get("position0_spike_fraction", 0) >= 0.5,
         "sink ratio > 0 and position 0 is a spike token in most prompts"))
+    # geometry claims are about a head that does sink, and about keys of *different* first
+    # tokens: with a BOS every prompt's key 0 is the same vector and rank one says nothing
+    sink_head_sinks = not gaps.empty and float(gaps.set_index("role").loc["sink", "key0_mass"]) > eps
+    first_tokens_vary = not bos_added
     if not subspace.empty:
         sink_keys = subspace[(subspace["role"] == "sink") & (subspace["keys"] == "k(s)") & (~subspace["centered"])].iloc[0]
         other_keys = subspace[(subspace["role"] == "sink") & (subspace["keys"] == "k(n)") & (~subspace["centered"])].iloc[0]
@@ -36,9 +40,10 @@ def sink_claims(model: str, sinks: dict, lifecycle: dict, subspace: pd.DataFrame
             SECTION, "sink keys live in a 1-2 dimensional subspace", model, "1-2 dimensions",
             f"sink head L{sink_keys['layer']}H{sink_keys['head']}: k(s) effective rank {sink_keys['effective_rank']:.2f}, "
             f"top-2 energy {sink_keys['top2_share']:.3f}; k(n) effective rank {other_keys['effective_rank']:.2f}",
-            bool(sink_keys["top2_share"] >= min_top2_share and sink_keys["effective_rank"] <= max_rank
-                 and sink_keys["effective_rank"] < other_keys["effective_rank"]),
-            f"top-2 energy >= {min_top2_share}, effective rank <= {max_rank} and below the non-sink keys'"))
+            bool(sink_head_sinks and first_tokens_vary and sink_keys["top2_share"] >= min_top2_share
+                 and sink_keys["effective_rank"] <= max_rank and sink_keys["effective_rank"] < other_keys["effective_rank"]),
+            f"the head sinks (key-0 mass > {eps}), first tokens vary (no BOS), top-2 energy >= {min_top2_share}, "
+            f"effective rank <= {max_rank} and below the non-sink keys'"))
     if not gaps.empty:
         by_role = gaps.set_index("role")
         sink, non = by_role.loc["sink"], by_role.loc["non_sink"]
@@ -47,8 +52,8 @@ def sink_claims(model: str, sinks: dict, lifecycle: dict, subspace: pd.DataFrame
             "closer to k(s) than to k(n) in sink heads (Fig 6)",
             f"sink head: cos gap {sink['cos_gap']:+.3f}, {100 * sink['share_closer_to_sink']:.0f}% of queries closest to k(s); "
             f"non-sink head: cos gap {non['cos_gap']:+.3f}, {100 * non['share_closer_to_sink']:.0f}%",
-            bool(sink["cos_gap"] > 0 and sink["cos_gap"] > non["cos_gap"]),
-            "cosine gap > 0 in the sink head and larger than in the non-sink head"))
+            bool(sink_head_sinks and sink["cos_gap"] > 0 and sink["cos_gap"] > non["cos_gap"]),
+            f"the head sinks (key-0 mass > {eps}); cosine gap > 0 and larger than in the non-sink head"))
     if intervention is not None and not intervention.empty:
         base = intervention[intervention["condition"] == "none"].iloc[0]
         for _, row in intervention[intervention["condition"] != "none"].iterrows():

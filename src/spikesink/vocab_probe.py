@@ -438,7 +438,9 @@ def vocab_probe_claims(model: str, summary: Mapping, paper_model: str | None = N
         claims.append(Claim(
             SECTION, "the same items rarely spike at a later position", model, "rarely",
             f"{summary['n_spike_later']:,}/{summary['n_probed']:,} ({100 * summary['ratio_later']:.2f}%) after the prefix",
-            summary["ratio_later"] <= max_ratio_later, f"ratio <= {100 * max_ratio_later:.0f}%"))
+            # the contrast only means something when position 0 does spike
+            summary["ratio_later"] <= max_ratio_later and summary["ratio_pos0"] >= 0.5,
+            f"ratio <= {100 * max_ratio_later:.0f}% while >= 50% spike at position 0"))
     auroc = summary["exception_vs_distance"]["auroc_smaller"]
     if summary["n_exceptions"] and np.isfinite(auroc):
         claims.append(Claim(

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 
 from spikesink import corpus
 from spikesink.intervention import intervention_table
@@ -17,7 +18,7 @@ lifecycle = read_json(snakemake.input.lifecycle)
 passages = corpus.read_passages(snakemake.input.passages)
 
 geo = cfg["geometry"]
-ids, _ = corpus.sample_prompts(passages, tokenizer, n_prompts=geo["n_prompts"], seq_len=geo["seq_len"], seed=geo["seed"])
+ids, meta = corpus.sample_prompts(passages, tokenizer, n_prompts=geo["n_prompts"], seq_len=geo["seq_len"], seed=geo["seed"])
 tables = sink_geometry(model, np.array_split(ids, max(1, len(ids) // 8)), sinks["key0_mass_layer_head"],
                        max_prompts=geo["n_prompts"], tsne_points=geo["tsne_points"], seed=geo["seed"])
 write_text(out.heads, tables["heads"].to_csv(index=False))
@@ -30,11 +31,19 @@ itv = cfg["intervention"]
 if lifecycle["step_up"] and lifecycle["spike_channels"]:
     # held-out prompts: a different seed than the extraction's
     ids, _ = corpus.sample_prompts(passages, tokenizer, n_prompts=itv["n_prompts"], seq_len=itv["seq_len"], seed=itv["seed"])
-    intervention = intervention_table(model, np.array_split(ids, max(1, len(ids) // 8)), lifecycle["step_up"][-1],
-                                      lifecycle["spike_channels"], modes=tuple(itv["modes"]), eps=cfg["eps"],
-                                      floor=spike["floor"], median_ratio=spike["median_ratio"])
+    blocks = {"first": lifecycle["step_up"][:1], "last": lifecycle["step_up"][-1:], "all": lifecycle["step_up"]}[itv["which_step_up"]]
+    batches = np.array_split(ids, max(1, len(ids) // 8))
+    intervention = pd.concat(
+        [
+            intervention_table(model, batches, block, lifecycle["spike_channels"], modes=tuple(itv["modes"]),
+                               site=itv["site"], positions=itv["positions"], eps=cfg["eps"],
+                               floor=spike["floor"], median_ratio=spike["median_ratio"])
+            for block in blocks
+        ],
+        ignore_index=True,
+    )
     write_text(out.intervention, intervention.to_csv(index=False))
 else:
     write_text(out.intervention, "condition\n")  # nothing to intervene on: no detected spike
 write_claims(out.claims, sink_claims(snakemake.wildcards.model, sinks, lifecycle, tables["subspace"], tables["gaps"],
-                                     intervention, eps=cfg["eps"]))
+                                     intervention, eps=cfg["eps"], bos_added=bool(meta[0]["bos_added"])))
