@@ -7,7 +7,10 @@ from spikesink.logs import snakemake_logger
 
 log = snakemake_logger(snakemake)
 ext = snakemake.params.extraction
-model, tokenizer, manifest = load_model(snakemake.input.model, dtype=snakemake.params.dtype, device=ext["device"])
+# verify: re-hash the weights against the manifest, so a model edited behind Snakemake's back
+# fails here instead of producing statistics of the wrong weights
+model, tokenizer, manifest = load_model(snakemake.input.model, dtype=snakemake.params.dtype, device=ext["device"],
+                                        verify=ext["verify_weights"])
 input_ids, prompt_meta = corpus.sample_prompts(
     corpus.read_passages(snakemake.input.passages),
     tokenizer,
