@@ -131,3 +131,11 @@ def test_bfloat16_model_gives_float32_statistics():
     out = probe_peaks(model, list(range(256)), blocks=[4, 5, 6], batch_size=128, progress=False)
     assert out["peak"].dtype == np.float32
     assert set(np.flatnonzero(out["massive"])) == set(info["trigger_token_ids"])
+
+
+def test_plateau_start_probes_the_first_plateau_blocks_only():
+    from spikesink.vocab_probe import probe_blocks_from_lifecycle
+
+    assert probe_blocks_from_lifecycle({"plateau": [24, 57]}, 60, "plateau_start") == [24, 25, 26, 27]
+    assert probe_blocks_from_lifecycle({"plateau": [4, 5]}, 12, "plateau_start") == [4, 5]
+    assert probe_blocks_from_lifecycle({"plateau": [24, 57]}, 60, "plateau") == list(range(24, 58))

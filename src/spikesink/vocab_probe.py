@@ -376,6 +376,9 @@ def summarize_probe(frame: pd.DataFrame, vocab_size: int, blocks: Sequence[int],
 SECTION = "3.2 spike tokens"
 
 
+PLATEAU_START_BLOCKS = 4
+
+
 def probe_blocks_from_lifecycle(lifecycle: Mapping, total_blocks: int, which: str = "plateau") -> list[int]:
     """Blocks to probe: the detected plateau (first to last massive block) or all intermediate ones.
 
@@ -386,8 +389,12 @@ def probe_blocks_from_lifecycle(lifecycle: Mapping, total_blocks: int, which: st
     plateau = lifecycle.get("plateau") if lifecycle else None
     if which == "plateau" and plateau:
         return list(range(int(plateau[0]), int(plateau[1]) + 1))
-    if which not in ("plateau", "intermediate"):
-        raise ValueError(f"blocks must be 'plateau' or 'intermediate', not {which!r}")
+    if which == "plateau_start" and plateau:
+        # the first blocks after the step-up: a spike token is massive there already, and the
+        # forward can stop at about half depth (a spike that forms later in the plateau is missed)
+        return list(range(int(plateau[0]), min(int(plateau[0]) + PLATEAU_START_BLOCKS, int(plateau[1]) + 1)))
+    if which not in ("plateau", "plateau_start", "intermediate"):
+        raise ValueError(f"blocks must be 'plateau', 'plateau_start' or 'intermediate', not {which!r}")
     return default_probe_blocks(total_blocks)
 
 
