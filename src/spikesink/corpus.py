@@ -212,6 +212,8 @@ def read_passages(path: str | os.PathLike) -> list[dict[str, Any]]:
             if not {"doc", "index", "text"} <= record.keys():
                 raise CorpusError(f"{path}:{lineno}: a passage needs doc, index and text")
             records.append(record)
+    if not records:
+        raise CorpusError(f"{path} holds no passages: the corpus is empty")
     return records
 
 

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+
 import torch
 
+from spikesink.corpus import read_passages  # noqa: F401  (the one passages.jsonl reader; re-exported)
 from spikesink.io import atomic_path, read_json, sha256_file, write_json
 
 EOS_TOKEN = "<|endoftext|>"
@@ -46,23 +48,6 @@ class TokenData:
 
 # ----------------------------------------------------------------------------------------------
 # passages and the split
-
-
-def read_passages(path: str | os.PathLike) -> list[dict]:
-    """All passages of a passages.jsonl file, in file order."""
-    passages = []
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            missing = {"doc", "index", "text"} - set(row)
-            if missing:
-                raise ValueError(f"{path}:{line_no} lacks {', '.join(sorted(missing))}")
-            passages.append(row)
-    if not passages:
-        raise ValueError(f"{path} holds no passages")
-    return passages
 
 
 def split_by_document(passages: list[dict], heldout_frac: float, seed: int) -> tuple[list[dict], list[dict]]:
