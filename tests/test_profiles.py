@@ -149,7 +149,7 @@ def test_slurm_dry_run_sends_gpu_jobs_to_gpu_partitions(paper_like):
     # extraction on cuda asks for one GPU per model; the ablation trainer was configured without
     assert sorted(job["wildcards"] for job in gpu_jobs if job["rule"] == "extract_block_stats") == \
         ["model=model-a", "model=model-b"]
-    assert {job["rule"] for job in gpu_jobs} == {"extract_block_stats"}
+    assert {job["rule"] for job in gpu_jobs} == {"extract_block_stats", "vocab_probe", "mechanisms", "sink_analysis"}
     extraction = next(job for job in jobs if job["rule"] == "extract_block_stats")
     assert int(extraction["resources"]["mem_mb"]) == 48000, "extraction memory comes from extraction.mem_mb"
 

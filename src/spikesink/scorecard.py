@@ -8,6 +8,7 @@ listing it in workflow/rules/common.smk (claim_files).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
@@ -30,9 +31,16 @@ class Claim:
     tolerance: str  # how 'holds' was decided
 
     def to_dict(self) -> dict:
-        out = asdict(self)
+        out = {key: plain_notation(value) if isinstance(value, str) else value for key, value in asdict(self).items()}
         out["holds"] = bool(out["holds"])
         return out
+
+
+def plain_notation(text: str) -> str:
+    """||x|| -> norm(x), |x| -> abs(x): the scorecard is also an RST table in the HTML report,
+    where a pair of bars is markup (a substitution reference), not a norm."""
+    text = re.sub(r"\|\|([^|]+)\|\|", r"norm(\1)", text)
+    return re.sub(r"\|([^|\s][^|]*?)\|", r"abs(\1)", text)
 
 
 def write_claims(path: str | os.PathLike, claims: Iterable[Claim]) -> None:
