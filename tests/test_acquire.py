@@ -26,7 +26,6 @@ import torch
 from spikesink import acquire
 from spikesink.acquire import ModelSourceError, acquire_model
 from spikesink.tokenizer_bytes import (
-    BOS_TOKEN,
     EOS_TOKEN,
     build_byte_tokenizer,
     byte_symbols,

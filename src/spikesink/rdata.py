@@ -207,7 +207,6 @@ def _read_item(r: _XdrReader) -> Any:
     sexptype = flags & 0xFF
     levels = flags >> 12
     has_attr = bool(flags & HAS_ATTR_BIT)
-    has_tag = bool(flags & HAS_TAG_BIT)
 
     if sexptype == NILVALUE_SXP:
         return None
