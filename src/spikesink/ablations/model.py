@@ -39,6 +39,15 @@ GATES = ("none", "conditional", "unconditional", "positional", "embedding")
 GATE_GRANULARITIES = ("channel", "head", "single")
 
 
+def strict_from_dict(cls, values: dict, what: str):
+    """Build dataclass `cls` from `values`, refusing keys it does not have (a typo must fail)."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} config keys: {', '.join(unknown)}")
+    return cls(**values)
+
+
 @dataclass
 class ModelConfig:
     vocab_size: int = 4096  # tokenizer size (a small BPE trained on the corpus)
@@ -73,11 +82,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
-        return cls(**values)
+        return strict_from_dict(cls, values, "model")
 
     def to_dict(self) -> dict:
         return asdict(self)

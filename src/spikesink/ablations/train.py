@@ -30,7 +30,7 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -42,7 +42,7 @@ from spikesink.io import atomic_path, read_json, write_json, write_parquet, writ
 
 from .data import TokenData, heldout_batches, prepare_data, sample_batch, step_rng
 from .evaluate import evaluate
-from .model import Decoder, ModelConfig, lm_loss
+from .model import Decoder, ModelConfig, lm_loss, strict_from_dict
 
 
 @dataclass
@@ -78,11 +78,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown train config keys: {', '.join(unknown)}")
-        return cls(**values)
+        return strict_from_dict(cls, values, "train")
 
     @property
     def tokens_per_step(self) -> int:
