@@ -1,14 +1,9 @@
 from pathlib import Path
 
-from spikesink.ablations.data import prepare_data
+from spikesink.ablations.data import prepare_from_config
 from spikesink.logs import snakemake_logger
 
 log = snakemake_logger(snakemake)
-data = snakemake.params.cfg.get("data", {})
-prepare_data(
-    Path(snakemake.output.meta).parent,
-    vocab_size=int(data.get("vocab_size", 4096)),
-    heldout_frac=float(data.get("heldout_frac", 0.1)),
-    seed=int(data.get("seed", 0)),
-    corpus_path=snakemake.input.corpus,
-)
+data = prepare_from_config(Path(snakemake.output.meta).parent, snakemake.params.cfg, snakemake.input.get("corpus"))
+log.info("%s: %d train and %d held-out tokens, vocabulary %d", data.meta["source"], data.meta["train_tokens"],
+         data.meta["heldout_tokens"], data.vocab_size)

@@ -11,7 +11,10 @@ Everything lands in one cache folder; meta.json is written last and carries a fi
 inputs, so a half-written cache is never reused and a changed corpus or setting rebuilds it.
 
 A Hugging Face `datasets` source (GPU preset) streams documents through the same path; the import
-is lazy so the default install does not need the package.
+is lazy so the default install does not need the package. The synthetic Bigram-Backcopy language
+(spikesink.ablations.synthetic) is written to the same files, with its separator as EOS.
+
+`prepare_from_config` reads the `ablations.data` section and picks the source.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
@@ -31,6 +34,9 @@ import torch
 
 from spikesink.corpus import read_passages  # noqa: F401  (the one passages.jsonl reader; re-exported)
 from spikesink.io import atomic_path, read_json, sha256_file, write_json
+
+if TYPE_CHECKING:
+    from .synthetic import BigramBackcopy
 
 EOS_TOKEN = "<|endoftext|>"
 CACHE_VERSION = 1
@@ -42,7 +48,7 @@ class TokenData:
     heldout: np.ndarray
     vocab_size: int
     eos_id: int
-    tokenizer_path: Path
+    tokenizer_path: Path | None  # None for the synthetic language (ids are its tokens)
     meta: dict
 
 
@@ -269,15 +275,70 @@ def prepare_data(cache_dir: str | os.PathLike, vocab_size: int, heldout_frac: fl
     return load_data(cache)
 
 
+def prepare_synthetic(cache_dir: str | os.PathLike, spec: "BigramBackcopy") -> TokenData:
+    """The Bigram-Backcopy language as train / held-out token files (independent samples of one language)."""
+    from .synthetic import SEPARATOR_ID, bayes_loss, token_stream
+
+    cache = Path(cache_dir)
+    fingerprint = data_fingerprint("bigram_backcopy:" + json.dumps(spec.to_dict(), sort_keys=True), spec.vocab_size, 0.0, spec.seed)
+    meta_path = cache / "meta.json"
+    if meta_path.exists() and read_json(meta_path).get("fingerprint") == fingerprint:
+        return load_data(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    dtype = token_dtype(spec.vocab_size)
+    counts = {}
+    for split, stream, n_tokens in (("train", 1, spec.train_tokens), ("heldout", 2, spec.heldout_tokens)):
+        tokens = token_stream(spec, n_tokens, stream).astype(dtype)
+        with atomic_path(cache / f"{split}.bin") as tmp:
+            tokens.tofile(tmp)
+        counts[split] = tokens
+    meta = {
+        "fingerprint": fingerprint,
+        "source": "bigram_backcopy",
+        "bigram_backcopy": spec.to_dict(),
+        "vocab_size": spec.vocab_size,
+        "eos_id": SEPARATOR_ID,
+        "dtype": dtype.name,
+        "train_tokens": int(counts["train"].size),
+        "heldout_tokens": int(counts["heldout"].size),
+        "heldout_bayes_loss": bayes_loss(spec, counts["heldout"].astype(np.int64)),
+        "split": "independent samples of the same language (stream 1 train, 2 held-out)",
+    }
+    write_json(meta_path, meta)  # last: marks a complete cache
+    return load_data(cache)
+
+
+def prepare_from_config(cache_dir: str | os.PathLike, ablation_cfg: dict,
+                        corpus_path: str | os.PathLike | None = None) -> TokenData:
+    """The data of an `ablations:` section: `data.source` passages (corpus_path or `corpus`), hf, or bigram_backcopy."""
+    data_cfg = ablation_cfg.get("data", {})
+    source = data_cfg.get("source", "passages")
+    if source == "bigram_backcopy":
+        from .synthetic import BigramBackcopy
+
+        return prepare_synthetic(cache_dir, BigramBackcopy.from_dict(data_cfg.get("bigram_backcopy", {})))
+    common = {"vocab_size": int(data_cfg.get("vocab_size", 4096)), "heldout_frac": float(data_cfg.get("heldout_frac", 0.1)),
+              "seed": int(data_cfg.get("seed", 0))}
+    if source == "hf":
+        return prepare_data(cache_dir, hf=data_cfg["hf"], **common)
+    if source != "passages":
+        raise ValueError(f"ablations.data.source: unknown source {source!r} (passages, hf, bigram_backcopy)")
+    corpus = corpus_path or ablation_cfg.get("corpus")
+    if corpus is None:
+        raise ValueError("ablations.data.source passages needs a corpus: set ablations.corpus or pass --corpus")
+    return prepare_data(cache_dir, corpus_path=corpus, **common)
+
+
 def load_data(cache_dir: str | os.PathLike) -> TokenData:
     cache = Path(cache_dir)
     meta = read_json(cache / "meta.json")
+    tokenizer = cache / "tokenizer.json"
     return TokenData(
         train=open_tokens(cache / "train.bin", meta["dtype"]),
         heldout=open_tokens(cache / "heldout.bin", meta["dtype"]),
         vocab_size=int(meta["vocab_size"]),
         eos_id=int(meta["eos_id"]),
-        tokenizer_path=cache / "tokenizer.json",
+        tokenizer_path=tokenizer if tokenizer.exists() else None,
         meta=meta,
     )
 
@@ -337,12 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with open(args.config, encoding="utf-8") as handle:
         cfg = yaml.safe_load(handle)["ablations"]
-    data_cfg = cfg.get("data", {})
-    corpus = args.corpus or cfg.get("corpus")
-    hf = data_cfg.get("hf") if data_cfg.get("source", "passages") == "hf" else None
-    data = prepare_data(args.out, vocab_size=int(data_cfg.get("vocab_size", 4096)),
-                        heldout_frac=float(data_cfg.get("heldout_frac", 0.1)), seed=int(data_cfg.get("seed", 0)),
-                        corpus_path=None if hf else corpus, hf=hf)
+    data = prepare_from_config(args.out, cfg, args.corpus)
     print(json.dumps({k: v for k, v in data.meta.items() if not k.endswith("_docs")}, indent=2))
 
 

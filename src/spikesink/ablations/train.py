@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from spikesink.io import atomic_path, read_json, write_json, write_parquet, write_text
 
-from .data import TokenData, heldout_batches, prepare_data, sample_batch, step_rng
+from .data import TokenData, heldout_batches, prepare_from_config, sample_batch, step_rng
 from .evaluate import evaluate
 from .model import Decoder, ModelConfig, lm_loss, strict_from_dict
 
@@ -366,12 +366,8 @@ def run_variant(ablation_cfg: dict, variant: str, out_dir: str | os.PathLike, co
     if overrides:
         model_cfg = replace(model_cfg, **overrides.get("model", {}))
         train_cfg = replace(train_cfg, **overrides.get("train", {}))
-    data_cfg = ablation_cfg.get("data", {})
-    cache = data_dir or data_cfg.get("cache_dir") or Path(out_dir).parent / "_data"
-    corpus = corpus_path or ablation_cfg.get("corpus")
-    hf = data_cfg.get("hf") if data_cfg.get("source", "passages") == "hf" else None
-    data = prepare_data(cache, vocab_size=int(data_cfg.get("vocab_size", 4096)), heldout_frac=float(data_cfg.get("heldout_frac", 0.1)),
-                        seed=int(data_cfg.get("seed", 0)), corpus_path=None if hf else corpus, hf=hf)
+    cache = data_dir or ablation_cfg.get("data", {}).get("cache_dir") or Path(out_dir).parent / "_data"
+    data = prepare_from_config(cache, ablation_cfg, corpus_path)
     model_cfg = replace(model_cfg, vocab_size=data.vocab_size)
     extra = {
         "preset": ablation_cfg.get("preset"),
@@ -380,7 +376,8 @@ def run_variant(ablation_cfg: dict, variant: str, out_dir: str | os.PathLike, co
         "description": info.description,
         "paper": info.paper,
         "paper_setting": info.paper_setting,
-        "data": {k: v for k, v in data.meta.items() if k in ("source", "train_tokens", "heldout_tokens", "heldout_docs", "vocab_size")},
+        "data": {k: v for k, v in data.meta.items() if k in ("source", "train_tokens", "heldout_tokens", "heldout_docs", "vocab_size",
+                                                              "bigram_backcopy", "heldout_bayes_loss")},
     }
     return train(model_cfg, train_cfg, data, out_dir, extra=extra, log=log, stop_at_step=stop_at_step)
 
