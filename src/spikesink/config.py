@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .extract import ExtractionSettings
-from .lifecycle import LifecycleSettings
+# the torch-free settings module: the workflow imports this file while it builds its DAG
+from .settings import ExtractionSettings, LifecycleSettings
 
 
 class ConfigError(ValueError):

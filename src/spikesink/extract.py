@@ -30,21 +30,12 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .architecture import decoder_layers, first_tensor, n_blocks
+from .settings import ExtractionSettings
 
 log = logging.getLogger(__name__)
 
 KINDS = ("residual", "output")
 RESIDUAL, OUTPUT = 0, 1
-
-
-@dataclass
-class ExtractionSettings:
-    top_k: int = 3
-    # the median is estimated from every `median_stride`-th entry of each prompt's (T x d)
-    # magnitudes: an exact median is a sort per block and would double the forward's cost
-    median_stride: int = 7
-    floor: float = metrics.DEFAULT_FLOOR
-    median_ratio: float = metrics.DEFAULT_MEDIAN_RATIO
 
 
 @dataclass

@@ -26,17 +26,7 @@ import numpy as np
 from . import metrics
 from .architecture import block_kind
 from .extract import OUTPUT, RESIDUAL, BlockStats
-
-
-@dataclass
-class LifecycleSettings:
-    floor: float = metrics.DEFAULT_FLOOR
-    median_ratio: float = metrics.DEFAULT_MEDIAN_RATIO
-    min_prompt_fraction: float = 0.5
-    min_plateau_fraction: float = 0.5
-    step_fraction: float = 0.15
-    channel_fraction: float = 0.1
-    max_spike_channels: int = 16
+from .settings import LifecycleSettings
 
 
 @dataclass

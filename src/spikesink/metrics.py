@@ -14,9 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-DEFAULT_FLOOR = 100.0
-DEFAULT_MEDIAN_RATIO = 1000.0
-DEFAULT_SINK_EPS = 0.3
+# the defaults live in the torch-free settings module (read when the workflow builds its DAG)
+from .settings import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO, DEFAULT_SINK_EPS  # noqa: F401
 
 
 def is_massive(magnitude, median, floor: float = DEFAULT_FLOOR, median_ratio: float = DEFAULT_MEDIAN_RATIO):

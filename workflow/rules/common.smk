@@ -40,8 +40,7 @@ def uses_gpu():
 
 def ablation_tables():
     """{paper table number: [variant names]} for the configured ablation variants."""
-    from spikesink.ablations.report import TABLE_NAMES
-    from spikesink.ablations.variants import resolve
+    from spikesink.ablations.variants import TABLE_NAMES, resolve
 
     ablations = config.get("ablations", {})
     tables = {}
@@ -59,7 +58,7 @@ def ablation_metrics(table):
 
 
 def ablation_table_stems():
-    from spikesink.ablations.report import table_stem
+    from spikesink.ablations.variants import table_stem
 
     return [table_stem(t) for t in ablation_tables()]
 

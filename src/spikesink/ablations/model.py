@@ -25,72 +25,23 @@ give to key 0 (`record_key0`), computed from q and k in query chunks: no T x T m
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-FFN_TYPES = ("swiglu", "gelu", "linear", "attention", "none")
-NORMS = ("pre", "sandwich", "output")  # where the norms sit (see Block)
-NORM_TYPES = ("rmsnorm", "dyt")
-GATES = ("none", "conditional", "unconditional", "positional", "embedding")
-GATE_GRANULARITIES = ("channel", "head", "single")
-
-
-def strict_from_dict(cls, values: dict, what: str):
-    """Build dataclass `cls` from `values`, refusing keys it does not have (a typo must fail)."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown {what} config keys: {', '.join(unknown)}")
-    return cls(**values)
-
-
-@dataclass
-class ModelConfig:
-    vocab_size: int = 4096  # tokenizer size (a small BPE trained on the corpus)
-    max_seq_len: int = 256  # RoPE table length and positional-gate length
-    d_model: int = 128  # residual stream width
-    n_layers: int = 4  # decoder layers L; the model has 2L blocks
-    n_heads: int = 4  # attention heads
-    d_head: int = 32  # head dimension, independent of d_model: q/k/v project d_model -> n_heads*d_head
-    d_ffn: int = 344  # FFN hidden width (SwiGLU ~ 8/3 d_model; the paper's GeLU variant uses 1.5x)
-    ffn_type: str = "swiglu"  # swiglu | gelu | linear (one d x d map) | attention (attention-only) | none
-    norm: str = "pre"  # pre: x + f(N(x)); sandwich: x + N(f(N(x))); output: x + N(f(x)) (no input norm)
-    norm_type: str = "rmsnorm"  # rmsnorm | dyt (DynamicTanh: w * tanh(alpha x), replaces RMSNorm in blocks)
-    qk_norm: bool = False  # RMSNorm on the full q and k projections (n_heads*d_head wide, as the official code)
-    norm_eps: float = 1e-5  # RMSNorm epsilon
-    dyt_alpha_attn: float = 0.8  # DynamicTanh alpha init before attention (official config)
-    dyt_alpha_ffn: float = 0.2  # DynamicTanh alpha init before the FFN (official config)
-    gate: str = "none"  # none | conditional | unconditional | positional | embedding
-    gate_granularity: str = "channel"  # channel (n_heads*d_head) | head (n_heads) | single (1)
-    rope_theta: float = 10000.0  # RoPE base
-    tie_embeddings: bool = False  # Llama unties input and output embeddings
-    init_std: float = 0.02  # std of every projection matrix
-    embed_init_std: float = 1.0  # std of the input embedding (official code; tied embeddings use the head's)
-
-    def __post_init__(self) -> None:
-        _check_choice("ffn_type", self.ffn_type, FFN_TYPES)
-        _check_choice("norm", self.norm, NORMS)
-        _check_choice("norm_type", self.norm_type, NORM_TYPES)
-        _check_choice("gate", self.gate, GATES)
-        _check_choice("gate_granularity", self.gate_granularity, GATE_GRANULARITIES)
-        if self.d_head % 2:
-            raise ValueError(f"d_head must be even for RoPE, got {self.d_head}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "ModelConfig":
-        return strict_from_dict(cls, values, "model")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r}; expected one of {', '.join(choices)}")
+# the configuration lives in the torch-free configs.py (the workflow resolves variants without
+# torch); re-exported here, its old home
+from .configs import (  # noqa: F401
+    FFN_TYPES,
+    GATE_GRANULARITIES,
+    GATES,
+    NORM_TYPES,
+    NORMS,
+    ModelConfig,
+    strict_from_dict,
+)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,13 +10,9 @@ import pandas as pd
 
 from ..scorecard import Claim
 from .evaluate import ablation_table, trend
+from .variants import TABLE_NAMES, table_stem  # noqa: F401  (torch-free home, read by the workflow)
 
-TABLE_NAMES = {"3": "optimizer", "4": "ffn", "5": "norm", "6": "heads", "7": "gating", "8": "context"}
 SECTION = "4 ablations"
-
-
-def table_stem(table: str) -> str:
-    return f"table{table}_{TABLE_NAMES[table]}"
 
 
 def table_frame(metrics_list: list[dict], table: str) -> pd.DataFrame:

@@ -30,7 +30,7 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -40,54 +40,12 @@ from tqdm import tqdm
 
 from spikesink.io import atomic_path, read_json, write_json, write_parquet, write_text
 
+# TrainConfig lives in the torch-free configs.py (the workflow resolves variants without torch);
+# imported here also so that `from spikesink.ablations.train import TrainConfig` keeps working
+from .configs import ModelConfig, TrainConfig, strict_from_dict  # noqa: F401
 from .data import TokenData, heldout_batches, prepare_from_config, sample_batch, step_rng
 from .evaluate import evaluate
-from .model import Decoder, ModelConfig, lm_loss, strict_from_dict
-
-
-@dataclass
-class TrainConfig:
-    seed: int = 0  # model init, data order (batch of step s drawn from rng(seed, s))
-    batch_size: int = 16  # sequences per step
-    seq_len: int = 256  # tokens per sequence
-    total_tokens: int = 4_000_000  # training length; steps = total_tokens // (batch_size * seq_len)
-    lr: float = 1e-3  # peak learning rate (paper: 3e-4 at 7B; small models take more)
-    min_lr_ratio: float = 0.1  # cosine decays to min_lr_ratio * lr
-    warmup_frac: float = 0.04  # linear warm-up share of the steps (paper: 2000 of 50000)
-    weight_decay: float = 0.1
-    decay_all: bool = False  # True: decay every parameter (the official code's AdamW(model.parameters()))
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    loss_min_pos: int = 0  # loss on positions [loss_min_pos, loss_max_pos) (paper Table 8)
-    loss_max_pos: int | None = None  # None: up to the end of the sequence
-    bos: bool = False  # True: position 0 of every window is the <|endoftext|> token
-    eval_every: int = 100  # steps between held-out evaluations in the curve (0: only at the end)
-    eval_windows: int = 32  # held-out windows per evaluation (samples of the sink ratio)
-    eval_batch_size: int = 8
-    sink_eps: float = 0.3  # a head sinks on a sample when its mean attention on key 0 exceeds this
-    checkpoint_every: int = 200  # steps between checkpoints (0: never)
-    keep_checkpoint: bool = False  # keep <out>/checkpoint after a completed run
-    log_every: int = 10  # steps between log lines / progress-bar updates
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    bf16: bool = True  # bf16 autocast on CUDA (statistics stay float32); ignored on CPU
-    compile: bool = False  # torch.compile the training forward (CUDA)
-    grad_checkpointing: bool = False  # recompute layer activations in backward (long contexts)
-    threads: int | None = None  # torch CPU threads (None: leave as is)
-    progress: bool = True  # tqdm progress bar
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        return strict_from_dict(cls, values, "train")
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.batch_size * self.seq_len
-
-    @property
-    def total_steps(self) -> int:
-        return max(1, self.total_tokens // self.tokens_per_step)
-
+from .model import Decoder, lm_loss
 
 # fields that change the training trajectory: a checkpoint may only be resumed when they match
 TRAJECTORY_FIELDS = ("seed", "batch_size", "seq_len", "total_tokens", "lr", "min_lr_ratio", "warmup_frac",

@@ -30,10 +30,17 @@ import re
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from .model import ModelConfig
-from .train import TrainConfig
+# torch-free imports only: the workflow resolves variants (and table names) while it builds its DAG
+from .configs import ModelConfig, TrainConfig
 
 VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+TABLE_NAMES = {"3": "optimizer", "4": "ffn", "5": "norm", "6": "heads", "7": "gating", "8": "context"}
+
+
+def table_stem(table: str) -> str:
+    return f"table{table}_{TABLE_NAMES[table]}"
+
 
 PAPER_BASELINE = {"ppl": 10.1, "sink_ratio": 46.0, "spike": 3818.0}
 PAPER_D_HEAD, PAPER_N_HEADS, PAPER_SEQ_LEN = 128, 32, 4096

@@ -1,0 +1,35 @@
+"""The workflow builds its DAG without torch: every spikesink module the Snakefile and the rule
+files import at parse time (spikesink.config in common.smk; the variant lookup in the input
+functions) must import without pulling in torch or transformers, which alone would take a large
+share of a `snakemake -n`."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "transformers")
+IMPORT = re.compile(r"^\s*(?:from\s+(spikesink[\w.]*)\s+import|import\s+(spikesink[\w.]*))", re.MULTILINE)
+
+
+def workflow_imports() -> set[str]:
+    """spikesink modules imported anywhere in the Snakefile and workflow/rules/*.smk."""
+    modules = set()
+    for path in [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]:
+        modules |= {a or b for a, b in IMPORT.findall(path.read_text())}
+    return modules
+
+
+def test_workflow_imports_are_found():
+    assert {"spikesink.config", "spikesink.ablations.variants"} <= workflow_imports()
+
+
+def test_dag_modules_do_not_import_torch():
+    modules = sorted(workflow_imports() | {"spikesink.config", "spikesink.ablations.variants",
+                                           "spikesink.settings", "spikesink.ablations.configs"})
+    code = (f"import sys\nimport {', '.join(modules)}\n"
+            f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+            "assert not heavy, f'imported at DAG-building time: {heavy}'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
