@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_config_dict
 from spikesink import acquire
 from spikesink.acquire import ModelSourceError, acquire_model
 from spikesink.tokenizer_bytes import (
@@ -32,15 +33,7 @@ from spikesink.tokenizer_bytes import (
     byte_tokenizer_size,
 )
 
-TINY = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    vocab_size=260,
-    max_position_embeddings=64,
-)
+TINY = tiny_config_dict(num_hidden_layers=2, vocab_size=260, max_position_embeddings=64)
 
 
 def random_spec(model_type="llama", seed=0, **config):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import tiny_config_dict
 from spikesink.acquire import acquire_model
 from spikesink.loading import (
     ModelLoadError,
@@ -25,15 +26,7 @@ SPEC = {
     "source": "random",
     "model_type": "llama",
     "seed": 11,
-    "config": dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=260,
-        max_position_embeddings=96,
-    ),
+    "config": tiny_config_dict(num_hidden_layers=2, vocab_size=260, max_position_embeddings=96),
 }
 
 

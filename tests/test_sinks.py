@@ -7,17 +7,9 @@ import copy
 import numpy as np
 import pytest
 import torch
-from transformers import (
-    LlamaConfig,
-    LlamaForCausalLM,
-    MistralConfig,
-    MistralForCausalLM,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-    Qwen3Config,
-    Qwen3ForCausalLM,
-)
+from transformers import LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
 
+from conftest import tiny_config
 from spikesink import metrics
 from spikesink.sinks import (
     ATTN_IMPLEMENTATION,
@@ -31,30 +23,21 @@ from spikesink.sinks import (
 torch.set_num_threads(1)
 
 FAMILIES = {
-    "llama": (LlamaConfig, LlamaForCausalLM),
-    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
-    "qwen3": (Qwen3Config, Qwen3ForCausalLM),
-    "mistral": (MistralConfig, MistralForCausalLM),
+    "llama": LlamaForCausalLM,
+    "qwen2": Qwen2ForCausalLM,
+    "qwen3": Qwen3ForCausalLM,
+    "mistral": MistralForCausalLM,
 }
 
 
 def tiny_model(family: str, seed: int = 0, **overrides):
     """A random tiny decoder with GQA (4 query heads share 2 key/value heads)."""
-    config_cls, model_cls = FAMILIES[family]
-    settings = dict(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
+    settings = dict(vocab_size=97)
     if family in ("qwen3", "mistral"):
         settings["head_dim"] = 8
     settings.update(overrides)
     torch.manual_seed(seed)
-    model = model_cls(config_cls(**settings)).eval()
+    model = FAMILIES[family](tiny_config(family, **settings)).eval()
     with torch.no_grad():
         # random (non-unit) norm gains, so that e.g. Qwen3's q/k RMSNorm changes the scores and
         # an attention function that saw un-normalised q, k would disagree with eager
