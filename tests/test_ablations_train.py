@@ -132,6 +132,61 @@ def test_evaluate_finds_a_planted_spike_and_matches_explicit_sink_ratio(data):
     assert metrics["sink_ratio"] == sink_ratio(np.asarray(metrics["key0_mass_per_head"])[None], 0.3)  # one sample
 
 
+def test_first_token_spike_is_found_in_the_block_that_writes_it(data):
+    """A spike planted at position 0 by the FFN of layer 2 (block 4): ratio, value and block recovered."""
+    torch.manual_seed(0)
+    model = Decoder(model_cfg(data, embed_init_std=0.02))
+    x = torch.randint(1, data.vocab_size, (4, 32), generator=torch.Generator().manual_seed(0))
+    x[:, 0] = 0
+    ffn = model.layers[1].ffn
+
+    def plant(module, args, out):
+        out = out.clone()
+        out[:, 0, 3] += 400.0  # written by block 4 at position 0 only
+        return out
+
+    handle = ffn.branch.register_forward_hook(plant)
+    try:
+        metrics = evaluate(model, [(x, x)])
+    finally:
+        handle.remove()
+    median = metrics["blocks"]["post_residual_median"][3]
+    assert metrics["first_token_spike_block"] == 4
+    assert metrics["first_token_spike"] == pytest.approx(400.0, rel=0.05)
+    assert metrics["first_token_spike_to_median"] == pytest.approx(metrics["first_token_spike"] / median)
+    assert metrics["first_token_spike_to_median"] > 1e3
+    assert max(metrics["blocks"]["first_token_top1"][:3]) < 50  # nothing at position 0 before block 4
+
+
+def test_training_on_the_synthetic_language_runs_end_to_end(tmp_path):
+    cfg = {
+        "preset": "test",
+        "data": {"source": "bigram_backcopy",
+                 "bigram_backcopy": {"n_tokens": 16, "n_triggers": 2, "doc_len": 64, "train_tokens": 20_000, "heldout_tokens": 4_000}},
+        "baseline": {"model": MODEL, "train": {**TRAIN, "bos": True, "total_tokens": 4 * 32 * 30, "lr": 0.01}},
+        "eval": {"every": 10, "windows": 8},
+    }
+    metrics = run_variant(cfg, "baseline", tmp_path / "bb" / "baseline")
+    assert metrics["model_config"]["vocab_size"] == 17 and metrics["data"]["source"] == "bigram_backcopy"
+    curve = pd.read_csv(tmp_path / "bb" / "baseline" / "curve.csv").dropna(subset=["eval_ppl"])
+    assert curve["eval_ppl"].iloc[-1] < 0.8 * curve["eval_ppl"].iloc[0]  # it learns the bigrams
+    assert np.log(curve["eval_ppl"].iloc[-1]) > metrics["data"]["heldout_bayes_loss"] - 0.05  # never below the floor
+    assert "eval_first_token_spike_to_median" in curve
+
+
+def test_training_curves_figure(tmp_path):
+    from spikesink.ablations.report import plot_training_curves
+
+    tokens = np.arange(0, 5) * 1000
+    curves = {
+        name: pd.DataFrame({"tokens": tokens, "eval_ppl": 100 / (1 + tokens / 1000), "eval_sink_ratio": k * tokens / 100,
+                            "eval_key0_mass_mean": 0.05 + 0.01 * k, "eval_first_token_spike_to_median": 10 + k * tokens / 50})
+        for k, name in enumerate(["dhead-8", "dhead-16"])
+    }
+    written = plot_training_curves(curves, tmp_path / "curves.pdf")
+    assert [p.suffix for p in written] == [".pdf", ".png"] and all(p.stat().st_size > 5000 for p in written)
+
+
 def test_evaluate_sink_ratio_on_a_planted_sink(data):
     """Keys of position 0 made huge along every query direction: every head sinks, ratio 100%."""
     torch.manual_seed(0)

@@ -79,3 +79,20 @@ rule plot_head_dim:
         ANALYSIS_ENV
     script:
         "../scripts/plot_head_dim.py"
+
+
+rule plot_ablation_curves:
+    """Held-out perplexity, sink ratio, key-0 attention and first-token spike over training, every variant."""
+    input:
+        curves=expand(f"{ABL_DIR}/{{variant}}/curve.csv", variant=ABL.get("variants", [])),
+    output:
+        pdf=report("figures/ablations/training_curves.pdf", caption="../report/training_curves.rst", category="Ablations"),
+        png="figures/ablations/training_curves.png",
+    params:
+        variants=ABL.get("variants", []),
+    log:
+        f"logs/ablations/{ABL.get('preset', 'tiny')}/plot_training_curves.log",
+    conda:
+        ANALYSIS_ENV
+    script:
+        "../scripts/plot_ablation_curves.py"

@@ -90,4 +90,5 @@ def all_outputs():
         *expand(mechanism_figure("{model}", "{ext}"), model=MODELS, ext=["pdf", "png"]),
         *expand("paper_tables/{stem}.{ext}", stem=ablation_table_stems(), ext=["csv", "md", "tex"]),
         *(expand("figures/ablations/head_dim.{ext}", ext=["pdf", "png"]) if "6" in ablation_tables() else []),
+        *(expand("figures/ablations/training_curves.{ext}", ext=["pdf", "png"]) if config.get("ablations", {}).get("variants") else []),
     ]

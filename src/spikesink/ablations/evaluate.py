@@ -9,7 +9,8 @@
   post-residual state and of the block output (with its position and channel), the median |h| of
   the post-residual state, and the largest |h| at position 0 versus elsewhere. The spike is the
   largest post-residual magnitude over all blocks; spike_to_median divides it by the median of the
-  same block. Per-block series use the paper's numbering (block 2l-1 attention, 2l FFN) so the
+  same block. The first-token spike is the largest ratio, over blocks, of the top |h| at
+  position 0 to that block's median (the issue's ">= 100x median at the first token" test). Per-block series use the paper's numbering (block 2l-1 attention, 2l FFN) so the
   lead's step-up / step-down detector applies unchanged.
 
 All statistics are accumulated in float32, whatever the model's dtype.
@@ -141,6 +142,9 @@ def summarize(stats: BlockStats, key0_mass: np.ndarray, loss: float, loss_all: f
     median = stats.post_median()
     spike_block = int(np.argmax(stats.post_top1))
     spike = float(stats.post_top1[spike_block])
+    # the first-token spike: the block where position 0 stands out most against that block's median
+    first_ratio = stats.first_token_top1 / np.maximum(median, 1e-30)
+    first_block = int(np.argmax(first_ratio))
     return {
         "loss": loss,
         "ppl": float(math.exp(min(loss, 50.0))),
@@ -154,6 +158,9 @@ def summarize(stats: BlockStats, key0_mass: np.ndarray, loss: float, loss_all: f
         "spike_block": spike_block + 1,  # paper numbering
         "spike_position": int(stats.post_top1_pos[spike_block]),
         "spike_channel": int(stats.post_top1_channel[spike_block]),
+        "first_token_spike": float(stats.first_token_top1[first_block]),
+        "first_token_spike_to_median": float(first_ratio[first_block]),
+        "first_token_spike_block": first_block + 1,
         "n_samples": int(key0_mass.shape[0]),
         "blocks": {
             "block": list(range(1, stats.n_blocks + 1)),
@@ -200,6 +207,7 @@ def ablation_table(metrics_list: list[dict]) -> "pd.DataFrame":
             "spike_paper": paper.get("spike"),
             "spike": m["spike"],
             "spike_to_median": m["spike_to_median"],
+            "first_token_to_median": m.get("first_token_spike_to_median"),
             "spike_position": m["spike_position"],
             "spike_block": m["spike_block"],
         })

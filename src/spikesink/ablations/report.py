@@ -96,3 +96,38 @@ def plot_head_dim(frame: pd.DataFrame, path: str | os.PathLike):
     fig.suptitle("Head-dimension sweep (paper Table 6)", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_training_curves(curves: dict[str, pd.DataFrame], path: str | os.PathLike):
+    """Held-out metrics over training, one line per variant: does the sink (and the spike) emerge, and when?
+
+    Panels: perplexity, sink ratio, mean attention on key 0 and the first-token spike (largest |h|
+    at position 0 over the median |h| of that block's states), each against training tokens.
+    """
+    import matplotlib.pyplot as plt
+
+    from ..plotting import apply_style, save_figure
+
+    apply_style()
+    panels = (
+        ("eval_ppl", "held-out perplexity", "log"),
+        ("eval_sink_ratio", "sink ratio (%), eps 0.3", "linear"),
+        ("eval_key0_mass_mean", "mean attention on key 0", "linear"),
+        ("eval_first_token_spike_to_median", "first-token spike / median |h|", "log"),
+    )
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.3))
+    colors = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(curves))))
+    for color, (name, curve) in zip(colors, curves.items()):
+        rows = curve.dropna(subset=["eval_ppl"])
+        for ax, (column, label, scale) in zip(axes, panels):
+            ax.plot(rows["tokens"] / 1e6, rows[column], color=color, linewidth=1.4, label=name)
+            ax.set_ylabel(label)
+            ax.set_yscale(scale)
+    for ax in axes:
+        ax.set_xlabel("training tokens (millions)")
+    axes[1].axhline(20, color="#9e9e9e", linestyle=":", linewidth=1)
+    axes[3].axhline(100, color="#9e9e9e", linestyle=":", linewidth=1)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Section 4 runs over training (held-out windows; dotted: 20 % sinks, 100x spike)", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -155,7 +155,8 @@ def close_logger(logger: logging.Logger) -> None:
         handler.close()
 
 
-CURVE_EVAL_KEYS = ("ppl", "sink_ratio", "key0_mass_mean", "spike", "spike_to_median", "spike_block", "spike_position")
+CURVE_EVAL_KEYS = ("ppl", "sink_ratio", "key0_mass_mean", "spike", "spike_to_median", "spike_block", "spike_position",
+                   "first_token_spike_to_median")
 
 
 def curve_eval_row(metrics: dict) -> dict:
