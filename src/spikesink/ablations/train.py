@@ -256,9 +256,10 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TokenData, out_d
 
         if (train_cfg.eval_every and step % train_cfg.eval_every == 0) or step == total_steps:
             row.update(curve_eval_row(run_eval()))
-            logger.info("step %d eval ppl %.2f sink %.1f%% spike %.1f (x%.0f median, block %d, pos %d)", step,
-                        row["eval_ppl"], row["eval_sink_ratio"], row["eval_spike"], row["eval_spike_to_median"],
-                        row["eval_spike_block"], row["eval_spike_position"])
+            logger.info("step %d eval ppl %.2f sink %.1f%% key-0 mass %.3f spike %.1f (x%.0f median, block %d, pos %d) "
+                        "first-token spike x%.0f median", step, row["eval_ppl"], row["eval_sink_ratio"],
+                        row["eval_key0_mass_mean"], row["eval_spike"], row["eval_spike_to_median"], row["eval_spike_block"],
+                        row["eval_spike_position"], row["eval_first_token_spike_to_median"])
         curve.append(row)
         bar.update(1)
         if step % train_cfg.log_every == 0 or step == total_steps:
