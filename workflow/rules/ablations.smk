@@ -4,15 +4,21 @@ ABL_DIR = f"results/ablations/{ABL.get('preset', 'tiny')}"
 ABL_CORPUS = ABL.get("corpus") or "resources/corpus/passages.jsonl"
 
 
+def ablation_corpus(wildcards=None):
+    """The passages file, when the ablations train on it (not for the hf or synthetic sources)."""
+    source = ABL.get("data", {}).get("source", "passages")
+    return {"corpus": ABL_CORPUS} if source == "passages" else {}
+
+
 wildcard_constraints:
     variant=r"[a-z0-9][a-z0-9-]*",
     table=r"[345678]",
 
 
 rule ablation_data:
-    """Tokenizer trained on the corpus and a memory-mapped token file, split by document."""
+    """Token files of the configured source (corpus split by document, or the synthetic language)."""
     input:
-        corpus=ABL_CORPUS,
+        unpack(ablation_corpus),
     output:
         meta=f"{ABL_DIR}/_data/meta.json",
     params:
@@ -28,7 +34,7 @@ rule ablation_data:
 rule ablation_train:
     """Train one variant (resumes from its checkpoint after a crash) and evaluate it."""
     input:
-        corpus=ABL_CORPUS,
+        unpack(ablation_corpus),
         data=f"{ABL_DIR}/_data/meta.json",
     output:
         metrics=f"{ABL_DIR}/{{variant}}/metrics.json",

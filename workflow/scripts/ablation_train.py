@@ -7,7 +7,7 @@ run_variant(
     snakemake.params.cfg,
     snakemake.wildcards.variant,
     Path(snakemake.output.metrics).parent,
-    corpus_path=snakemake.input.corpus,
+    corpus_path=snakemake.input.get("corpus"),
     log=snakemake.log[0],
     data_dir=Path(snakemake.input.data).parent,
     overrides={"train": {"progress": False, "threads": snakemake.threads}},
