@@ -12,6 +12,10 @@ Then summarize (finished runs from model.safetensors, stopped ones from their la
 
     python benchmarks/ablation_search.py results/search/*/baseline
 
+and draw every run's held-out curve (sink ratio, key-0 attention, first-token spike over tokens):
+
+    python benchmarks/ablation_search.py results/search/*/baseline --curves benchmarks/ablation_search/curves.png
+
 Every run is re-evaluated the same way on its held-out windows, so the table compares like with
 like: perplexity, sink ratio, mean attention on key 0 (and the uniform level it would have with no
 preference for key 0), and per block the largest |h| at position 0 and elsewhere over the block's
@@ -56,7 +60,7 @@ def summarize(run: Path, data_dir: Path | None) -> dict:
     median = np.maximum(np.asarray(blocks["post_residual_median"]), 1e-30)
     seq_len = train_cfg["seq_len"]
     return {
-        "run": run.parent.name if run.name == "baseline" else run.name,
+        "run": run_name(run),
         "tokens_M": steps * train_cfg["batch_size"] * seq_len / 1e6,
         "ppl": metrics["ppl"],
         "sink_%": metrics["sink_ratio"],
@@ -69,17 +73,41 @@ def summarize(run: Path, data_dir: Path | None) -> dict:
     }
 
 
+def load_curve(run: Path):
+    """The held-out curve of a run: curve.csv when finished, else the rows saved in its checkpoint."""
+    import pandas as pd
+
+    if (run / "curve.csv").exists():
+        return pd.read_csv(run / "curve.csv")
+    return pd.DataFrame(json.loads((run / "checkpoint" / "state.json").read_text())["curve"])
+
+
+def run_name(run: Path) -> str:
+    return run.parent.name if run.name == "baseline" else run.name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (with metrics.json or checkpoint/)")
     parser.add_argument("--data-dir", type=Path, help="token cache (default <run>/../_data)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--curves", type=Path, help="also draw the runs' curves into this figure (PDF + PNG)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import pandas as pd
 
     rows = [summarize(run, args.data_dir) for run in args.runs]
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3g"))
+    if args.curves:
+        from spikesink.ablations.report import plot_training_curves
+
+        curves = {}
+        for run in args.runs:
+            curve = load_curve(run)
+            if "eval_first_token_spike_to_median" not in curve:  # runs from before that column existed
+                curve["eval_first_token_spike_to_median"] = float("nan")
+            curves[run_name(run)] = curve
+        plot_training_curves(curves, args.curves)
 
 
 if __name__ == "__main__":
