@@ -246,3 +246,25 @@ def test_ablation_table_and_trend():
     assert list(table["sink_ratio"]) == [2.05, 4.9, 13.95, 18.85] and list(table["d_head"]) == [4, 8, 16, 32]
     assert trend(table["d_head"], table["sink_ratio"]) == pytest.approx(1.0)
     assert trend(table["d_head"], -table["sink_ratio"]) == pytest.approx(-1.0)
+
+
+def _metrics_row(variant, table, d_head, sink, key0, spike, paper):
+    return {"variant": variant, "table": table, "paper": {"ppl": 10.0, "sink_ratio": paper[0], "spike": paper[1]},
+            "model_config": {"n_heads": 4, "d_head": d_head}, "ppl": 100.0, "sink_ratio": sink, "key0_mass_mean": key0,
+            "spike": spike, "spike_to_median": 10.0, "first_token_spike_to_median": 20.0, "spike_position": 0,
+            "spike_block": 2, "paper_setting": ""}
+
+
+def test_table6_claims_follow_the_measured_trends():
+    from spikesink.ablations.report import table_claims, table_frame
+
+    rising = [_metrics_row(f"dhead-{d}", "6", d, 0.0, k, s, p) for d, k, s, p in
+              ((8, 0.041, 30.0, (9.8, 315)), (16, 0.044, 31.0, (27.9, 829)), (64, 0.057, 33.0, (46.0, 3818)))]
+    claims = {c.claim: c for c in table_claims(table_frame(rising, "6"), "6", "test")}
+    assert not claims["sink ratio rises with d_head at fixed N_head"].holds  # flat at 0: no trend
+    assert claims["spike rises with d_head at fixed N_head"].holds
+    proxy = claims["attention on key 0 rises with d_head at fixed N_head (sink proxy)"]
+    assert proxy.holds and "8: 0.041" in proxy.ours
+    falling = [{**row, "key0_mass_mean": 0.1 - row["key0_mass_mean"]} for row in rising]
+    claims = {c.claim: c for c in table_claims(table_frame(falling, "6"), "6", "test")}
+    assert not claims["attention on key 0 rises with d_head at fixed N_head (sink proxy)"].holds
