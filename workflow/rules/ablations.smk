@@ -1,18 +1,17 @@
 # Section 4: small Llama-style models trained from scratch, one run per variant.
 ABL = config.get("ablations", {})
 ABL_DIR = f"results/ablations/{ABL.get('preset', 'tiny')}"
-ABL_CORPUS = ABL.get("corpus") or "resources/corpus/passages.jsonl"
-
-
-def ablation_corpus(wildcards=None):
-    """The passages file, when the ablations train on it (not for the hf or synthetic sources)."""
-    source = ABL.get("data", {}).get("source", "passages")
-    return {"corpus": ABL_CORPUS} if source == "passages" else {}
 
 
 wildcard_constraints:
     variant=r"[a-z0-9][a-z0-9-]*",
     table=r"[345678]",
+
+
+rule ablations:
+    """Target: the configured preset's Section 4 tables, claims and figures (snakemake ablations --configfile ...)."""
+    input:
+        ablation_outputs(),
 
 
 rule ablation_data:

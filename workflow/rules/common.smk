@@ -52,6 +52,14 @@ def ablation_tables():
     return {t: baseline + names for t, names in sorted(tables.items()) if t in TABLE_NAMES}
 
 
+def ablation_corpus(wildcards=None):
+    """The passages file, when the ablations train on it (not for the hf or synthetic sources)."""
+    ablations = config.get("ablations", {})
+    if ablations.get("data", {}).get("source", "passages") != "passages":
+        return {}
+    return {"corpus": ablations.get("corpus") or "resources/corpus/passages.jsonl"}
+
+
 def ablation_metrics(table):
     preset = config["ablations"].get("preset", "tiny")
     return expand("results/ablations/{preset}/{variant}/metrics.json", preset=preset, variant=ablation_tables()[table])
@@ -88,6 +96,20 @@ def all_outputs():
         *expand("figures/sinks/{model}_{name}.{ext}", model=MODELS, name=["key0_heatmap", "sinks_vs_spike", "tsne", "intervention"], ext=["pdf", "png"]),
         *expand("figures/vocab_probe/{model}.{ext}", model=MODELS, ext=["pdf", "png"]),
         *expand(mechanism_figure("{model}", "{ext}"), model=MODELS, ext=["pdf", "png"]),
+        *ablation_outputs(),
+    ]
+
+
+def ablation_outputs():
+    """Every Section 4 output of the configured preset.
+
+    The preset's claims files come first: their paths name the preset, so switching presets
+    makes them missing and reruns the tables, whose paper_tables/ paths do not name it (an
+    existing table whose inputs are merely missing would otherwise count as up to date).
+    """
+    preset = config.get("ablations", {}).get("preset", "tiny")
+    return [
+        *expand("results/ablations/{preset}/claims/{stem}.json", preset=preset, stem=ablation_table_stems()),
         *expand("paper_tables/{stem}.{ext}", stem=ablation_table_stems(), ext=["csv", "md", "tex"]),
         *(expand("figures/ablations/head_dim.{ext}", ext=["pdf", "png"]) if "6" in ablation_tables() else []),
         *(expand("figures/ablations/training_curves.{ext}", ext=["pdf", "png"]) if config.get("ablations", {}).get("variants") else []),
