@@ -51,7 +51,7 @@ def test_bayes_loss_is_below_a_bigram_only_predictor():
 
 
 def test_unknown_keys_and_bad_values_are_refused():
-    with pytest.raises(ValueError, match="unknown bigram_backcopy keys"):
+    with pytest.raises(ValueError, match="unknown bigram_backcopy config keys: n_token"):
         BigramBackcopy.from_dict({"n_token": 10})
     with pytest.raises(ValueError, match="n_triggers"):
         BigramBackcopy(n_tokens=4, n_triggers=3)

@@ -205,6 +205,12 @@ def data_fingerprint(source_id: str, vocab_size: int, heldout_frac: float, seed:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def is_complete_cache(cache: Path, fingerprint: str) -> bool:
+    """meta.json is written last, so its presence with the same fingerprint means a usable cache."""
+    meta_path = cache / "meta.json"
+    return meta_path.exists() and read_json(meta_path).get("fingerprint") == fingerprint
+
+
 def prepare_data(cache_dir: str | os.PathLike, vocab_size: int, heldout_frac: float = 0.1, seed: int = 0,
                  corpus_path: str | os.PathLike | None = None, hf: dict | None = None) -> TokenData:
     """Build (or reuse) the tokenizer and the train / held-out token files in `cache_dir`.
@@ -218,10 +224,8 @@ def prepare_data(cache_dir: str | os.PathLike, vocab_size: int, heldout_frac: fl
     source_id = f"sha256:{sha256_file(corpus_path)}" if corpus_path is not None else "hf:" + json.dumps(hf, sort_keys=True)
     fingerprint = data_fingerprint(source_id, vocab_size, heldout_frac, seed)
     meta_path = cache / "meta.json"
-    if meta_path.exists():
-        meta = read_json(meta_path)
-        if meta.get("fingerprint") == fingerprint:
-            return load_data(cache)
+    if is_complete_cache(cache, fingerprint):
+        return load_data(cache)
     cache.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(vocab_size)
 
@@ -282,7 +286,7 @@ def prepare_synthetic(cache_dir: str | os.PathLike, spec: "BigramBackcopy") -> T
     cache = Path(cache_dir)
     fingerprint = data_fingerprint("bigram_backcopy:" + json.dumps(spec.to_dict(), sort_keys=True), spec.vocab_size, 0.0, spec.seed)
     meta_path = cache / "meta.json"
-    if meta_path.exists() and read_json(meta_path).get("fingerprint") == fingerprint:
+    if is_complete_cache(cache, fingerprint):
         return load_data(cache)
     cache.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(spec.vocab_size)

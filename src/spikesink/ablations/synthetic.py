@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .configs import strict_from_dict
+
 SEPARATOR_ID = 0
 
 
@@ -47,10 +49,7 @@ class BigramBackcopy:
 
     @classmethod
     def from_dict(cls, values: dict) -> "BigramBackcopy":
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown bigram_backcopy keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**values)
+        return strict_from_dict(cls, values, "bigram_backcopy")
 
     def to_dict(self) -> dict:
         return asdict(self)
