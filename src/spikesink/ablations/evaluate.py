@@ -10,7 +10,8 @@
   the post-residual state, and the largest |h| at position 0 versus elsewhere. The spike is the
   largest post-residual magnitude over all blocks; spike_to_median divides it by the median of the
   same block. The first-token spike is the largest ratio, over blocks, of the top |h| at
-  position 0 to that block's median (the issue's ">= 100x median at the first token" test). Per-block series use the paper's numbering (block 2l-1 attention, 2l FFN) so the
+  position 0 to that block's median (the ">= 100x the median at the first token" test).
+  Per-block series use the paper's numbering (block 2l-1 attention, 2l FFN) so the
   lead's step-up / step-down detector applies unchanged.
 
 All statistics are accumulated in float32, whatever the model's dtype.

@@ -57,6 +57,12 @@ class BigramBackcopy:
     def triggers(self) -> np.ndarray:
         return np.arange(1, self.n_triggers + 1)
 
+    def trigger_mask(self) -> np.ndarray:
+        """(vocab_size,) bool, True at the trigger ids: index it with token ids."""
+        mask = np.zeros(self.vocab_size, dtype=bool)
+        mask[self.triggers()] = True
+        return mask
+
     def transitions(self) -> np.ndarray:
         """(n_tokens + 1, n_tokens + 1) row-stochastic matrix over ids; separator and trigger rows unused."""
         rng = np.random.default_rng([self.seed, 0])
@@ -72,8 +78,7 @@ def generate(spec: BigramBackcopy, n_docs: int, stream: int) -> np.ndarray:
     """
     rng = np.random.default_rng([spec.seed, stream])
     cumulative = np.cumsum(spec.transitions(), axis=1)
-    is_trigger = np.zeros(spec.vocab_size, dtype=bool)
-    is_trigger[spec.triggers()] = True
+    is_trigger = spec.trigger_mask()
     docs = np.zeros((n_docs, spec.doc_len), dtype=np.int64)
     docs[:, 0] = rng.integers(spec.n_triggers + 1, spec.vocab_size, size=n_docs)  # never start on a trigger
     for t in range(1, spec.doc_len):
@@ -96,12 +101,11 @@ def token_stream(spec: BigramBackcopy, n_tokens: int, stream: int) -> np.ndarray
 def bayes_loss(spec: BigramBackcopy, tokens: np.ndarray) -> float:
     """Mean next-token loss (nats) of the true generator on a token stream: the floor a model can reach.
 
-    Positions after a separator (document starts) and after a trigger preceded by a separator are
-    skipped; copies cost nothing, bigrams cost -log P(next | current).
+    Transitions into or out of a separator (document boundaries) are skipped; copies cost nothing,
+    bigrams cost -log P(next | current).
     """
     probs = spec.transitions()
-    is_trigger = np.zeros(spec.vocab_size, dtype=bool)
-    is_trigger[spec.triggers()] = True
+    is_trigger = spec.trigger_mask()
     current, nxt = tokens[:-1], tokens[1:]
     keep = (current != SEPARATOR_ID) & (nxt != SEPARATOR_ID)
     bigram = keep & ~is_trigger[current]
