@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spikesink.extract import ExtractionSettings, extract_block_stats
+from spikesink.extraction.block_stats import ExtractionSettings, extract_block_stats
 
 
 def load(args):
@@ -27,7 +27,7 @@ def load(args):
         path = Path(args.gguf)
         return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
                                                     attn_implementation="sdpa").eval()
-    from spikesink.loading import load_model
+    from spikesink.instrumentation.loading import load_model
 
     return load_model(args.model_dir, dtype="float32", device="cpu")[0]
 

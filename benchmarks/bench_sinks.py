@@ -72,7 +72,7 @@ def make_inputs(model_dir: str | None, gguf: str | None, text_file: str | None, 
 
 def forward(model, ids, variant: str):
     """One forward of `variant`; returns (logits, sink result or None)."""
-    from spikesink.sinks import SinkStatistics
+    from spikesink.extraction.sink_stats import SinkStatistics
 
     with torch.no_grad():
         if variant == "sdpa":

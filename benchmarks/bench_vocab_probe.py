@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     from spikesink.architecture import n_blocks
-    from spikesink.vocab_probe import default_probe_blocks, probe_peaks, vocab_probe
+    from spikesink.analyses.vocab_probe import default_probe_blocks, probe_peaks, vocab_probe
 
     t0 = time.perf_counter()
     model, tokenizer = load(args)

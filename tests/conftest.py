@@ -51,7 +51,7 @@ def rng():
 
 @pytest.fixture(scope="session")
 def planted():
-    from spikesink.planted import build_planted_llama
+    from spikesink.acquisition.planted import build_planted_llama
 
     # 5e3 on the first spike channel: ~3x the 1000x-median bar (median ~1.7), and still small
     # enough for the planted step-down block to cancel it cleanly

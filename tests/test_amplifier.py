@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spikesink.amplifier import (
+from spikesink.analyses.amplifier import (
     attention_vo_matrix,
     ffn_weights,
     position0_attention,
@@ -18,7 +18,7 @@ from spikesink.amplifier import (
     uk_norms_from_weights,
     uk_outliers,
 )
-from spikesink.planted import build_planted_llama
+from spikesink.acquisition.planted import build_planted_llama
 
 torch.set_num_threads(1)
 
@@ -126,7 +126,7 @@ def test_planted_position0_alignment(planted):
 
 
 def test_pipeline_entry_claims_and_figures(planted, tmp_path):
-    from spikesink.amplifier import amplifier_claims, run_amplifier
+    from spikesink.analyses.amplifier import amplifier_claims, run_amplifier
     from spikesink.figures_mechanism import plot_spectra, plot_uk_norms
 
     model, info = planted
@@ -151,10 +151,10 @@ def test_a_model_without_a_spike_gets_empty_results_and_placeholder_figures(tmp_
     """A life cycle with no step-up block (random model): every entry point runs, nothing is claimed."""
     import pandas as pd
 
-    from spikesink.amplifier import amplifier_claims, run_amplifier
+    from spikesink.analyses.amplifier import amplifier_claims, run_amplifier
     from spikesink.figures_mechanism import plot_cosine_collapse, plot_silu_regime, plot_spectra
-    from spikesink.rmsnorm_collapse import collapse_claims, run_collapse
-    from spikesink.silu_regime import run_silu_regime, silu_claims
+    from spikesink.analyses.rmsnorm_collapse import collapse_claims, run_collapse
+    from spikesink.analyses.silu_regime import run_silu_regime, silu_claims
 
     model = tiny_random()
     lifecycle = {"step_up": [], "step_down": [], "spike_channels": [], "plateau": None}

@@ -21,7 +21,10 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from spikesink import corpus, rdata
+from spikesink.acquisition import corpus
+from spikesink.extraction import prompts
+
+from spikesink.acquisition import rdata
 from spikesink.io import sha256_file
 
 # --------------------------------------------------------------------------- fixtures
@@ -309,7 +312,7 @@ def test_sample_prompts_shapes_starts_and_bos(add_bos, bos_tok, plain_tok):
     tok = bos_tok if add_bos else plain_tok
     passages = make_passages()
     seq_len = 300  # spans 2-5 passages of one document
-    ids, meta = corpus.sample_prompts(passages, tok, n_prompts=12, seq_len=seq_len, seed=3)
+    ids, meta = prompts.sample_prompts(passages, tok, n_prompts=12, seq_len=seq_len, seed=3)
     assert ids.shape == (12, seq_len) and ids.dtype == np.int64
     assert len(meta) == 12
     by_key = {(p["doc"], p["index"]): p for p in passages}
@@ -333,22 +336,22 @@ def test_sample_prompts_shapes_starts_and_bos(add_bos, bos_tok, plain_tok):
 
 def test_sample_prompts_is_deterministic_in_the_seed(bos_tok):
     passages = make_passages()
-    a, meta_a = corpus.sample_prompts(passages, bos_tok, 8, 128, seed=11)
-    b, meta_b = corpus.sample_prompts(passages, bos_tok, 8, 128, seed=11)
-    c, _ = corpus.sample_prompts(passages, bos_tok, 8, 128, seed=12)
+    a, meta_a = prompts.sample_prompts(passages, bos_tok, 8, 128, seed=11)
+    b, meta_b = prompts.sample_prompts(passages, bos_tok, 8, 128, seed=11)
+    c, _ = prompts.sample_prompts(passages, bos_tok, 8, 128, seed=12)
     np.testing.assert_array_equal(a, b)
     assert meta_a == meta_b
     assert not np.array_equal(a, c)
     # input order of the passages does not matter, only (doc, index)
     shuffled = list(reversed(passages[:40])) + passages[40:]
-    d, _ = corpus.sample_prompts(shuffled, bos_tok, 8, 128, seed=11)
+    d, _ = prompts.sample_prompts(shuffled, bos_tok, 8, 128, seed=11)
     np.testing.assert_array_equal(a, d)
 
 
 def test_prompts_do_not_cross_documents(plain_tok):
     long_doc = make_passages(n_docs=1, per_doc=30)
     short_doc = [{"doc": "short", "index": i, "text": f"Tiny passage {i} of short doc."} for i in range(3)]
-    ids, meta = corpus.sample_prompts(short_doc + long_doc, plain_tok, 6, 400, seed=0)
+    ids, meta = prompts.sample_prompts(short_doc + long_doc, plain_tok, 6, 400, seed=0)
     assert {m["doc"] for m in meta} == {"doc0"}
     assert ids.shape == (6, 400)
 
@@ -356,15 +359,15 @@ def test_prompts_do_not_cross_documents(plain_tok):
 def test_sample_prompts_errors(bos_tok):
     passages = make_passages(n_docs=1, per_doc=10)
     with pytest.raises(corpus.CorpusError, match="empty"):
-        corpus.sample_prompts([], bos_tok, 2, 16, seed=0)
+        prompts.sample_prompts([], bos_tok, 2, 16, seed=0)
     with pytest.raises(corpus.CorpusError, match=r"extraction\.seq_len = 4096.*2048"):
-        corpus.sample_prompts(passages, bos_tok, 2, 4096, seed=0, max_positions=2048)
+        prompts.sample_prompts(passages, bos_tok, 2, 4096, seed=0, max_positions=2048)
     with pytest.raises(corpus.CorpusError, match=r"not enough text for 20 prompts x 256"):
-        corpus.sample_prompts(passages, bos_tok, 20, 256, seed=0)
+        prompts.sample_prompts(passages, bos_tok, 20, 256, seed=0)
     with pytest.raises(corpus.CorpusError, match="must be positive"):
-        corpus.sample_prompts(passages, bos_tok, 0, 16, seed=0)
+        prompts.sample_prompts(passages, bos_tok, 0, 16, seed=0)
     # exactly at the limit is fine
-    ids, _ = corpus.sample_prompts(passages, bos_tok, 1, 64, seed=0, max_positions=64)
+    ids, _ = prompts.sample_prompts(passages, bos_tok, 1, 64, seed=0, max_positions=64)
     assert ids.shape == (1, 64)
 
 
@@ -376,13 +379,13 @@ def test_sample_sentences():
         {"doc": "d", "index": i, "text": f"Sentence number {i} is here. Mr. Smith read item {i} aloud! Short."}
         for i in range(30)
     ]
-    picks = corpus.sample_sentences(passages, 25, seed=5)
+    picks = prompts.sample_sentences(passages, 25, seed=5)
     assert len(picks) == 25 and len(set(picks)) == 25
-    assert picks == corpus.sample_sentences(passages, 25, seed=5)
-    assert picks != corpus.sample_sentences(passages, 25, seed=6)
+    assert picks == prompts.sample_sentences(passages, 25, seed=5)
+    assert picks != prompts.sample_sentences(passages, 25, seed=6)
     assert all(len(s) >= 20 for s in picks)  # "Short." is filtered out
     assert any(s.startswith("Mr. Smith read item") for s in picks)
     with pytest.raises(corpus.CorpusError, match="not enough sentences: asked for 61"):
-        corpus.sample_sentences(passages, 61, seed=0)
+        prompts.sample_sentences(passages, 61, seed=0)
     with pytest.raises(corpus.CorpusError, match="empty"):
-        corpus.sample_sentences([], 1, seed=0)
+        prompts.sample_sentences([], 1, seed=0)

@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_model
 from spikesink import metrics
 from spikesink.architecture import UnsupportedArchitectureError, decoder_layers
-from spikesink.extract import OUTPUT, RESIDUAL, ExtractionSettings, extract_block_stats, load_block_stats, save_block_stats
+from spikesink.extraction.block_stats import OUTPUT, RESIDUAL, ExtractionSettings, extract_block_stats, load_block_stats, save_block_stats
 
 
 def full_states(model, input_ids):
@@ -143,7 +143,7 @@ def test_bfloat16_model_gives_float32_statistics():
 
 
 def test_sinks_from_the_same_forward_match_a_standalone_pass():
-    from spikesink.sinks import sink_statistics
+    from spikesink.extraction.sink_stats import sink_statistics
 
     model = tiny_model("qwen3", head_dim=8)
     ids = np.random.default_rng(3).integers(0, 128, size=(4, 16))

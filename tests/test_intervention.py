@@ -9,14 +9,14 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from spikesink.intervention import (
+from spikesink.analyses.intervention import (
     intervention_module,
     intervention_table,
     replacement_values,
     spike_intervention,
     spike_token_mask,
 )
-from spikesink.sinks import sink_statistics
+from spikesink.extraction.sink_stats import sink_statistics
 
 torch.set_num_threads(1)
 CHANNELS = [3, 17]

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import tiny_config_dict
-from spikesink.acquire import acquire_model
-from spikesink.loading import (
+from spikesink.acquisition.models import acquire_model
+from spikesink.instrumentation.loading import (
     ModelLoadError,
     load_model,
     max_positions,
@@ -55,7 +55,7 @@ def test_load_model_returns_eval_float32_model_tokenizer_and_manifest(model_dir)
 
 
 def test_bfloat16_on_cpu_is_allowed_with_a_warning(model_dir, caplog):
-    with caplog.at_level(logging.WARNING, logger="spikesink.loading"):
+    with caplog.at_level(logging.WARNING, logger="spikesink.instrumentation.loading"):
         model, _, _ = load_model(model_dir, dtype="bfloat16", device="cpu")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert "bfloat16 on CPU" in caplog.text

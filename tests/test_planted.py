@@ -10,7 +10,7 @@ import torch
 
 from spikesink.architecture import decoder_layers
 from spikesink.metrics import is_massive
-from spikesink.planted import build_planted_llama, planted_tokenizer, save_planted
+from spikesink.acquisition.planted import build_planted_llama, planted_tokenizer, save_planted
 
 torch.set_num_threads(1)
 

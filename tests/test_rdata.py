@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 import pytest
 
-from spikesink import rdata
+from spikesink.acquisition import rdata
 
 # --- low-level builders: one function per wire element of serialize.c ---------------
 

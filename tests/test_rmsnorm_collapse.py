@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from spikesink.planted import build_planted_llama, planted_tokenizer
-from spikesink.rmsnorm_collapse import (
+from spikesink.acquisition.planted import build_planted_llama, planted_tokenizer
+from spikesink.analyses.rmsnorm_collapse import (
     collapse_summary,
     collect_spike_states,
     cosine_matrices,
@@ -20,7 +20,7 @@ from spikesink.rmsnorm_collapse import (
     rmsnorm_bound,
     spike_mask_at,
 )
-from spikesink.silu_regime import batches_from_sequences
+from spikesink.analyses.silu_regime import batches_from_sequences
 
 torch.set_num_threads(1)
 
@@ -140,7 +140,7 @@ def test_delimiters_attend_to_themselves_in_the_first_layer(planted):
 
 def test_pipeline_entry_claims_and_figure(planted, tmp_path):
     from spikesink.figures_mechanism import plot_cosine_collapse
-    from spikesink.rmsnorm_collapse import collapse_claims, is_delimiter_text, run_collapse
+    from spikesink.analyses.rmsnorm_collapse import collapse_claims, is_delimiter_text, run_collapse
 
     model, info, tok, seqs = planted
     ids = np.array([(s + list(b" filler text"))[:24] for s in seqs])

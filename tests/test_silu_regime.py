@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spikesink.planted import build_planted_llama, planted_tokenizer
-from spikesink.silu_regime import batches_from_sequences, silu_alignment, silu_regime, summarize_silu
+from spikesink.acquisition.planted import build_planted_llama, planted_tokenizer
+from spikesink.analyses.silu_regime import batches_from_sequences, silu_alignment, silu_regime, summarize_silu
 
 torch.set_num_threads(1)
 
@@ -75,7 +75,7 @@ def test_attention_blocks_are_refused():
 
 def test_pipeline_entry_claims_and_figure(regime, tmp_path):
     from spikesink.figures_mechanism import plot_silu_regime
-    from spikesink.silu_regime import silu_claims
+    from spikesink.analyses.silu_regime import silu_claims
 
     frame, _, _ = regime
     steps = frame[frame.block != 6]

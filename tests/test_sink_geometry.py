@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
-from spikesink.sink_geometry import (
+from spikesink.analyses.sink_geometry import (
     HeadChoice,
     QKCapture,
     choose_heads,
@@ -19,7 +19,7 @@ from spikesink.sink_geometry import (
     spectrum,
     tsne_table,
 )
-from spikesink.sinks import sink_statistics
+from spikesink.extraction.sink_stats import sink_statistics
 
 torch.set_num_threads(1)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from spikesink.sink_report import sink_claims
+from spikesink.analyses.sink_report import sink_claims
 
 
 def tables(sink_mass):

@@ -11,7 +11,7 @@ from transformers import LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM,
 
 from conftest import tiny_config
 from spikesink import metrics
-from spikesink.sinks import (
+from spikesink.extraction.sink_stats import (
     ATTN_IMPLEMENTATION,
     AttentionRoutingError,
     SinkStatistics,

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from spikesink.architecture import decoder_layers
-from spikesink.planted import build_planted_llama, planted_tokenizer
-from spikesink.vocab_probe import block_taps, default_probe_blocks, probe_peaks, run_until, vocab_probe
+from spikesink.acquisition.planted import build_planted_llama, planted_tokenizer
+from spikesink.analyses.vocab_probe import block_taps, default_probe_blocks, probe_peaks, run_until, vocab_probe
 
 torch.set_num_threads(1)
 
@@ -105,7 +105,7 @@ def test_bad_blocks_are_refused(planted):
 
 def test_pipeline_entry_claims_table_and_figure(planted, tmp_path):
     from spikesink.figures_mechanism import plot_vocab_probe
-    from spikesink.vocab_probe import run_vocab_probe, table2, vocab_probe_claims
+    from spikesink.analyses.vocab_probe import run_vocab_probe, table2, vocab_probe_claims
 
     model, info, tokenizer = planted
     lifecycle = {"plateau": [4, 9], "median_by_block": [1.0] * 12}
@@ -134,7 +134,7 @@ def test_bfloat16_model_gives_float32_statistics():
 
 
 def test_plateau_start_probes_the_first_plateau_blocks_only():
-    from spikesink.vocab_probe import probe_blocks_from_lifecycle
+    from spikesink.analyses.vocab_probe import probe_blocks_from_lifecycle
 
     assert probe_blocks_from_lifecycle({"plateau": [24, 57]}, 60, "plateau_start") == [24, 25, 26, 27]
     assert probe_blocks_from_lifecycle({"plateau": [4, 5]}, 12, "plateau_start") == [4, 5]

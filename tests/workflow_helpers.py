@@ -71,7 +71,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True, configfile: Path | 
 
 def write_inputs(directory: Path) -> tuple[Path, Path]:
     """Write the planted model and the text corpus once; return (model dir, text dir)."""
-    from spikesink.planted import save_planted
+    from spikesink.acquisition.planted import save_planted
 
     model_dir, texts = directory / "planted_model", directory / "texts"
     if not model_dir.exists():

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 # the torch-free settings module: the workflow imports this file while it builds its DAG
-from .settings import ExtractionSettings, LifecycleSettings
+from spikesink.settings import ExtractionSettings, LifecycleSettings
 
 
 class ConfigError(ValueError):

@@ -8,9 +8,9 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .extract import OUTPUT, RESIDUAL, BlockStats
-from .lifecycle import Lifecycle
-from .plotting import PALETTE, apply_style, save_figure
+from spikesink.extraction.block_stats import OUTPUT, RESIDUAL, BlockStats
+from spikesink.analyses.lifecycle import Lifecycle
+from spikesink.plotting import PALETTE, apply_style, save_figure
 
 
 def _panel(ax, stats: BlockStats, kind: int, lc: Lifecycle, show_median: bool, top_k: int) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 
-from .plotting import PALETTE, apply_style, save_figure
+from spikesink.plotting import PALETTE, apply_style, save_figure
 
 
 def _placeholder(path: str | os.PathLike, title: str, message: str) -> list:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 # the defaults live in the torch-free settings module (read when the workflow builds its DAG)
-from .settings import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO, DEFAULT_SINK_EPS  # noqa: F401
+from spikesink.settings import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO, DEFAULT_SINK_EPS  # noqa: F401
 
 
 def is_massive(magnitude, median, floor: float = DEFAULT_FLOOR, median_ratio: float = DEFAULT_MEDIAN_RATIO):

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # figures are files; never open a window (also on headles
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .io import atomic_path  # noqa: E402
+from spikesink.io import atomic_path  # noqa: E402
 
 PALETTE = {
     "top1": "#b2182b",

@@ -14,8 +14,8 @@ from typing import Iterable
 
 import pandas as pd
 
-from .io import read_json, write_json
-from .tables import write_table
+from spikesink.io import read_json, write_json
+from spikesink.tables import write_table
 
 COLUMNS = ["section", "claim", "model", "paper", "ours", "holds", "tolerance"]
 

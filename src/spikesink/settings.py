@@ -3,8 +3,8 @@
 The workflow reads these while it builds its DAG (spikesink.config, imported by
 workflow/rules/common.smk), so importing this module must not import torch (nor transformers);
 tests/test_imports.py checks that. The modules that use them re-export them:
-`spikesink.metrics` the defaults, `spikesink.extract` ExtractionSettings and
-`spikesink.lifecycle` LifecycleSettings.
+`spikesink.metrics` the defaults, `spikesink.extraction.block_stats` ExtractionSettings and
+`spikesink.analyses.lifecycle` LifecycleSettings.
 """
 
 from __future__ import annotations

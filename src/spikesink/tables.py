@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import write_text
+from spikesink.io import write_text
 
 
 def _format(value) -> str:

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from spikesink import corpus
+from spikesink.acquisition import corpus
 from spikesink.logs import snakemake_logger
 
 log = snakemake_logger(snakemake)

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from spikesink.acquire import acquire_model
+from spikesink.acquisition.models import acquire_model
 from spikesink.logs import snakemake_logger
 
 log = snakemake_logger(snakemake)

@@ -1,8 +1,9 @@
-from spikesink import corpus
+from spikesink.acquisition import corpus
+from spikesink.extraction import prompts
 from spikesink.config import extraction_settings
-from spikesink.extract import extract_block_stats, save_block_stats
+from spikesink.extraction.block_stats import extract_block_stats, save_block_stats
 from spikesink.io import write_json, write_npz
-from spikesink.loading import load_model, max_positions
+from spikesink.instrumentation.loading import load_model, max_positions
 from spikesink.logs import snakemake_logger
 
 log = snakemake_logger(snakemake)
@@ -11,7 +12,7 @@ ext = snakemake.params.extraction
 # fails here instead of producing statistics of the wrong weights
 model, tokenizer, manifest = load_model(snakemake.input.model, dtype=snakemake.params.dtype, device=ext["device"],
                                         verify=ext["verify_weights"])
-input_ids, prompt_meta = corpus.sample_prompts(
+input_ids, prompt_meta = prompts.sample_prompts(
     corpus.read_passages(snakemake.input.passages),
     tokenizer,
     n_prompts=ext["n_prompts"],

@@ -1,8 +1,8 @@
 from spikesink.config import lifecycle_settings
-from spikesink.extract import load_block_stats
+from spikesink.extraction.block_stats import load_block_stats
 from spikesink.io import write_json
-from spikesink.lifecycle import detect_lifecycle
-from spikesink.lifecycle_report import lifecycle_claims
+from spikesink.analyses.lifecycle import detect_lifecycle
+from spikesink.analyses.lifecycle_report import lifecycle_claims
 from spikesink.logs import snakemake_logger
 from spikesink.scorecard import write_claims
 

@@ -1,13 +1,14 @@
 import torch
 
-from spikesink import corpus
-from spikesink.amplifier import amplifier_claims, run_amplifier
+from spikesink.acquisition import corpus
+from spikesink.extraction import prompts
+from spikesink.analyses.amplifier import amplifier_claims, run_amplifier
 from spikesink.io import read_json, write_json, write_npz, write_parquet, write_text
-from spikesink.loading import load_model
+from spikesink.instrumentation.loading import load_model
 from spikesink.logs import snakemake_logger
-from spikesink.rmsnorm_collapse import collapse_claims, run_collapse
+from spikesink.analyses.rmsnorm_collapse import collapse_claims, run_collapse
 from spikesink.scorecard import write_claims
-from spikesink.silu_regime import run_silu_regime, silu_claims
+from spikesink.analyses.silu_regime import run_silu_regime, silu_claims
 
 log = snakemake_logger(snakemake)
 mech, spike, out = snakemake.params.mech, snakemake.params.spike, snakemake.output
@@ -19,7 +20,7 @@ claims = []
 
 # Fig 3/4/8: first tokens of many prompts (BOS dropped so that they differ)
 amp_cfg = mech["amplifier"]
-ids, meta = corpus.sample_prompts(passages, tokenizer, n_prompts=amp_cfg["n_prompts"], seq_len=4, seed=amp_cfg["seed"])
+ids, meta = prompts.sample_prompts(passages, tokenizer, n_prompts=amp_cfg["n_prompts"], seq_len=4, seed=amp_cfg["seed"])
 if meta[0]["bos_added"]:
     ids = ids[:, 1:]
 amp = run_amplifier(model, lifecycle, torch.as_tensor(ids), n_control=amp_cfg["n_control"], seed=amp_cfg["seed"])
@@ -31,7 +32,7 @@ log.info("amplifier done")
 
 # Fig 5 and delimiters
 col_cfg = mech["collapse"]
-ids, meta = corpus.sample_prompts(passages, tokenizer, n_prompts=col_cfg["n_prompts"], seq_len=col_cfg["seq_len"], seed=col_cfg["seed"])
+ids, meta = prompts.sample_prompts(passages, tokenizer, n_prompts=col_cfg["n_prompts"], seq_len=col_cfg["seq_len"], seed=col_cfg["seed"])
 col = run_collapse(model, tokenizer, ids, lifecycle, bos_added=bool(meta[0]["bos_added"]),
                    floor=spike["floor"], median_ratio=spike["median_ratio"], seed=col_cfg["seed"])
 write_json(out.collapse, col["summary"])
@@ -43,7 +44,7 @@ log.info("collapse done")
 
 # Fig 2 on sentences, as the paper does
 silu_cfg = mech["silu"]
-sentences = corpus.sample_sentences(passages, silu_cfg["n_sentences"], seed=silu_cfg["seed"])
+sentences = prompts.sample_sentences(passages, silu_cfg["n_sentences"], seed=silu_cfg["seed"])
 sequences = [tokenizer(s)["input_ids"] for s in sentences]
 silu = run_silu_regime(model, sequences, lifecycle, pad_id=tokenizer.pad_token_id or 0,
                        floor=spike["floor"], median_ratio=spike["median_ratio"])

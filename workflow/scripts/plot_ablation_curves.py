@@ -4,5 +4,7 @@ from spikesink.ablations.report import plot_training_curves
 from spikesink.logs import snakemake_logger
 
 snakemake_logger(snakemake)
-curves = {name: pd.read_csv(path) for name, path in zip(snakemake.params.variants, snakemake.input.curves)}
+curves = {}  # variant -> one curve per seed (same colour)
+for name, path in zip(snakemake.params.variants, snakemake.input.curves):
+    curves.setdefault(name, []).append(pd.read_csv(path))
 plot_training_curves(curves, snakemake.output.pdf)

@@ -1,7 +1,7 @@
-from spikesink.extract import load_block_stats
+from spikesink.extraction.block_stats import load_block_stats
 from spikesink.figures_lifecycle import plot_lifecycle_grid
 from spikesink.io import read_json
-from spikesink.lifecycle import Lifecycle
+from spikesink.analyses.lifecycle import Lifecycle
 from spikesink.logs import snakemake_logger
 
 snakemake_logger(snakemake)

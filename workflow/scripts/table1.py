@@ -1,8 +1,8 @@
 from pathlib import Path
 
 from spikesink.io import read_json
-from spikesink.lifecycle import Lifecycle
-from spikesink.lifecycle_report import table1, table1_row
+from spikesink.analyses.lifecycle import Lifecycle
+from spikesink.analyses.lifecycle_report import table1, table1_row
 from spikesink.logs import snakemake_logger
 from spikesink.tables import write_table
 

@@ -3,7 +3,7 @@ from pathlib import Path
 from spikesink.io import read_json
 from spikesink.logs import snakemake_logger
 from spikesink.tables import write_table
-from spikesink.vocab_probe import table2
+from spikesink.analyses.vocab_probe import table2
 
 snakemake_logger(snakemake)
 rows = [

@@ -1,8 +1,8 @@
 from spikesink.io import read_json, write_json, write_parquet
-from spikesink.loading import load_model
+from spikesink.instrumentation.loading import load_model
 from spikesink.logs import snakemake_logger
 from spikesink.scorecard import write_claims
-from spikesink.vocab_probe import run_vocab_probe, vocab_probe_claims
+from spikesink.analyses.vocab_probe import run_vocab_probe, vocab_probe_claims
 
 log = snakemake_logger(snakemake)
 probe, spike = snakemake.params.probe, snakemake.params.spike

@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import metrics
-from .architecture import block_kind
-from .extract import OUTPUT, RESIDUAL, BlockStats
-from .settings import LifecycleSettings
+from spikesink import metrics
+from spikesink.architecture import block_kind
+from spikesink.extraction.block_stats import OUTPUT, RESIDUAL, BlockStats
+from spikesink.settings import LifecycleSettings
 
 
 @dataclass

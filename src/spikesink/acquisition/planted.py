@@ -60,8 +60,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .architecture import block_kind, block_layer
-from .io import atomic_path, sha256_file, write_json
+from spikesink.architecture import block_kind, block_layer
+from spikesink.io import atomic_path, sha256_file, write_json
 
 DEFAULT_SPIKE_CHANNELS = (7, 23)
 DEFAULT_CHANNEL_RATIO = (1.0, -0.5)
@@ -346,7 +346,7 @@ def save_planted(directory: str | os.PathLike, **build_kwargs) -> dict:
         weights = sorted(p.name for p in tmp.glob("*.safetensors"))
         manifest = {
             "source": "planted",
-            "builder": "spikesink.planted.build_planted_llama",
+            "builder": "spikesink.acquisition.planted.build_planted_llama",
             "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in build_kwargs.items()},
             "dtype": "float32",
             "bos": False,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .scorecard import Claim
+from spikesink.scorecard import Claim
 
 SECTION = "3.2 sinks"
 

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .sinks import AttentionObserver
+from spikesink.extraction.sink_stats import AttentionObserver
 
 ROLES = ("sink", "non_sink")
 KINDS = ("q(n)", "k(n)", "k(s)")  # non-sink queries, non-sink keys, sink keys (paper Fig 6 legend)

@@ -37,9 +37,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import metrics
-from .architecture import block_kind, block_layer, decoder_layers, first_tensor, n_blocks
-from .sinks import SinkStatistics
+from spikesink import metrics
+from spikesink.architecture import block_kind, block_layer, decoder_layers, first_tensor, n_blocks
+from spikesink.extraction.sink_stats import SinkStatistics
 
 MODES = ("zero", "mean")
 SITES = ("block_output", "residual")

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import metrics
-from .architecture import decoder_layers, first_tensor, n_blocks
-from .settings import ExtractionSettings
+from spikesink import metrics
+from spikesink.architecture import decoder_layers, first_tensor, n_blocks
+from spikesink.settings import ExtractionSettings
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def extract_block_stats(
     try:
         with contextlib.ExitStack() as stack:
             if collect_sinks:
-                from .sinks import SinkStatistics
+                from spikesink.extraction.sink_stats import SinkStatistics
 
                 # spike tokens flagged by the residual hooks of earlier blocks of this forward
                 sinks = stack.enter_context(SinkStatistics(model, acc.running_spike_mask, eps=sink_eps))
@@ -284,13 +284,13 @@ def extract_block_stats(
 
 
 def save_block_stats(stats: BlockStats, npz_path, json_path) -> None:
-    from .io import write_json, write_npz
+    from spikesink.io import write_json, write_npz
 
     write_npz(npz_path, **stats.to_arrays())
     write_json(json_path, stats.meta)
 
 
 def load_block_stats(npz_path, json_path) -> BlockStats:
-    from .io import load_npz, read_json
+    from spikesink.io import load_npz, read_json
 
     return BlockStats.from_arrays(load_npz(npz_path), read_json(json_path))

@@ -19,9 +19,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .architecture import block_kind, block_layer, decoder_layers
-from .metrics import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO, is_massive
-from .vocab_probe import StopForward, run_until
+from spikesink.architecture import block_kind, block_layer, decoder_layers
+from spikesink.metrics import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO, is_massive
+from spikesink.analyses.vocab_probe import StopForward, run_until
 
 
 def silu_alignment(x: torch.Tensor, act=F.silu) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,7 +190,7 @@ def run_silu_regime(model, sequences: Sequence[Sequence[int]], lifecycle: Mappin
 
 def silu_claims(model: str, frame: pd.DataFrame, min_cos: float = 0.9, min_norm_ratio: float = 0.8) -> list:
     """Near-identity SiLU for spike tokens in every step block, and closer to identity than others."""
-    from .scorecard import Claim
+    from spikesink.scorecard import Claim
 
     if frame.empty:
         return []

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import __version__
-from .architecture import SUPPORTED_MODEL_TYPES
-from .io import atomic_path, read_json, sha256_file, write_json
+from spikesink import __version__
+from spikesink.architecture import SUPPORTED_MODEL_TYPES
+from spikesink.io import atomic_path, read_json, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -726,7 +726,7 @@ def _build_random(name: str, spec: dict, staged: Path, cache_dir: Path) -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .tokenizer_bytes import build_byte_tokenizer
+    from spikesink.acquisition.tokenizer_bytes import build_byte_tokenizer
 
     model_type = spec.get("model_type")
     _check_model_type(name, model_type, "model_type")

@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .architecture import block_layer, decoder_layers, rms_norm_eps
-from .metrics import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO, is_massive
-from .vocab_probe import StopForward, block_taps, run_until
+from spikesink.architecture import block_layer, decoder_layers, rms_norm_eps
+from spikesink.metrics import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO, is_massive
+from spikesink.analyses.vocab_probe import StopForward, block_taps, run_until
 
 # ------------------------------------------------------------------------------------------
 # Pure functions
@@ -199,7 +199,7 @@ def next_norm(model, block: int) -> tuple[torch.Tensor, float]:
     elif layer + 1 < len(layers):
         norm = layers[layer + 1].input_norm
     else:
-        from .architecture import base_model
+        from spikesink.architecture import base_model
 
         norm = base_model(model).norm
     return norm.weight.detach().float().cpu(), rms_norm_eps(norm)
@@ -408,7 +408,7 @@ def run_collapse(model, tokenizer, input_ids: np.ndarray, lifecycle: Mapping, bo
 def collapse_claims(model: str, summary: Mapping, self_attention: pd.DataFrame | None = None,
                     min_cos_after: float = 0.95, min_energy_share: float = 0.5) -> list:
     """Fig 5 claims: collapse, the RMSNorm bound, sparsity; delimiters when any spike."""
-    from .scorecard import Claim
+    from spikesink.scorecard import Claim
 
     if "cos_after" not in summary:
         return []

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import paper
-from .architecture import block_kind
-from .lifecycle import Lifecycle
-from .scorecard import Claim
+from spikesink import paper
+from spikesink.architecture import block_kind
+from spikesink.analyses.lifecycle import Lifecycle
+from spikesink.scorecard import Claim
 
 SECTION = "3.1 life cycle"
 

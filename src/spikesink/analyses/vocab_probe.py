@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .architecture import base_model, block_kind, block_layer, decoder_layers, first_tensor, n_blocks
-from .metrics import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO, is_massive
+from spikesink.architecture import base_model, block_kind, block_layer, decoder_layers, first_tensor, n_blocks
+from spikesink.metrics import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO, is_massive
 
 DEFAULT_PREFIX = "The following text is plain English.\n"
 
@@ -429,8 +429,8 @@ def run_vocab_probe(model, tokenizer, lifecycle: Mapping | None = None, blocks: 
 def vocab_probe_claims(model: str, summary: Mapping, paper_model: str | None = None, min_ratio_pos0: float = 0.95,
                        max_ratio_later: float = 0.05, min_auroc: float = 0.7) -> list:
     """Table 2 claims: nearly every id spikes at position 0, rarely later; exceptions sit near init."""
-    from . import paper
-    from .scorecard import Claim
+    from spikesink import paper
+    from spikesink.scorecard import Claim
 
     ref = paper.TABLE2.get(paper_model or "")
     paper_text = (f"{ref['spike_tokens']:,}/{ref['vocab']:,} ({100 * ref['spike_tokens'] / ref['vocab']:.2f}%)"
@@ -461,7 +461,7 @@ def vocab_probe_claims(model: str, summary: Mapping, paper_model: str | None = N
 
 def table2(rows: Sequence[Mapping]) -> pd.DataFrame:
     """Table 2 with the paper's rows beside ours. rows: dicts with model, paper_model, summary."""
-    from . import paper
+    from spikesink import paper
 
     out, present = [], set()
     for row in rows:

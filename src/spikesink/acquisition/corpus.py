@@ -1,9 +1,9 @@
-"""Evaluation text: acquire a corpus, split it into passages/sentences, sample prompts.
+"""Evaluation text: acquire a corpus and split it into passages and sentences.
 
 Why this shape: every analysis needs the same fixed, hash-pinned token batches. The
 corpus is acquired once into ``passages.jsonl`` (one paragraph per line, in reading
 order) plus a ``manifest.json`` with provenance and checksums; prompts are then sampled
-deterministically from a seed. The paper's prompts start at text starts, so every prompt
+deterministically from a seed (``spikesink.extraction.prompts``). The paper's prompts start at text starts, so every prompt
 starts at the start of a passage, and the tokenizer's own special-token behaviour is kept
 (Llama tokenizers prepend a BOS, Qwen/SmolLM2 ones do not), which decides what sits at
 position 0, the position where spikes and sinks live.
@@ -26,9 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import numpy as np
 
-from spikesink import rdata
+from spikesink.acquisition import rdata
 from spikesink.io import atomic_path, sha256_file, write_json
 
 JANEAUSTEN_PACKAGE = "r-cran-janeaustenr"
@@ -417,170 +416,3 @@ def acquire_janeausten(
         "min_chars": min_chars,
     }
     return write_corpus(docs, out_dir, provenance)
-
-
-# ---------------------------------------------------------------------------- sampling
-
-
-def _ordered_docs(passages: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Group passages by doc (first-appearance order), each doc sorted by passage index."""
-    docs: dict[str, list[dict[str, Any]]] = {}
-    for record in passages:
-        docs.setdefault(record["doc"], []).append(record)
-    for records in docs.values():
-        records.sort(key=lambda r: r["index"])
-    return docs
-
-
-def _encode(tokenizer, text: str, add_special_tokens: bool) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
-
-
-def special_token_layout(tokenizer) -> tuple[int, int]:
-    """How many special tokens the tokenizer adds before and after a text by default.
-
-    Measured on a probe string rather than read from the tokenizer's config, because the
-    post-processor (not a flag) decides: Llama-2/3 prepend a BOS, Qwen/SmolLM2 add none.
-    """
-    probe = "The quick brown fox."
-    plain = _encode(tokenizer, probe, add_special_tokens=False)
-    full = _encode(tokenizer, probe, add_special_tokens=True)
-    if not plain:
-        raise CorpusError("the tokenizer encodes a plain sentence to no tokens")
-    for prefix in range(len(full) - len(plain) + 1):
-        if full[prefix : prefix + len(plain)] == plain:
-            return prefix, len(full) - len(plain) - prefix
-    raise CorpusError("cannot locate the text tokens inside the tokenizer's special-token output")
-
-
-def sample_prompts(
-    passages: Sequence[dict[str, Any]],
-    tokenizer,
-    n_prompts: int,
-    seq_len: int,
-    seed: int,
-    max_positions: int | None = None,
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Draw ``n_prompts`` token sequences of exactly ``seq_len`` tokens, reproducibly.
-
-    Each prompt starts at the start of a passage (the paper's prompts start at text
-    starts); that passage and the following ones of the same document are joined with
-    blank lines until the tokenized text reaches ``seq_len`` tokens, then cut to
-    ``seq_len``. Special tokens follow the tokenizer's default (``add_special_tokens``),
-    and the meta records ``bos_added`` and the first token id per prompt. Starting passages
-    are drawn with ``numpy.random.default_rng(seed)``; prompts never share a passage, so
-    they are distinct, non-overlapping samples. Returns int64 ids (n_prompts, seq_len)
-    and one meta dict per prompt.
-    """
-    if n_prompts <= 0 or seq_len <= 0:
-        raise CorpusError(f"n_prompts ({n_prompts}) and seq_len ({seq_len}) must be positive")
-    if max_positions is not None and seq_len > max_positions:
-        raise CorpusError(
-            f"extraction.seq_len = {seq_len} exceeds the model's maximum number of positions "
-            f"({max_positions}); lower extraction.seq_len to at most {max_positions}"
-        )
-    if not passages:
-        raise CorpusError("the corpus is empty: no passages to sample prompts from")
-    docs = _ordered_docs(passages)
-    n_prefix, n_suffix = special_token_layout(tokenizer)
-    bos_id = getattr(tokenizer, "bos_token_id", None)
-    flat = [(doc, pos) for doc, records in docs.items() for pos in range(len(records))]
-    order = np.random.default_rng(seed).permutation(len(flat))
-
-    used: set[tuple[str, int]] = set()
-    rows: list[list[int]] = []
-    meta: list[dict[str, Any]] = []
-    for k in order:
-        doc, start = flat[int(k)]
-        if (doc, start) in used:
-            continue
-        span = _build_span(docs[doc], start, tokenizer, seq_len + n_suffix, n_prefix + n_suffix)
-        if span is None:
-            continue  # the document ends before seq_len tokens
-        end, ids, text = span
-        if any((doc, p) in used for p in range(start, end)):
-            continue
-        used.update((doc, p) for p in range(start, end))
-        ids = ids[:seq_len]
-        rows.append(ids)
-        meta.append(
-            {
-                "prompt": len(rows) - 1,
-                "doc": doc,
-                "start_index": docs[doc][start]["index"],
-                "n_passages": end - start,
-                "n_chars": len(text),
-                "bos_added": bool(n_prefix > 0 and bos_id is not None and ids[0] == bos_id),
-                "n_special_prefix": n_prefix,
-                "first_token_id": int(ids[0]),
-                "text_start": text[:80],
-            }
-        )
-        if len(rows) == n_prompts:
-            return np.asarray(rows, dtype=np.int64), meta
-    total_chars = sum(len(r["text"]) for r in passages)
-    raise CorpusError(
-        f"not enough text for {n_prompts} prompts x {seq_len} tokens: found only {len(rows)} "
-        f"non-overlapping passage-aligned spans of {seq_len} tokens in {len(passages)} passages "
-        f"({total_chars} characters); lower extraction.n_prompts or extraction.seq_len, "
-        "or use a larger corpus"
-    )
-
-
-def _build_span(
-    records: list[dict[str, Any]], start: int, tokenizer, need: int, n_special: int
-) -> tuple[int, list[int], str] | None:
-    """Join passages from ``start`` until the text has ``need`` tokens (specials included).
-
-    Tokenizing grows the text geometrically (estimate of chars per token from the last
-    encoding), so a span costs a few encodings, not one per passage. Returns (end passage
-    position, ids, text) or None when the document runs out first.
-    """
-    end = start
-    chars = 0
-    target_chars = need  # a token covers at least ~1 character in practice; refined below
-    while True:
-        while end < len(records) and chars < target_chars:
-            chars += len(records[end]["text"]) + 2
-            end += 1
-        text = "\n\n".join(r["text"] for r in records[start:end])
-        ids = _encode(tokenizer, text, add_special_tokens=True)
-        if len(ids) >= need:
-            return end, ids, text
-        if end >= len(records):
-            return None
-        per_token = max(len(text) / max(len(ids) - n_special, 1), 0.5)
-        target_chars = max(chars + 1, int(need * per_token * 1.1) + 1)
-
-
-def sample_sentences(
-    passages: Sequence[dict[str, Any]],
-    n: int,
-    seed: int,
-    min_chars: int = 20,
-    max_chars: int = 400,
-) -> list[str]:
-    """Draw ``n`` distinct sentences (``min_chars`` to ``max_chars`` long) reproducibly.
-
-    For analyses that, like the paper's SiLU figure, run on individual sentences rather
-    than long prompts. Sentences are drawn without replacement with
-    ``numpy.random.default_rng(seed)`` from all passages in reading order.
-    """
-    if n <= 0:
-        raise CorpusError(f"the number of sentences must be positive, got {n}")
-    if not passages:
-        raise CorpusError("the corpus is empty: no passages to draw sentences from")
-    seen: set[str] = set()
-    pool = []
-    for record in passages:
-        for sentence in split_sentences(record["text"]):
-            if min_chars <= len(sentence) <= max_chars and sentence not in seen:
-                seen.add(sentence)
-                pool.append(sentence)
-    if len(pool) < n:
-        raise CorpusError(
-            f"not enough sentences: asked for {n}, the corpus has {len(pool)} distinct "
-            f"sentences of {min_chars}-{max_chars} characters"
-        )
-    picks = np.random.default_rng(seed).choice(len(pool), size=n, replace=False)
-    return [pool[int(i)] for i in picks]

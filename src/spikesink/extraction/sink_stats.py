@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import metrics
-from .architecture import base_model, decoder_layers
+from spikesink import metrics
+from spikesink.architecture import base_model, decoder_layers
 
 ATTN_IMPLEMENTATION = "spikesink_sinks"
 # Elements of one float32 score chunk (batch x heads x queries x keys): 2**20 floats = 4 MiB

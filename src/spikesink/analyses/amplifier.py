@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .architecture import block_kind, block_layer, decoder_layers, first_tensor
-from .vocab_probe import block_taps, run_until
+from spikesink.architecture import block_kind, block_layer, decoder_layers, first_tensor
+from spikesink.analyses.vocab_probe import block_taps, run_until
 
 
 # ------------------------------------------------------------------------------------------
@@ -355,7 +355,7 @@ def run_amplifier(model, lifecycle: Mapping, first_token_ids: torch.Tensor, n_co
 def amplifier_claims(model: str, summary: Mapping, min_ratio: float = 5.0, min_dominance: float = 2.0,
                      min_shared_cos: float = 0.9, max_rel_error: float = 1e-3, min_alignment: float = 0.3) -> list:
     """Fig 3/4/8 claims plus the position-0 fixed-map check."""
-    from .scorecard import Claim
+    from spikesink.scorecard import Claim
 
     claims = []
     step_blocks = set(summary["step_up"]) | set(summary["step_down"])

@@ -2,7 +2,7 @@
 
 Every stage loads models through `load_model`, so all of them agree on the weights format
 (safetensors only), evaluation mode, the architecture check and how dtype and device are chosen.
-The manifest written by `spikesink.acquire` is the source of truth for remote code and provenance.
+The manifest written by `spikesink.acquisition.models` is the source of truth for remote code and provenance.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from .acquire import MANIFEST, safetensors_hashes
-from .architecture import check_supported
-from .io import read_json
+from spikesink.acquisition.models import MANIFEST, safetensors_hashes
+from spikesink.architecture import check_supported
+from spikesink.io import read_json
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def read_manifest(model_dir: str | Path) -> dict:
     if not path.is_file():
         raise ModelLoadError(
             f"{model_dir} has no {MANIFEST}: it is not an acquired model directory. Run the acquire "
-            "step (spikesink.acquire.acquire_model / the `acquire_model` rule) first"
+            "step (spikesink.acquisition.models.acquire_model / the `acquire_model` rule) first"
         )
     return read_json(path)
 

@@ -1,0 +1,1 @@
+"""Analyses: the paper's findings measured on the extraction's outputs and on targeted forwards."""
