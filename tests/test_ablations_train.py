@@ -261,10 +261,10 @@ def test_table6_claims_follow_the_measured_trends():
     rising = [_metrics_row(f"dhead-{d}", "6", d, 0.0, k, s, p) for d, k, s, p in
               ((8, 0.041, 30.0, (9.8, 315)), (16, 0.044, 31.0, (27.9, 829)), (64, 0.057, 33.0, (46.0, 3818)))]
     claims = {c.claim: c for c in table_claims(table_frame(rising, "6"), "6", "test")}
-    assert not claims["sink ratio rises with d_head at fixed N_head"].holds  # flat at 0: no trend
-    assert claims["spike rises with d_head at fixed N_head"].holds
-    proxy = claims["attention on key 0 rises with d_head at fixed N_head (sink proxy)"]
+    assert not claims["Table 6: sink ratio rises with d_head at fixed N_head"].holds  # flat at 0: no trend
+    assert claims["Table 6: spike rises with d_head at fixed N_head"].holds
+    proxy = claims["Table 6: attention on key 0 rises with d_head at fixed N_head (sink proxy)"]
     assert proxy.holds and "8: 0.041" in proxy.ours
     falling = [{**row, "key0_mass_mean": 0.1 - row["key0_mass_mean"]} for row in rising]
     claims = {c.claim: c for c in table_claims(table_frame(falling, "6"), "6", "test")}
-    assert not claims["attention on key 0 rises with d_head at fixed N_head (sink proxy)"].holds
+    assert not claims["Table 6: attention on key 0 rises with d_head at fixed N_head (sink proxy)"].holds

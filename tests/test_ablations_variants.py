@@ -8,8 +8,8 @@ import pytest
 import torch
 import yaml
 
-from spikesink.ablations.model import Attention, Decoder, GeLUFFN
-from spikesink.ablations.variants import REGISTRY, VARIANT_NAME, get_variant, resolve, sweep_names
+from spikesink.ablations.model import Attention, Decoder, GeLUFFN, ModelConfig
+from spikesink.ablations.variants import REGISTRY, VARIANT_NAME, check_ablations, get_variant, resolve, seeds, sweep_names
 
 CFG = {
     "baseline": {
@@ -107,3 +107,63 @@ def test_shipped_configs_resolve(path):
         from spikesink.ablations.synthetic import BigramBackcopy
 
         BigramBackcopy.from_dict(cfg["data"]["bigram_backcopy"])  # the synthetic language's keys are valid
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input: every problem of an ablations section is named at config time (workflow start-up)
+
+
+def test_unknown_variant_lists_the_known_ones():
+    with pytest.raises(KeyError) as err:
+        resolve(CFG, "dhead-eight")
+    message = str(err.value)
+    assert message.startswith("unknown variant 'dhead-eight'; known:")
+    assert all(name in message for name in ("baseline", "wd-0", "gate-cond-channel", "lossfrom-half", "dhead-D", "heads-NxD"))
+    with pytest.raises(ValueError, match=r"ablations.variants: dhead-eight: unknown variant 'dhead-eight'; known: .*Table 7: gate-cond"):
+        check_ablations({**CFG, "variants": ["baseline", "dhead-eight"]})
+
+
+def test_gating_an_attention_free_model_is_refused():
+    no_attention = {**CFG, "baseline": {**CFG["baseline"], "model": {**CFG["baseline"]["model"], "n_heads": 0}}}
+    with pytest.raises(ValueError, match="n_heads must be >= 1, got 0: an attention-free model"):
+        check_ablations({**no_attention, "variants": ["baseline"]})
+    with pytest.raises(ValueError, match="gate='conditional' gates the attention output, but n_heads=0"):
+        ModelConfig(n_heads=0, gate="conditional")
+
+
+@pytest.mark.parametrize("train,match", [
+    ({"loss_min_pos": 64}, r"loss positions \[64, None\) lie outside the sequence of 64 tokens"),
+    ({"loss_min_pos": 8, "loss_max_pos": 80}, r"loss positions \[8, 80\) lie outside"),
+    ({"loss_min_pos": 8, "loss_max_pos": 8}, r"loss positions \[8, 8\) lie outside"),
+    ({"loss_min_pos": -1}, r"loss positions \[-1, None\)"),
+])
+def test_loss_range_outside_the_sequence_is_refused(train, match):
+    cfg = {**CFG, "baseline": {**CFG["baseline"], "train": {**CFG["baseline"]["train"], **train}}, "variants": ["baseline"]}
+    with pytest.raises(ValueError, match="ablations.baseline: " + match):
+        check_ablations(cfg)
+
+
+def test_a_variant_that_moves_the_sequence_under_fixed_loss_positions_is_refused():
+    """loss_max_pos 48 fits 64 tokens, but seq-div4 shortens the context to 16: named per variant."""
+    cfg = {**CFG, "baseline": {**CFG["baseline"], "train": {**CFG["baseline"]["train"], "loss_max_pos": 48}},
+           "variants": ["baseline", "seq-div4"]}
+    with pytest.raises(ValueError, match=r"ablations.variants: seq-div4: loss positions \[0, 48\) lie outside the sequence of 16"):
+        check_ablations(cfg)
+
+
+def test_synthetic_spec_with_more_triggers_than_tokens_is_refused():
+    cfg = {**CFG, "variants": ["baseline"],
+           "data": {"source": "bigram_backcopy", "bigram_backcopy": {"n_tokens": 8, "n_triggers": 12}}}
+    with pytest.raises(ValueError, match="ablations.data.bigram_backcopy: n_triggers must be in .* got 12 triggers for 8 tokens"):
+        check_ablations(cfg)
+    with pytest.raises(ValueError, match="unknown bigram_backcopy config keys: triggers"):
+        check_ablations({**cfg, "data": {"source": "bigram_backcopy", "bigram_backcopy": {"triggers": 2}}})
+
+
+def test_a_valid_section_passes_and_seeds_default_to_the_baseline_seed():
+    check_ablations({**CFG, "variants": ["baseline", "dhead-8", "lossfrom-half", "gate-cond-head"]})
+    assert seeds(CFG) == [0]
+    assert seeds({**CFG, "baseline": {**CFG["baseline"], "train": {**CFG["baseline"]["train"], "seed": 7}}}) == [7]
+    assert seeds({**CFG, "seeds": [3, 1]}) == [3, 1]
+    with pytest.raises(ValueError, match=r"ablations.seeds: \[1, 1\] repeats a seed"):
+        check_ablations({**CFG, "variants": ["baseline"], "seeds": [1, 1]})

@@ -1,11 +1,21 @@
-# Section 4: small Llama-style models trained from scratch, one run per variant.
+# Section 4: small Llama-style models trained from scratch, one run per variant and seed.
+from spikesink.ablations.variants import check_ablations, seeds as ablation_seeds
+
 ABL = config.get("ablations", {})
 ABL_DIR = f"results/ablations/{ABL.get('preset', 'tiny')}"
+ABL_SEEDS = ablation_seeds(ABL)
+check_ablations(ABL)  # unknown variants, loss positions outside the sequence, bad synthetic specs: before any job
 
 
 wildcard_constraints:
     variant=r"[a-z0-9][a-z0-9-]*",
     table=r"[345678]",
+    seed=r"\d+",
+
+
+def ablation_seed_metrics(table):
+    """metrics.json of every (variant, seed) run of one paper table."""
+    return expand(f"{ABL_DIR}/{{variant}}/seed{{seed}}/metrics.json", variant=ablation_tables()[table], seed=ABL_SEEDS)
 
 
 rule ablations:
@@ -31,19 +41,19 @@ rule ablation_data:
 
 
 rule ablation_train:
-    """Train one variant (resumes from its checkpoint after a crash) and evaluate it."""
+    """Train one variant with one seed (model init and batch order; resumes from its checkpoint after a crash) and evaluate it."""
     input:
         unpack(ablation_corpus),
         data=f"{ABL_DIR}/_data/meta.json",
     output:
-        metrics=f"{ABL_DIR}/{{variant}}/metrics.json",
-        curve=f"{ABL_DIR}/{{variant}}/curve.csv",
+        metrics=f"{ABL_DIR}/{{variant}}/seed{{seed}}/metrics.json",
+        curve=f"{ABL_DIR}/{{variant}}/seed{{seed}}/curve.csv",
     params:
         cfg=ABL,
     log:
-        f"logs/ablations/{ABL.get('preset', 'tiny')}/{{variant}}.log",
+        f"logs/ablations/{ABL.get('preset', 'tiny')}/{{variant}}-seed{{seed}}.log",
     benchmark:
-        f"logs/benchmarks/ablations/{ABL.get('preset', 'tiny')}/{{variant}}.tsv"
+        f"logs/benchmarks/ablations/{ABL.get('preset', 'tiny')}/{{variant}}-seed{{seed}}.tsv"
     threads: ABL.get("threads", 1)
     resources:
         mem_mb=lambda wc, attempt: ABL.get("mem_mb", 4000) * attempt,
@@ -55,12 +65,14 @@ rule ablation_train:
 
 
 rule ablation_table:
-    """Paper Tables 3-8: our ppl / sink ratio / spike beside the paper's, and scorecard rows."""
+    """Paper Tables 3-8: our ppl / sink ratio / spike (seed mean and sd) beside the paper's, a figure, and scorecard rows."""
     input:
-        metrics=lambda wc: ablation_metrics(wc.table),
+        metrics=lambda wc: ablation_seed_metrics(wc.table),
     output:
         table=multiext(f"paper_tables/table{{table}}_{{name}}", ".csv", ".md", ".tex"),
         claims=f"{ABL_DIR}/claims/table{{table}}_{{name}}.json",
+        pdf=report("figures/ablations/table{table}_{name}.pdf", caption="../report/ablation_table.rst", category="Ablations"),
+        png="figures/ablations/table{table}_{name}.png",
     params:
         preset=ABL.get("preset", "tiny"),
     log:
@@ -89,12 +101,12 @@ rule plot_head_dim:
 rule plot_ablation_curves:
     """Held-out perplexity, sink ratio, key-0 attention and first-token spike over training, every variant."""
     input:
-        curves=expand(f"{ABL_DIR}/{{variant}}/curve.csv", variant=ABL.get("variants", [])),
+        curves=expand(f"{ABL_DIR}/{{variant}}/seed{{seed}}/curve.csv", variant=ABL.get("variants", []), seed=ABL_SEEDS),
     output:
         pdf=report("figures/ablations/training_curves.pdf", caption="../report/training_curves.rst", category="Ablations"),
         png="figures/ablations/training_curves.png",
     params:
-        variants=ABL.get("variants", []),
+        variants=[v for v in ABL.get("variants", []) for _ in ABL_SEEDS],
     log:
         f"logs/ablations/{ABL.get('preset', 'tiny')}/plot_training_curves.log",
     conda:

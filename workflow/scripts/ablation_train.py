@@ -10,5 +10,5 @@ run_variant(
     corpus_path=snakemake.input.get("corpus"),
     log=snakemake.log[0],
     data_dir=Path(snakemake.input.data).parent,
-    overrides={"train": {"progress": False, "threads": snakemake.threads}},
+    overrides={"train": {"progress": False, "threads": snakemake.threads, "seed": int(snakemake.wildcards.seed)}},
 )

@@ -55,6 +55,14 @@ class ModelConfig:
         _check_choice("norm_type", self.norm_type, NORM_TYPES)
         _check_choice("gate", self.gate, GATES)
         _check_choice("gate_granularity", self.gate_granularity, GATE_GRANULARITIES)
+        if self.n_heads < 1:
+            if self.gate != "none":
+                raise ValueError(f"gate={self.gate!r} gates the attention output, but n_heads={self.n_heads} leaves the model "
+                                 "without attention: use gate 'none' or at least one head")
+            raise ValueError(f"n_heads must be >= 1, got {self.n_heads}: an attention-free model has no sink to measure")
+        for name in ("vocab_size", "max_seq_len", "d_model", "n_layers", "d_head", "d_ffn"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.d_head % 2:
             raise ValueError(f"d_head must be even for RoPE, got {self.d_head}")
 
@@ -101,6 +109,16 @@ class TrainConfig:
     grad_checkpointing: bool = False  # recompute layer activations in backward (long contexts)
     threads: int | None = None  # torch CPU threads (None: leave as is)
     progress: bool = True  # tqdm progress bar
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "seq_len", "total_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        stop = self.seq_len if self.loss_max_pos is None else self.loss_max_pos
+        if not 0 <= self.loss_min_pos < stop <= self.seq_len:
+            raise ValueError(f"loss positions [{self.loss_min_pos}, {self.loss_max_pos}) lie outside the sequence of "
+                             f"{self.seq_len} tokens: need 0 <= loss_min_pos < loss_max_pos <= seq_len "
+                             "(loss_max_pos null = seq_len)")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

@@ -32,7 +32,7 @@ import numpy as np
 
 import torch
 
-from spikesink.corpus import read_passages  # noqa: F401  (the one passages.jsonl reader; re-exported)
+from spikesink.acquisition.corpus import read_passages  # noqa: F401  (the one passages.jsonl reader; re-exported)
 from spikesink.io import atomic_path, read_json, sha256_file, write_json
 
 if TYPE_CHECKING:

@@ -187,7 +187,7 @@ def summarize(stats: BlockStats, key0_mass: np.ndarray, loss: float, loss_all: f
 
 
 def ablation_table(metrics_list: list[dict]) -> "pd.DataFrame":
-    """One row per variant: the paper's ppl / sink % / spike beside ours (metrics.json dicts of run_variant)."""
+    """One row per run (variant and seed): the paper's ppl / sink % / spike beside ours (metrics.json dicts of run_variant)."""
     import pandas as pd
 
     rows = []
@@ -196,6 +196,8 @@ def ablation_table(metrics_list: list[dict]) -> "pd.DataFrame":
         cfg = m.get("model_config", {})
         rows.append({
             "variant": m.get("variant"),
+            "seed": (m.get("train_config") or {}).get("seed"),
+            "data": (m.get("data") or {}).get("source"),
             "table": m.get("table"),
             "paper_setting": m.get("paper_setting"),
             "n_heads": cfg.get("n_heads"),
@@ -219,7 +221,7 @@ def trend(xs, ys) -> float:
     """Spearman rank correlation of ys with xs (the sign says whether a paper trend holds); NaN if undefined."""
     from scipy.stats import spearmanr
 
-    if len(xs) < 3:
-        return float("nan")
+    if len(xs) < 3 or np.ptp(np.asarray(xs, float)) == 0 or np.ptp(np.asarray(ys, float)) == 0:
+        return float("nan")  # constant input: no ordering to compare
     rho = spearmanr(xs, ys).statistic
     return float(rho)

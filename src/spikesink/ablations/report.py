@@ -12,12 +12,43 @@ from ..scorecard import Claim
 from .evaluate import ablation_table, trend
 from .variants import TABLE_NAMES, table_stem  # noqa: F401  (torch-free home, read by the workflow)
 
-SECTION = "4 ablations"
+SECTION = "4 ablations (CPU scale)"
+
+# the columns averaged over seeds (each also gets <column>_sd and <column>_seeds)
+SEED_COLUMNS = ("ppl", "sink_ratio", "key0_mass_mean", "spike", "spike_to_median", "first_token_to_median")
+DATA_LABELS = {"bigram_backcopy": "synthetic Bigram-Backcopy", "passages": "text corpus", "hf": "text (Hugging Face dataset)"}
+
+
+def data_label(source: str | None) -> str:
+    """What a claim was tested on, for the scorecard: synthetic language or text."""
+    return DATA_LABELS.get(source or "passages", str(source))
+
+
+def aggregate_seeds(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per variant from one row per (variant, seed): the mean over seeds of every measured
+    column, its sample standard deviation (`<column>_sd`, NaN with one seed), the per-seed values
+    (`<column>_seeds`, a string) and `n_seeds`. Paper columns and settings are the variant's own."""
+    rows = []
+    for variant, group in runs.groupby("variant", sort=False):
+        group = group.sort_values("seed", kind="stable") if "seed" in group else group
+        row = group.iloc[0].drop(labels=[c for c in ("seed",) if c in group]).to_dict()
+        row["n_seeds"] = len(group)
+        row["seeds"] = ",".join(str(s) for s in group["seed"]) if "seed" in group else ""
+        for column in SEED_COLUMNS:
+            if column not in group:
+                continue
+            values = group[column].astype(float)
+            row[column] = float(values.mean())
+            row[f"{column}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+            row[f"{column}_seeds"] = " / ".join(f"{v:.3g}" for v in values)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def table_frame(metrics_list: list[dict], table: str) -> pd.DataFrame:
-    """Rows of one paper table (and the baseline, which every table compares against)."""
-    frame = ablation_table([m for m in metrics_list if m.get("table") in (table, "")])
+    """Rows of one paper table (and the baseline, which every table compares against), seeds averaged."""
+    runs = ablation_table([m for m in metrics_list if m.get("table") in (table, "")])
+    frame = aggregate_seeds(runs)
     return frame.sort_values(["table", "n_heads", "d_head", "variant"], kind="stable").reset_index(drop=True)
 
 
@@ -30,51 +61,129 @@ def _fmt(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.2f}"
 
 
+def _sd(row, column: str) -> float:
+    value = row.get(f"{column}_sd", float("nan"))
+    return 0.0 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _value(row, column: str) -> str:
+    """'mean +- sd (n seeds)' or the single value."""
+    n = int(row.get("n_seeds", 1) or 1)
+    if n > 1:
+        return f"{row[column]:.3g} +- {_sd(row, column):.2g} ({n} seeds)"
+    return f"{row[column]:.3g}"
+
+
+def _beyond(row, base, column: str, factor: float, direction: str) -> bool:
+    """Is row's mean `direction` ('below' / 'above') factor x the baseline's mean by more than the seeds'
+    combined sd? (With one seed each, the plain comparison; 'above' accepts equality then.) 'Above'
+    needs something to keep: a baseline mean above zero by more than its own sd."""
+    if direction == "above" and not float(base[column]) > _sd(base, column):
+        return False
+    threshold, margin = factor * float(base[column]), _sd(row, column) + factor * _sd(base, column)
+    diff = float(row[column]) - threshold if direction == "above" else threshold - float(row[column])
+    return diff > margin if margin > 0 or direction == "below" else diff >= 0
+
+
+SPREAD = "on the seed means, by more than the seeds' combined sd"
+
+
 def table_claims(frame: pd.DataFrame, table: str, preset: str) -> list[Claim]:
-    """Spearman agreement with the paper's ordering, plus the table's qualitative claim."""
+    """The table's claims, each labelled with the data it was tested on (the `model` column).
+
+    Spearman agreement with the paper's ordering (sink ratio, spike) for every table, then the
+    table's own qualitative claims: Table 3 (weight decay and learning rate), 4 (FFN type and the
+    spike), 5 (normalization: spike falls, sinks stay), 6 (head dimension and count), 7 (gating) and
+    8 (loss positions). Sign claims compare seed means and must clear the seeds' spread.
+    """
     claims = []
-    model = f"ablations/{preset}"
+    sources = frame["data"].dropna().unique() if "data" in frame else []
+    model = f"ablations/{preset} ({', '.join(data_label(s) for s in sources) or data_label(None)})"
+
+    def claim(text, paper, ours, holds, tolerance):
+        claims.append(Claim(SECTION, f"Table {table}: {text}", model, paper, ours, bool(holds), tolerance))
+
     for column, label in (("sink_ratio", "sink ratio"), ("spike", "spike")):
         rho = _rank_agreement(frame, column)
-        claims.append(Claim(SECTION, f"Table {table}: our {label} orders the variants as the paper's", model,
-                            "Spearman rho = 1 with itself", f"rho = {_fmt(rho)} over {frame[f'{column}_paper'].notna().sum()} rows",
-                            bool(not math.isnan(rho) and rho > 0), "rho > 0"))
+        claim(f"our {label} orders the variants as the paper's", "Spearman rho = 1 with itself",
+              f"rho = {_fmt(rho)} over {frame[f'{column}_paper'].notna().sum()} rows", not math.isnan(rho) and rho > 0, "rho > 0")
     baseline = frame[frame["variant"] == "baseline"]
+    base = baseline.iloc[0] if len(baseline) else None  # comparisons with the baseline need it configured
+    rows = {r["variant"]: r for _, r in frame.iterrows()}
+    paper_base = 46.0 if base is None or base.get("sink_ratio_paper") is None else float(base["sink_ratio_paper"])
+
+    def versus(name: str, column: str, factor: float, direction: str, text: str, paper: str):
+        if name not in rows or base is None:
+            return
+        row = rows[name]
+        label = "sink ratio" if column == "sink_ratio" else "spike"
+        claim(f"{name}: {text}", paper, f"{label} {_value(row, column)} vs baseline {_value(base, column)}",
+              _beyond(row, base, column, factor, direction), f"{direction} {factor:g}x baseline {SPREAD}")
+
+    def rises(names: list[str], x_column: str, y_column: str, text: str, paper: str):
+        sweep = frame[frame["variant"].isin(names)].sort_values(x_column)
+        if len(sweep) < 3:
+            return
+        rho = trend(sweep[x_column].to_numpy(float), sweep[y_column].to_numpy(float))
+        values = ", ".join(f"{x:g}: {v:.3g}" for x, v in zip(sweep[x_column], sweep[y_column]))
+        claim(text, paper, f"Spearman({x_column}, {y_column}) = {_fmt(rho)}; means {values}", not math.isnan(rho) and rho > 0.5,
+              "Spearman > 0.5 on the seed means")
+
+    if table == "3":
+        versus("wd-0", "sink_ratio", 1.0, "below", "weight decay raises sinks (none: fewer)", "sink 33.8 vs 46.0 (wd 0 vs 0.1)")
+        versus("wd-5x", "sink_ratio", 1.0, "above", "weight decay raises sinks (5x: more)", "Gu et al. 2025: 41 % vs 18 % (wd 0.5 vs 0.1)")
+        versus("wd-0", "spike", 1.0, "above", "no weight decay gives a bigger spike", "spike 12275 vs 3818")
+        for name, paper in (("lr-025x", "sink 18.6 vs 46.0"), ("lr-05x", "sink 31.8 vs 46.0")):
+            versus(name, "sink_ratio", 1.0, "below", "too small a learning rate suppresses sinks", paper)
+        factors = {"lr-025x": 0.25, "lr-05x": 0.5, "baseline": 1.0, "lr-2x": 2.0}
+        lr_frame = frame[frame["variant"].isin(factors)]
+        if len(lr_frame) >= 3:
+            lr = lr_frame["variant"].map(factors).to_numpy(float)
+            rho = trend(lr, lr_frame["sink_ratio"].to_numpy(float))
+            claim("sink ratio rises with the learning rate up to 2x the baseline's",
+                  "18.6 / 31.8 / 46.0 / 51.5 % for lr x0.25 / x0.5 / x1 / x2",
+                  f"Spearman(lr, sink ratio) = {_fmt(rho)}; means "
+                  + ", ".join(f"x{a:g}: {b:.3g}" for a, b in sorted(zip(lr, lr_frame["sink_ratio"]))),
+                  not math.isnan(rho) and rho > 0.5, "Spearman > 0.5 on the seed means")
+    if table == "4":
+        for name, factor, paper in (("ffn-gelu", 1.0, "spike 3369 vs 3818"), ("ffn-linear", 0.5, "spike 688 vs 3818"),
+                                    ("ffn-attn-only", 0.5, "spike 637 vs 3818")):
+            versus(name, "spike", factor, "below", "the spike is smaller without the gated (SwiGLU) amplifier", paper)
+    if table == "5":
+        for name in [n for n in rows if n.startswith("norm-")]:
+            row = rows[name]
+            versus(name, "spike", 0.5, "below", "changing normalization removes the spike",
+                   f"spike {row['spike_paper']} vs 3818")
+            versus(name, "sink_ratio", 0.5, "above", "changing normalization keeps the sinks",
+                   f"sink {row['sink_ratio_paper']} vs 46.0")
     if table == "6":
-        # the d_head sweep at the baseline's head count: dhead-* rows plus the baseline's own d_head
-        sweep = frame[frame["variant"].str.startswith("dhead-") | (frame["variant"] == "baseline")]
-        sweep = sweep.drop_duplicates("d_head").sort_values("d_head")
-        if len(sweep) >= 3:
-            for column, label in (("sink_ratio", "sink ratio"), ("spike", "spike")):
-                rho = trend(sweep["d_head"].to_numpy(float), sweep[column].to_numpy(float))
-                claims.append(Claim(SECTION, f"{label} rises with d_head at fixed N_head", model,
-                                    "rises (Table 6: sink 4.1 -> 46.0 %, spike 291 -> 3818 for d_head 8 -> 128)",
-                                    f"Spearman(d_head, {label}) = {_fmt(rho)}; values "
-                                    + ", ".join(f"{d:g}: {v:.3g}" for d, v in zip(sweep["d_head"], sweep[column])),
-                                    bool(not math.isnan(rho) and rho > 0.5), "Spearman > 0.5"))
-            # below the sink threshold (no head above eps) the ratio is flat at 0; the mean attention
-            # on key 0 still shows whether attention drifts toward the first token as d_head grows
-            rho = trend(sweep["d_head"].to_numpy(float), sweep["key0_mass_mean"].to_numpy(float))
-            claims.append(Claim(SECTION, "attention on key 0 rises with d_head at fixed N_head (sink proxy)", model,
-                                "sink ratio rises with d_head (Table 6)",
-                                f"Spearman(d_head, mean key-0 attention) = {_fmt(rho)}; values "
-                                + ", ".join(f"{d:g}: {v:.3f}" for d, v in zip(sweep["d_head"], sweep["key0_mass_mean"])),
-                                bool(not math.isnan(rho) and rho > 0.5), "Spearman > 0.5"))
-    if table == "5" and len(baseline):
-        base = baseline.iloc[0]
-        for _, row in frame[frame["variant"].str.startswith("norm-")].iterrows():
-            holds = row["spike"] < 0.5 * base["spike"] and row["sink_ratio"] >= 0.5 * base["sink_ratio"]
-            claims.append(Claim(SECTION, f"{row['variant']}: changing normalization removes spikes while sinks stay", model,
-                                f"spike {row['spike_paper']} vs 3818, sink {row['sink_ratio_paper']} vs 46.0",
-                                f"spike {row['spike']:.3g} vs {base['spike']:.3g}, sink {row['sink_ratio']:.3g} vs {base['sink_ratio']:.3g}",
-                                bool(holds), "spike < 0.5x baseline and sink >= 0.5x baseline"))
-    if table == "7" and len(baseline):
-        base = baseline.iloc[0]
-        for _, row in frame[frame["variant"].str.startswith("gate-cond")].iterrows():
-            holds = row["sink_ratio"] < 0.5 * base["sink_ratio"]
-            claims.append(Claim(SECTION, f"{row['variant']}: conditional gating removes sinks", model,
-                                f"sink {row['sink_ratio_paper']} vs 46.0", f"sink {row['sink_ratio']:.3g} vs {base['sink_ratio']:.3g}",
-                                bool(holds), "sink < 0.5x baseline"))
+        dhead = [n for n in rows if n.startswith("dhead-")] + ["baseline"]
+        sweep = frame[frame["variant"].isin(dhead)].drop_duplicates("d_head")
+        for column, label in (("sink_ratio", "sink ratio"), ("spike", "spike")):
+            rises(list(sweep["variant"]), "d_head", column, f"{label} rises with d_head at fixed N_head",
+                  "rises (Table 6: sink 4.1 -> 46.0 %, spike 291 -> 3818 for d_head 8 -> 128)")
+        # below the sink threshold the ratio is flat at 0; the mean attention on key 0 still moves
+        rises(list(sweep["variant"]), "d_head", "key0_mass_mean", "attention on key 0 rises with d_head at fixed N_head (sink proxy)",
+              "sink ratio rises with d_head (Table 6)")
+        nhead = [n for n in rows if n.startswith("nhead-")] + ["baseline"]
+        rises(nhead, "n_heads", "sink_ratio", "sink ratio rises with N_head at fixed d_head",
+              "rises (Table 6: 37.1 / 41.7 / 46.0 % for N_head 8 / 16 / 32)")
+        width = None if base is None else base["n_heads"] * base["d_head"]
+        fixed = [n for n in rows if n.startswith("heads-") and rows[n]["n_heads"] * rows[n]["d_head"] == width] + ["baseline"]
+        rises(fixed, "n_heads", "sink_ratio", "at fixed width, sink ratio rises with N_head (smaller heads)",
+              "rises (Table 6, width 4096: 11.0 / 30.8 / 41.1 / 44.1 / 52.1 % for N_head 8 / 16 / 32 / 64 / 256)")
+    if table in ("7", "8"):
+        # the paper's own row says whether the change removes the sink (< 0.5x its baseline) or keeps it
+        for name, row in rows.items():
+            if name == "baseline" or row.get("sink_ratio_paper") is None or math.isnan(float(row["sink_ratio_paper"])):
+                continue
+            removes = float(row["sink_ratio_paper"]) < 0.5 * paper_base
+            what = ("conditional gating removes the sink" if name.startswith("gate-cond") else "the gate keeps the sink") if table == "7" else \
+                   ("loss only on late positions collapses the sink" if removes else "the sink stays")
+            if table == "7" and name.startswith("gate-cond") and not removes:
+                what = "a conditional single gate keeps most of the sink"
+            versus(name, "sink_ratio", 0.5, "below" if removes else "above", what,
+                   f"sink {row['sink_ratio_paper']} vs {paper_base}")
     return claims
 
 
@@ -91,7 +200,8 @@ def plot_head_dim(frame: pd.DataFrame, path: str | os.PathLike):
     sweep = sweep.drop_duplicates("d_head").sort_values("d_head")
     fig, (ax_sink, ax_spike) = plt.subplots(1, 2, figsize=(8.4, 3.4))
     d_head = sweep["d_head"].to_numpy(float)
-    ax_sink.plot(d_head, sweep["sink_ratio"], label="ours", **OURS_STYLE)
+    ax_sink.errorbar(d_head, sweep["sink_ratio"], yerr=_sd_column(sweep, "sink_ratio"), capsize=3, label=_ours_label(sweep),
+                     **OURS_STYLE)
     ax_sink.plot(d_head, sweep["sink_ratio_paper"], label="paper (Table 6)", **PAPER_STYLE)
     ax_sink.set_ylabel("sink ratio (%)")
     if "key0_mass_mean" in sweep:
@@ -104,7 +214,7 @@ def plot_head_dim(frame: pd.DataFrame, path: str | os.PathLike):
     ours_spike = sweep["spike"].to_numpy(float)
     paper_spike = sweep["spike_paper"].to_numpy(float)
     scale = np.nanmax(ours_spike) / np.nanmax(paper_spike) if np.isfinite(np.nanmax(paper_spike)) else 1.0
-    ax_spike.plot(d_head, ours_spike, label="ours", **OURS_STYLE)
+    ax_spike.errorbar(d_head, ours_spike, yerr=_sd_column(sweep, "spike"), capsize=3, label=_ours_label(sweep), **OURS_STYLE)
     ax_spike.plot(d_head, paper_spike * scale, label=f"paper x {scale:.2g}", **PAPER_STYLE)
     ax_spike.set_ylabel("spike: max |h|")
     for ax in (ax_sink, ax_spike):
@@ -121,8 +231,72 @@ def plot_head_dim(frame: pd.DataFrame, path: str | os.PathLike):
     return save_figure(fig, path)
 
 
-def plot_training_curves(curves: dict[str, pd.DataFrame], path: str | os.PathLike):
-    """Held-out metrics over training, one line per variant: does the sink (and the spike) emerge, and when?
+def _sd_column(frame: pd.DataFrame, column: str):
+    """The seed sd of a column as error bars (None with one seed per variant)."""
+    if f"{column}_sd" not in frame or frame[f"{column}_sd"].isna().all():
+        return None
+    return frame[f"{column}_sd"].fillna(0.0).to_numpy(float)
+
+
+def _ours_label(frame: pd.DataFrame) -> str:
+    n = int(frame["n_seeds"].max()) if "n_seeds" in frame and len(frame) else 1
+    return f"ours (mean +- sd, {n} seeds)" if n > 1 else "ours"
+
+
+def plot_table(frame: pd.DataFrame, table: str, path: str | os.PathLike, data: str = ""):
+    """Any Section 4 table as a figure, one group of bars per variant (baseline first):
+    sink ratio (ours: seed mean +- sd, each seed a dot; the paper's beside), mean attention on key 0
+    (ours), and the spike relative to each one's baseline (max abs(h) / baseline's, log scale), since
+    absolute spikes differ ~100x between the paper's 7B model and ours."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting import PALETTE, apply_style, save_figure
+
+    apply_style()
+    frame = pd.concat([frame[frame["variant"] == "baseline"], frame[frame["variant"] != "baseline"]], ignore_index=True)
+    x = np.arange(len(frame))
+    width = 0.38
+    fig, axes = plt.subplots(1, 3, figsize=(max(9.0, 1.0 + 0.75 * len(frame) * 3), 3.6))
+    ax_sink, ax_key0, ax_spike = axes
+
+    def seed_dots(ax, column, offset, scale=1.0):
+        for xi, values in zip(x, frame.get(f"{column}_seeds", pd.Series([""] * len(frame)))):
+            if isinstance(values, str) and "/" in values:
+                ys = [float(v) * scale for v in values.split(" / ")]
+                ax.plot([xi + offset] * len(ys), ys, "o", color="black", markersize=2.5, zorder=3)
+
+    ax_sink.bar(x - width / 2, frame["sink_ratio_paper"].astype(float), width, color=PALETTE["paper"], label="paper")
+    ax_sink.bar(x + width / 2, frame["sink_ratio"], width, yerr=_sd_column(frame, "sink_ratio"), capsize=2,
+                color=PALETTE["ours"], label=_ours_label(frame))
+    seed_dots(ax_sink, "sink_ratio", width / 2)
+    ax_sink.set_ylabel("sink ratio (%), eps 0.3")
+    ax_key0.bar(x, frame["key0_mass_mean"], 0.6, yerr=_sd_column(frame, "key0_mass_mean"), capsize=2, color=PALETTE["ours"])
+    seed_dots(ax_key0, "key0_mass_mean", 0.0)
+    ax_key0.set_ylabel("ours: mean attention on key 0")
+    base = frame[frame["variant"] == "baseline"]
+    if len(base):
+        ours_base, paper_base = float(base["spike"].iloc[0]), float(base["spike_paper"].iloc[0] or np.nan)
+        ax_spike.bar(x - width / 2, frame["spike_paper"].astype(float) / paper_base, width, color=PALETTE["paper"], label="paper")
+        sd = _sd_column(frame, "spike")
+        ax_spike.bar(x + width / 2, frame["spike"] / ours_base, width, yerr=None if sd is None else sd / ours_base, capsize=2,
+                     color=PALETTE["ours"], label="ours")
+        seed_dots(ax_spike, "spike", width / 2, 1.0 / ours_base)
+        ax_spike.axhline(1.0, color="#9e9e9e", linestyle=":", linewidth=1)
+        ax_spike.set_yscale("log")
+    ax_spike.set_ylabel("spike (max abs(h)) / baseline's")
+    for ax in axes:
+        ax.set_xticks(x)
+        ax.set_xticklabels(frame["variant"], rotation=40, ha="right", fontsize=7)
+    ax_sink.legend(fontsize=7)
+    title = f"Paper Table {table} ({TABLE_NAMES.get(table, '')})" + (f" on {data}" if data else "")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_training_curves(curves: dict[str, "pd.DataFrame | list[pd.DataFrame]"], path: str | os.PathLike):
+    """Held-out metrics over training, one colour per variant (a list of curves: one line per seed):
+    does the sink (and the spike) emerge, and when?
 
     Panels: perplexity, sink ratio, mean attention on key 0 and the first-token spike (largest |h|
     at position 0 over the median |h| of that block's states), each against training tokens.
@@ -140,12 +314,14 @@ def plot_training_curves(curves: dict[str, pd.DataFrame], path: str | os.PathLik
     )
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.3))
     colors = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(curves))))
-    for color, (name, curve) in zip(colors, curves.items()):
-        rows = curve.dropna(subset=["eval_ppl"])
-        for ax, (column, label, scale) in zip(axes, panels):
-            ax.plot(rows["tokens"] / 1e6, rows[column], color=color, linewidth=1.4, label=name)
-            ax.set_ylabel(label)
-            ax.set_yscale(scale)
+    for color, (name, runs) in zip(colors, curves.items()):
+        for i, curve in enumerate(runs if isinstance(runs, (list, tuple)) else [runs]):  # one line per seed, one colour
+            rows = curve.dropna(subset=["eval_ppl"])
+            for ax, (column, label, scale) in zip(axes, panels):
+                ax.plot(rows["tokens"] / 1e6, rows[column], color=color, linewidth=1.4 if i == 0 else 0.9,
+                        alpha=1.0 if i == 0 else 0.6, label=name if i == 0 else None)
+                ax.set_ylabel(label)
+                ax.set_yscale(scale)
     for ax in axes:
         ax.set_xlabel("training tokens (millions)")
     axes[1].axhline(20, color="#9e9e9e", linestyle=":", linewidth=1)

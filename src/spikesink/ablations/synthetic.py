@@ -39,7 +39,8 @@ class BigramBackcopy:
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_triggers < self.n_tokens - 1:
-            raise ValueError(f"n_triggers must be in [1, n_tokens - 1), got {self.n_triggers} of {self.n_tokens}")
+            raise ValueError(f"n_triggers must be in [1, n_tokens - 1), got {self.n_triggers} triggers for {self.n_tokens} "
+                             "tokens: the triggers are tokens 1..n_triggers and documents need at least two other tokens")
         if self.doc_len < 2 or self.concentration <= 0:
             raise ValueError("doc_len must be >= 2 and concentration > 0")
 

@@ -108,6 +108,8 @@ STATIC: list[Variant] = [
     Variant("lr-4x", "3", "learning rate x4", _train(lambda m, t: {"lr": t.lr * 4}), _paper((10.2, 39.2, 2723)), "lr 1.2e-3"),
     Variant("minlr-1x", "3", "no decay: min lr = lr", _train(lambda m, t: {"min_lr_ratio": 1.0}), _paper((10.7, 56.8, 2870)), "min lr 3e-4"),
     Variant("wd-0", "3", "no weight decay", _train(lambda m, t: {"weight_decay": 0.0}), _paper((10.4, 33.8, 12275)), "wd 0"),
+    Variant("wd-5x", "3", "weight decay x5 (not in the paper's table; Gu et al. 2025: wd 0.5 -> 41 % sinks vs 18 % at 0.1)",
+            _train(lambda m, t: {"weight_decay": t.weight_decay * 5}), None, ""),
     Variant("beta2-090", "3", "AdamW beta2 0.9", _train(lambda m, t: {"beta2": 0.9}), _paper((10.1, 49.0, 2832)), "beta2 0.9"),
     Variant("beta2-0999", "3", "AdamW beta2 0.999", _train(lambda m, t: {"beta2": 0.999}), _paper((10.7, 20.9, 1855)), "beta2 0.999"),
     Variant("tokens-2x", "3", "twice the training tokens", _train(lambda m, t: {"total_tokens": t.total_tokens * 2}), _paper((9.5, 63.3, 1848)), "200B tokens"),
@@ -167,12 +169,28 @@ def parametric(name: str, base_model: ModelConfig) -> Variant | None:
     return None
 
 
+class UnknownVariant(KeyError):
+    """A variant name that is neither registered nor parametric; its message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0])
+
+
+def known_variants() -> str:
+    """The registered names grouped by paper table, and the parametric patterns (for error messages)."""
+    groups = {}
+    for v in STATIC:
+        groups.setdefault(v.table, []).append(v.name)
+    parts = [f"Table {t}: {', '.join(names)}" if t else ", ".join(names) for t, names in groups.items()]
+    return "; ".join(parts) + "; Table 6, parametric: dhead-D (d_head D), nhead-N (N heads), heads-NxD"
+
+
 def get_variant(name: str, base_model: ModelConfig) -> Variant:
     if not VARIANT_NAME.match(name):
         raise ValueError(f"variant name {name!r} must match {VARIANT_NAME.pattern}")
     variant = REGISTRY.get(name) or parametric(name, base_model)
     if variant is None:
-        raise KeyError(f"unknown variant {name!r}; static: {', '.join(REGISTRY)}; parametric: dhead-D, nhead-N, heads-NxD")
+        raise UnknownVariant(f"unknown variant {name!r}; known: {known_variants()}")
     return variant
 
 
@@ -194,6 +212,57 @@ def resolve(ablation_cfg: dict, name: str) -> tuple[ModelConfig, TrainConfig, Va
     variant = get_variant(name, base_model)
     model_over, train_over = variant.diff(base_model, base_train)
     return replace(base_model, **model_over), replace(base_train, **train_over), variant
+
+
+def seeds(ablation_cfg: dict) -> list[int]:
+    """The training seeds every variant runs with: `ablations.seeds`, else the baseline's train seed.
+
+    A seed sets the model's initialization and the order of the training batches (train.seed); the
+    data themselves (corpus split, synthetic language) stay those of `ablations.data`.
+    """
+    configured = ablation_cfg.get("seeds")
+    if configured:
+        return [int(s) for s in configured]
+    return [int(ablation_cfg.get("baseline", {}).get("train", {}).get("seed", TrainConfig.seed))]
+
+
+def check_ablations(ablation_cfg: dict) -> None:
+    """Every problem of an `ablations:` section that the schema cannot see, raised at once (workflow start-up).
+
+    Each variant must resolve (unknown names list the known ones) into valid configs: loss positions
+    inside the sequence, a context the model's RoPE table covers, a gate only where there is
+    attention; the synthetic language's spec must be valid; seeds must be distinct.
+    """
+    if not ablation_cfg:
+        return
+    problems = []
+    data = ablation_cfg.get("data", {})
+    if data.get("source") == "bigram_backcopy":
+        from .synthetic import BigramBackcopy  # numpy only
+
+        try:
+            BigramBackcopy.from_dict(data.get("bigram_backcopy", {}))
+        except (TypeError, ValueError) as err:
+            problems.append(f"ablations.data.bigram_backcopy: {err}")
+    try:
+        baseline_configs(ablation_cfg)
+    except (TypeError, ValueError) as err:
+        problems.append(f"ablations.baseline: {err}")
+    else:
+        for name in ablation_cfg.get("variants", []):
+            try:
+                model_cfg, train_cfg, _ = resolve(ablation_cfg, name)
+            except (KeyError, TypeError, ValueError) as err:
+                problems.append(f"ablations.variants: {name}: {err}")
+                continue
+            if model_cfg.max_seq_len < train_cfg.seq_len:
+                problems.append(f"ablations.variants: {name}: seq_len {train_cfg.seq_len} exceeds the model's max_seq_len "
+                                f"{model_cfg.max_seq_len}")
+    configured = ablation_cfg.get("seeds") or []
+    if len(set(configured)) != len(configured):
+        problems.append(f"ablations.seeds: {configured} repeats a seed")
+    if problems:
+        raise ValueError("invalid ablations configuration:\n  - " + "\n  - ".join(problems))
 
 
 def sweep_names(prefix: str, values) -> list[str]:
