@@ -182,12 +182,17 @@ def write_curve(out_dir: Path, curve: list[dict]) -> None:
 
 
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TokenData, out_dir: str | os.PathLike,
-          extra: dict | None = None, log: str | os.PathLike | None = None, stop_at_step: int | None = None) -> dict | None:
+          extra: dict | None = None, log: str | os.PathLike | None = None, stop_at_step: int | None = None,
+          time_limit_s: float | None = None) -> dict | None:
     """Train, evaluate and write the outputs; returns the final metrics (None when stopped early).
 
     `stop_at_step` ends the run right after that step without final outputs, as a kill would
-    (tests use it to check that resuming reproduces an uninterrupted run).
+    (tests use it to check that resuming reproduces an uninterrupted run). `time_limit_s` ends the
+    training loop after the first step that finishes past that many seconds of wall time and then
+    writes the final outputs as usual (metrics say `time_limited` and the steps done; the learning
+    rate followed the configured schedule up to there): a fixed-time probe of a long preset.
     """
+    wall_start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoint"
@@ -270,6 +275,11 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TokenData, out_d
             window_start, window_tokens = time.perf_counter(), 0
         if train_cfg.checkpoint_every and (step % train_cfg.checkpoint_every == 0 or step == total_steps):
             save_checkpoint(ckpt_dir, model, optimizer, step, model_cfg, train_cfg, curve, elapsed)
+        if time_limit_s is not None and step < total_steps and time.perf_counter() - wall_start > time_limit_s:
+            if "eval_ppl" not in row:  # the curve ends on an evaluation
+                row.update(curve_eval_row(run_eval()))
+            logger.info("time limit of %.0f s reached after step %d of %d", time_limit_s, step, total_steps)
+            break
         if stop_at_step is not None and step >= stop_at_step and step < total_steps:
             bar.close()
             logger.info("stopped at step %d (simulated kill)", step)
@@ -279,9 +289,10 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TokenData, out_d
 
     # final outputs: weights, configs, curve, metrics (metrics.json last: it marks a finished run)
     metrics = run_eval()
-    n_train_tokens = total_steps * train_cfg.tokens_per_step
+    n_train_tokens = step * train_cfg.tokens_per_step
     metrics.update({
-        "steps": total_steps,
+        "steps": step,
+        "time_limited": step < total_steps,
         "train_tokens": n_train_tokens,
         "final_train_loss": curve[-1].get("loss"),
         "train_tokens_per_s": n_train_tokens / elapsed if elapsed > 0 else None,
