@@ -5,6 +5,9 @@ ABL = config.get("ablations", {})
 ABL_DIR = f"results/ablations/{ABL.get('preset', 'tiny')}"
 ABL_SEEDS = ablation_seeds(ABL)
 check_ablations(ABL)  # unknown variants, loss positions outside the sequence, bad synthetic specs: before any job
+# what a run depends on (its params): adding variants or seeds, or changing threads, reruns nothing
+ABL_RUN = {k: v for k, v in ABL.items() if k in ("preset", "corpus", "data", "baseline", "eval")}
+ABL_DATA = {k: v for k, v in ABL.items() if k in ("corpus", "data")}
 
 
 wildcard_constraints:
@@ -31,7 +34,7 @@ rule ablation_data:
     output:
         meta=f"{ABL_DIR}/_data/meta.json",
     params:
-        cfg=ABL,
+        cfg=ABL_DATA,
     log:
         f"logs/ablations/{ABL.get('preset', 'tiny')}/data.log",
     conda:
@@ -49,7 +52,7 @@ rule ablation_train:
         metrics=f"{ABL_DIR}/{{variant}}/seed{{seed}}/metrics.json",
         curve=f"{ABL_DIR}/{{variant}}/seed{{seed}}/curve.csv",
     params:
-        cfg=ABL,
+        cfg=ABL_RUN,
     log:
         f"logs/ablations/{ABL.get('preset', 'tiny')}/{{variant}}-seed{{seed}}.log",
     benchmark:

@@ -312,8 +312,10 @@ def plot_training_curves(curves: dict[str, "pd.DataFrame | list[pd.DataFrame]"],
         ("eval_key0_mass_mean", "mean attention on key 0", "linear"),
         ("eval_first_token_spike_to_median", "first-token spike / median |h|", "log"),
     )
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.3))
-    colors = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(curves))))
+    many = len(curves) > 8  # then distinct colours and the legend beside the panels
+    fig, axes = plt.subplots(1, 4, figsize=(16.5 if many else 14, 3.3 if len(curves) <= 24 else 4.5))
+    colors = plt.cm.tab20(np.linspace(0, 1, 20))[np.arange(len(curves)) % 20] if many else \
+        plt.cm.viridis(np.linspace(0, 0.9, max(1, len(curves))))
     for color, (name, runs) in zip(colors, curves.items()):
         for i, curve in enumerate(runs if isinstance(runs, (list, tuple)) else [runs]):  # one line per seed, one colour
             rows = curve.dropna(subset=["eval_ppl"])
@@ -326,7 +328,11 @@ def plot_training_curves(curves: dict[str, "pd.DataFrame | list[pd.DataFrame]"],
         ax.set_xlabel("training tokens (millions)")
     axes[1].axhline(20, color="#9e9e9e", linestyle=":", linewidth=1)
     axes[3].axhline(100, color="#9e9e9e", linestyle=":", linewidth=1)
-    axes[0].legend(fontsize=7)
+    if many:
+        axes[-1].legend(*axes[0].get_legend_handles_labels(), fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.05),
+                        ncol=1 + len(curves) // 24)
+    else:
+        axes[0].legend(fontsize=7)
     fig.suptitle("Section 4 runs over training (held-out windows; dotted: 20 % sinks, 100x spike)", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
