@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from spikesink.architecture import n_blocks
+    from spikesink.instrumentation.layout import model_layout
     from spikesink.analyses.vocab_probe import default_probe_blocks, probe_peaks, vocab_probe
 
     t0 = time.perf_counter()
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     load_s = time.perf_counter() - t0
     vocab = model.get_input_embeddings().weight.shape[0]
     ids = np.arange(vocab if args.limit is None else min(args.limit, vocab))
-    blocks = [int(b) for b in args.blocks.split(",")] if args.blocks else default_probe_blocks(n_blocks(model))
+    blocks = [int(b) for b in args.blocks.split(",")] if args.blocks else default_probe_blocks(model_layout(model).n_blocks)
 
     # warm-up (allocator, kernels) on one batch of each
     probe_peaks(model, ids[: args.batch_size], blocks, batch_size=args.batch_size, progress=False)

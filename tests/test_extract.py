@@ -6,7 +6,7 @@ import torch
 
 from conftest import tiny_model
 from spikesink import metrics
-from spikesink.architecture import UnsupportedArchitectureError, decoder_layers
+from spikesink.instrumentation.families import UnsupportedArchitectureError
 from spikesink.extraction.block_stats import OUTPUT, RESIDUAL, ExtractionSettings, extract_block_stats, load_block_stats, save_block_stats
 
 
@@ -14,13 +14,14 @@ def full_states(model, input_ids):
     """(kind, block) -> (N, T, d) float32, captured with the same module boundaries."""
     states = {}
     handles = []
-    for layer in decoder_layers(model):
-        a, f = layer.attention_block, layer.ffn_block
+    # Llama's own module names, independently of the instrumentation layer under test
+    for index, layer in enumerate(model.model.layers):
+        a, f = 2 * index + 1, 2 * index + 2
         handles += [
-            layer.attention.register_forward_hook(lambda m, i, o, b=a: states.setdefault((OUTPUT, b), []).append(o[0].detach().clone())),
-            layer.post_attention_norm.register_forward_pre_hook(lambda m, i, b=a: states.setdefault((RESIDUAL, b), []).append(i[0].detach().clone())),
+            layer.self_attn.register_forward_hook(lambda m, i, o, b=a: states.setdefault((OUTPUT, b), []).append(o[0].detach().clone())),
+            layer.post_attention_layernorm.register_forward_pre_hook(lambda m, i, b=a: states.setdefault((RESIDUAL, b), []).append(i[0].detach().clone())),
             layer.mlp.register_forward_hook(lambda m, i, o, b=f: states.setdefault((OUTPUT, b), []).append(o.detach().clone())),
-            layer.layer.register_forward_hook(lambda m, i, o, b=f: states.setdefault((RESIDUAL, b), []).append((o[0] if isinstance(o, tuple) else o).detach().clone())),
+            layer.register_forward_hook(lambda m, i, o, b=f: states.setdefault((RESIDUAL, b), []).append((o[0] if isinstance(o, tuple) else o).detach().clone())),
         ]
     with torch.no_grad():
         out = model(input_ids=torch.as_tensor(input_ids), output_hidden_states=True)
@@ -113,10 +114,11 @@ def test_every_family_is_hooked(model_type):
 
 
 def test_unsupported_family_fails_clearly():
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import OPTConfig, OPTForCausalLM
 
-    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=32)).eval()
-    with pytest.raises(UnsupportedArchitectureError, match="supported: llama"):
+    model = OPTForCausalLM(OPTConfig(num_hidden_layers=1, hidden_size=16, num_attention_heads=2, ffn_dim=32,
+                                     vocab_size=32, word_embed_proj_dim=16)).eval()
+    with pytest.raises(UnsupportedArchitectureError, match="'opt' has no family adapter; supported: llama.*Adding a model family"):
         extract_block_stats(model, np.zeros((1, 4), dtype=int), progress=False)
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from spikesink.instrumentation.taps import NotEditable
 from spikesink.analyses.intervention import (
-    intervention_module,
     intervention_table,
     replacement_values,
     spike_intervention,
@@ -125,12 +125,13 @@ def test_spike_positions_mode_edits_every_planted_spike_token():
 
 def test_residual_site_and_errors():
     model = tiny_model()
-    assert intervention_module(model, 4, "residual") is model.model.layers[1]
-    assert intervention_module(model, 3) is model.model.layers[1].self_attn
-    with pytest.raises(ValueError, match="attention block"):
-        intervention_module(model, 3, "residual")
+    # an attention block's post-residual is read by two consumers: no hook can edit it faithfully
+    with pytest.raises(NotEditable, match="post_residual of FFN"):
+        with spike_intervention(model, 3, CHANNELS, site="residual"):
+            pass
     with pytest.raises(ValueError, match="out of range"):
-        intervention_module(model, 7)
+        with spike_intervention(model, 7, CHANNELS):
+            pass
     with pytest.raises(ValueError, match="channels"):
         with spike_intervention(model, 2, [32]):
             pass

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from spikesink.architecture import decoder_layers
 from spikesink.metrics import is_massive
 from spikesink.acquisition.planted import build_planted_llama, planted_tokenizer, save_planted
 
@@ -23,11 +22,11 @@ def planted():
 def post_residual_states(model, input_ids):
     """{block: (B, T, d) post-residual state} for every block, via forward hooks."""
     states, handles = {}, []
-    for lm in decoder_layers(model):
-        handles.append(lm.post_attention_norm.register_forward_pre_hook(
-            lambda m, args, b=lm.attention_block: states.__setitem__(b, args[0].detach())))
-        handles.append(lm.layer.register_forward_hook(
-            lambda m, args, out, b=lm.ffn_block: states.__setitem__(b, (out[0] if isinstance(out, tuple) else out).detach())))
+    for index, layer in enumerate(model.model.layers):  # Llama's own modules: independent of the taps
+        handles.append(layer.post_attention_layernorm.register_forward_pre_hook(
+            lambda m, args, b=2 * index + 1: states.__setitem__(b, args[0].detach())))
+        handles.append(layer.register_forward_hook(
+            lambda m, args, out, b=2 * index + 2: states.__setitem__(b, (out[0] if isinstance(out, tuple) else out).detach())))
     try:
         with torch.no_grad():
             model(input_ids)
@@ -86,7 +85,7 @@ def test_later_positions_do_not_spike_except_delimiters(planted):
 def test_step_up_amplifier_is_rank_one_along_s_star(planted):
     model, info = planted
     s_star = torch.as_tensor(info["s_star"])
-    mlp = decoder_layers(model)[info["step_up_blocks"][0] // 2 - 1].mlp
+    mlp = model.model.layers[info["step_up_blocks"][0] // 2 - 1].mlp
     gate, up, down = (p.weight.detach() for p in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
     for channel in info["spike_channels"]:
         u_k = torch.einsum("i,ia,ib->ab", down[channel], gate, up)  # naive definition

@@ -80,8 +80,7 @@ def planted():
 def collapsed(planted):
     model, info, tok, seqs = planted
     states = collect_spike_states(model, batches_from_sequences(seqs, batch_size=3), info["step_up_blocks"])
-    weight, eps = next_norm(model, info["step_up_blocks"][0])
-    return states, collapse_summary(states, info["spike_channels"], weight, eps)
+    return states, collapse_summary(states, info["spike_channels"], next_norm(model, info["step_up_blocks"][0]))
 
 
 def test_spike_tokens_are_first_tokens_and_delimiters(planted, collapsed):
@@ -120,8 +119,7 @@ def test_energy_sits_on_the_spike_channels_and_the_bound_holds(collapsed):
 def test_cosine_matrices_shapes(planted, collapsed):
     model, info, _, _ = planted
     states, _ = collapsed
-    weight, eps = next_norm(model, info["step_up_blocks"][0])
-    mats = cosine_matrices(states, weight, eps, max_tokens=5)
+    mats = cosine_matrices(states, next_norm(model, info["step_up_blocks"][0]), max_tokens=5)
     assert {k: v.shape for k, v in mats.items()} == {"before": (5, 5), "after": (5, 5), "after_normed": (5, 5)}
 
 

@@ -11,9 +11,8 @@ from transformers import LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM,
 
 from conftest import tiny_config
 from spikesink import metrics
+from spikesink.instrumentation.attention import ROUTED, AttentionRoutingError
 from spikesink.extraction.sink_stats import (
-    ATTN_IMPLEMENTATION,
-    AttentionRoutingError,
     SinkStatistics,
     attention_masses,
     sink_statistics,
@@ -160,7 +159,7 @@ def test_restores_previous_implementation_also_on_error():
     model.set_attn_implementation("eager")
     with pytest.raises(KeyError):
         with SinkStatistics(model):
-            assert model.config._attn_implementation == ATTN_IMPLEMENTATION
+            assert model.config._attn_implementation == ROUTED["eager"]  # eager stays the base
             raise KeyError("boom")
     assert model.config._attn_implementation == "eager"
     # nested observers on one model share the routing; the outer exit restores
@@ -168,7 +167,7 @@ def test_restores_previous_implementation_also_on_error():
         with SinkStatistics(model) as inner:
             with torch.no_grad():
                 model(input_ids=torch.randint(0, 97, (1, 6)))
-        assert model.config._attn_implementation == ATTN_IMPLEMENTATION
+        assert model.config._attn_implementation == ROUTED["eager"]
         with torch.no_grad():
             model(input_ids=torch.randint(0, 97, (1, 6)))
     assert model.config._attn_implementation == "eager"

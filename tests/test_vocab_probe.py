@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from spikesink.architecture import decoder_layers
 from spikesink.acquisition.planted import build_planted_llama, planted_tokenizer
-from spikesink.analyses.vocab_probe import block_taps, default_probe_blocks, probe_peaks, run_until, vocab_probe
+from spikesink.analyses.vocab_probe import default_probe_blocks, probe_peaks, vocab_probe
+from spikesink.instrumentation.taps import block_taps, run_decoder
 
 torch.set_num_threads(1)
 
@@ -71,7 +71,7 @@ def test_cached_prefix_equals_full_sequences(planted):
             peaks.append(float(state[0, -1].abs().max()))
 
         with block_taps(model, blocks, record):
-            run_until(model, input_ids=seq)
+            run_decoder(model, input_ids=seq)
         full["peak"].append(max(peaks))
     np.testing.assert_allclose(fast["peak"], full["peak"], rtol=1e-4)
 
@@ -79,8 +79,7 @@ def test_cached_prefix_equals_full_sequences(planted):
 def test_forward_stops_after_the_last_probed_block(planted):
     model, _, _ = planted
     called = []
-    layers = decoder_layers(model)
-    handle = layers[3].layer.register_forward_pre_hook(lambda *a: called.append(3))
+    handle = model.model.layers[3].register_forward_pre_hook(lambda *a: called.append(3))
     try:
         out = probe_peaks(model, [1, 2], blocks=[4, 5], progress=False)  # layer 2's attention is the last
     finally:

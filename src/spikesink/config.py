@@ -6,8 +6,12 @@ config sections into the dataclasses the package functions take, so rules stay t
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+
+# torch-free: the family registry is data
+from spikesink.instrumentation.families import BY_MODEL_TYPE, unsupported_message
 
 # the torch-free settings module: the workflow imports this file while it builds its DAG
 from spikesink.settings import ExtractionSettings, LifecycleSettings
@@ -28,9 +32,15 @@ def check_config(config: dict, workdir: str | os.PathLike = ".") -> None:
             path = path if path.is_absolute() else workdir / path
             if not path.is_dir():
                 problems.append(f"{key}.path: directory {spec['path']!r} does not exist; point it at a Hugging Face model directory (config.json + *.safetensors + tokenizer)")
+            elif (path / "config.json").is_file():
+                model_type = json.loads((path / "config.json").read_text()).get("model_type")
+                if model_type not in BY_MODEL_TYPE:
+                    problems.append(f"{key}.path: {unsupported_message(model_type)}")
         if source == "pypi_gguf" and len(spec.get("files", [])) != len(spec.get("packages", [])):
             problems.append(f"{key}.files: give one file glob per entry of {key}.packages ({len(spec.get('files', []))} globs for {len(spec.get('packages', []))} packages)")
         if source == "random":
+            if spec.get("model_type") not in BY_MODEL_TYPE:
+                problems.append(f"{key}.model_type: {unsupported_message(spec.get('model_type'))}")
             cfg = spec.get("config", {})
             if "num_hidden_layers" in cfg and cfg["num_hidden_layers"] < 1:
                 problems.append(f"{key}.config.num_hidden_layers must be >= 1")

@@ -14,6 +14,21 @@ from typing import Any, Iterator
 import numpy as np
 
 
+OUTPUT_SUFFIXES = (".pdf", ".png", ".csv", ".md", ".tex")
+
+
+def output_stem(path: str | os.PathLike) -> Path:
+    """`path` without a figure/table suffix; other dots stay (`qwen2.5-0.5b` is a name, not a suffix)."""
+    path = Path(path)
+    return path.with_name(path.name[: -len(path.suffix)]) if path.suffix.lower() in OUTPUT_SUFFIXES else path
+
+
+def with_extension(stem: str | os.PathLike, extension: str) -> Path:
+    """stem + extension, never replacing part of a dotted name (unlike Path.with_suffix)."""
+    stem = Path(stem)
+    return stem.with_name(stem.name + extension)
+
+
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

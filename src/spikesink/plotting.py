@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # figures are files; never open a window (also on headles
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from spikesink.io import atomic_path  # noqa: E402
+from spikesink.io import atomic_path, output_stem, with_extension  # noqa: E402
 
 PALETTE = {
     "top1": "#b2182b",
@@ -47,10 +47,10 @@ def apply_style() -> None:
 
 def save_figure(fig, path: str | os.PathLike) -> list[Path]:
     """Save `fig` as PDF and PNG next to each other (path may name either, or no suffix)."""
-    base = Path(path).with_suffix("")
+    base = output_stem(path)
     written = []
     for suffix, extra in ((".pdf", {"metadata": {"CreationDate": None, "ModDate": None}}), (".png", {"metadata": {"Software": None}})):
-        target = base.with_suffix(suffix)
+        target = with_extension(base, suffix)
         with atomic_path(target) as tmp:
             fig.savefig(tmp, format=suffix[1:], **extra)
         written.append(target)

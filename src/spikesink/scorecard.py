@@ -27,13 +27,18 @@ class Claim:
     model: str
     paper: str  # the paper's value or statement
     ours: str  # what we measured, with numbers
-    holds: bool
+    holds: bool | None  # None: the claim does not apply to this model ("n/a", reason in `ours`)
     tolerance: str  # how 'holds' was decided
 
     def to_dict(self) -> dict:
         out = {key: plain_notation(value) if isinstance(value, str) else value for key, value in asdict(self).items()}
-        out["holds"] = bool(out["holds"])
+        out["holds"] = None if out["holds"] is None else bool(out["holds"])
         return out
+
+
+def not_applicable(section: str, claim: str, model: str, paper: str, reason: str) -> Claim:
+    """A scorecard row for a claim that does not apply to a model: 'n/a' with the reason, never a zero."""
+    return Claim(section, claim, model, paper, f"n/a: {reason}", None, "-")
 
 
 def plain_notation(text: str) -> str:
@@ -55,10 +60,17 @@ def read_claims(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     return frame.sort_values(["section", "claim", "model"], kind="stable").reset_index(drop=True)
 
 
+HOLDS_TEXT = {True: "yes", False: "NO"}
+
+
 def write_scorecard(frame: pd.DataFrame, stem: str | os.PathLike) -> None:
-    held = int(frame["holds"].sum())
+    checked = frame["holds"].notna()
+    held = int((frame["holds"][checked] == True).sum())  # noqa: E712 (object column: True/False/None)
+    n_na = int((~checked).sum())
     caption = (
-        f"Reproduction scorecard: {held} of {len(frame)} checked claims hold. "
-        "'paper' is the paper's value or statement, 'ours' what this run measured."
+        f"Reproduction scorecard: {held} of {int(checked.sum())} checked claims hold"
+        + (f" ({n_na} rows n/a: the claim does not apply to that model)" if n_na else "")
+        + ". 'paper' is the paper's value or statement, 'ours' what this run measured."
     )
-    write_table(frame.assign(holds=frame["holds"].map({True: "yes", False: "NO"})), stem, caption=caption, formats=("csv", "md"))
+    shown = frame["holds"].map(lambda v: "n/a" if v is None or v != v else HOLDS_TEXT[bool(v)])
+    write_table(frame.assign(holds=shown), stem, caption=caption, formats=("csv", "md"))

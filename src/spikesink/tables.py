@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from spikesink.io import write_text
+from spikesink.io import output_stem, with_extension, write_text
 
 
 def _format(value) -> str:
@@ -54,20 +54,20 @@ def to_latex(frame: pd.DataFrame, caption: str = "", label: str = "") -> str:
 
 def write_table(frame: pd.DataFrame, stem: str | os.PathLike, caption: str = "", formats=("csv", "md", "tex")) -> list[Path]:
     """Write `stem`.csv / .md / .tex. CSV keeps full precision; md and tex are formatted."""
-    stem = Path(stem)
+    stem = output_stem(stem)
     written = []
     if "csv" in formats:
         csv_frame = frame.copy()
         for column in csv_frame.columns:
             if csv_frame[column].map(lambda v: isinstance(v, (list, tuple))).any():
                 csv_frame[column] = csv_frame[column].map(lambda v: " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
-        write_text(stem.with_suffix(".csv"), csv_frame.to_csv(index=False, lineterminator="\n"))
-        written.append(stem.with_suffix(".csv"))
+        write_text(with_extension(stem, ".csv"), csv_frame.to_csv(index=False, lineterminator="\n"))
+        written.append(with_extension(stem, ".csv"))
     if "md" in formats:
         text = (f"{caption}\n\n" if caption else "") + to_markdown(frame)
-        write_text(stem.with_suffix(".md"), text)
-        written.append(stem.with_suffix(".md"))
+        write_text(with_extension(stem, ".md"), text)
+        written.append(with_extension(stem, ".md"))
     if "tex" in formats:
-        write_text(stem.with_suffix(".tex"), to_latex(frame, caption, label=f"tab:{stem.name}"))
-        written.append(stem.with_suffix(".tex"))
+        write_text(with_extension(stem, ".tex"), to_latex(frame, caption, label=f"tab:{stem.name}"))
+        written.append(with_extension(stem, ".tex"))
     return written

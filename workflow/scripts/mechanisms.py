@@ -46,10 +46,10 @@ log.info("collapse done")
 silu_cfg = mech["silu"]
 sentences = prompts.sample_sentences(passages, silu_cfg["n_sentences"], seed=silu_cfg["seed"])
 sequences = [tokenizer(s)["input_ids"] for s in sentences]
-silu = run_silu_regime(model, sequences, lifecycle, pad_id=tokenizer.pad_token_id or 0,
-                       floor=spike["floor"], median_ratio=spike["median_ratio"])
+silu, reason = run_silu_regime(model, sequences, lifecycle, pad_id=tokenizer.pad_token_id or 0,
+                               floor=spike["floor"], median_ratio=spike["median_ratio"])
 write_parquet(out.silu, silu)
-claims += silu_claims(name, silu)
+claims += silu_claims(name, silu, reason, activation=silu.attrs["activation"])
 write_claims(out.claims, claims)
 for claim in claims:
     log.info("%s: %s (%s)", "holds" if claim.holds else "FAILS", claim.claim, claim.ours)

@@ -1,4 +1,4 @@
-from pathlib import Path
+from spikesink.io import output_stem
 
 from spikesink.io import read_json
 from spikesink.analyses.lifecycle import Lifecycle
@@ -13,6 +13,6 @@ rows = [
 ]
 write_table(
     table1(rows),
-    Path(snakemake.output[0]).with_suffix(""),
+    output_stem(snakemake.output[0]),
     caption="Table 1: blocks, step-up and step-down blocks (paper numbering: block 2l-1 = attention, 2l = FFN of layer l).",
 )

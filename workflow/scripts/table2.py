@@ -1,4 +1,4 @@
-from pathlib import Path
+from spikesink.io import output_stem
 
 from spikesink.io import read_json
 from spikesink.logs import snakemake_logger
@@ -10,5 +10,5 @@ rows = [
     {"model": name, "paper_model": paper_model, "summary": read_json(path)}
     for name, path, paper_model in zip(snakemake.params.models, snakemake.input.summary, snakemake.params.paper_models)
 ]
-write_table(table2(rows), Path(snakemake.output[0]).with_suffix(""),
+write_table(table2(rows), output_stem(snakemake.output[0]),
             caption="Table 2: vocabulary ids that become spike tokens alone at position 0, and after a neutral prefix.")

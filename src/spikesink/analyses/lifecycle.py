@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from spikesink import metrics
-from spikesink.architecture import block_kind
+from spikesink.instrumentation.blocks import block_kind
 from spikesink.extraction.block_stats import OUTPUT, RESIDUAL, BlockStats
 from spikesink.settings import LifecycleSettings
 

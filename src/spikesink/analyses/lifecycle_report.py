@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from spikesink import paper
-from spikesink.architecture import block_kind
+from spikesink.instrumentation.blocks import block_kind
 from spikesink.analyses.lifecycle import Lifecycle
 from spikesink.scorecard import Claim
 

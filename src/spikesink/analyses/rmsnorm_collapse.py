@@ -12,13 +12,16 @@ Claims checked here:
   by a scalar, so it leaves cosines unchanged (reported as a check); *with* the next layer's norm
   weight the cosines are those the next attention block actually sees.
 * Delimiters: which non-initial tokens become spike tokens (counted by decoded string) and how
-  much attention they pay to themselves in early layers (eager attention on a small sample;
-  only the diagonal of each map is kept).
+  much attention they pay to themselves in early layers (the attention observer's chunked
+  probabilities; only the diagonal p(t -> t) is kept).
+
+LayerNorm families (GPT-2, NeoX) centre before they scale; the same bound holds for them
+(sum_i n_i^2 = d var / (var + eps) <= d), with their bias added. Where no norm reads the state
+(OLMo 2 normalises block outputs, not the residual), the normed readings are n/a.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
@@ -27,28 +30,41 @@ import numpy as np
 import pandas as pd
 import torch
 
-from spikesink.architecture import block_layer, decoder_layers, rms_norm_eps
-from spikesink.metrics import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO, is_massive
-from spikesink.analyses.vocab_probe import StopForward, block_taps, run_until
+
+from spikesink.instrumentation.attention import AttentionObserver, probability_chunks
+from spikesink.instrumentation.blocks import block_layer
+from spikesink.instrumentation.layout import model_layout
+from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
+from spikesink.instrumentation.taps import capture, run_decoder
+from spikesink.metrics import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO
 
 # ------------------------------------------------------------------------------------------
 # Pure functions
 # ------------------------------------------------------------------------------------------
 
 
-def rms_normalize(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 0.0) -> torch.Tensor:
-    """x / sqrt(mean(x^2) + eps) (times weight), rows = vectors, float32."""
+def rms_normalize(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 0.0,
+                  bias: torch.Tensor | None = None, center: bool = False) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) (times weight, plus bias), rows = vectors, float32.
+
+    center=True is LayerNorm: x - mean(x) first, so the denominator is the standard deviation.
+    """
     x = x.float()
+    if center:
+        x = x - x.mean(dim=-1, keepdim=True)
     normed = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
-    return normed if weight is None else normed * weight.float()
+    normed = normed if weight is None else normed * weight.float()
+    return normed if bias is None else normed + bias.float()
 
 
-def rmsnorm_bound(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 0.0) -> tuple[torch.Tensor, float]:
-    """(max_i |RMSNorm(x)_i| per row, the bound sqrt(d) * max|g|) (max|g| = 1 without weight)."""
+def rmsnorm_bound(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 0.0,
+                  bias: torch.Tensor | None = None, center: bool = False) -> tuple[torch.Tensor, float]:
+    """(max_i |N(x)_i| per row, the bound sqrt(d) max|g| + max|b|) (max|g| = 1 without weight)."""
     d = x.shape[-1]
-    peak = rms_normalize(x, weight, eps).abs().amax(dim=-1)
+    peak = rms_normalize(x, weight, eps, bias, center).abs().amax(dim=-1)
     scale = 1.0 if weight is None else float(weight.float().abs().max())
-    return peak, float(np.sqrt(d)) * scale
+    offset = 0.0 if bias is None else float(bias.float().abs().max())
+    return peak, float(np.sqrt(d)) * scale + offset
 
 
 def pairwise_cosine(x: torch.Tensor) -> torch.Tensor:
@@ -68,9 +84,10 @@ def offdiag_stats(matrix: torch.Tensor) -> dict[str, float]:
             "p05": float(torch.quantile(values, 0.05))}
 
 
-def energy_fraction(x: torch.Tensor, channels: Sequence[int], weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Share of ||RMSNorm(x)||^2 carried by `channels`, per row (with the weight if given)."""
-    normed = rms_normalize(x, weight)
+def energy_fraction(x: torch.Tensor, channels: Sequence[int], weight: torch.Tensor | None = None,
+                    center: bool = False) -> torch.Tensor:
+    """Share of ||N(x)||^2 carried by `channels`, per row (with the weight if given; LayerNorm: center)."""
+    normed = rms_normalize(x, weight, center=center)
     energy = normed.pow(2)
     return energy[:, list(channels)].sum(-1) / energy.sum(-1).clamp_min(1e-30)
 
@@ -108,11 +125,13 @@ def collect_spike_states(model, batches: Iterable[Mapping[str, torch.Tensor]], s
     max_other ordinary tokens, sampled uniformly with a seeded generator.
     """
     step_up_blocks = sorted(int(b) for b in step_up_blocks)
-    before_block, after_block = step_up_blocks[0] - 1, step_up_blocks[-1]
+    first_up, after_block = step_up_blocks[0], step_up_blocks[-1]
     detect_block = int(detect_block or after_block)
-    if before_block < 1:
+    if first_up < 2:
         raise ValueError("the step-up block must have a block before it")
     device = next(model.parameters()).device
+    rule = SpikeRule(floor, median_ratio)
+    requests = {(first_up, "input"), (after_block, "post_residual"), (detect_block, "post_residual")}
     generator = np.random.default_rng(seed)
     keep_before, keep_after, keep_spike, keep_sample, keep_pos, keep_tok = [], [], [], [], [], []
     counts: Counter = Counter()
@@ -121,13 +140,9 @@ def collect_spike_states(model, batches: Iterable[Mapping[str, torch.Tensor]], s
         ids = batch["input_ids"].to(device)
         mask = batch.get("attention_mask")
         mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.to(device).bool()
-        states: dict[int, torch.Tensor] = {}
-        with block_taps(model, {before_block, after_block, detect_block},
-                        lambda b, s: states.__setitem__(b, s.detach().float())):
-            run_until(model, input_ids=ids, attention_mask=mask.long())
-        magnitude = states[detect_block].abs()
-        median = torch.stack([magnitude[b][mask[b]].median() for b in range(ids.shape[0])])[:, None]
-        spike = is_massive(magnitude.amax(-1), median, floor, median_ratio) & mask
+        got = capture(model, requests, transform=lambda t: t.float(), input_ids=ids, attention_mask=mask.long())
+        states = {"before": got[(first_up, "input")], "after": got[(after_block, "post_residual")]}
+        spike = spike_tokens(got[(detect_block, "post_residual")], rule, mask).mask
         n_spike_total += int(spike.sum())
         n_tokens_total += int(mask.sum())
         rows, cols = torch.nonzero(mask, as_tuple=True)
@@ -135,8 +150,8 @@ def collect_spike_states(model, batches: Iterable[Mapping[str, torch.Tensor]], s
             if spike[r, c] and c > 0:
                 counts[int(ids[r, c])] += 1
         for r, c in zip(rows.tolist(), cols.tolist()):
-            keep_before.append(states[before_block][r, c].cpu())
-            keep_after.append(states[after_block][r, c].cpu())
+            keep_before.append(states["before"][r, c].cpu())
+            keep_after.append(states["after"][r, c].cpu())
             keep_spike.append(bool(spike[r, c]))
             keep_sample.append(offset + r)
             keep_pos.append(c)
@@ -186,28 +201,41 @@ def _subsample(spike: np.ndarray, position: np.ndarray, max_spike: int, max_othe
 # ------------------------------------------------------------------------------------------
 
 
-def next_norm(model, block: int) -> tuple[torch.Tensor, float]:
-    """Weight and eps of the RMSNorm that reads the post-residual of `block` (the next block's norm).
+@dataclass
+class NormReading:
+    """The norm that reads a state, as the formula the analyses apply (float32, on the CPU)."""
 
-    After an FFN block that is the next layer's input_layernorm (or the final norm after the
-    last layer); after an attention block it is the same layer's post_attention_layernorm.
+    weight: torch.Tensor | None  # effective gain (Gemma: 1 + weight)
+    bias: torch.Tensor | None
+    eps: float
+    center: bool  # LayerNorm
+    label: str
+
+
+def next_norm(model, block: int) -> NormReading | None:
+    """The norm that reads the post-residual of `block` (None when no norm does, e.g. OLMo 2).
+
+    After an FFN block that is the next layer's attention input norm (or the final norm after
+    the last layer); after an attention block it is the same layer's FFN input norm.
     """
-    layers = decoder_layers(model)
-    layer = block_layer(block)
-    if block % 2 == 1:
-        norm = layers[layer].post_attention_norm
-    elif layer + 1 < len(layers):
-        norm = layers[layer + 1].input_norm
-    else:
-        from spikesink.architecture import base_model
-
-        norm = base_model(model).norm
-    return norm.weight.detach().float().cpu(), rms_norm_eps(norm)
+    layout = model_layout(model)
+    norm = layout.norm_reading(block)
+    if norm is None:
+        return None
+    gain, bias = layout.norm_gain(norm)
+    eps = next((float(getattr(norm, name)) for name in ("variance_epsilon", "eps") if hasattr(norm, name)), 0.0)
+    return NormReading(None if gain is None else gain.cpu(), None if bias is None else bias.cpu(), eps,
+                       layout.adapter.norm_type == "layernorm", type(norm).__name__)
 
 
-def collapse_summary(states: SpikeStates, spike_channels: Sequence[int], norm_weight: torch.Tensor,
-                     eps: float = 0.0) -> dict:
-    """Fig 5 numbers: cosines among spike tokens before/after, energy shares, the RMSNorm bound."""
+def collapse_summary(states: SpikeStates, spike_channels: Sequence[int], norm: NormReading | None) -> dict:
+    """Fig 5 numbers: cosines among spike tokens before/after, energy shares, the norm bound.
+
+    `norm` is the norm that reads the post-step-up state (next_norm); without one (OLMo 2) only
+    the weightless normalisation is reported and `no_norm_reads_state` is set.
+    """
+    center = bool(norm and norm.center)
+    eps = norm.eps if norm else 0.0
     spike = torch.as_tensor(states.is_spike)
     before, after = states.before[spike], states.after[spike]
     other_after = states.after[~spike]
@@ -218,41 +246,44 @@ def collapse_summary(states: SpikeStates, spike_channels: Sequence[int], norm_we
         "n_other_sampled": int((~spike).sum()),
         "n_spike_total": states.n_spike_total,
         "n_tokens_total": states.n_tokens_total,
+        "norm": norm.label if norm else None,
+        "no_norm_reads_state": norm is None,
         "cos_before": offdiag_stats(pairwise_cosine(before)),
         "cos_after": offdiag_stats(pairwise_cosine(after)),
-        "cos_after_normed_no_weight": offdiag_stats(pairwise_cosine(rms_normalize(after, None, eps))),
-        "cos_after_normed_weight": offdiag_stats(pairwise_cosine(rms_normalize(after, norm_weight, eps))),
+        "cos_after_normed_no_weight": offdiag_stats(pairwise_cosine(rms_normalize(after, None, eps, center=center))),
         "cos_other_after": offdiag_stats(pairwise_cosine(other_after)),
     }
+    if norm:
+        summary["cos_after_normed_weight"] = offdiag_stats(pairwise_cosine(rms_normalize(after, norm.weight, eps, norm.bias, center)))
     if len(spike_channels):
-        frac = energy_fraction(after, spike_channels)
-        frac_w = energy_fraction(after, spike_channels, norm_weight)
+        frac = energy_fraction(after, spike_channels, center=center)
         summary["energy_share_spike"] = float(frac.median()) if frac.numel() else float("nan")
-        summary["energy_share_spike_weighted"] = float(frac_w.median()) if frac_w.numel() else float("nan")
-        other = energy_fraction(other_after, spike_channels) if other_after.numel() else torch.zeros(0)
+        if norm:
+            frac_w = energy_fraction(after, spike_channels, norm.weight, center)
+            summary["energy_share_spike_weighted"] = float(frac_w.median()) if frac_w.numel() else float("nan")
+        other = energy_fraction(other_after, spike_channels, center=center) if other_after.numel() else torch.zeros(0)
         summary["energy_share_other"] = float(other.median()) if other.numel() else float("nan")
     everything = states.after
-    peak, bound = rmsnorm_bound(everything, None, eps)
-    peak_w, bound_w = rmsnorm_bound(everything, norm_weight, eps)
-    summary["rmsnorm_bound"] = {
-        "sqrt_d": bound, "max_abs_no_weight": float(peak.max()) if peak.numel() else float("nan"),
-        "spike_max_abs_no_weight": float(peak[spike].max()) if spike.any() else float("nan"),
-        "bound_weight": bound_w, "max_abs_weight": float(peak_w.max()) if peak_w.numel() else float("nan"),
-        "holds": bool((peak <= bound * (1 + 1e-5)).all() and (peak_w <= bound_w * (1 + 1e-5)).all()),
-    }
+    peak, bound = rmsnorm_bound(everything, None, eps, center=center)
+    bound_info = {"sqrt_d": bound, "max_abs_no_weight": float(peak.max()) if peak.numel() else float("nan"),
+                  "spike_max_abs_no_weight": float(peak[spike].max()) if spike.any() else float("nan")}
+    holds = bool((peak <= bound * (1 + 1e-5)).all())
+    if norm:
+        peak_w, bound_w = rmsnorm_bound(everything, norm.weight, eps, norm.bias, center)
+        bound_info.update(bound_weight=bound_w, max_abs_weight=float(peak_w.max()) if peak_w.numel() else float("nan"))
+        holds &= bool((peak_w <= bound_w * (1 + 1e-5)).all())
+    summary["rmsnorm_bound"] = bound_info | {"holds": holds}
     return summary
 
 
-def cosine_matrices(states: SpikeStates, norm_weight: torch.Tensor, eps: float = 0.0, max_tokens: int = 64,
-                    ) -> dict[str, np.ndarray]:
-    """The small matrices Fig 5 draws: spike tokens before, after, after RMSNorm with weight."""
+def cosine_matrices(states: SpikeStates, norm: NormReading | None, max_tokens: int = 64) -> dict[str, np.ndarray]:
+    """The small matrices Fig 5 draws: spike tokens before, after, after the next norm (with its weight)."""
     spike = torch.as_tensor(states.is_spike)
     before, after = states.before[spike][:max_tokens], states.after[spike][:max_tokens]
-    return {
-        "before": pairwise_cosine(before).numpy(),
-        "after": pairwise_cosine(after).numpy(),
-        "after_normed": pairwise_cosine(rms_normalize(after, norm_weight, eps)).numpy(),
-    }
+    out = {"before": pairwise_cosine(before).numpy(), "after": pairwise_cosine(after).numpy()}
+    if norm:
+        out["after_normed"] = pairwise_cosine(rms_normalize(after, norm.weight, norm.eps, norm.bias, norm.center)).numpy()
+    return out
 
 
 def nonfirst_spike_counts(states: SpikeStates, tokenizer=None, top: int = 30) -> pd.DataFrame:
@@ -263,55 +294,44 @@ def nonfirst_spike_counts(states: SpikeStates, tokenizer=None, top: int = 30) ->
 
 
 # ------------------------------------------------------------------------------------------
-# Self-attention share in early layers (eager, small sample)
+# Self-attention share in early layers (the attention observer, diagonals only)
 # ------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def eager_attention(model):
-    """Temporarily switch the model to eager attention (maps are produced); restore afterwards."""
-    previous = model.config._attn_implementation
-    model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(previous)
+class SelfAttentionShare(AttentionObserver):
+    """p(t -> t) per (sample, layer, head, position), from the observer's chunked probabilities."""
+
+    def __init__(self, model, layers: Sequence[int]):
+        super().__init__(model, layers=layers, stop_after_last=True)
+        self.diagonals: list[torch.Tensor] = []
+
+    def _compute(self, layer, module, query, key, attention_mask, kwargs):
+        _, chunks = probability_chunks(query, key, self.scaling(module, kwargs), attention_mask,
+                                       softcap=kwargs.get("softcap"), sliding_window=kwargs.get("sliding_window"))
+        batch, n_heads, q_len, _ = query.shape
+        diag = torch.zeros(batch, n_heads, q_len)
+        for start, stop, probs in chunks:
+            rows = torch.arange(stop - start)
+            diag[:, :, start:stop] = probs[..., rows, start + rows].reshape(batch, n_heads, -1).cpu()
+        return diag
+
+    def _commit(self, per_layer) -> None:
+        self.diagonals.append(torch.stack([per_layer[i] for i in self.layers], dim=1))
 
 
 def self_attention_share(model, input_ids: torch.Tensor, layers: Sequence[int],
                          attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """p(t -> t) per (sample, layer, head, position): the attention each token pays to itself.
+    """p(t -> t) per (sample, layer, head, position) for `layers` (0-based): (B, n_layers, H, T).
 
-    Runs eager attention up to the last requested layer (0-based) and keeps only the diagonal
-    of each attention map (B, H, T). Use a small sample: eager builds T x T maps per layer.
+    The forward stops after the deepest requested layer; no T x T map is formed.
     """
-    layer_list = sorted(int(x) for x in layers)
-    modules = decoder_layers(model)
     device = next(model.parameters()).device
-    diagonals: dict[int, torch.Tensor] = {}
-    handles = []
-
-    def hook(module, args, output, index):
-        weights = output[1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
-        if weights is None:
-            raise RuntimeError("attention returned no weights; eager attention is required")
-        diagonals[index] = torch.diagonal(weights.detach().float(), dim1=-2, dim2=-1).cpu()
-        if index == layer_list[-1]:
-            raise StopForward
-
-    for index in layer_list:
-        handles.append(modules[index].attention.register_forward_hook(
-            lambda m, a, out, i=index: hook(m, a, out, i)))
-    try:
-        with eager_attention(model):
-            inputs = {"input_ids": input_ids.to(device)}
-            if attention_mask is not None:
-                inputs["attention_mask"] = attention_mask.to(device)
-            run_until(model, **inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return torch.stack([diagonals[i] for i in layer_list], dim=1)  # (B, n_layers, H, T)
+    inputs = {"input_ids": input_ids.to(device), "use_cache": False}
+    if attention_mask is not None:
+        inputs["attention_mask"] = attention_mask.to(device)
+    with SelfAttentionShare(model, sorted(int(x) for x in layers)) as share:
+        run_decoder(model, **inputs)
+    return share.diagonals[0]
 
 
 def delimiter_self_attention(model, batch: Mapping[str, torch.Tensor], spike_mask: torch.Tensor,
@@ -336,17 +356,13 @@ def delimiter_self_attention(model, batch: Mapping[str, torch.Tensor], spike_mas
 
 def spike_mask_at(model, batch: Mapping[str, torch.Tensor], block: int, floor: float = DEFAULT_FLOOR,
                   median_ratio: float = DEFAULT_MEDIAN_RATIO) -> torch.Tensor:
-    """(B, T) massive flags at one block's post-residual, median per sequence (valid tokens)."""
+    """(B, T) spike tokens of one block's post-residual (median per sequence over valid tokens)."""
     device = next(model.parameters()).device
     ids = batch["input_ids"].to(device)
     mask = batch.get("attention_mask")
     mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.to(device).bool()
-    got = {}
-    with block_taps(model, [block], lambda b, s: got.__setitem__("s", s.detach().float())):
-        run_until(model, input_ids=ids, attention_mask=mask.long())
-    magnitude = got["s"].abs()
-    median = torch.stack([magnitude[b][mask[b]].median() for b in range(ids.shape[0])])[:, None]
-    return (is_massive(magnitude.amax(-1), median, floor, median_ratio) & mask).cpu()
+    got = capture(model, [(block, "post_residual")], input_ids=ids, attention_mask=mask.long())
+    return spike_tokens(got[(block, "post_residual")], SpikeRule(floor, median_ratio), mask).mask.cpu()
 
 
 # ------------------------------------------------------------------------------------------
@@ -371,7 +387,7 @@ def run_collapse(model, tokenizer, input_ids: np.ndarray, lifecycle: Mapping, bo
     input_ids: (n, T) corpus prompts. When the tokenizer added a BOS it is dropped, so that the
     first tokens of the prompts differ (with a BOS every first token is the same and the
     collapse would be trivial). Self-attention shares are taken on `attention_prompts` prompts
-    in the layers before the first step-up layer (eager attention, diagonals only).
+    in the layers up to the first step-up layer (the observer's diagonals only).
     """
     step_up = [int(b) for b in lifecycle.get("step_up", [])]
     if not step_up:
@@ -386,8 +402,8 @@ def run_collapse(model, tokenizer, input_ids: np.ndarray, lifecycle: Mapping, bo
 
     states = collect_spike_states(model, batches(), step_up, floor=floor, median_ratio=median_ratio,
                                   max_spike=max_spike, max_other=max_other, seed=seed)
-    weight, eps = next_norm(model, step_up[-1])
-    summary = collapse_summary(states, spike_channels, weight, eps)
+    norm = next_norm(model, step_up[-1])
+    summary = collapse_summary(states, spike_channels, norm)
     summary.update({"step_up": step_up, "spike_channels": spike_channels, "bos_dropped": bool(bos_added),
                     "n_prompts": int(len(ids)), "seq_len": int(ids.shape[1])})
     delimiters = nonfirst_spike_counts(states, tokenizer, top=30)
@@ -400,40 +416,58 @@ def run_collapse(model, tokenizer, input_ids: np.ndarray, lifecycle: Mapping, bo
     mask = spike_mask_at(model, sample, step_up[-1], floor, median_ratio)
     self_attention = delimiter_self_attention(model, sample, mask, layers)
     others = states.after[~torch.as_tensor(states.is_spike)][:matrix_tokens]
-    matrices = cosine_matrices(states, weight, eps, matrix_tokens)
+    matrices = cosine_matrices(states, norm, matrix_tokens)
     matrices["other_after"] = pairwise_cosine(others).numpy()
     return {"summary": summary, "matrices": matrices, "delimiters": delimiters, "self_attention": self_attention}
 
 
+CLAIMS = {
+    "collapse": ("spike tokens become nearly identical after the step-up block", "pairwise cosine varied before, ~1.0 after (Fig 5)"),
+    "bound": ("after RMSNorm every coordinate obeys |h_i| <= sqrt(d) (max|g| sqrt(d) with weight g)", "Eq. 23"),
+    "sparse": ("normalised spike states are sparse: the spike channels carry the energy", "mass on the spike channels"),
+    "delimiters": ("non-initial spike tokens are delimiters", "periods, newlines, ..."),
+}
+
+
 def collapse_claims(model: str, summary: Mapping, self_attention: pd.DataFrame | None = None,
                     min_cos_after: float = 0.95, min_energy_share: float = 0.5) -> list:
-    """Fig 5 claims: collapse, the RMSNorm bound, sparsity; delimiters when any spike."""
-    from spikesink.scorecard import Claim
+    """Fig 5 claims: collapse, the RMSNorm bound, sparsity; delimiters when any spike.
+
+    Without a step-up block every row is n/a; where no norm reads the state (OLMo 2) the rows
+    about the normalised state say so and report the weightless normalisation only.
+    """
+    from spikesink.scorecard import Claim, not_applicable
 
     if "cos_after" not in summary:
-        return []
+        reason = summary.get("note", "no step-up block detected")
+        return [not_applicable(SECTION, claim, model, paper, reason) for claim, paper in CLAIMS.values()]
     before, after = summary["cos_before"]["median"], summary["cos_after"]["median"]
+    normed = summary.get("cos_after_normed_weight")
+    bound = summary["rmsnorm_bound"]
+    unread = " (no norm reads this state in this family: weightless RMSNorm applied for the bound)" if summary.get("no_norm_reads_state") else ""
     claims = [
-        Claim(SECTION, "spike tokens become nearly identical after the step-up block", model,
-              "pairwise cosine varied before, ~1.0 after (Fig 5)",
-              f"median pairwise cosine {before:.3f} before -> {after:.5f} after "
-              f"({summary['n_spike_sampled']} spike tokens; after RMSNorm with weight {summary['cos_after_normed_weight']['median']:.5f})",
+        Claim(SECTION, CLAIMS["collapse"][0], model, CLAIMS["collapse"][1],
+              f"median pairwise cosine {before:.3f} before -> {after:.5f} after ({summary['n_spike_sampled']} spike tokens"
+              + (f"; after the next norm with its weight {normed['median']:.5f})" if normed else ")"),
               after >= min_cos_after and after > before, f"median after >= {min_cos_after} and above before"),
-        Claim(SECTION, "after RMSNorm every coordinate obeys |h_i| <= sqrt(d) (max|g| sqrt(d) with weight g)", model,
-              "Eq. 23", f"max |RMSNorm(x)_i| = {summary['rmsnorm_bound']['max_abs_no_weight']:.3f} <= sqrt(d) = "
-              f"{summary['rmsnorm_bound']['sqrt_d']:.3f}; with weight {summary['rmsnorm_bound']['max_abs_weight']:.3f} <= "
-              f"{summary['rmsnorm_bound']['bound_weight']:.3f}", summary["rmsnorm_bound"]["holds"], "exact inequality"),
+        Claim(SECTION, CLAIMS["bound"][0], model, CLAIMS["bound"][1],
+              f"max |N(x)_i| = {bound['max_abs_no_weight']:.3f} <= sqrt(d) = {bound['sqrt_d']:.3f}"
+              + (f"; with weight {bound['max_abs_weight']:.3f} <= {bound['bound_weight']:.3f}" if "bound_weight" in bound else "")
+              + unread, bound["holds"], "exact inequality"),
     ]
-    if "energy_share_spike" in summary:
-        claims.append(Claim(SECTION, "normalised spike states are sparse: the spike channels carry the energy", model,
-                            "mass on the spike channels",
+    if "energy_share_spike" in summary and summary.get("no_norm_reads_state"):
+        claims.append(not_applicable(SECTION, CLAIMS["sparse"][0], model, CLAIMS["sparse"][1],
+                                     "no norm reads the residual stream in this family (norms sit on block outputs); "
+                                     f"weightless share would be {summary['energy_share_spike']:.3f}"))
+    elif "energy_share_spike" in summary:
+        claims.append(Claim(SECTION, CLAIMS["sparse"][0], model, CLAIMS["sparse"][1],
                             f"median share of ||RMSNorm(x)||^2 on spike channels {summary['energy_share_spike']:.3f} "
                             f"(with weight {summary['energy_share_spike_weighted']:.3f}; ordinary tokens "
                             f"{summary['energy_share_other']:.3f})",
                             summary["energy_share_spike"] >= min_energy_share, f"share >= {min_energy_share}"))
     n_later = summary.get("n_nonfirst_spike", 0)
     share = summary.get("nonfirst_spike_delimiter_share", float("nan"))
-    claims.append(Claim(SECTION, "non-initial spike tokens are delimiters", model, "periods, newlines, ...",
+    claims.append(Claim(SECTION, CLAIMS["delimiters"][0], model, CLAIMS["delimiters"][1],
                         f"{n_later} non-initial spike tokens in {summary['n_tokens_total']} tokens"
                         + (f"; {100 * share:.0f}% punctuation/whitespace" if n_later else ""),
                         bool(n_later) and share >= 0.5, ">= 1 non-initial spike token, >= 50% punctuation/whitespace"))

@@ -7,7 +7,8 @@ statistics: in the middle third of the layers, the head with the most and the on
 least mean attention on key 0.
 
 Queries and keys are taken where the softmax sees them: inside the routed attention function
-(sinks.AttentionObserver), i.e. after q/k projections, Qwen3's q/k RMSNorm and RoPE. Only the
+(spikesink.instrumentation.attention.AttentionObserver), i.e. after the q/k projections, any q/k norm
+and RoPE. Only the
 two chosen layers are observed and only one head of each is copied, for a bounded number of
 prompts, so memory is prompts x T x head_dim x 2 per head.
 
@@ -25,7 +26,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from spikesink.extraction.sink_stats import AttentionObserver
+from spikesink.instrumentation.attention import AttentionObserver
+from spikesink.instrumentation.taps import run_decoder
 
 ROLES = ("sink", "non_sink")
 KINDS = ("q(n)", "k(n)", "k(s)")  # non-sink queries, non-sink keys, sink keys (paper Fig 6 legend)
@@ -64,8 +66,9 @@ def choose_heads(key0_mass_layer_head: np.ndarray) -> dict[str, HeadChoice]:
 class QKCapture(AttentionObserver):
     """Copies query and key vectors of chosen heads (float32, CPU) for up to `max_prompts` prompts."""
 
-    def __init__(self, model: nn.Module, heads: dict[str, HeadChoice], max_prompts: int = 256):
-        super().__init__(model, layers=sorted({choice.layer for choice in heads.values()}))
+    def __init__(self, model: nn.Module, heads: dict[str, HeadChoice], max_prompts: int = 256,
+                 stop_after_last: bool = False):
+        super().__init__(model, layers=sorted({choice.layer for choice in heads.values()}), stop_after_last=stop_after_last)
         self.heads = dict(heads)
         self.max_prompts = int(max_prompts)
         self._queries: dict[str, list[torch.Tensor]] = {role: [] for role in self.heads}
@@ -117,9 +120,9 @@ class QKCapture(AttentionObserver):
 
 def collect_qk(model: nn.Module, batches: Iterable, heads: dict[str, HeadChoice], max_prompts: int = 256):
     """Run `batches` (iterable of (B, T) ids) until `max_prompts` prompts are captured."""
-    with torch.no_grad(), QKCapture(model, heads, max_prompts) as capture:
+    with torch.no_grad(), QKCapture(model, heads, max_prompts, stop_after_last=True) as capture:
         for input_ids in batches:
-            model(input_ids=torch.as_tensor(input_ids), use_cache=False)
+            run_decoder(model, input_ids=torch.as_tensor(input_ids), use_cache=False)
             if capture.full:
                 break
     return capture.result()

@@ -1,83 +1,32 @@
 """Vocabulary probe (paper Table 2): which vocabulary items spike when they are the first token.
 
 Every id is fed alone at position 0 (no BOS); a token is a *spike token* when the post-residual
-state of some probed intermediate block is massive (`spikesink.metrics.is_massive`: absolute floor
-and ratio to the median magnitude of the same state). The control feeds the same ids after a fixed
+state of some probed intermediate block makes it one (`spikesink.instrumentation.spikes`: absolute
+floor and ratio to the median magnitude of the same block's state on ordinary text). The control feeds the same ids after a fixed
 neutral prefix, whose keys and values are computed once and reused for every batch, so the
 control costs about as much as the position-0 scan.
 
-The forward stops after the last probed block (a hook raises `StopForward`) and never reaches the
+The forward stops after the last probed block (the taps' `stop_after_last`) and never reaches the
 LM head, which is why the probe can be cheaper than plain single-token forwards. Statistics are
 float32 whatever the model dtype (bf16 on CUDA is fine).
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import time
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from spikesink.architecture import base_model, block_kind, block_layer, decoder_layers, first_tensor, n_blocks
-from spikesink.metrics import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO, is_massive
+from spikesink.instrumentation.layout import model_layout
+from spikesink.instrumentation.spikes import SpikeRule, spike_tokens, state_median
+from spikesink.instrumentation.taps import block_taps, run_decoder
+from spikesink.metrics import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO
 
 DEFAULT_PREFIX = "The following text is plain English.\n"
-
-
-class StopForward(Exception):
-    """Raised by a hook once every needed block has been seen; ends the forward early."""
-
-
-@contextlib.contextmanager
-def block_taps(model, blocks: Iterable[int], on_state: Callable[[int, torch.Tensor], None],
-               stop_after_last: bool = True) -> Iterator[None]:
-    """Call on_state(block, post_residual_state) for each paper block during a forward.
-
-    Odd (attention) blocks: the input of post_attention_layernorm, i.e. the residual after the
-    attention add. Even (FFN) blocks: the decoder layer's output. With stop_after_last the hook of
-    the deepest block raises StopForward (catch it with `run_until`).
-    """
-    blocks = sorted(set(int(b) for b in blocks))
-    if not blocks:
-        raise ValueError("no blocks to tap")
-    total = n_blocks(model)
-    if blocks[0] < 1 or blocks[-1] > total:
-        raise ValueError(f"blocks must lie in 1..{total}, got {blocks}")
-    layers = decoder_layers(model)
-    last = blocks[-1]
-    handles = []
-
-    def emit(block: int, state: torch.Tensor) -> None:
-        on_state(block, state)
-        if stop_after_last and block == last:
-            raise StopForward
-
-    for block in blocks:
-        lm = layers[block_layer(block)]
-        if block_kind(block) == "attn":
-            handles.append(lm.post_attention_norm.register_forward_pre_hook(
-                lambda module, args, b=block: emit(b, args[0])))
-        else:
-            handles.append(lm.layer.register_forward_hook(
-                lambda module, args, output, b=block: emit(b, first_tensor(output))))
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def run_until(model, **inputs) -> None:
-    """Run the decoder stack (no LM head) until a tap raises StopForward, without gradients."""
-    with torch.inference_mode():
-        try:
-            base_model(model)(**inputs)
-        except StopForward:
-            pass
 
 
 def default_probe_blocks(total_blocks: int) -> list[int]:
@@ -92,26 +41,18 @@ def default_probe_blocks(total_blocks: int) -> list[int]:
     return list(range(3, total_blocks - 1))
 
 
-def state_peaks(state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(max |h|, argmax channel, median |h|) per row of a (B, d) state, in float32."""
-    magnitude = state.detach().float().abs()
-    peak, channel = magnitude.max(dim=-1)
-    return peak, channel, magnitude.median(dim=-1).values
-
-
 class _PeakRecorder:
-    """Per-token running maximum over blocks of the last position's peak, plus massive flags.
+    """Per-token running maximum over blocks of the last position's peak, plus spike flags.
 
-    Two medians: the token's own state (`massive_own`, the strictest reading of "the median of
-    its hidden state") and, when given, a per-block reference median of ordinary text
-    (`massive_ref`, Sun et al.'s reading: the median of a whole sequence's hidden state, which
-    ordinary tokens dominate). The reference matters when the spike lifts a token's whole state
-    (SmolLM2: median ~45 at a 2.2e4 spike, ratio ~500).
+    Two medians (spikesink.instrumentation.spikes): the token's own state (`massive_own`, all
+    that a one-token state offers) and, when given, a per-block reference median of ordinary
+    text (`massive_ref`: the same block's whole-sequence median, which ordinary tokens
+    dominate). The reference matters when the spike lifts a token's whole state (SmolLM2:
+    median ~45 at a 2.2e4 spike, ratio ~500).
     """
 
-    def __init__(self, batch: int, floor: float, median_ratio: float, device,
-                 reference_median: Mapping[int, float] | None = None) -> None:
-        self.floor, self.median_ratio = floor, median_ratio
+    def __init__(self, batch: int, rule: SpikeRule, device, reference_median: Mapping[int, float] | None = None) -> None:
+        self.rule = rule
         self.reference = reference_median
         self.peak = torch.zeros(batch, device=device)
         self.block = torch.zeros(batch, dtype=torch.long, device=device)
@@ -126,16 +67,18 @@ class _PeakRecorder:
         return self.massive_ref if self.reference is not None else self.massive_own
 
     def __call__(self, block: int, state: torch.Tensor) -> None:
-        peak, channel, median = state_peaks(state[:, -1])
+        token = state[:, -1:]  # (B, 1, d): the probed token
+        own = spike_tokens(token, self.rule)
+        peak = own.token_max[:, 0]
+        channel = token[:, 0].abs().argmax(dim=-1)
         better = peak > self.peak
         self.peak = torch.where(better, peak, self.peak)
         self.channel = torch.where(better, channel, self.channel)
         self.block = torch.where(better, torch.full_like(self.block, block), self.block)
-        self.ratio_own = torch.maximum(self.ratio_own, peak / median.clamp_min(1e-30))
-        self.massive_own |= is_massive(peak, median, self.floor, self.median_ratio)
+        self.ratio_own = torch.maximum(self.ratio_own, peak / own.median.clamp_min(1e-30))
+        self.massive_own |= own.mask[:, 0]
         if self.reference is not None:
-            reference = torch.full_like(peak, float(self.reference[block]))
-            self.massive_ref |= is_massive(peak, reference, self.floor, self.median_ratio)
+            self.massive_ref |= spike_tokens(token, self.rule, reference_median=float(self.reference[block])).mask[:, 0]
         newly = self.massive & (self.first_block == 0)
         self.first_block = torch.where(newly, torch.full_like(self.block, block), self.first_block)
 
@@ -149,19 +92,18 @@ def reference_medians(model, ids: Sequence[int], blocks: Sequence[int], skip_fir
     medians: dict[int, float] = {}
 
     def record(block: int, state: torch.Tensor) -> None:
-        values = state[0, 1:] if skip_first else state[0]
-        medians[block] = float(values.detach().float().abs().median())
+        medians[block] = float(state_median(state[:1, 1:] if skip_first else state[:1])[0])
 
     if len(ids) < 2 + int(skip_first):
         raise ValueError("the reference text needs at least two tokens after position 0")
     with block_taps(model, blocks, record):
-        run_until(model, input_ids=torch.as_tensor([list(ids)], device=device))
+        run_decoder(model, input_ids=torch.as_tensor([list(ids)], device=device))
     return medians
 
 
 def _cache_kwarg(model) -> str:
     """Name of the KV-cache argument of the decoder forward (`cache` in transformers >= 5.2x)."""
-    params = inspect.signature(base_model(model).forward).parameters
+    params = inspect.signature(model_layout(model).decoder.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
@@ -169,7 +111,7 @@ def prefix_kv(model, prefix_ids: Sequence[int]) -> list[tuple[torch.Tensor, torc
     """Keys and values of every layer for the prefix (batch 1), computed once."""
     device = next(model.parameters()).device
     with torch.inference_mode():
-        out = base_model(model)(input_ids=torch.as_tensor([list(prefix_ids)], device=device), use_cache=True)
+        out = model_layout(model).decoder(input_ids=torch.as_tensor([list(prefix_ids)], device=device), use_cache=True)
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
     return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -203,12 +145,12 @@ def probe_peaks(model, token_ids: Sequence[int], blocks: Sequence[int], prefix_i
     starts = range(0, len(ids), batch_size)
     for start in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
         chunk = torch.as_tensor(ids[start:start + batch_size], device=device)[:, None]
-        recorder = _PeakRecorder(len(chunk), floor, median_ratio, device, reference_median)
+        recorder = _PeakRecorder(len(chunk), SpikeRule(floor, median_ratio), device, reference_median)
         inputs = {"input_ids": chunk, "use_cache": kv is not None}
         if kv is not None:
             inputs[cache_name] = _expanded_cache(model, kv, len(chunk))
         with block_taps(model, blocks, recorder):
-            run_until(model, **inputs)
+            run_decoder(model, **inputs)
         for key in keys:
             out[key].append(getattr(recorder, key).cpu().numpy())
     return {key: np.concatenate(value) if value else np.zeros(0) for key, value in out.items()}
@@ -277,7 +219,7 @@ def vocab_probe(model, tokenizer=None, blocks: Sequence[int] | None = None, pref
         raise ValueError(f"median_source must be 'reference' or 'token', not {median_source!r}")
     vocab = model.get_input_embeddings().weight.shape[0]
     ids = np.arange(vocab) if token_ids is None else np.asarray(token_ids, dtype=np.int64)
-    blocks = list(blocks) if blocks is not None else default_probe_blocks(n_blocks(model))
+    blocks = list(blocks) if blocks is not None else default_probe_blocks(model_layout(model).n_blocks)
     if prefix_ids is None and tokenizer is not None and prefix:
         prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
     if later and not prefix_ids:
@@ -412,7 +354,7 @@ def run_vocab_probe(model, tokenizer, lifecycle: Mapping | None = None, blocks: 
 
     limit probes only the first `limit` ids (smoke runs); the summary records it.
     """
-    total = n_blocks(model)
+    total = model_layout(model).n_blocks
     chosen = list(blocks) if not isinstance(blocks, str) else probe_blocks_from_lifecycle(lifecycle or {}, total, blocks)
     reference = lifecycle_reference_median(lifecycle or {}) if median_source == "reference" else None
     vocab = model.get_input_embeddings().weight.shape[0]

@@ -1,20 +1,21 @@
 """One batched forward pass, hooks on every block, streaming float32 statistics per block.
 
-For each of the 2L blocks (paper numbering, see architecture.py) and each of two *kinds* of
-hidden state,
+For each of the 2L blocks (paper numbering and states: spikesink.instrumentation.blocks) and
+each of two *kinds* of hidden state,
 
-    kind 0 "residual": the post-residual state after the block (x + Block(x)),
-    kind 1 "output":   what the block adds (Block(x)),
+    kind 0 "residual": the block's post-residual state (input + output),
+    kind 1 "output":   what the block adds to the residual stream (after any output norm),
 
 we keep, per prompt: the top-k magnitudes over (position, channel) with their signed value,
 position and channel; the median magnitude; the max magnitude of every token. Across prompts:
 the max magnitude of every channel (residual only), the mean vector at position 0, and the
-mean vector over *spike tokens*: tokens whose residual max magnitude has been massive
-(metrics.is_massive) at this block or any earlier one during the same forward. The spike-token
+mean vector over *spike tokens*: tokens that have been spike tokens
+(spikesink.instrumentation.spikes) of the residual at this block or any earlier one during the
+same forward. The spike-token
 mean of a block's output is what the step-up/step-down detector reads (lifecycle.py).
 
 Nothing of size T x d is kept beyond the hook that sees it. Statistics are float32 even when
-the model runs in bf16.
+the model runs in bf16. The forward runs the decoder stack only: no logits are computed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import torch
 from tqdm.auto import tqdm
 
 from spikesink import metrics
-from spikesink.architecture import decoder_layers, first_tensor, n_blocks
+from spikesink.instrumentation.layout import model_layout
+from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
+from spikesink.instrumentation.taps import Taps, run_decoder
 from spikesink.settings import ExtractionSettings
 
 log = logging.getLogger(__name__)
@@ -92,6 +95,7 @@ class _Accumulator:
 
     def __init__(self, n_blocks: int, n_prompts: int, seq_len: int, d_model: int, settings: ExtractionSettings, device):
         self.settings = settings
+        self.rule = SpikeRule(settings.floor, settings.median_ratio, settings.median_stride)
         k = settings.top_k
         shape = (2, n_blocks, n_prompts)
         self.topk_abs = np.zeros(shape + (k,), np.float32)
@@ -127,13 +131,12 @@ class _Accumulator:
             raise RuntimeError(f"block outputs without a residual state for blocks {missing}: hooks misfired")
         self.n_seen = self._rows.stop
 
-    def _per_prompt(self, kind: int, block: int, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k, median and per-token max of one (B, T, d) state; returns (token_max, median)."""
+    def _per_prompt(self, kind: int, block: int, hidden: torch.Tensor):
+        """Top-k, median and per-token max of one (B, T, d) state; returns its SpikeTokens."""
         k = self.settings.top_k
         batch, seq_len, d_model = hidden.shape
-        token_max = torch.linalg.vector_norm(hidden, ord=float("inf"), dim=-1, dtype=torch.float32)  # (B, T)
-        flat = hidden.reshape(batch, seq_len * d_model)
-        median = flat[:, :: self.settings.median_stride].float().abs().median(dim=1).values  # (B,)
+        spikes = spike_tokens(hidden, self.rule)
+        token_max = spikes.token_max  # (B, T)
         # The global top-k entries lie in the k tokens with the largest maxima: search only those.
         k_tokens = min(k, seq_len)
         top_tokens = token_max.topk(k_tokens, dim=1).indices  # (B, k)
@@ -149,10 +152,10 @@ class _Accumulator:
         self.topk_value[kind, b, r] = top_value.cpu().numpy()
         self.topk_position[kind, b, r] = top_position.cpu().numpy()
         self.topk_channel[kind, b, r] = top_channel.cpu().numpy()
-        self.median[kind, b, r] = median.cpu().numpy()
+        self.median[kind, b, r] = spikes.median.cpu().numpy()
         self.token_max[kind, b, r] = token_max.cpu().numpy()
         self.pos0_sum[kind, b] += hidden[:, 0].float().sum(0)
-        return token_max, median
+        return spikes
 
     def block_output(self, block: int, output: torch.Tensor) -> None:
         self._per_prompt(OUTPUT, block, output)
@@ -160,14 +163,13 @@ class _Accumulator:
         self._pending_output[block] = output
 
     def block_residual(self, block: int, residual: torch.Tensor) -> None:
-        token_max, median = self._per_prompt(RESIDUAL, block, residual)
+        spikes = self._per_prompt(RESIDUAL, block, residual)
         b = block - 1
         self.channel_max[b] = torch.maximum(
             self.channel_max[b],
             torch.linalg.vector_norm(residual, ord=float("inf"), dim=(0, 1), dtype=torch.float32),
         )
-        s = self.settings
-        self._spike_mask |= metrics.is_massive(token_max, median[:, None], s.floor, s.median_ratio)
+        self._spike_mask |= spikes.mask
         output = self._pending_output.pop(block)
         if self._spike_mask.any():
             self.spike_sum[RESIDUAL, b] += residual[self._spike_mask].float().sum(0)
@@ -193,32 +195,18 @@ class _Accumulator:
         )
 
 
-def _register_hooks(model: torch.nn.Module, acc: _Accumulator) -> list:
-    """Four hooks per decoder layer; the pre-hook on post_attention_layernorm sees the
-    post-attention residual, which HF never returns on its own."""
-    handles = []
-    for layer in decoder_layers(model):
-        attn_block, ffn_block = layer.attention_block, layer.ffn_block
+def _block_taps(model: torch.nn.Module, acc: _Accumulator) -> Taps:
+    """Output and post-residual of every block; the output arrives first (see taps.py)."""
+    n = model_layout(model).n_blocks
+    requests = [(b, state) for b in range(1, n + 1) for state in ("output", "post_residual")]
 
-        def on_attention(_m, _args, output, block=attn_block):
-            acc.block_output(block, first_tensor(output))
+    def on_state(block: int, state: str, tensor: torch.Tensor) -> None:
+        if state == "output":
+            acc.block_output(block, tensor)
+        else:
+            acc.block_residual(block, tensor)
 
-        def on_post_attention_norm(_m, args, block=attn_block):
-            acc.block_residual(block, args[0])
-
-        def on_mlp(_m, _args, output, block=ffn_block):
-            acc.block_output(block, first_tensor(output))
-
-        def on_layer(_m, _args, output, block=ffn_block):
-            acc.block_residual(block, first_tensor(output))
-
-        handles += [
-            layer.attention.register_forward_hook(on_attention),
-            layer.post_attention_norm.register_forward_pre_hook(on_post_attention_norm),
-            layer.mlp.register_forward_hook(on_mlp),
-            layer.layer.register_forward_hook(on_layer),
-        ]
-    return handles
+    return Taps(model, requests, on_state)
 
 
 def batches(input_ids: np.ndarray, batch_size: int) -> Iterable[tuple[int, np.ndarray]]:
@@ -248,30 +236,28 @@ def extract_block_stats(
         raise ValueError(f"input_ids must be (n_prompts, seq_len >= 2), got shape {input_ids.shape}")
     n_prompts, seq_len = input_ids.shape
     device = next(model.parameters()).device
-    acc = _Accumulator(n_blocks(model), n_prompts, seq_len, model.config.hidden_size, settings, device)
-    handles = _register_hooks(model, acc)
+    layout = model_layout(model)
+    acc = _Accumulator(layout.n_blocks, n_prompts, seq_len, layout.d_model, settings, device)
     sinks = None
-    try:
-        with contextlib.ExitStack() as stack:
-            if collect_sinks:
-                from spikesink.extraction.sink_stats import SinkStatistics
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_block_taps(model, acc))
+        if collect_sinks:
+            from spikesink.extraction.sink_stats import SinkStatistics
 
-                # spike tokens flagged by the residual hooks of earlier blocks of this forward
-                sinks = stack.enter_context(SinkStatistics(model, acc.running_spike_mask, eps=sink_eps))
-            for start, chunk in tqdm(list(batches(input_ids, batch_size)), desc="extract", unit="batch", disable=not progress):
-                ids = torch.from_numpy(chunk).to(device)
-                acc.start_batch(start, len(chunk), seq_len, device)
-                model(input_ids=ids, use_cache=False)
-                acc.end_batch()
-    finally:
-        for handle in handles:
-            handle.remove()
+            # spike tokens flagged by the residual taps of earlier blocks of this forward
+            sinks = stack.enter_context(SinkStatistics(model, acc.running_spike_mask, eps=sink_eps))
+        for start, chunk in tqdm(list(batches(input_ids, batch_size)), desc="extract", unit="batch", disable=not progress):
+            ids = torch.from_numpy(chunk).to(device)
+            acc.start_batch(start, len(chunk), seq_len, device)
+            run_decoder(model, input_ids=ids, use_cache=False)
+            acc.end_batch()
     meta = dict(meta or {})
     meta.update(
         n_prompts=n_prompts,
         seq_len=seq_len,
-        n_blocks=n_blocks(model),
-        d_model=model.config.hidden_size,
+        n_blocks=layout.n_blocks,
+        d_model=layout.d_model,
+        architecture=layout.describe(),
         model_dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
         top_k=settings.top_k,
         median_stride=settings.median_stride,

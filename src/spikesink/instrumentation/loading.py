@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from spikesink.acquisition.models import MANIFEST, safetensors_hashes
-from spikesink.architecture import check_supported
+from spikesink.instrumentation.families import adapter_for
 from spikesink.io import read_json
 
 log = logging.getLogger(__name__)
@@ -80,13 +80,15 @@ def load_model(
     model_dir: str | Path,
     dtype: str = "float32",
     device: str = "cpu",
-    attn_implementation: str = "sdpa",
+    attn_implementation: str | None = None,
     verify: bool = False,
 ):
     """(model, tokenizer, manifest) for an acquired model directory, in eval mode.
 
     The architecture is checked from the config before any weight is read, so an unsupported
-    family fails fast. `verify=True` re-hashes the weights against the manifest first.
+    family fails fast. attn_implementation defaults to the family's base implementation (sdpa;
+    eager for Gemma 2, whose logit soft-capping sdpa refuses). `verify=True` re-hashes the
+    weights against the manifest first.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -97,7 +99,7 @@ def load_model(
     trust = bool(manifest.get("trust_remote_code", False))
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust)
     try:
-        check_supported(config)
+        adapter = adapter_for(config)
     except ValueError as error:
         raise ModelLoadError(f"{model_dir}: {error}") from None
     torch_device = resolve_device(device)
@@ -108,7 +110,7 @@ def load_model(
         dtype=torch_dtype,
         use_safetensors=True,
         trust_remote_code=trust,
-        attn_implementation=attn_implementation,
+        attn_implementation=attn_implementation or adapter.base_attention,
     )
     model.to(torch_device).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)

@@ -1,0 +1,405 @@
+"""The attention observer: queries, keys and the mask of every attention layer, without T x T maps.
+
+A custom attention function registered with transformers' AttentionInterface sits where the
+model's own attention function would be. By default it calls that function unchanged (sdpa, or
+the family's eager function where a family runs on eager, e.g. Gemma 2 for its logit
+soft-capping), so the model's outputs are bit-identical; observers see (query, key, mask,
+kwargs) on the side, after the q/k projections, any q/k norm and RoPE, i.e. exactly what the
+softmax sees. An override may instead compute the output itself (e.g. a structural window
+mask for the KV-cache study), still through the registered function: no model code is patched.
+
+`probability_chunks` is the one kernel every attention statistic uses: the softmax
+probabilities p(q -> k) under the model's mask (causal, sliding window, padding) and
+soft-capping, float32, in chunks of queries so that memory is O(chunk x T) per head; GQA is
+handled by grouping query heads per key/value head (no repeat of the keys).
+
+Anything that would produce silently wrong numbers raises instead: a layer whose attention does
+not go through the interface (checked after every forward), left padding, cached keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .layout import model_layout
+from .taps import StopForward
+
+# our registered names, per base implementation (each with that implementation's mask builder)
+ROUTED = {"sdpa": "spikesink_sdpa", "eager": "spikesink_eager"}
+# Elements of one float32 score chunk (batch x heads x queries x keys): 2**20 floats = 4 MiB
+# (plus as much for its softmax). Measured on SmolLM2 shapes (9 heads; 1x1024 and 8x128):
+# 2**18-2**22 are within noise on one thread; a few queries per chunk is ~1.7x slower.
+DEFAULT_CHUNK_ELEMENTS = 1 << 20
+
+
+class AttentionRoutingError(RuntimeError):
+    """The model's attention did not (fully) go through the registered attention function."""
+
+
+# --------------------------------------------------------------------------------------------
+# The probability kernel
+# --------------------------------------------------------------------------------------------
+
+
+ChunkMask = Callable[[int, int, int], torch.Tensor]  # (start, stop, width) -> (1 or B, c, width) bool
+
+
+def window_mask(window: int, n_sink: int = 0, device=None) -> ChunkMask:
+    """Causal sliding window of `window` keys (the query included) plus the first `n_sink` keys."""
+    if window < 1 or n_sink < 0:
+        raise ValueError(f"window must be >= 1 and n_sink >= 0, got {window}, {n_sink}")
+
+    def chunk(start: int, stop: int, width: int) -> torch.Tensor:
+        i = torch.arange(start, stop, device=device)[:, None]
+        j = torch.arange(width, device=device)[None, :]
+        return ((j <= i) & ((i - j < window) | (j < n_sink)))[None]
+
+    return chunk
+
+
+def allowed_from_mask(attention_mask: torch.Tensor | None, q_len: int, k_len: int) -> torch.Tensor | None:
+    """Turn the mask given to an attention function into a boolean (B or 1, q, k) 'may attend'.
+
+    transformers hands sdpa-style functions a boolean 4D mask (True = attend) or None (pure
+    causal, resolved by the kernel); eager functions get an additive float mask (0 / very
+    negative). A float mask is accepted only if it is a pure mask: a real-valued bias would
+    change the scores and would not be reproduced here.
+    """
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() != 4 or attention_mask.shape[1] != 1:
+        raise ValueError(
+            f"expected an attention mask of shape (B, 1, q, k), got {tuple(attention_mask.shape)}; "
+            "per-head masks are not supported"
+        )
+    if attention_mask.shape[-2:] != (q_len, k_len):
+        raise ValueError(f"attention mask {tuple(attention_mask.shape)} does not match q={q_len}, k={k_len}")
+    mask = attention_mask[:, 0]
+    if mask.dtype == torch.bool:
+        return mask
+    allowed = mask > torch.finfo(mask.dtype).min / 2
+    if torch.any(mask[allowed] != 0):
+        raise ValueError("additive attention masks with a non-zero bias are not supported")
+    return allowed
+
+
+@dataclass
+class MaskGeometry:
+    """Which queries are real and which see key 0, from the mask (B or 1 rows)."""
+
+    valid: torch.Tensor  # (B or 1, q) bool: non-padding queries
+    sees0: torch.Tensor  # (B or 1, q) bool: valid queries that may attend to key 0
+    lower_triangular: bool  # no query sees a later key (keys beyond the chunk can be skipped)
+
+
+def _geometry(allowed, chunk_mask: ChunkMask | None, q_len: int, device) -> MaskGeometry:
+    if chunk_mask is not None:
+        first = torch.cat([chunk_mask(s, min(q_len, s + 4096), 1) for s in range(0, q_len, 4096)], dim=1)[..., 0]
+        valid = torch.ones(1, q_len, dtype=torch.bool, device=device)
+        return MaskGeometry(valid, first & valid, True)
+    if allowed is None:
+        valid = torch.ones(1, q_len, dtype=torch.bool, device=device)
+        return MaskGeometry(valid, valid, True)
+    valid = torch.diagonal(allowed, dim1=-2, dim2=-1)  # a padding query does not see itself
+    if not bool(valid[:, 0].all()):
+        raise ValueError(
+            "position 0 is masked in at least one sample (left padding?): key 0 would be a pad "
+            "token; use right padding or equal-length sequences"
+        )
+    return MaskGeometry(valid, allowed[:, :, 0] & valid, not bool(torch.triu(allowed, diagonal=1).any()))
+
+
+def probability_chunks(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    scaling: float,
+    attention_mask: torch.Tensor | ChunkMask | None = None,
+    *,
+    softcap: float | None = None,
+    sliding_window: int | None = None,
+    max_chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> tuple[MaskGeometry, Iterator[tuple[int, int, torch.Tensor]]]:
+    """(mask geometry, iterator of (start, stop, probs)) with probs (B, H_kv, G, stop-start, width).
+
+    query (B, H, T, D) and key (B, H_kv, T, D) as given to an attention function. The scores are
+    those of eager attention: (q . k) * scaling, then tanh soft-capping when `softcap` is set,
+    then the mask; softmax in float32. Keys beyond `width` are never seen by the chunk's queries.
+    Fully masked rows (padding queries) give zeros.
+    """
+    if query.dim() != 4 or key.dim() != 4:
+        raise ValueError("query and key must be (B, H, T, D)")
+    batch, n_heads, q_len, head_dim = query.shape
+    n_kv, k_len = key.shape[1], key.shape[2]
+    if k_len != q_len:
+        raise ValueError(
+            f"key length {k_len} != query length {q_len}: attention statistics are defined for one "
+            "full-sequence forward; call the model with use_cache=False and no past key values"
+        )
+    if n_heads % n_kv:
+        raise ValueError(f"{n_heads} query heads are not a multiple of {n_kv} key/value heads")
+    chunk_mask = attention_mask if callable(attention_mask) else None
+    allowed = None if chunk_mask is not None else allowed_from_mask(attention_mask, q_len, k_len)
+    if allowed is None and chunk_mask is None and sliding_window is not None and q_len > sliding_window:
+        raise ValueError(
+            f"sliding window {sliding_window} < sequence length {q_len} but no mask was given: "
+            "cannot tell which keys each query sees"
+        )
+    device = query.device
+    geometry = _geometry(allowed, chunk_mask, q_len, device)
+    groups = n_heads // n_kv
+
+    def chunks():
+        with torch.no_grad():
+            # (B, H_kv, G, T, D): query heads grouped by the key/value head they share
+            q = (query.detach().to(torch.float32) * scaling).reshape(batch, n_kv, groups, q_len, head_dim)
+            k_t = key.detach().to(torch.float32).transpose(-1, -2)  # (B, H_kv, D, T)
+            size = int(max(1, min(q_len, max_chunk_elements // max(1, batch * n_heads * k_len))))
+            above_diagonal = torch.ones(size, size, dtype=torch.bool, device=device).triu_(1)
+            for start in range(0, q_len, size):
+                stop = min(q_len, start + size)
+                width = stop if geometry.lower_triangular else k_len
+                q_chunk = q[:, :, :, start:stop].reshape(batch, n_kv, groups * (stop - start), head_dim)
+                scores = torch.matmul(q_chunk, k_t[..., :width]).view(batch, n_kv, groups, stop - start, width)
+                if softcap is not None:
+                    scores = torch.tanh(scores / softcap) * softcap
+                if chunk_mask is not None:
+                    scores.masked_fill_(~chunk_mask(start, stop, width)[:, None, None], float("-inf"))
+                elif allowed is None:
+                    scores[..., start:stop].masked_fill_(above_diagonal[: stop - start, : stop - start], float("-inf"))
+                else:
+                    scores.masked_fill_(~allowed[:, start:stop, :width][:, None, None], float("-inf"))
+                # torch's fused softmax is ~2x faster than max/exp/sum/divide as separate passes
+                probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0)
+                del scores
+                yield start, stop, probs
+
+    return geometry, chunks()
+
+
+def chunked_attention_output(query, key, value, scaling, attention_mask=None, *, softcap=None,
+                             max_chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
+    """softmax(scores) @ V in query chunks: (B, T, H, D) in the value's dtype, like transformers'
+    attention functions return it. Memory O(chunk x T) per head, no T x T map."""
+    batch, n_heads, q_len, head_dim = query.shape
+    n_kv = key.shape[1]
+    groups = n_heads // n_kv
+    _, chunks = probability_chunks(query, key, scaling, attention_mask, softcap=softcap,
+                                   max_chunk_elements=max_chunk_elements)
+    out = torch.zeros(batch, n_kv, groups, q_len, value.shape[-1], dtype=torch.float32, device=query.device)
+    v = value.detach().to(torch.float32)[:, :, None]  # (B, H_kv, 1, T, Dv)
+    for start, stop, probs in chunks:
+        out[:, :, :, start:stop] = torch.matmul(probs, v[..., : probs.shape[-1], :])
+    return out.reshape(batch, n_heads, q_len, -1).transpose(1, 2).contiguous().to(value.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Routing: registered attention functions, observers and overrides per attention module
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Route:
+    observers: list
+    override: Callable | None = None
+
+
+_ROUTES: dict[int, _Route] = defaultdict(lambda: _Route([]))
+# id(model) -> (depth of nested routing contexts, implementation to restore)
+_ROUTED_MODELS: dict[int, tuple[int, str]] = {}
+
+
+def _family_eager(module):
+    fn = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    if fn is None:
+        raise AttentionRoutingError(f"{type(module).__module__} defines no eager_attention_forward")
+    return fn
+
+
+def _routed(base: str):
+    def forward(module, query, key, value, attention_mask, **kwargs):
+        route = _ROUTES.get(id(module))
+        if route is not None and route.override is not None:
+            output = route.override(module, query, key, value, attention_mask, kwargs)
+        elif base == "sdpa":
+            from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+            output = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+        else:
+            output = _family_eager(module)(module, query, key, value, attention_mask, **kwargs)
+        for observer in (route.observers if route is not None else ()):
+            observer._observe(module, query, key, attention_mask, kwargs)
+        return output
+
+    return forward
+
+
+def register_attention_functions() -> None:
+    """Register our functions and the matching mask builders; idempotent."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
+
+    for base, name in ROUTED.items():
+        AttentionInterface.register(name, _routed(base))
+        # without a mask builder for our name transformers would pass no mask at all (sliding
+        # windows and padding silently ignored): reuse the base implementation's builder
+        AttentionMaskInterface.register(name, sdpa_mask if base == "sdpa" else eager_mask)
+
+
+@contextlib.contextmanager
+def routed_attention(model: nn.Module) -> Iterator[None]:
+    """Switch `model` to our attention function; restore the previous one on exit (re-entrant)."""
+    key = id(model)
+    depth, previous = _ROUTED_MODELS.get(key, (0, None))
+    if depth == 0:
+        register_attention_functions()
+        previous = model.config._attn_implementation
+        base = next((b for b, n in ROUTED.items() if n == previous), previous)
+        if base not in ROUTED:
+            raise AttentionRoutingError(
+                f"{type(model).__name__} runs attn_implementation={previous!r}; observation needs 'sdpa' or 'eager'"
+            )
+        model.set_attn_implementation(ROUTED[base])
+        if model.config._attn_implementation != ROUTED[base]:
+            raise AttentionRoutingError(
+                f"{type(model).__name__} refused attn_implementation={ROUTED[base]!r} (it stays "
+                f"{model.config._attn_implementation!r}); its attention does not use transformers' AttentionInterface"
+            )
+    _ROUTED_MODELS[key] = (depth + 1, previous)
+    try:
+        yield
+    finally:
+        depth, previous = _ROUTED_MODELS.pop(key)
+        if depth > 1:
+            _ROUTED_MODELS[key] = (depth - 1, previous)
+        elif model.config._attn_implementation != previous:
+            model.set_attn_implementation(previous)
+
+
+def _scaling(module, kwargs) -> float:
+    value = kwargs.get("scaling")
+    return float(value if value is not None else module.scaling)
+
+
+class AttentionObserver:
+    """Base for anything that needs (query, key, mask) of attention layers during forwards.
+
+    Entering routes the model's attention through our function, attaches to the attention
+    modules of `layers` (0-based; default all) and hooks the decoder stack. After every forward
+    each observed layer must have been seen exactly once, so a model whose attention bypasses
+    the interface fails right after its first forward instead of yielding zeros. Per-forward
+    results are buffered and committed only by that check, so an exception mid-forward leaves
+    no half-filled sample behind. With `stop_after_last` the forward ends (StopForward, caught
+    by taps.run_decoder) right after the deepest observed layer's attention, whose results are
+    committed first.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[int] | None = None, stop_after_last: bool = False):
+        self.model = model
+        self.stop_after_last = stop_after_last
+        self.layout = model_layout(model)
+        all_layers = range(self.layout.n_layers)
+        self.layers = tuple(sorted(set(all_layers if layers is None else layers)))
+        bad = [index for index in self.layers if index not in all_layers]
+        if bad:
+            raise ValueError(f"layers {bad} out of range for a model with {self.layout.n_layers} layers")
+        self._module_layer = {id(self.layout.layers[i].attention): i for i in self.layers}
+        self._stack = None
+        self._buffer: dict[int, object] = {}
+        self.n_forwards = 0
+
+    # subclasses implement these two
+    def _compute(self, layer: int, module, query, key, attention_mask, kwargs):
+        raise NotImplementedError
+
+    def _commit(self, per_layer: dict[int, object]) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def scaling(module, kwargs) -> float:
+        return _scaling(module, kwargs)
+
+    def _observe(self, module, query, key, attention_mask, kwargs) -> None:
+        layer = self._module_layer[id(module)]
+        if layer in self._buffer:
+            raise AttentionRoutingError(f"attention of layer {layer} ran twice in one forward")
+        self._buffer[layer] = self._compute(layer, module, query, key, attention_mask, kwargs)
+        if self.stop_after_last and layer == self.layers[-1]:
+            self._after_forward(None, None, None)
+            raise StopForward
+
+    def _before_forward(self, _module, _args):
+        self._buffer = {}
+
+    def _after_forward(self, _module, _args, _output):
+        missing = [index for index in self.layers if index not in self._buffer]
+        if missing:
+            self._buffer = {}
+            raise AttentionRoutingError(
+                f"the registered attention function was not called for layer(s) {missing}: "
+                "these attention modules bypass transformers' AttentionInterface, so no statistics exist for them"
+            )
+        buffer, self._buffer = self._buffer, {}
+        self._commit(buffer)
+        self.n_forwards += 1
+
+    def __enter__(self):
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(routed_attention(self.model))
+            decoder = self.layout.decoder
+            stack.callback(decoder.register_forward_pre_hook(self._before_forward).remove)
+            stack.callback(decoder.register_forward_hook(self._after_forward).remove)
+            for index in self.layers:
+                module_id = id(self.layout.layers[index].attention)
+                _ROUTES[module_id].observers.append(self)
+                stack.callback(self._detach, module_id)
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+        return self
+
+    def _detach(self, module_id: int) -> None:
+        route = _ROUTES.get(module_id)
+        if route is None:
+            return
+        if self in route.observers:
+            route.observers.remove(self)
+        if not route.observers and route.override is None:
+            _ROUTES.pop(module_id, None)
+
+    def __exit__(self, *exc_info):
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+        return False
+
+
+@contextlib.contextmanager
+def attention_override(model: nn.Module, compute: Callable, layers: Sequence[int] | None = None) -> Iterator[None]:
+    """Compute the attention output of `layers` (default all) with compute(module, q, k, v, mask,
+    kwargs) -> (output (B, T, H, D), None) instead of the base implementation."""
+    layout = model_layout(model)
+    indices = range(layout.n_layers) if layers is None else layers
+    modules = [id(layout.layers[i].attention) for i in indices]
+    with routed_attention(model):
+        for module_id in modules:
+            if _ROUTES[module_id].override is not None:
+                raise AttentionRoutingError("two attention overrides on one layer")
+            _ROUTES[module_id].override = compute
+        try:
+            yield
+        finally:
+            for module_id in modules:
+                route = _ROUTES.get(module_id)
+                if route is not None:
+                    route.override = None
+                    if not route.observers:
+                        _ROUTES.pop(module_id, None)

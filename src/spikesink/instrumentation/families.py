@@ -1,0 +1,238 @@
+"""Family adapters: each supported decoder family described as data (torch-free).
+
+An adapter names where things live in a Hugging Face `*ForCausalLM` of that family (module
+paths) and states the switches the analyses read: where the norms sit, which FFN and attention
+parts exist, how the residual is formed. Nothing here touches a model; `layout.py` resolves an
+adapter against a loaded model and fails with the module path when the model does not match.
+This module is imported while the workflow builds its DAG, so it must not import torch.
+
+Norm placement, read off the norms an adapter names:
+
+    pre        x + Attn(N(x)), then x + FFN(N(x))                   Llama, Qwen, Mistral, Phi-3, GPT-2
+    sandwich   x + N_out(Attn(N_in(x))), same for the FFN           Gemma 2, Gemma 3
+    post       x + N_out(Attn(x)), x + N_out(FFN(x)) (no input norm) OLMo 2
+    parallel   x + Attn(N1(x)) + FFN(N2(x))                          GPT-NeoX / Pythia
+
+Adding a family: one `FamilyAdapter` in `ADAPTERS` below and one tiny-model test (README,
+"Adding a model family").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+README_SECTION = 'README section "Adding a model family"'
+
+
+class UnsupportedArchitectureError(ValueError):
+    """A model type without an adapter, or a model whose modules do not match its adapter."""
+
+
+@dataclass(frozen=True)
+class FFNParts:
+    """Where the FFN's weights are, relative to the FFN module.
+
+    kind: "gated" (down(act(gate(h)) * up(h)): SwiGLU / GeGLU), "mlp" (down(act(up(h))): GPT-2,
+    NeoX) or "moe" (a router and experts; a layer whose FFN has no `experts` module is dense).
+    `gate_up` names a fused [gate; up] projection (Phi-3). MoE experts hold stacked weights
+    `gate_up_proj` (E, 2 d_ffn, d) and `down_proj` (E, d, d_ffn) (transformers 5).
+    """
+
+    kind: str = "gated"
+    gate: str | None = "gate_proj"
+    up: str | None = "up_proj"
+    down: str | None = "down_proj"
+    gate_up: str | None = None
+    activation: str = "act_fn"  # attribute of the FFN (or experts) module holding the activation
+    router: str | None = None
+    experts: str | None = None
+    shared_expert: str | None = None  # a dense gated FFN beside the experts (Qwen2-MoE)
+    shared_expert_gate: str | None = None
+
+
+@dataclass(frozen=True)
+class AttentionParts:
+    """Where the attention's projections are, relative to the attention module.
+
+    qkv_layout for a fused projection `qkv`: "stacked" (rows [q; k; v], Phi-3), "per_head"
+    (rows [q_h; k_h; v_h] per head, GPT-NeoX) or "conv1d" (GPT-2's Conv1D, columns [q, k, v]).
+    qk_norm_scope: "head" (a norm over each head's d_head, Qwen3 / Gemma 3) or "full" (over all
+    heads at once, OLMo 2).
+    """
+
+    q: str | None = "q_proj"
+    k: str | None = "k_proj"
+    v: str | None = "v_proj"
+    o: str = "o_proj"
+    qkv: str | None = None
+    qkv_layout: str | None = None
+    q_norm: str | None = None
+    k_norm: str | None = None
+    qk_norm_scope: str | None = None
+
+
+@dataclass(frozen=True)
+class FamilyAdapter:
+    name: str  # human-readable family name, e.g. "Gemma 3"
+    model_types: tuple[str, ...]
+    # module paths: the decoder stack inside the causal LM, and inside the decoder stack
+    decoder: str = "model"
+    layers: str = "layers"
+    embedding: str = "embed_tokens"
+    final_norm: str = "norm"
+    # inside each decoder layer
+    attention: str = "self_attn"
+    ffn: str = "mlp"
+    attn_input_norm: str | None = "input_layernorm"
+    attn_output_norm: str | None = None
+    ffn_input_norm: str | None = "post_attention_layernorm"
+    ffn_output_norm: str | None = None
+    # True, or the name of the boolean config flag that turns the parallel residual on
+    parallel_residual: bool | str = False
+    norm_type: str = "rmsnorm"  # rmsnorm | layernorm
+    # Gemma's RMSNorm multiplies by (1 + weight): the effective gain is offset + weight
+    norm_gain_offset: float = 0.0
+    ffn_parts: FFNParts = field(default_factory=FFNParts)
+    attention_parts: AttentionParts = field(default_factory=AttentionParts)
+    positions: str = "rotary"  # rotary | learned
+    # Gemma multiplies the token embedding by sqrt(d_model) inside its embedding module
+    embedding_scale: str | None = None
+    # attention implementation the family runs on: sdpa, or eager where sdpa is unsupported
+    base_attention: str = "sdpa"
+    bos: str = "as the tokenizer adds it"
+
+    def norm_placement(self, config=None) -> str:
+        """'pre', 'sandwich', 'post' or 'parallel' (module docstring)."""
+        if self.is_parallel(config):
+            return "parallel"
+        if self.attn_output_norm and self.attn_input_norm:
+            return "sandwich"
+        if self.attn_output_norm:
+            return "post"
+        return "pre"
+
+    def is_parallel(self, config=None) -> bool:
+        if isinstance(self.parallel_residual, str):
+            return bool(getattr(config, self.parallel_residual, False)) if config is not None else True
+        return bool(self.parallel_residual)
+
+
+ADAPTERS: tuple[FamilyAdapter, ...] = (
+    FamilyAdapter("Llama", ("llama",)),
+    FamilyAdapter("Mistral", ("mistral",)),
+    FamilyAdapter("Qwen2", ("qwen2",)),
+    FamilyAdapter("Qwen3", ("qwen3",), attention_parts=AttentionParts(q_norm="q_norm", k_norm="k_norm", qk_norm_scope="head")),
+    FamilyAdapter("Gemma", ("gemma",), norm_gain_offset=1.0, embedding_scale="sqrt(d_model)", bos="BOS required"),
+    FamilyAdapter(
+        "Gemma 2",
+        ("gemma2",),
+        attn_output_norm="post_attention_layernorm",
+        ffn_input_norm="pre_feedforward_layernorm",
+        ffn_output_norm="post_feedforward_layernorm",
+        norm_gain_offset=1.0,
+        embedding_scale="sqrt(d_model)",
+        base_attention="eager",  # logit soft-capping: transformers' sdpa path refuses it
+        bos="BOS required",
+    ),
+    FamilyAdapter(
+        "Gemma 3",
+        ("gemma3_text",),
+        attn_output_norm="post_attention_layernorm",
+        ffn_input_norm="pre_feedforward_layernorm",
+        ffn_output_norm="post_feedforward_layernorm",
+        norm_gain_offset=1.0,
+        attention_parts=AttentionParts(q_norm="q_norm", k_norm="k_norm", qk_norm_scope="head"),
+        embedding_scale="sqrt(d_model)",
+        bos="BOS required",
+    ),
+    FamilyAdapter(
+        "OLMo 2",
+        ("olmo2",),
+        attn_input_norm=None,
+        attn_output_norm="post_attention_layernorm",
+        ffn_input_norm=None,
+        ffn_output_norm="post_feedforward_layernorm",
+        attention_parts=AttentionParts(q_norm="q_norm", k_norm="k_norm", qk_norm_scope="full"),
+    ),
+    FamilyAdapter(
+        "Phi-3",
+        ("phi3",),
+        ffn_parts=FFNParts(gate=None, up=None, gate_up="gate_up_proj", activation="activation_fn"),
+        attention_parts=AttentionParts(q=None, k=None, v=None, qkv="qkv_proj", qkv_layout="stacked"),
+    ),
+    FamilyAdapter(
+        "GPT-2",
+        ("gpt2",),
+        decoder="transformer",
+        layers="h",
+        embedding="wte",
+        final_norm="ln_f",
+        attention="attn",
+        attn_input_norm="ln_1",
+        ffn_input_norm="ln_2",
+        norm_type="layernorm",
+        ffn_parts=FFNParts(kind="mlp", gate=None, up="c_fc", down="c_proj", activation="act"),
+        attention_parts=AttentionParts(q=None, k=None, v=None, o="c_proj", qkv="c_attn", qkv_layout="conv1d"),
+        positions="learned",
+    ),
+    FamilyAdapter(
+        "GPT-NeoX",
+        ("gpt_neox",),
+        decoder="gpt_neox",
+        embedding="embed_in",
+        final_norm="final_layer_norm",
+        attention="attention",
+        parallel_residual="use_parallel_residual",
+        norm_type="layernorm",
+        ffn_parts=FFNParts(kind="mlp", gate=None, up="dense_h_to_4h", down="dense_4h_to_h", activation="act"),
+        attention_parts=AttentionParts(q=None, k=None, v=None, o="dense", qkv="query_key_value", qkv_layout="per_head"),
+    ),
+    FamilyAdapter(
+        "Mixtral",
+        ("mixtral",),
+        ffn_parts=FFNParts(kind="moe", gate=None, up=None, down=None, router="gate", experts="experts"),
+    ),
+    FamilyAdapter(
+        "Qwen2-MoE",
+        ("qwen2_moe",),
+        ffn_parts=FFNParts(
+            kind="moe", router="gate", experts="experts", shared_expert="shared_expert",
+            shared_expert_gate="shared_expert_gate",
+        ),  # fmt: skip
+    ),
+    FamilyAdapter(
+        "Qwen3-MoE",
+        ("qwen3_moe",),
+        ffn_parts=FFNParts(kind="moe", router="gate", experts="experts"),
+        attention_parts=AttentionParts(q_norm="q_norm", k_norm="k_norm", qk_norm_scope="head"),
+    ),
+)
+
+BY_MODEL_TYPE: dict[str, FamilyAdapter] = {t: a for a in ADAPTERS for t in a.model_types}
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(BY_MODEL_TYPE)
+
+# llama.cpp's general.architecture -> transformers model_type, where they differ
+GGUF_ARCHITECTURES = {"gemma3": "gemma3_text", "qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe"}
+
+
+def unsupported_message(model_type) -> str:
+    return (
+        f"model_type {model_type!r} has no family adapter; supported: {', '.join(SUPPORTED_MODEL_TYPES)}. "
+        f"To add one, see the {README_SECTION}"
+    )
+
+
+def adapter_for(config_or_type) -> FamilyAdapter:
+    """The adapter of a transformers config (or a model_type string); raises for unknown types."""
+    model_type = config_or_type if isinstance(config_or_type, str) or config_or_type is None else getattr(
+        config_or_type, "model_type", None
+    )
+    adapter = BY_MODEL_TYPE.get(model_type)
+    if adapter is None:
+        raise UnsupportedArchitectureError(unsupported_message(model_type))
+    return adapter
+
+
+def model_type_of_gguf(architecture: str) -> str:
+    """The transformers model_type a GGUF's `general.architecture` loads as."""
+    return GGUF_ARCHITECTURES.get(architecture, architecture)

@@ -1,0 +1,390 @@
+"""A family adapter resolved against a loaded model: modules, weights and switches.
+
+`model_layout(model)` is the one place that knows where a model's parts are. It resolves the
+adapter's module paths once and fails with the full module path when a module is missing or a
+weight has an unexpected shape, so an analysis never runs on a half-matched model and never
+reports zeros for parts it could not find. Weights come out in one standard layout, float32:
+Linear-style (out, in) matrices, q/k/v/o split per role, FFN gate/up/down per expert.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .blocks import block_kind, block_layer
+from .families import FamilyAdapter, UnsupportedArchitectureError, adapter_for
+
+
+class LayoutError(UnsupportedArchitectureError):
+    """The model's modules do not match its family adapter (the message names the module path)."""
+
+
+class NotApplicable(Exception):
+    """An analysis that does not apply to this model; the message is the reason shown as 'n/a'."""
+
+
+@dataclass(frozen=True)
+class LayerView:
+    """The resolved modules of one decoder layer (norms are None where the family has none)."""
+
+    index: int  # 0-based
+    path: str  # e.g. "model.layers.3"
+    layer: nn.Module
+    attention: nn.Module
+    ffn: nn.Module
+    attn_input_norm: nn.Module | None
+    attn_output_norm: nn.Module | None
+    ffn_input_norm: nn.Module | None
+    ffn_output_norm: nn.Module | None
+    parallel: bool
+    moe: bool
+
+    @property
+    def attention_block(self) -> int:
+        return 2 * self.index + 1
+
+    @property
+    def ffn_block(self) -> int:
+        return 2 * self.index + 2
+
+
+@dataclass
+class AttentionWeights:
+    """One attention module's projections as (out, in) float32 matrices; biases may be None."""
+
+    q: torch.Tensor  # (H * D, d)
+    k: torch.Tensor  # (H_kv * D, d)
+    v: torch.Tensor  # (H_kv * D, d)
+    o: torch.Tensor  # (d, H * D)
+    q_bias: torch.Tensor | None
+    k_bias: torch.Tensor | None
+    v_bias: torch.Tensor | None
+    o_bias: torch.Tensor | None
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+
+
+@dataclass
+class GatedFFNWeights:
+    """down(act(gate h) * up h) as float32 (out, in) matrices, one expert or a dense FFN."""
+
+    gate: torch.Tensor  # (d_ffn, d)
+    up: torch.Tensor  # (d_ffn, d)
+    down: torch.Tensor  # (d, d_ffn)
+    expert: str  # "dense", "shared" or the expert index as a string
+
+
+def linear_weight(module: nn.Module, path: str = "?") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(W (out, in), b) float32 of an nn.Linear or a GPT-2 Conv1D (which stores W as (in, out))."""
+    weight = getattr(module, "weight", None)
+    if weight is None or weight.dim() != 2:
+        raise LayoutError(f"{path} ({type(module).__name__}) has no 2-D weight")
+    bias = getattr(module, "bias", None)
+    w = weight.detach().float()
+    if type(module).__name__ == "Conv1D":
+        w = w.T
+    return w, None if bias is None else bias.detach().float()
+
+
+def _find(root: nn.Module, dotted: str, path: str, role: str, model_type: str) -> nn.Module:
+    module = root
+    for part in dotted.split("."):
+        if not hasattr(module, part):
+            raise LayoutError(
+                f"{path}.{dotted} ({role}) does not exist in this {model_type!r} model "
+                f"({type(root).__name__}); the family adapter does not match its modules"
+            )
+        module = getattr(module, part)
+    return module
+
+
+class ModelLayout:
+    """Resolved adapter of one model. Build it with `model_layout(model)` (cached per model)."""
+
+    def __init__(self, model: nn.Module):
+        config = model.config
+        self.model = model
+        self.config = config
+        self.adapter: FamilyAdapter = adapter_for(config)
+        self.model_type = str(config.model_type)
+        a = self.adapter
+        if hasattr(model, a.decoder):
+            self.decoder, self.decoder_path = getattr(model, a.decoder), a.decoder
+        elif hasattr(model, a.layers):  # the decoder stack itself was passed
+            self.decoder, self.decoder_path = model, ""
+        else:
+            raise LayoutError(f"{type(model).__name__} has no decoder stack `{a.decoder}` ({self.model_type!r})")
+        prefix = f"{self.decoder_path}." if self.decoder_path else ""
+        layers = _find(self.decoder, a.layers, self.decoder_path or type(model).__name__, "decoder layers", self.model_type)
+        self.embedding = _find(self.decoder, a.embedding, self.decoder_path, "token embedding", self.model_type)
+        self.final_norm = _find(self.decoder, a.final_norm, self.decoder_path, "final norm", self.model_type)
+        parallel = a.is_parallel(config)
+        self.layers: list[LayerView] = []
+        for index, layer in enumerate(layers):
+            path = f"{prefix}{a.layers}.{index}"
+
+            def get(name, role, required=True, layer=layer, path=path):
+                if name is None:
+                    return None
+                return _find(layer, name, path, role, self.model_type)
+
+            ffn = get(a.ffn, "feed-forward")
+            moe = a.ffn_parts.kind == "moe" and hasattr(ffn, a.ffn_parts.experts or "")
+            self.layers.append(
+                LayerView(
+                    index=index,
+                    path=path,
+                    layer=layer,
+                    attention=get(a.attention, "attention"),
+                    ffn=ffn,
+                    attn_input_norm=get(a.attn_input_norm, "attention input norm"),
+                    attn_output_norm=get(a.attn_output_norm, "attention output norm"),
+                    ffn_input_norm=get(a.ffn_input_norm, "FFN input norm"),
+                    ffn_output_norm=get(a.ffn_output_norm, "FFN output norm"),
+                    parallel=parallel,
+                    moe=moe,
+                )
+            )
+        if not self.layers:
+            raise LayoutError(f"{prefix}{a.layers} is empty")
+
+    # ---- shape ------------------------------------------------------------------------------
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def n_blocks(self) -> int:
+        return 2 * len(self.layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.config.num_attention_heads)
+
+    @property
+    def n_kv_heads(self) -> int:
+        return int(getattr(self.config, "num_key_value_heads", None) or self.n_heads)
+
+    @property
+    def head_dim(self) -> int:
+        return int(getattr(self.config, "head_dim", None) or self.d_model // self.n_heads)
+
+    @property
+    def norm_placement(self) -> str:
+        return self.adapter.norm_placement(self.config)
+
+    def layer_of(self, block: int) -> LayerView:
+        if not 1 <= block <= self.n_blocks:
+            raise ValueError(f"block {block} is outside 1..{self.n_blocks}")
+        return self.layers[block_layer(block)]
+
+    # ---- FFN --------------------------------------------------------------------------------
+
+    @property
+    def activation_name(self) -> str:
+        for name in ("hidden_activation", "hidden_act", "activation_function"):
+            value = getattr(self.config, name, None)
+            if isinstance(value, str):
+                return value
+        return "unknown"
+
+    @property
+    def gated(self) -> bool:
+        return self.adapter.ffn_parts.kind in ("gated", "moe")
+
+    @property
+    def ffn_kind(self) -> str:
+        """'SwiGLU', 'GeGLU', 'GELU MLP' or 'MoE (E experts, top-k, SwiGLU)'."""
+        act = self.activation_name
+        glu = "SwiGLU" if act == "silu" else "GeGLU" if act.startswith("gelu") else f"gated {act}"
+        kind = self.adapter.ffn_parts.kind
+        if kind == "mlp":
+            return "GELU MLP" if act.startswith("gelu") else f"{act} MLP"
+        if kind == "moe":
+            experts = getattr(self.config, "num_local_experts", None) or getattr(self.config, "num_experts", "?")
+            top_k = getattr(self.config, "num_experts_per_tok", "?")
+            shared = " + shared expert" if self.adapter.ffn_parts.shared_expert else ""
+            return f"MoE ({experts} experts, top-{top_k}{shared}, {glu})"
+        return glu
+
+    def ffn_activation(self, block: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The activation applied to the gate (gated FFN) or to fc_in (MLP) of an FFN block."""
+        lv = self._ffn_layer(block)
+        owner = _find(lv.ffn, self.adapter.ffn_parts.experts, lv.path + ".mlp", "experts", self.model_type) if lv.moe else lv.ffn
+        act = getattr(owner, self.adapter.ffn_parts.activation, None)
+        if act is None:
+            raise LayoutError(f"{lv.path}.{self.adapter.ffn}.{self.adapter.ffn_parts.activation} (activation) does not exist")
+        return act
+
+    def _ffn_layer(self, block: int) -> LayerView:
+        if block_kind(block) != "ffn":
+            raise ValueError(f"block {block} is not an FFN (even) block")
+        return self.layer_of(block)
+
+    def experts(self, block: int) -> list[str]:
+        """Expert names of an FFN block: ['dense'] for a dense FFN, else '0'..'E-1' (+ 'shared')."""
+        lv = self._ffn_layer(block)
+        if not lv.moe:
+            return ["dense"]
+        parts = self.adapter.ffn_parts
+        experts = _find(lv.ffn, parts.experts, f"{lv.path}.{self.adapter.ffn}", "experts", self.model_type)
+        names = [str(e) for e in range(experts.gate_up_proj.shape[0])]
+        return names + (["shared"] if parts.shared_expert and hasattr(lv.ffn, parts.shared_expert) else [])
+
+    def gated_ffn_weights(self, block: int, expert: str = "dense") -> GatedFFNWeights:
+        """gate, up, down of one FFN block (one expert of an MoE block), float32 (out, in)."""
+        if not self.gated:
+            raise NotApplicable(f"{self.ffn_kind} has no gate: U_k = W_gate^T diag(w_k) W_up needs a gated FFN")
+        lv = self._ffn_layer(block)
+        parts = self.adapter.ffn_parts
+        where = f"{lv.path}.{self.adapter.ffn}"
+        if lv.moe and expert not in ("dense", "shared"):
+            experts = _find(lv.ffn, parts.experts, where, "experts", self.model_type)
+            e = int(expert)
+            gate_up = experts.gate_up_proj[e].detach().float()
+            gate, up = gate_up.chunk(2, dim=0)
+            down = experts.down_proj[e].detach().float()
+        else:
+            module = lv.ffn
+            if lv.moe:
+                if expert != "shared":
+                    raise ValueError(f"block {block} is an MoE block: pick an expert of {self.experts(block)}")
+                module, where = _find(lv.ffn, parts.shared_expert, where, "shared expert", self.model_type), f"{where}.{parts.shared_expert}"
+                gate, up, down = (linear_weight(_find(module, n, where, r, self.model_type), f"{where}.{n}")[0]
+                                  for n, r in (("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down")))
+            elif parts.gate_up:
+                fused, _ = linear_weight(_find(module, parts.gate_up, where, "fused gate/up", self.model_type), f"{where}.{parts.gate_up}")
+                gate, up = fused.chunk(2, dim=0)
+                down, _ = linear_weight(_find(module, parts.down, where, "down", self.model_type), f"{where}.{parts.down}")
+            else:
+                gate, up, down = (linear_weight(_find(module, n, where, r, self.model_type), f"{where}.{n}")[0]
+                                  for n, r in ((parts.gate, "gate"), (parts.up, "up"), (parts.down, "down")))
+        if gate.shape != up.shape or down.shape != (gate.shape[1], gate.shape[0]) or gate.shape[1] != self.d_model:
+            raise LayoutError(
+                f"{where}: gate {tuple(gate.shape)}, up {tuple(up.shape)}, down {tuple(down.shape)} do not form a "
+                f"gated FFN of width d_model={self.d_model}"
+            )
+        return GatedFFNWeights(gate=gate, up=up, down=down, expert=expert)
+
+    def ffn_biases(self, block: int) -> list[str]:
+        """Names of the FFN projections that carry a bias (the quadratic form ignores them)."""
+        lv = self._ffn_layer(block)
+        return [name for name, m in lv.ffn.named_modules() if getattr(m, "bias", None) is not None and name]
+
+    # ---- attention --------------------------------------------------------------------------
+
+    def attention_weights(self, layer: int) -> AttentionWeights:
+        """q, k, v, o of one layer's attention in (out, in) layout, fused projections split."""
+        lv = self.layers[layer]
+        parts = self.adapter.attention_parts
+        where = f"{lv.path}.{self.adapter.attention}"
+        h, hkv, dh, d = self.n_heads, self.n_kv_heads, self.head_dim, self.d_model
+
+        def lin(name, role):
+            return linear_weight(_find(lv.attention, name, where, role, self.model_type), f"{where}.{name}")
+
+        if parts.qkv is None:
+            (q, qb), (k, kb), (v, vb) = lin(parts.q, "query"), lin(parts.k, "key"), lin(parts.v, "value")
+        else:
+            w, b = lin(parts.qkv, "fused qkv")
+            if parts.qkv_layout == "per_head":  # GPT-NeoX: per head [q_h; k_h; v_h]
+                w3 = w.reshape(h, 3, dh, d)
+                q, k, v = (w3[:, i].reshape(h * dh, d) for i in range(3))
+                qb, kb, vb = (None, None, None) if b is None else (b.reshape(h, 3, dh)[:, i].reshape(-1) for i in range(3))
+            else:  # stacked rows [q; k; v] (Phi-3; GPT-2's Conv1D columns after the transpose)
+                sizes = [h * dh, hkv * dh, hkv * dh]
+                if w.shape[0] != sum(sizes):
+                    raise LayoutError(f"{where}.{parts.qkv}: {w.shape[0]} rows, expected {sum(sizes)} = q + k + v")
+                q, k, v = w.split(sizes, dim=0)
+                qb, kb, vb = (None, None, None) if b is None else b.split(sizes)
+        o, ob = lin(parts.o, "output")
+        expected = {"q": (h * dh, d), "k": (hkv * dh, d), "v": (hkv * dh, d), "o": (d, h * dh)}
+        for name, tensor in (("q", q), ("k", k), ("v", v), ("o", o)):
+            if tuple(tensor.shape) != expected[name]:
+                raise LayoutError(f"{where}: {name} projection is {tuple(tensor.shape)}, expected {expected[name]}")
+        return AttentionWeights(q, k, v, o, qb, kb, vb, ob, h, hkv, dh)
+
+    def attention_features(self) -> dict:
+        config = self.config
+        parts = self.adapter.attention_parts
+        layer_types = getattr(config, "layer_types", None)
+        sliding = getattr(config, "sliding_window", None)
+        return {
+            "n_heads": self.n_heads,
+            "n_kv_heads": self.n_kv_heads,
+            "head_dim": self.head_dim,
+            "gqa": self.n_kv_heads != self.n_heads,
+            "qk_norm": parts.qk_norm_scope,
+            "fused_qkv": parts.qkv_layout,
+            "sliding_window": int(sliding) if sliding and (layer_types is None or "sliding_attention" in layer_types) else None,
+            "sliding_layers": sum(t == "sliding_attention" for t in layer_types) if layer_types and sliding else (self.n_layers if sliding else 0),
+            "logit_softcap": getattr(config, "attn_logit_softcapping", None),
+            "final_logit_softcap": getattr(config, "final_logit_softcapping", None),
+        }
+
+    # ---- norms ------------------------------------------------------------------------------
+
+    def norm_reading(self, block: int) -> nn.Module | None:
+        """The norm that reads a block's post-residual state (None when no norm does, OLMo 2).
+
+        After an attention block: the same layer's FFN input norm (none with a parallel residual,
+        where the FFN reads the layer input). After an FFN block: the next layer's attention
+        input norm, or the final norm after the last layer.
+        """
+        lv = self.layer_of(block)
+        if block_kind(block) == "attn":
+            return None if lv.parallel else lv.ffn_input_norm
+        if lv.index + 1 < self.n_layers:
+            return self.layers[lv.index + 1].attn_input_norm
+        return self.final_norm
+
+    def norm_gain(self, norm: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(effective gain g, bias b) of a norm, float32: its output is g * normalise(x) + b."""
+        weight = getattr(norm, "weight", None)
+        bias = getattr(norm, "bias", None)
+        gain = None if weight is None else weight.detach().float() + self.adapter.norm_gain_offset
+        return gain, None if bias is None else bias.detach().float()
+
+    # ---- summary ----------------------------------------------------------------------------
+
+    def describe(self) -> dict:
+        """JSON-safe description: what the analyses and figures label a model with."""
+        return {
+            "family": self.adapter.name,
+            "model_type": self.model_type,
+            "n_layers": self.n_layers,
+            "n_blocks": self.n_blocks,
+            "d_model": self.d_model,
+            "norm_placement": self.norm_placement,
+            "norm_type": self.adapter.norm_type,
+            "ffn_kind": self.ffn_kind,
+            "gated_ffn": self.gated,
+            "activation": self.activation_name,
+            "positions": self.adapter.positions,
+            "embedding_scale": self.adapter.embedding_scale,
+            "attention": self.attention_features(),
+            "bos": self.adapter.bos,
+        }
+
+
+_LAYOUTS: "weakref.WeakKeyDictionary[nn.Module, ModelLayout]" = weakref.WeakKeyDictionary()
+
+
+def model_layout(model: nn.Module) -> ModelLayout:
+    """The resolved layout of `model` (built once per model object)."""
+    layout = _LAYOUTS.get(model)
+    if layout is None:
+        layout = ModelLayout(model)
+        _LAYOUTS[model] = layout
+    return layout

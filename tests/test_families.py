@@ -1,0 +1,278 @@
+"""Every supported model type through the instrumentation layer and every analysis.
+
+Ground truth per family: the model's own hidden states (transformers' output_hidden_states), the
+identity post_residual = input + output, eager attention maps (soft-capping, sliding windows,
+QK-norm, GQA, parallel residual), the FFN recomputed from the extracted weights, the position-0
+map recomputed from the extracted q/k/v/o split, and a spike planted at known blocks and channels
+that the extraction and the life-cycle detector must find.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import FAMILY_CONFIGS, family_model
+from spikesink.analyses.amplifier import amplifier_claims, position0_attention, run_amplifier
+from spikesink.analyses.intervention import intervention_table
+from spikesink.analyses.lifecycle import detect_lifecycle
+from spikesink.analyses.rmsnorm_collapse import collapse_claims, run_collapse
+from spikesink.analyses.silu_regime import run_silu_regime, silu_claims
+from spikesink.analyses.sink_geometry import sink_geometry
+from spikesink.analyses.vocab_probe import run_vocab_probe
+from spikesink.extraction.block_stats import extract_block_stats
+from spikesink.extraction.sink_stats import sink_statistics
+from spikesink.instrumentation.families import SUPPORTED_MODEL_TYPES
+from spikesink.instrumentation.layout import NotApplicable, model_layout
+from spikesink.instrumentation.taps import Taps, edit_state
+
+FAMILIES = sorted(FAMILY_CONFIGS)
+EXPECTED = {  # model_type: (norm placement, FFN kind prefix)
+    "llama": ("pre", "SwiGLU"), "mistral": ("pre", "SwiGLU"), "qwen2": ("pre", "SwiGLU"), "qwen3": ("pre", "SwiGLU"),
+    "gemma": ("pre", "GeGLU"), "gemma2": ("sandwich", "GeGLU"), "gemma3_text": ("sandwich", "GeGLU"),
+    "olmo2": ("post", "SwiGLU"), "phi3": ("pre", "SwiGLU"), "gpt2": ("pre", "GELU MLP"),
+    "gpt_neox": ("parallel", "GELU MLP"), "mixtral": ("pre", "MoE"), "qwen2_moe": ("pre", "MoE"), "qwen3_moe": ("pre", "MoE"),
+}
+IDS = torch.randint(1, 128, (3, 12), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request):
+    return request.param, family_model(request.param, seed=1)
+
+
+def test_at_least_twelve_model_types_are_covered():
+    assert set(FAMILIES) == set(SUPPORTED_MODEL_TYPES) and len(FAMILIES) >= 12
+
+
+def test_layout_describes_the_family(family):
+    model_type, model = family
+    info = model_layout(model).describe()
+    placement, ffn = EXPECTED[model_type]
+    assert info["norm_placement"] == placement and info["ffn_kind"].startswith(ffn)
+    assert info["n_blocks"] == 6 and info["model_type"] == model_type
+
+
+def all_states(model, ids):
+    requests = [(b, s) for b in range(1, 7) for s in ("input", "normed_input", "raw_output", "output", "post_residual")]
+    got = {}
+    with Taps(model, requests, lambda b, s, t: got.__setitem__((b, s), t.float())), torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
+    return got, out.hidden_states
+
+
+def test_taps_agree_with_the_models_own_hidden_states(family):
+    model_type, model = family
+    got, hidden = all_states(model, IDS)
+    layout = model_layout(model)
+    for layer in range(3):
+        a, f = 2 * layer + 1, 2 * layer + 2
+        torch.testing.assert_close(got[(a, "input")], hidden[layer].float(), rtol=0, atol=0)
+        if layer < 2:  # transformers' last hidden state is after the final norm
+            torch.testing.assert_close(got[(f, "post_residual")], hidden[layer + 1].float(), rtol=0, atol=0)
+        # the definition of the states: every block adds its output to the stream it continues
+        torch.testing.assert_close(got[(a, "post_residual")], got[(a, "input")] + got[(a, "output")], rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(got[(f, "post_residual")], got[(a, "post_residual")] + got[(f, "output")],
+                                   rtol=1e-5, atol=1e-4)
+        ffn_reads = got[(a, "input")] if layout.norm_placement == "parallel" else got[(a, "post_residual")]
+        torch.testing.assert_close(got[(f, "input")], ffn_reads, rtol=0, atol=0)
+        if layout.adapter.attn_output_norm:  # sandwich / post: the output norm changes what is added
+            assert not torch.allclose(got[(a, "output")], got[(a, "raw_output")])
+        else:
+            torch.testing.assert_close(got[(a, "output")], got[(a, "raw_output")], rtol=0, atol=0)
+
+
+def eager_key0(model, ids, attention_mask=None):
+    """Mean attention on key 0 over the queries that see it, from full eager maps (ground truth)."""
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=attention_mask, output_attentions=True, use_cache=False)
+    finally:
+        model.set_attn_implementation(previous)
+    maps = torch.stack(out.attentions, dim=1).double()  # (B, L, H, T, T)
+    valid = torch.ones(ids.shape, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    sees0 = (maps[..., 0] > 0) & valid[:, None, None, :]
+    return ((maps[..., 0] * sees0).sum(-1) / sees0.sum(-1)).numpy()
+
+
+def test_sink_statistics_equal_eager_attention(family):
+    model_type, model = family
+    mask = torch.ones_like(IDS)
+    mask[1, 9:] = 0  # right padding in one sample
+    ids = IDS.clone()
+    ids[1, 9:] = 0
+    ref = eager_key0(model, ids, mask)
+    with torch.no_grad():
+        from spikesink.extraction.sink_stats import SinkStatistics
+
+        with SinkStatistics(model) as sinks:
+            model(input_ids=ids, attention_mask=mask, use_cache=False)
+    np.testing.assert_allclose(sinks.result()["key0_mass"], ref, atol=1e-5, rtol=0)
+    assert ref.std() > 1e-3  # the maps are not uniform: a wrong score would show
+
+
+def test_sliding_window_and_softcap_reach_the_statistics():
+    """Without the window or the cap the statistics would differ from eager: both matter here."""
+    model = family_model("gemma2", seed=2)
+    assert model.config.attn_logit_softcapping and model.config.sliding_window < IDS.shape[1]
+    ref = eager_key0(model, IDS)
+    got = sink_statistics(model, [IDS])["key0_mass"]
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+    # layer 0 slides: its queries beyond the window cannot see key 0, so only the early ones count
+    assert not np.allclose(ref[:, 0], ref[:, 1])
+
+
+def test_extracted_weights_reproduce_the_modules(family):
+    model_type, model = family
+    layout = model_layout(model)
+    got, _ = all_states(model, IDS)
+    # attention: W_VO from the split q/k/v/o reproduces the position-0 output exactly
+    assert (position0_attention(model, IDS, [1, 3, 5])["rel_error_max"] < 1e-4).all()
+    if not layout.gated:
+        with pytest.raises(NotApplicable, match="gated FFN"):
+            layout.gated_ffn_weights(2)
+        return
+    routing = {}
+    experts = getattr(layout.layers[0].ffn, layout.adapter.ffn_parts.experts or "", None)
+    hook = contextlib.nullcontext() if experts is None else _routing_capture(experts, routing)
+    with hook:
+        got, _ = all_states(model, IDS)
+    h = got[(2, "normed_input")].reshape(-1, layout.d_model)
+    act = layout.ffn_activation(2)
+
+    def ffn(w, x):
+        return F.linear(act(F.linear(x, w.gate)) * F.linear(x, w.up), w.down)
+
+    if experts is None:
+        expected = ffn(layout.gated_ffn_weights(2), h)
+    else:
+        index, weight = routing["index"], routing["weight"]
+        expected = torch.zeros_like(h)
+        for e in range(experts.gate_up_proj.shape[0]):
+            chosen = (index == e)
+            coef = (weight * chosen).sum(-1, keepdim=True)
+            expected += coef * ffn(layout.gated_ffn_weights(2, str(e)), h)
+        if "shared" in layout.experts(2):
+            shared = layout.layers[0].ffn
+            gate = torch.sigmoid(F.linear(h, getattr(shared, layout.adapter.ffn_parts.shared_expert_gate).weight))
+            expected += gate * ffn(layout.gated_ffn_weights(2, "shared"), h)
+    torch.testing.assert_close(expected, got[(2, "raw_output")].reshape(-1, layout.d_model), rtol=1e-4, atol=1e-4)
+
+
+@contextlib.contextmanager
+def _routing_capture(experts, routing):
+    def hook(_m, args, _kwargs):
+        routing["index"], routing["weight"] = args[1], args[2]
+
+    handle = experts.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+SPIKE_CHANNELS = (5, 17)
+
+
+@contextlib.contextmanager
+def planted_spike(model, up: int = 2, down: int = 6, magnitude: float = 2e4):
+    """A spike written by block `up` at position 0 on SPIKE_CHANNELS (ratio 1 : -0.5) and
+    removed by block `down`, as block-output edits (the family's 'output' state)."""
+    pattern = torch.zeros(model_layout(model).d_model)
+    pattern[list(SPIKE_CHANNELS)] = torch.tensor([1.0, -0.5]) * magnitude
+    state = {}
+
+    def write(h):
+        h = h.clone()
+        h[:, 0] += pattern.to(h.dtype)
+        return h
+
+    def cancel(h):
+        h = h.clone()
+        h[:, 0] -= pattern.to(h.dtype)
+        return h
+
+    with edit_state(model, up, "output", write), edit_state(model, down, "output", cancel):
+        yield state
+
+
+def test_every_analysis_runs_and_finds_the_planted_spike(family):
+    model_type, model = family
+    layout = model_layout(model)
+    with planted_spike(model):
+        stats = extract_block_stats(model, IDS.numpy(), batch_size=3, collect_sinks=True, progress=False)
+        lifecycle = detect_lifecycle(stats).to_dict()
+        assert lifecycle["step_up"] == [2] and lifecycle["step_down"] == [6], lifecycle
+        assert lifecycle["spike_channels"][:2] == list(SPIKE_CHANNELS)
+        assert lifecycle["plateau"] == (2, 5) and lifecycle["position0_spike_fraction"] == 1.0
+
+        frame, summary = run_vocab_probe(model, None, lifecycle, blocks="plateau", prefix="", later=False, limit=40,
+                                         median_source="token", progress=False)
+        assert summary["n_spike_pos0"] == 40  # every id carries the planted spike at position 0
+
+        silu, reason = run_silu_regime(model, IDS.tolist(), lifecycle, progress=False)
+        claims = silu_claims(model_type, silu, reason, activation=silu.attrs["activation"])
+        if layout.gated:
+            assert reason is None and set(silu["block"]) == {2, 6} and silu["is_spike"].sum() == 2 * len(IDS)
+        else:
+            assert "no gate" in reason and all(c.holds is None for c in claims)
+
+        amp = run_amplifier(model, lifecycle, IDS[:, :4], progress=False)
+        amp_claims = amplifier_claims(model_type, amp["summary"])
+        assert amp["summary"]["position0"]["rel_error_max"] < 1e-4
+        if layout.gated:
+            experts = len(layout.experts(2))
+            assert len(amp["norms"]) == 3 * experts * layout.d_model and set(amp["spectra"]["block"]) == {2, 6}
+        else:
+            assert amp["norms"].empty and [c.holds for c in amp_claims[:3]] == [None, None, None]
+
+        collapse = run_collapse(model, None, IDS.numpy(), lifecycle, attention_prompts=2)
+        col_claims = collapse_claims(model_type, collapse["summary"], collapse["self_attention"])
+        assert collapse["summary"]["rmsnorm_bound"]["holds"]
+        assert collapse["summary"]["no_norm_reads_state"] == (model_type == "olmo2")
+        assert collapse["summary"]["n_first_sampled"] == len(IDS)
+        assert col_claims
+
+        geometry = sink_geometry(model, [IDS], stats.sinks["key0_mass_layer_head"], max_prompts=3, tsne_points=12)
+        assert set(geometry["heads"]["role"]) == {"sink", "non_sink"}
+
+        table = intervention_table(model, [IDS], 2, list(SPIKE_CHANNELS), modes=("zero",))
+        # the edit removed the planted write (the planted cancel at block 6 then overshoots)
+        assert table.loc[1, "max_before"] == pytest.approx(2e4, rel=1e-3) and table.loc[1, "max_after"] == 0
+        assert table.loc[1, "edited_tokens"] == len(IDS)
+
+
+def test_a_model_that_does_not_match_its_adapter_names_the_module():
+    from spikesink.instrumentation.layout import LayoutError
+
+    model = family_model("llama")
+    del model.model.layers[1].post_attention_layernorm
+    with pytest.raises(LayoutError, match=r"model\.layers\.1\.post_attention_layernorm \(FFN input norm\) does not exist"):
+        model_layout(model)
+    model = family_model("qwen2")
+    model.model.layers[2].self_attn.v_proj = torch.nn.Linear(32, 8, bias=False)
+    with pytest.raises(LayoutError, match=r"model\.layers\.2\.self_attn: v projection is \(8, 32\), expected \(16, 32\)"):
+        model_layout(model).attention_weights(2)
+
+
+def test_unknown_model_types_fail_at_start_up_naming_the_key(tmp_path):
+    import json
+
+    from spikesink.config import ConfigError, check_config
+
+    local = tmp_path / "opt-dir"
+    local.mkdir()
+    (local / "config.json").write_text(json.dumps({"model_type": "opt"}))
+    config = {"models": {"r": {"source": "random", "model_type": "bloom", "seed": 0},
+                         "l": {"source": "local", "path": str(local)}}}
+    with pytest.raises(ConfigError) as error:
+        check_config(config)
+    text = str(error.value)
+    assert "models.r.model_type: model_type 'bloom' has no family adapter" in text
+    assert "models.l.path: model_type 'opt' has no family adapter" in text and "Adding a model family" in text
