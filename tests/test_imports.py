@@ -33,3 +33,26 @@ def test_dag_modules_do_not_import_torch():
             "assert not heavy, f'imported at DAG-building time: {heavy}'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def analysis_env_scripts() -> list[Path]:
+    """The scripts of rules that run in the analysis environment (envs/analysis.yaml): figures,
+    tables, the scorecard and the life cycle. Found from the rule files, not listed by hand."""
+    scripts = []
+    for path in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        for rule in re.split(r"^rule ", path.read_text(), flags=re.MULTILINE)[1:]:
+            if "ANALYSIS_ENV" in rule and (match := re.search(r'script:\s*\n\s*"\.\./scripts/([\w.]+)"', rule)):
+                scripts.append(ROOT / "workflow" / "scripts" / match[1])
+    return scripts
+
+
+def test_figure_and_table_scripts_do_not_import_torch():
+    """Plotting and table jobs must not pay for torch (seconds of import per job, GBs of env)."""
+    scripts = analysis_env_scripts()
+    assert len(scripts) >= 10 and all(p.is_file() for p in scripts)
+    imports = sorted({a or b for p in scripts for a, b in IMPORT.findall(p.read_text())} | {"spikesink.logs"})
+    code = (f"import sys\nimport {', '.join(imports)}\n"
+            f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+            "assert not heavy, f'imported by a figure/table script: {heavy}'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow_helpers import REPO, shared_inputs, snakemake
+from workflow_helpers import REPO, TEST_TEXTS, snakemake
 
 SLURM = REPO / "profiles" / "slurm"
 LOCAL = REPO / "profiles" / "local"
@@ -76,18 +76,27 @@ def test_slurm_memory_and_runtime_grow_with_each_retry():
 def paper_like(tmp_path_factory):
     """A paper-like config that a dry run resolves offline: extraction on CUDA for two `local`
     models, and Section 4 ablations configured without a GPU (their trainer is GPU-capable)."""
-    model_dir, texts = shared_inputs(tmp_path_factory)
     work = tmp_path_factory.mktemp("paper_like")
     ablations = yaml.safe_load((REPO / "config/ablations-cpu.yaml").read_text())["ablations"]
     ablations.update(variants=["baseline", "dhead-8"], gpu=False)
     config = {
-        "models": {name: {"source": "local", "path": str(model_dir)} for name in ("model-a", "model-b")},
-        "corpus": {"source": "local", "path": str(texts)},
+        "models": {name: {"source": "planted", "planted": {}} for name in ("model-a", "model-b")},
+        "corpus": {"source": "local", "path": str(TEST_TEXTS)},
         "extraction": {"device": "cuda", "n_prompts": 8, "seq_len": 48, "batch_size": 4, "threads": 4, "mem_mb": 48000},
         "ablations": ablations,
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     return work
+
+
+def model_rules_on_gpu() -> set[str]:
+    """Rules that run a model and so ask for the GPU when extraction.device is cuda (gpu=GPUS)."""
+    rules = set()
+    for path in (REPO / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"^rule ", path.read_text(), flags=re.MULTILINE)[1:]:
+            if re.search(r"^\s+gpu=GPUS,", block, flags=re.MULTILINE):
+                rules.add(block.split(":", 1)[0])
+    return rules
 
 
 class _PluginJob:
@@ -149,7 +158,7 @@ def test_slurm_dry_run_sends_gpu_jobs_to_gpu_partitions(paper_like):
     # extraction on cuda asks for one GPU per model; the ablation trainer was configured without
     assert sorted(job["wildcards"] for job in gpu_jobs if job["rule"] == "extract_block_stats") == \
         ["model=model-a", "model=model-b"]
-    assert {job["rule"] for job in gpu_jobs} == {"extract_block_stats", "vocab_probe", "mechanisms", "sink_analysis"}
+    assert {job["rule"] for job in gpu_jobs} == model_rules_on_gpu()
     extraction = next(job for job in jobs if job["rule"] == "extract_block_stats")
     assert int(extraction["resources"]["mem_mb"]) == 48000, "extraction memory comes from extraction.mem_mb"
 

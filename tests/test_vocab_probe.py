@@ -104,7 +104,8 @@ def test_bad_blocks_are_refused(planted):
 
 def test_pipeline_entry_claims_table_and_figure(planted, tmp_path):
     from spikesink.figures_mechanism import plot_vocab_probe
-    from spikesink.analyses.vocab_probe import run_vocab_probe, table2, vocab_probe_claims
+    from spikesink.analyses.vocab_probe import run_vocab_probe
+    from spikesink.analyses.vocab_probe_report import table2, vocab_probe_claims
 
     model, info, tokenizer = planted
     lifecycle = {"plateau": [4, 9], "median_by_block": [1.0] * 12}

@@ -5,10 +5,10 @@ pytest session (`shared`): the end-to-end, report, crash-resume and determinism 
 the same uninterrupted run (`baseline_run`), and the determinism test compares it with the
 interrupted-and-resumed run of the crash test (`resumed_run`): two runs in all.
 
-The tiny workspace: a planted Llama (known step-up block 4, step-down block 10, spike channels
-7 and 23) saved as a `local` model, a seeded random Qwen3 with no spike, and a local text corpus.
-Model and corpus live outside the work directory and are shared by every run, so two runs differ
-only in their work directory; the config files are byte-identical.
+The tiny workspace is the catalog's test config, .test/config/config.yaml: a planted Llama (known
+step-up block 4, step-down block 10, spike channels 7 and 23), a seeded random Gemma 3 with no
+spike whose name has a dot, and the local text corpus in .test/texts. Each run copies the config
+into its own work directory (with the corpus path made absolute), so two runs differ only there.
 """
 
 from __future__ import annotations
@@ -29,24 +29,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
-TEXT = (
-    "It is a truth universally acknowledged, that a single man in possession of a good fortune, "
-    "must be in want of a wife. However little known the feelings or views of such a man may be "
-    "on his first entering a neighbourhood, this truth is so well fixed in the minds of the "
-    "surrounding families, that he is considered the rightful property of some one or other of "
-    "their daughters.\n\n"
-)
-TINY_QWEN3 = {
-    "source": "random",
-    "model_type": "qwen3",
-    "seed": 0,
-    "config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-               "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
-               "vocab_size": 260, "max_position_embeddings": 256},
-}
-# 96 prompts in batches of 2: 48 forward passes per model, long enough (a second or more) for
-# the crash test to interrupt extraction mid-way; the run's cost is dominated by job start-up
-TINY_EXTRACTION = {"n_prompts": 96, "seq_len": 48, "batch_size": 2, "seed": 0, "threads": 1}
+TEST_CONFIG = REPO / ".test" / "config" / "config.yaml"
+TEST_TEXTS = REPO / ".test" / "texts"
+MODELS = ("planted", "tiny-gemma3.1")
+PLANTED, RANDOM_MODEL = MODELS
 SNAKEMAKE_TIMEOUT_S = 900
 
 _RUNS: dict[str, object] = {}
@@ -69,32 +55,13 @@ def snakemake(workdir: Path, *args: str, check: bool = True, configfile: Path | 
     return result
 
 
-def write_inputs(directory: Path) -> tuple[Path, Path]:
-    """Write the planted model and the text corpus once; return (model dir, text dir)."""
-    from spikesink.acquisition.planted import save_planted
-
-    model_dir, texts = directory / "planted_model", directory / "texts"
-    if not model_dir.exists():
-        save_planted(model_dir, spike_magnitude=5e3)
-    if not texts.exists():
-        texts.mkdir(parents=True)
-        # 4 x 32 paragraphs of ~400 characters: enough passage-aligned spans for TINY_EXTRACTION
-        for i in range(4):
-            (texts / f"doc{i}.txt").write_text("".join(f"Passage {j} of document {i}. " + TEXT for j in range(32)))
-    return model_dir, texts
-
-
-def tiny_config(model_dir: Path, texts: Path, models: tuple[str, ...] = ("planted", "tiny-qwen3"),
-                **extraction) -> dict:
-    """The tiny config: the planted model and/or the random Qwen3 on the local corpus."""
-    entries = {"planted": {"source": "local", "path": str(model_dir)}, "tiny-qwen3": TINY_QWEN3}
-    return {
-        "models": {name: entries[name] for name in models},
-        "corpus": {"source": "local", "path": str(texts)},
-        "extraction": {**TINY_EXTRACTION, **extraction},
-        # the tiny corpus has ~130 distinct sentences
-        "mechanisms": {"silu": {"n_sentences": 64}},
-    }
+def tiny_config(models: tuple[str, ...] = MODELS, **extraction) -> dict:
+    """The test config with the corpus path made absolute, optionally fewer models / other extraction keys."""
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    config["models"] = {name: config["models"][name] for name in models}
+    config["corpus"]["path"] = str(TEST_TEXTS)
+    config["extraction"].update(extraction)
+    return config
 
 
 def shared(key: str, factory: Callable[[], object]) -> object:
@@ -105,15 +72,10 @@ def shared(key: str, factory: Callable[[], object]) -> object:
     return _RUNS[key]
 
 
-def shared_inputs(tmp_path_factory) -> tuple[Path, Path]:
-    """(planted model dir, text dir), written once per session."""
-    return shared("inputs", lambda: write_inputs(tmp_path_factory.mktemp("inputs")))
-
-
 def new_workdir(tmp_path_factory, name: str) -> Path:
-    """A fresh work directory whose config.yaml names the session's shared tiny inputs."""
+    """A fresh work directory with the test config."""
     work = tmp_path_factory.mktemp(name)
-    (work / "config.yaml").write_text(yaml.safe_dump(tiny_config(*shared_inputs(tmp_path_factory))))
+    (work / "config.yaml").write_text(yaml.safe_dump(tiny_config()))
     return work
 
 
@@ -153,7 +115,7 @@ def resumed_run(tmp_path_factory) -> ResumedRun:
         work = new_workdir(tmp_path_factory, "resumed")
         killed, output = run_until(work, mid_extraction)
         assert killed, ("the run ended before extraction could be interrupted; make extraction "
-                        f"longer (TINY_EXTRACTION):\n{output[-3000:]}")
+                        f"longer (extraction in .test/config/config.yaml):\n{output[-3000:]}")
         at_kill = sorted(str(p.relative_to(work)) for p in work.glob("results/**/*") if p.is_file())
         steps, first = [], snakemake(work, check=False)
         result = first

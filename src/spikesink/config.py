@@ -56,8 +56,46 @@ def check_config(config: dict, workdir: str | os.PathLike = ".") -> None:
     extraction = config.get("extraction", {})
     if extraction.get("batch_size", 1) > extraction.get("n_prompts", 1):
         problems.append("extraction.batch_size: larger than extraction.n_prompts; lower it or raise n_prompts")
+    problems += _prompt_subset_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+# analyses that read the first n extraction prompts, cut to seq_len tokens: (n, seq_len) when unset
+SUBSET_DEFAULTS = {"mechanisms.amplifier": (64, None), "mechanisms.collapse": (64, 64), "sinks.geometry": (64, 64)}
+
+
+def prompt_subset(config: dict, key: str) -> dict:
+    """{n_prompts, seq_len} of an analysis that reads the extraction prompts: its own values, or
+    its defaults capped at what the extraction sampled (a small extraction needs no other edit)."""
+    section = config
+    for part in key.split("."):
+        section = section.get(part, {})
+    extraction = config.get("extraction", {})
+    n_max, len_max = extraction.get("n_prompts", 64), extraction.get("seq_len", 128)
+    n_default, len_default = SUBSET_DEFAULTS[key]
+    n = section.get("n_prompts") or min(n_default, n_max)
+    length = section.get("seq_len") or min(len_default or len_max, len_max)
+    return {"n_prompts": int(n), "seq_len": int(length)}
+
+
+def _prompt_subset_problems(config: dict) -> list[str]:
+    """Analyses that read the first n extraction prompts cut to seq_len tokens need that many."""
+    extraction = config.get("extraction", {})
+    n, length = extraction.get("n_prompts", 64), extraction.get("seq_len", 128)
+    problems = []
+    for key in SUBSET_DEFAULTS:
+        section = config
+        for part in key.split("."):
+            section = section.get(part, {})
+        if (section.get("n_prompts") or 0) > n:
+            problems.append(f"{key}.n_prompts: {section['n_prompts']} > extraction.n_prompts = {n}; it reads the "
+                            "extraction prompts: lower it or raise extraction.n_prompts")
+        if (section.get("seq_len") or 0) > length:
+            problems.append(f"{key}.seq_len: {section['seq_len']} > extraction.seq_len = {length}; lower it")
+    if length < 5:
+        problems.append("extraction.seq_len: the amplifier reads the first 4 tokens after any BOS: use at least 5")
+    return problems
 
 
 def extraction_settings(config: dict) -> ExtractionSettings:

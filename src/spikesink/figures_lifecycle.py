@@ -8,8 +8,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from spikesink.extraction.block_stats import OUTPUT, RESIDUAL, BlockStats
-from spikesink.analyses.lifecycle import Lifecycle
+from spikesink.results import OUTPUT, RESIDUAL, BlockStats, Lifecycle
 from spikesink.plotting import PALETTE, apply_style, save_figure
 
 

@@ -14,17 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 
-from spikesink.plotting import PALETTE, apply_style, save_figure
-
-
-def _placeholder(path: str | os.PathLike, title: str, message: str) -> list:
-    """A labelled empty figure, so a model without a spike still gets every output file."""
-    apply_style()
-    fig, ax = plt.subplots(figsize=(6.4, 2.4))
-    ax.axis("off")
-    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11, wrap=True)
-    ax.set_title(title)
-    return save_figure(fig, path)
+from spikesink.plotting import PALETTE, apply_style, placeholder_figure, save_figure
 
 
 def _log_bins(values: np.ndarray, n: int = 60) -> np.ndarray:
@@ -70,10 +60,13 @@ def plot_vocab_probe(frame: pd.DataFrame, summary: Mapping, path: str | os.PathL
 
 def plot_silu_regime(frame: pd.DataFrame, path: str | os.PathLike, model: str = "", max_points: int = 20000,
                      seed: int = 0) -> list:
-    """Fig 2: cos(SiLU(x), x) vs ||SiLU(x)||/||x|| per token, one panel per FFN block,
-    coloured by the block-output peak (log), spike tokens outlined."""
+    """Fig 2: cos(act(x), x) vs ||act(x)||/||x|| per token, one panel per FFN block, coloured by
+    the block-output peak (log), spike tokens outlined; act is the family's gate activation
+    (SiLU for SwiGLU), read from the frame's attrs like the reason when the analysis is n/a."""
+    act = {"silu": "SiLU"}.get(frame.attrs.get("activation", "silu"), frame.attrs.get("activation", "act"))
     if frame.empty:
-        return _placeholder(path, f"SiLU regime{' - ' + model if model else ''}", "no step-up / step-down block detected")
+        reason = frame.attrs.get("not_applicable") or "no step-up / step-down block detected"
+        return placeholder_figure(path, f"SiLU regime{' - ' + model if model else ''}", f"n/a: {reason}")
     apply_style()
     blocks = sorted(frame["block"].unique())
     fig, axes = plt.subplots(1, len(blocks), figsize=(3.6 * len(blocks), 3.2), squeeze=False, sharey=True)
@@ -94,11 +87,11 @@ def plot_silu_regime(frame: pd.DataFrame, path: str | os.PathLike, model: str = 
         ax.axhline(1.0, color=PALETTE["median"], linewidth=0.6, linestyle=":")
         ax.axvline(1.0, color=PALETTE["median"], linewidth=0.6, linestyle=":")
         ax.set_title(f"block {block}\n{len(spikes)} spike / {len(rows) - len(spikes)} other", fontsize=8)
-        ax.set_xlabel("||SiLU(x)|| / ||x||")
-    axes[0, 0].set_ylabel("cos(SiLU(x), x)")
+        ax.set_xlabel(f"||{act}(x)|| / ||x||")
+    axes[0, 0].set_ylabel(f"cos({act}(x), x)")
     if scatter is not None:
         fig.colorbar(scatter, ax=axes[0].tolist(), label="FFN output max |.|")
-    fig.suptitle(f"SiLU regime{' - ' + model if model else ''} (outlined: spike tokens)", y=1.06)
+    fig.suptitle(f"{act} regime of the gate{' - ' + model if model else ''} (outlined: spike tokens)", y=1.06)
     return save_figure(fig, path)
 
 
@@ -143,7 +136,7 @@ def plot_uk_norms(norms: pd.DataFrame, path: str | os.PathLike, spike_channels: 
 def plot_spectra(table: pd.DataFrame, path: str | os.PathLike, max_rank: int = 32, model: str = "") -> list:
     """Fig 4: |lambda_i| / |lambda_1| of S_k by rank, spike channels vs random control channels."""
     if table.empty:
-        return _placeholder(path, f"Spectra of S_k{' - ' + model if model else ''}", "no step-up / step-down block detected")
+        return placeholder_figure(path, f"Spectra of S_k{' - ' + model if model else ''}", "no step-up / step-down block detected")
     apply_style()
     blocks = sorted(table["block"].unique())
     fig, axes = plt.subplots(1, len(blocks), figsize=(4.2 * len(blocks), 3.4), squeeze=False)
@@ -171,7 +164,7 @@ def plot_cosine_collapse(matrices: Mapping[str, np.ndarray], path: str | os.Path
     next RMSNorm), side by side, plus the distribution of their off-diagonal entries."""
     names = [k for k in ("before", "after", "after_normed") if k in matrices and np.asarray(matrices[k]).size]
     if not names:
-        return _placeholder(path, f"Spike-token cosines{' - ' + model if model else ''}", "no spike token / no step-up block")
+        return placeholder_figure(path, f"Spike-token cosines{' - ' + model if model else ''}", "no spike token / no step-up block")
     apply_style()
     titles = {"before": "before step-up", "after": "after step-up", "after_normed": "after RMSNorm (weight)"}
     fig, axes = plt.subplots(1, len(names) + 1, figsize=(3.3 * (len(names) + 1), 3.3))

@@ -26,10 +26,16 @@ def setup_logging(log_path: str | os.PathLike | None = None, level: int = loggin
 
 
 def snakemake_logger(snakemake) -> logging.Logger:
-    """Call first in every rule script: logs go to `log:` and torch uses the rule's threads."""
-    import torch
+    """Call first in every rule script: logs go to `log:` and torch uses the rule's threads.
 
+    torch is not imported here (figure and table scripts must not pay for it): the thread
+    count goes to the OpenMP/MKL environment, which torch reads when a later import loads it.
+    """
+    threads = str(max(1, int(snakemake.threads)))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = threads
+    if "torch" in sys.modules:  # already imported (e.g. by a caller): set it directly
+        sys.modules["torch"].set_num_threads(int(threads))
     logger = setup_logging(snakemake.log[0] if len(snakemake.log) else None)
-    torch.set_num_threads(max(1, int(snakemake.threads)))
     logger.info("rule %s, threads %s, wildcards %s", snakemake.rule, snakemake.threads, dict(snakemake.wildcards))
     return logger

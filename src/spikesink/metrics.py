@@ -12,7 +12,6 @@ ratio is the share of (layer, head, sample) triples that sink, in percent.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 # the defaults live in the torch-free settings module (read when the workflow builds its DAG)
 from spikesink.settings import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO, DEFAULT_SINK_EPS  # noqa: F401
@@ -25,8 +24,8 @@ def is_massive(magnitude, median, floor: float = DEFAULT_FLOOR, median_ratio: fl
 
 def massive_threshold(median, floor: float = DEFAULT_FLOOR, median_ratio: float = DEFAULT_MEDIAN_RATIO):
     """The smallest magnitude that counts as massive for a state with this median."""
-    if isinstance(median, torch.Tensor):
-        return torch.clamp(median * median_ratio, min=floor)
+    if hasattr(median, "clamp"):  # a torch tensor (this module stays torch-free for the figure jobs)
+        return (median * median_ratio).clamp(min=floor)
     return np.maximum(np.asarray(median, dtype=np.float64) * median_ratio, floor)
 
 

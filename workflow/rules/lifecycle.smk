@@ -1,5 +1,8 @@
+# Section 3.1, the spike's life cycle: rise, plateau, fall (Table 1, Figures 1 and 7).
+
+
 rule lifecycle:
-    """Rise, plateau, fall: massive blocks, spike channels, step-up and step-down blocks."""
+    """Massive blocks, spike channels, step-up and step-down blocks, with their claims."""
     input:
         stats="results/{model}/block_stats.npz",
         meta="results/{model}/block_stats.json",

@@ -1,5 +1,6 @@
 # Section 3.1, why spikes happen: vocabulary probe (Table 2), SiLU regime (Fig 2), quadratic
-# amplifier (Fig 3/4/8), RMSNorm collapse (Fig 5). Each reads the detected life cycle.
+# amplifier (Fig 3/4/8), RMSNorm collapse (Fig 5). One rule per analysis, each reading the
+# detected life cycle; changing one analysis's parameters reruns only that analysis.
 MECH = config["mechanisms"]
 
 
@@ -15,17 +16,17 @@ rule vocab_probe:
     params:
         probe=MECH["vocab_probe"],
         spike=config["spike"],
-        dtype=lambda wc: config["models"][wc.model].get("dtype", "auto"),
+        dtype=model_param("dtype", "auto"),
         device=config["extraction"]["device"],
-        paper_model=lambda wc: config["models"][wc.model].get("paper_model"),
+        paper_model=model_param("paper_model"),
     log:
         "logs/vocab_probe/{model}.log",
     benchmark:
         "logs/benchmarks/vocab_probe/{model}.tsv"
     threads: config["extraction"]["threads"]
     resources:
-        mem_mb=lambda wc, attempt: config["extraction"]["mem_mb"] * attempt,
-        gpu=1 if uses_gpu() else 0,
+        mem_mb=model_mem_mb,
+        gpu=GPUS,
     conda:
         TORCH_ENV
     script:
@@ -64,58 +65,134 @@ rule table2:
         "../scripts/table2.py"
 
 
-rule mechanisms:
-    """SiLU regime, quadratic amplifier and RMSNorm collapse for one model, with their claims."""
+rule silu_regime:
+    """Fig 2: cos(act(x), x) and the norm ratio of the gate pre-activation in step blocks, per token."""
     input:
         model="resources/models/{model}",
         lifecycle="results/{model}/lifecycle.json",
-        passages="resources/corpus/passages.jsonl",
+        sentences=prompts("sentences"),
     output:
-        silu="results/{model}/silu.parquet",
-        uk_norms="results/{model}/uk_norms.parquet",
-        spectra="results/{model}/spectra.parquet",
-        amplifier="results/{model}/amplifier.json",
-        collapse="results/{model}/collapse.json",
-        cosines="results/{model}/cosines.npz",
-        delimiters="results/{model}/delimiters.csv",
-        self_attention="results/{model}/self_attention.csv",
-        claims="results/{model}/claims/mechanisms.json",
+        frame="results/{model}/silu.parquet",
+        claims="results/{model}/claims/silu_regime.json",
     params:
-        mech=MECH,
         spike=config["spike"],
-        dtype=lambda wc: config["models"][wc.model].get("dtype", "auto"),
+        dtype=model_param("dtype", "auto"),
         device=config["extraction"]["device"],
     log:
-        "logs/mechanisms/{model}.log",
+        "logs/silu_regime/{model}.log",
     benchmark:
-        "logs/benchmarks/mechanisms/{model}.tsv"
+        "logs/benchmarks/silu_regime/{model}.tsv"
     threads: config["extraction"]["threads"]
     resources:
-        mem_mb=lambda wc, attempt: config["extraction"]["mem_mb"] * attempt,
-        gpu=1 if uses_gpu() else 0,
+        mem_mb=model_mem_mb,
+        gpu=GPUS,
     conda:
         TORCH_ENV
     script:
-        "../scripts/mechanisms.py"
+        "../scripts/silu_regime.py"
 
 
-rule plot_mechanisms:
-    """Figures 2, 3/8, 4 and 5 for one model."""
+rule plot_silu_regime:
     input:
-        silu="results/{model}/silu.parquet",
-        uk_norms="results/{model}/uk_norms.parquet",
-        spectra="results/{model}/spectra.parquet",
-        cosines="results/{model}/cosines.npz",
-        lifecycle="results/{model}/lifecycle.json",
+        frame="results/{model}/silu.parquet",
     output:
-        silu=report("figures/silu/{model}.pdf", caption="../report/silu.rst", category="Mechanisms"),
-        uk=report("figures/amplifier/{model}_uk_norms.pdf", caption="../report/uk_norms.rst", category="Mechanisms"),
-        spectra=report("figures/amplifier/{model}_spectra.pdf", caption="../report/spectra.rst", category="Mechanisms"),
-        collapse=report("figures/collapse/{model}.pdf", caption="../report/collapse.rst", category="Mechanisms"),
-        pngs=mechanism_figure("{model}", "png"),
+        pdf=report("figures/silu/{model}.pdf", caption="../report/silu.rst", category="Mechanisms"),
+        png="figures/silu/{model}.png",
     log:
-        "logs/plot_mechanisms/{model}.log",
+        "logs/plot_silu_regime/{model}.log",
     conda:
         ANALYSIS_ENV
     script:
-        "../scripts/plot_mechanisms.py"
+        "../scripts/plot_silu_regime.py"
+
+
+rule amplifier:
+    """Fig 3/4/8: ||U_k|| of every FFN output channel, spectra of S_k, the position-0 map."""
+    input:
+        model="resources/models/{model}",
+        lifecycle="results/{model}/lifecycle.json",
+        prompts=prompts("extraction"),
+    output:
+        uk_norms="results/{model}/uk_norms.parquet",
+        spectra="results/{model}/spectra.parquet",
+        summary="results/{model}/amplifier.json",
+        claims="results/{model}/claims/amplifier.json",
+    params:
+        amplifier=MECH["amplifier"] | prompt_subset(config, "mechanisms.amplifier"),
+        dtype=model_param("dtype", "auto"),
+        device=config["extraction"]["device"],
+    log:
+        "logs/amplifier/{model}.log",
+    benchmark:
+        "logs/benchmarks/amplifier/{model}.tsv"
+    threads: config["extraction"]["threads"]
+    resources:
+        mem_mb=model_mem_mb,
+        gpu=GPUS,
+    conda:
+        TORCH_ENV
+    script:
+        "../scripts/amplifier.py"
+
+
+rule plot_amplifier:
+    input:
+        uk_norms="results/{model}/uk_norms.parquet",
+        spectra="results/{model}/spectra.parquet",
+        lifecycle="results/{model}/lifecycle.json",
+    output:
+        uk=report("figures/amplifier/{model}_uk_norms.pdf", caption="../report/uk_norms.rst", category="Mechanisms"),
+        uk_png="figures/amplifier/{model}_uk_norms.png",
+        spectra=report("figures/amplifier/{model}_spectra.pdf", caption="../report/spectra.rst", category="Mechanisms"),
+        spectra_png="figures/amplifier/{model}_spectra.png",
+    log:
+        "logs/plot_amplifier/{model}.log",
+    conda:
+        ANALYSIS_ENV
+    script:
+        "../scripts/plot_amplifier.py"
+
+
+rule rmsnorm_collapse:
+    """Fig 5: spike tokens collapse to one sparse vector; the norm bound; delimiter spike tokens."""
+    input:
+        model="resources/models/{model}",
+        lifecycle="results/{model}/lifecycle.json",
+        prompts=prompts("extraction"),
+    output:
+        summary="results/{model}/collapse.json",
+        cosines="results/{model}/cosines.npz",
+        delimiters="results/{model}/delimiters.csv",
+        self_attention="results/{model}/self_attention.csv",
+        claims="results/{model}/claims/rmsnorm_collapse.json",
+    params:
+        collapse=MECH["collapse"] | prompt_subset(config, "mechanisms.collapse"),
+        spike=config["spike"],
+        dtype=model_param("dtype", "auto"),
+        device=config["extraction"]["device"],
+    log:
+        "logs/rmsnorm_collapse/{model}.log",
+    benchmark:
+        "logs/benchmarks/rmsnorm_collapse/{model}.tsv"
+    threads: config["extraction"]["threads"]
+    resources:
+        mem_mb=model_mem_mb,
+        gpu=GPUS,
+    conda:
+        TORCH_ENV
+    script:
+        "../scripts/rmsnorm_collapse.py"
+
+
+rule plot_rmsnorm_collapse:
+    input:
+        cosines="results/{model}/cosines.npz",
+    output:
+        pdf=report("figures/collapse/{model}.pdf", caption="../report/collapse.rst", category="Mechanisms"),
+        png="figures/collapse/{model}.png",
+    log:
+        "logs/plot_rmsnorm_collapse/{model}.log",
+    conda:
+        ANALYSIS_ENV
+    script:
+        "../scripts/plot_rmsnorm_collapse.py"

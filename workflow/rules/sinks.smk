@@ -1,5 +1,5 @@
 # Section 3.2, attention sinks: per-head attention on key 0 comes from the extraction's forward
-# pass (results/<model>/sinks.npz); geometry and the spike intervention need their own passes.
+# pass (results/<model>/sinks.npz); the geometry and the spike intervention have their own rules.
 SINKS = config["sinks"]
 
 
@@ -21,53 +21,92 @@ rule plot_sinks:
         "../scripts/plot_sinks.py"
 
 
-rule sink_analysis:
-    """Sink-key geometry of a sink and a non-sink head (Fig 6) and the spike-channel
-    intervention at the step-up block, with the sink claims."""
+rule sink_geometry:
+    """Fig 6: sink-key subspace, query-key distances and t-SNE of a sink and a non-sink head,
+    with the sink claims (which also read the extraction's sink statistics)."""
     input:
         model="resources/models/{model}",
         sinks="results/{model}/sinks.npz",
         lifecycle="results/{model}/lifecycle.json",
-        passages="resources/corpus/passages.jsonl",
+        prompts=prompts("extraction"),
     output:
         heads="results/{model}/sink_heads.csv",
         subspace="results/{model}/sink_subspace.csv",
         gaps="results/{model}/sink_gaps.csv",
         tsne="results/{model}/sink_tsne.parquet",
-        intervention="results/{model}/intervention.csv",
-        claims="results/{model}/claims/sinks.json",
+        claims="results/{model}/claims/sink_geometry.json",
     params:
-        sinks=SINKS,
-        spike=config["spike"],
-        dtype=lambda wc: config["models"][wc.model].get("dtype", "auto"),
+        geometry=SINKS["geometry"] | prompt_subset(config, "sinks.geometry"),
+        eps=SINKS["eps"],
+        dtype=model_param("dtype", "auto"),
         device=config["extraction"]["device"],
     log:
-        "logs/sink_analysis/{model}.log",
+        "logs/sink_geometry/{model}.log",
     benchmark:
-        "logs/benchmarks/sink_analysis/{model}.tsv"
+        "logs/benchmarks/sink_geometry/{model}.tsv"
     threads: config["extraction"]["threads"]
     resources:
-        mem_mb=lambda wc, attempt: config["extraction"]["mem_mb"] * attempt,
-        gpu=1 if uses_gpu() else 0,
+        mem_mb=model_mem_mb,
+        gpu=GPUS,
     conda:
         TORCH_ENV
     script:
-        "../scripts/sink_analysis.py"
+        "../scripts/sink_geometry.py"
 
 
-rule plot_sink_analysis:
-    """Figure 6 (t-SNE of queries and keys, sink vs non-sink head) and the intervention bars."""
+rule plot_sink_geometry:
     input:
         tsne="results/{model}/sink_tsne.parquet",
-        intervention="results/{model}/intervention.csv",
     output:
-        tsne=report("figures/sinks/{model}_tsne.pdf", caption="../report/sinks_tsne.rst", category="Sinks"),
-        tsne_png="figures/sinks/{model}_tsne.png",
-        intervention=report("figures/sinks/{model}_intervention.pdf", caption="../report/intervention.rst", category="Sinks"),
-        intervention_png="figures/sinks/{model}_intervention.png",
+        pdf=report("figures/sinks/{model}_tsne.pdf", caption="../report/sinks_tsne.rst", category="Sinks"),
+        png="figures/sinks/{model}_tsne.png",
     log:
-        "logs/plot_sink_analysis/{model}.log",
+        "logs/plot_sink_geometry/{model}.log",
     conda:
         ANALYSIS_ENV
     script:
-        "../scripts/plot_sink_analysis.py"
+        "../scripts/plot_sink_geometry.py"
+
+
+rule intervention:
+    """Edit the spike channels of the first token at the step-up block(s): sinks, spike and
+    perplexity on held-out prompts, against the unedited model."""
+    input:
+        model="resources/models/{model}",
+        lifecycle="results/{model}/lifecycle.json",
+        prompts=prompts("heldout"),
+    output:
+        table="results/{model}/intervention.csv",
+        claims="results/{model}/claims/intervention.json",
+    params:
+        intervention=SINKS["intervention"],
+        eps=SINKS["eps"],
+        spike=config["spike"],
+        dtype=model_param("dtype", "auto"),
+        device=config["extraction"]["device"],
+    log:
+        "logs/intervention/{model}.log",
+    benchmark:
+        "logs/benchmarks/intervention/{model}.tsv"
+    threads: config["extraction"]["threads"]
+    resources:
+        mem_mb=model_mem_mb,
+        gpu=GPUS,
+    conda:
+        TORCH_ENV
+    script:
+        "../scripts/intervention.py"
+
+
+rule plot_intervention:
+    input:
+        table="results/{model}/intervention.csv",
+    output:
+        pdf=report("figures/sinks/{model}_intervention.pdf", caption="../report/intervention.rst", category="Sinks"),
+        png="figures/sinks/{model}_intervention.png",
+    log:
+        "logs/plot_intervention/{model}.log",
+    conda:
+        ANALYSIS_ENV
+    script:
+        "../scripts/plot_intervention.py"

@@ -1,36 +1,25 @@
-from spikesink.acquisition import corpus
-from spikesink.extraction import prompts
 from spikesink.config import extraction_settings
-from spikesink.extraction.block_stats import extract_block_stats, save_block_stats
-from spikesink.io import write_json, write_npz
-from spikesink.instrumentation.loading import load_model, max_positions
+from spikesink.extraction.block_stats import extract_block_stats
+from spikesink.instrumentation.loading import load_model
 from spikesink.logs import snakemake_logger
+from spikesink.results import SinkStats, read_prompts, save_block_stats, write_sink_stats
 
 log = snakemake_logger(snakemake)
 ext = snakemake.params.extraction
 # verify: re-hash the weights against the manifest, so a model edited behind Snakemake's back
 # fails here instead of producing statistics of the wrong weights
-model, tokenizer, manifest = load_model(snakemake.input.model, dtype=snakemake.params.dtype, device=ext["device"],
-                                        verify=ext["verify_weights"])
-input_ids, prompt_meta = prompts.sample_prompts(
-    corpus.read_passages(snakemake.input.passages),
-    tokenizer,
-    n_prompts=ext["n_prompts"],
-    seq_len=ext["seq_len"],
-    seed=ext["seed"],
-    max_positions=max_positions(model),
-)
-settings = extraction_settings({"extraction": ext, "spike": snakemake.params.spike})
+model, _, manifest = load_model(snakemake.input.model, dtype=snakemake.params.dtype, device=ext["device"],
+                                verify=ext["verify_weights"])
+prompts = read_prompts(snakemake.input.prompts[0])
 stats = extract_block_stats(
     model,
-    input_ids,
+    prompts.matrix(),
     batch_size=snakemake.params.batch_size,
-    settings=settings,
-    meta={"model": snakemake.wildcards.model, "bos_added": bool(prompt_meta[0]["bos_added"]), "manifest": manifest},
+    settings=extraction_settings({"extraction": ext, "spike": snakemake.params.spike}),
+    meta={"model": snakemake.wildcards.model, "bos_added": prompts.bos_added, "manifest": manifest},
     collect_sinks=True,
     sink_eps=snakemake.params.sink_eps,
 )
-write_npz(snakemake.output.sinks, **stats.sinks)
+write_sink_stats(snakemake.output.sinks, SinkStats.from_arrays(stats.sinks))
 save_block_stats(stats, snakemake.output.stats, snakemake.output.meta)
-write_json(snakemake.output.prompts, prompt_meta)
-log.info("extracted %d prompts x %d tokens over %d blocks", *input_ids.shape, stats.n_blocks)
+log.info("extracted %d prompts x %d tokens over %d blocks", *stats.input_ids.shape, stats.n_blocks)

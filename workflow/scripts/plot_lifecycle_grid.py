@@ -1,12 +1,10 @@
-from spikesink.extraction.block_stats import load_block_stats
 from spikesink.figures_lifecycle import plot_lifecycle_grid
-from spikesink.io import read_json
-from spikesink.analyses.lifecycle import Lifecycle
 from spikesink.logs import snakemake_logger
+from spikesink.results import load_block_stats, read_lifecycle
 
 snakemake_logger(snakemake)
 items = [
-    (name, load_block_stats(stats, meta), Lifecycle(**read_json(lifecycle)))
+    (name, load_block_stats(stats, meta), read_lifecycle(lifecycle))
     for name, stats, meta, lifecycle in zip(
         snakemake.params.models, snakemake.input.stats, snakemake.input.meta, snakemake.input.lifecycle
     )

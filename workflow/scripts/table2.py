@@ -1,9 +1,7 @@
-from spikesink.io import output_stem
-
-from spikesink.io import read_json
+from spikesink.io import output_stem, read_json
 from spikesink.logs import snakemake_logger
 from spikesink.tables import write_table
-from spikesink.analyses.vocab_probe import table2
+from spikesink.analyses.vocab_probe_report import table2
 
 snakemake_logger(snakemake)
 rows = [

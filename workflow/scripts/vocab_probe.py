@@ -1,8 +1,10 @@
-from spikesink.io import read_json, write_json, write_parquet
+from spikesink.analyses.vocab_probe import run_vocab_probe
+from spikesink.analyses.vocab_probe_report import vocab_probe_claims
 from spikesink.instrumentation.loading import load_model
+from spikesink.io import write_json, write_parquet
 from spikesink.logs import snakemake_logger
+from spikesink.results import read_lifecycle
 from spikesink.scorecard import write_claims
-from spikesink.analyses.vocab_probe import run_vocab_probe, vocab_probe_claims
 
 log = snakemake_logger(snakemake)
 probe, spike = snakemake.params.probe, snakemake.params.spike
@@ -10,7 +12,7 @@ model, tokenizer, _ = load_model(snakemake.input.model, dtype=snakemake.params.d
 frame, summary = run_vocab_probe(
     model,
     tokenizer,
-    lifecycle=read_json(snakemake.input.lifecycle),
+    lifecycle=read_lifecycle(snakemake.input.lifecycle).to_dict(),
     blocks=probe["blocks"],
     prefix=probe["prefix"],
     floor=spike["floor"],

@@ -322,28 +322,31 @@ def info_to_json(info: dict) -> dict:
     return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in info.items()}
 
 
+def save_planted_into(directory: Path, **build_kwargs) -> dict:
+    """Build a planted model into an existing (staging) directory: model.safetensors, config.json
+    and the byte-level tokenizer. Returns the ground-truth record (builder, params, info)."""
+    model, info = build_planted_llama(**build_kwargs)
+    model.save_pretrained(directory)
+    planted_tokenizer().save_pretrained(directory)
+    return {
+        "builder": "spikesink.acquisition.planted.build_planted_llama",
+        "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in build_kwargs.items()},
+        "planted": info_to_json(info),
+    }
+
+
 def save_planted(directory: str | os.PathLike, **build_kwargs) -> dict:
     """Build a planted model and write it as a `local` model dir, atomically.
 
     Writes model.safetensors + config.json, the byte-level tokenizer and manifest.json with the
     ground truth (`info`, s* as a list) and the build parameters. Returns the manifest.
     """
-    model, info = build_planted_llama(**build_kwargs)
-    tokenizer = planted_tokenizer()
     target = Path(directory)
     with atomic_path(target) as tmp:
         tmp.mkdir(parents=True)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        record = save_planted_into(tmp, **build_kwargs)
         weights = sorted(p.name for p in tmp.glob("*.safetensors"))
-        manifest = {
-            "source": "planted",
-            "builder": "spikesink.acquisition.planted.build_planted_llama",
-            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in build_kwargs.items()},
-            "dtype": "float32",
-            "bos": False,
-            "weights_sha256": {name: sha256_file(tmp / name) for name in weights},
-            "planted": info_to_json(info),
-        }
+        manifest = {"source": "planted", **record, "dtype": "float32", "bos": False,
+                    "weights_sha256": {name: sha256_file(tmp / name) for name in weights}}
         write_json(tmp / "manifest.json", manifest)
     return manifest

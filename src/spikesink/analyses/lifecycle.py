@@ -19,39 +19,13 @@ Definitions (all thresholds are parameters, defaults in config/config.yaml):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from spikesink import metrics
 from spikesink.instrumentation.blocks import block_kind
-from spikesink.extraction.block_stats import OUTPUT, RESIDUAL, BlockStats
+from spikesink.results import OUTPUT, RESIDUAL, BlockStats, Lifecycle
 from spikesink.settings import LifecycleSettings
-
-
-@dataclass
-class Lifecycle:
-    n_blocks: int
-    massive_blocks: list[int]
-    plateau: tuple[int, int] | None  # first and last massive block
-    contiguous: bool
-    spike_channels: list[int]
-    spike_vector: list[float]  # P, on spike_channels
-    contributions: list[float]  # c_b for b = 1..n_blocks
-    step_up: list[int]
-    step_down: list[int]
-    reference_tokens: str  # "position 0" or "spike tokens"
-    peak_magnitude: float
-    peak_block: int
-    peak_median_ratio: float
-    median_at_peak: float
-    spike_token_fraction: float  # share of tokens that are massive at the middle plateau block
-    position0_spike_fraction: float
-    top1_by_block: list[float]
-    median_by_block: list[float]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def massive_prompt_fraction(stats: BlockStats, settings: LifecycleSettings) -> np.ndarray:

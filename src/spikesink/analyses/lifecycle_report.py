@@ -6,7 +6,7 @@ import pandas as pd
 
 from spikesink import paper
 from spikesink.instrumentation.blocks import block_kind
-from spikesink.analyses.lifecycle import Lifecycle
+from spikesink.results import Lifecycle
 from spikesink.scorecard import Claim
 
 SECTION = "3.1 life cycle"

@@ -197,7 +197,7 @@ def run_silu_regime(model, sequences: Sequence[Sequence[int]], lifecycle: Mappin
               else "no step-up or step-down block was detected" if not blocks else None)
     if reason:
         frame = pd.DataFrame(columns=COLUMNS)
-        frame.attrs["activation"] = layout.activation_name
+        frame.attrs.update(activation=layout.activation_name, not_applicable=reason)
         return frame, reason
     frame = silu_regime(model, batches_from_sequences(sequences, batch_size, pad_id), blocks, floor=floor,
                         median_ratio=median_ratio, progress=progress)

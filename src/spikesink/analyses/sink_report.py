@@ -1,24 +1,25 @@
-"""Section 3.2 claims about attention sinks, from the arrays and tables of sinks.py,
-sink_geometry.py and intervention.py."""
+"""Section 3.2 claims about attention sinks: from the extraction's sink statistics and the
+geometry tables (sink_claims), and from the spike intervention (intervention_claims)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from spikesink.results import SinkStats
 from spikesink.scorecard import Claim
 
 SECTION = "3.2 sinks"
 
 
-def sink_claims(model: str, sinks: dict, lifecycle: dict, subspace: pd.DataFrame, gaps: pd.DataFrame,
-                intervention: pd.DataFrame | None, eps: float = 0.3, bos_added: bool = False, max_rank: float = 2.5,
-                min_top2_share: float = 0.9, min_ratio_drop: float = 0.5) -> list[Claim]:
+def sink_claims(model: str, sinks: SinkStats, lifecycle: dict, subspace: pd.DataFrame, gaps: pd.DataFrame,
+                eps: float = 0.3, bos_added: bool = False, max_rank: float = 2.5,
+                min_top2_share: float = 0.9) -> list[Claim]:
     claims = []
-    ratio = float(sinks["sink_ratio"])
-    key0 = float(sinks["key0_mass_mean"])
-    spike_mass = np.asarray(sinks["spike_mass"], dtype=np.float64)
-    key0_all = np.asarray(sinks["key0_mass"], dtype=np.float64)
+    ratio = float(sinks.sink_ratio)
+    key0 = float(sinks.key0_mass_mean)
+    spike_mass = np.asarray(sinks.spike_mass, dtype=np.float64)
+    key0_all = np.asarray(sinks.key0_mass, dtype=np.float64)
     sinking = key0_all > eps
     # of the attention a sinking head gives to spike tokens, how much lands on key 0
     share_on_spikes = float(np.nanmean(spike_mass[sinking])) if sinking.any() else float("nan")
@@ -54,14 +55,25 @@ def sink_claims(model: str, sinks: dict, lifecycle: dict, subspace: pd.DataFrame
             f"non-sink head: cos gap {non['cos_gap']:+.3f}, {100 * non['share_closer_to_sink']:.0f}%",
             bool(sink_head_sinks and sink["cos_gap"] > 0 and sink["cos_gap"] > non["cos_gap"]),
             f"the head sinks (key-0 mass > {eps}); cosine gap > 0 and larger than in the non-sink head"))
-    if intervention is not None and not intervention.empty:
-        base = intervention[intervention["condition"] == "none"].iloc[0]
-        for _, row in intervention[intervention["condition"] != "none"].iterrows():
-            claims.append(Claim(
-                SECTION, f"removing the spike ({row['condition']} at block {row['block']}) removes the sink", model,
-                "spikes and sinks are coupled through the first token (beyond the paper's Section 3: Sun et al. 2024)",
-                f"sink ratio {base['sink_ratio']:.1f}% -> {row['sink_ratio']:.1f}%, key-0 mass {base['key0_mass']:.3f} -> "
-                f"{row['key0_mass']:.3f}, perplexity {base['perplexity']:.2f} -> {row['perplexity']:.2f}",
-                bool(row["sink_ratio"] <= (1 - min_ratio_drop) * base["sink_ratio"] and row["perplexity"] > base["perplexity"]),
-                f"sink ratio falls by >= {100 * min_ratio_drop:.0f}% and perplexity rises"))
+    return claims
+
+
+def intervention_claims(model: str, intervention: pd.DataFrame | None, reason: str | None = None,
+                        min_ratio_drop: float = 0.5) -> list[Claim]:
+    """Removing the spike at the step-up block: does the sink go (n/a without a detected spike)?"""
+    from spikesink.scorecard import not_applicable
+
+    claim = "removing the spike at the step-up block removes the sink"
+    paper = "spikes and sinks are coupled through the first token (beyond the paper's Section 3: Sun et al. 2024)"
+    if reason or intervention is None or intervention.empty:
+        return [not_applicable(SECTION, claim, model, paper, reason or "no intervention was run")]
+    claims = []
+    for _, row in intervention[intervention["condition"] != "none"].iterrows():
+        base = intervention[(intervention["condition"] == "none") & (intervention["block"] == row["block"])].iloc[0]
+        claims.append(Claim(
+            SECTION, f"removing the spike ({row['condition']} at block {row['block']}) removes the sink", model, paper,
+            f"sink ratio {base['sink_ratio']:.1f}% -> {row['sink_ratio']:.1f}%, key-0 mass {base['key0_mass']:.3f} -> "
+            f"{row['key0_mass']:.3f}, perplexity {base['perplexity']:.2f} -> {row['perplexity']:.2f}",
+            bool(row["sink_ratio"] <= (1 - min_ratio_drop) * base["sink_ratio"] and row["perplexity"] > base["perplexity"]),
+            f"sink ratio falls by >= {100 * min_ratio_drop:.0f}% and perplexity rises"))
     return claims

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
@@ -33,62 +32,10 @@ from spikesink import metrics
 from spikesink.instrumentation.layout import model_layout
 from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
 from spikesink.instrumentation.taps import Taps, run_decoder
+from spikesink.results import OUTPUT, RESIDUAL, BlockStats
 from spikesink.settings import ExtractionSettings
 
 log = logging.getLogger(__name__)
-
-KINDS = ("residual", "output")
-RESIDUAL, OUTPUT = 0, 1
-
-
-@dataclass
-class BlockStats:
-    """Arrays indexed [kind, block - 1, ...]; `block` is 1-based as in the paper."""
-
-    topk_abs: np.ndarray  # (2, B, N, k) float32, descending
-    topk_value: np.ndarray  # (2, B, N, k) float32, signed
-    topk_position: np.ndarray  # (2, B, N, k) int32
-    topk_channel: np.ndarray  # (2, B, N, k) int32
-    median: np.ndarray  # (2, B, N) float32
-    token_max: np.ndarray  # (2, B, N, T) float32
-    channel_max: np.ndarray  # (B, d) float32, residual kind only
-    pos0_mean: np.ndarray  # (2, B, d) float32
-    spike_mean: np.ndarray  # (2, B, d) float32 (zeros where no spike token yet)
-    spike_count: np.ndarray  # (B,) int64: spike tokens that entered spike_mean at each block
-    input_ids: np.ndarray  # (N, T) int64
-    meta: dict = field(default_factory=dict)
-    sinks: dict | None = None  # sinks.SinkStatistics.result() from the same forward, if asked for
-
-    @property
-    def n_blocks(self) -> int:
-        return self.median.shape[1]
-
-    @property
-    def d_model(self) -> int:
-        return self.channel_max.shape[1]
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name) for name in ARRAY_FIELDS}
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> "BlockStats":
-        return cls(**{name: arrays[name] for name in ARRAY_FIELDS}, meta=meta)
-
-
-ARRAY_FIELDS = (
-    "topk_abs",
-    "topk_value",
-    "topk_position",
-    "topk_channel",
-    "median",
-    "token_max",
-    "channel_max",
-    "pos0_mean",
-    "spike_mean",
-    "spike_count",
-    "input_ids",
-)
-
 
 class _Accumulator:
     """Receives hidden states from the hooks, one batch at a time."""
@@ -267,16 +214,3 @@ def extract_block_stats(
     stats = acc.finish(input_ids, meta)
     stats.sinks = sinks.result() if sinks is not None else None
     return stats
-
-
-def save_block_stats(stats: BlockStats, npz_path, json_path) -> None:
-    from spikesink.io import write_json, write_npz
-
-    write_npz(npz_path, **stats.to_arrays())
-    write_json(json_path, stats.meta)
-
-
-def load_block_stats(npz_path, json_path) -> BlockStats:
-    from spikesink.io import load_npz, read_json
-
-    return BlockStats.from_arrays(load_npz(npz_path), read_json(json_path))

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from spikesink.acquisition.corpus import CorpusError, split_sentences
+from spikesink.results import PromptSet
 
 
 def _ordered_docs(passages: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -177,3 +178,20 @@ def sample_sentences(
         )
     picks = np.random.default_rng(seed).choice(len(pool), size=n, replace=False)
     return [pool[int(i)] for i in picks]
+
+
+def sample_prompt_set(name: str, passages: Sequence[dict[str, Any]], tokenizer, kind: str, n: int, seed: int,
+                      seq_len: int | None = None, max_positions: int | None = None) -> PromptSet:
+    """One named prompt set: `n` prompts of `seq_len` tokens (kind "prompts") or `n` single
+    sentences tokenised with the tokenizer's own special tokens (kind "sentences")."""
+    params = {"kind": kind, "n": n, "seed": seed, "seq_len": seq_len}
+    if kind == "prompts":
+        ids, meta = sample_prompts(passages, tokenizer, n_prompts=n, seq_len=int(seq_len), seed=seed,
+                                   max_positions=max_positions)
+        return PromptSet(name, list(ids), {"params": params, "bos_added": bool(meta[0]["bos_added"]), "prompts": meta})
+    if kind == "sentences":
+        sentences = sample_sentences(passages, n, seed=seed)
+        before, _ = special_token_layout(tokenizer)
+        ids = [np.asarray(_encode(tokenizer, text, add_special_tokens=True), dtype=np.int64) for text in sentences]
+        return PromptSet(name, ids, {"params": params, "bos_added": before > 0, "texts": sentences})
+    raise ValueError(f"prompt set kind must be 'prompts' or 'sentences', got {kind!r}")

@@ -356,6 +356,49 @@ class ModelLayout:
         gain = None if weight is None else weight.detach().float() + self.adapter.norm_gain_offset
         return gain, None if bias is None else bias.detach().float()
 
+    def apply_norm(self, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """norm(x) computed from the norm's parameters (float32), without calling the module, so
+        that its hooks (taps, edits) do not fire: what the model's norm would output for x."""
+        gain, bias = self.norm_gain(norm)
+        eps = next((float(getattr(norm, n)) for n in ("variance_epsilon", "eps") if hasattr(norm, n)), 0.0)
+        x = x.float()
+        if self.adapter.norm_type == "layernorm":
+            x = x - x.mean(dim=-1, keepdim=True)
+        out = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
+        if gain is not None:
+            out = out * gain.to(out.device)
+        return out if bias is None else out + bias.to(out.device)
+
+    def linear_modules(self) -> list[tuple[str, str, int, nn.Module]]:
+        """(module path, role, block, module) of every Linear / Conv1D inside the decoder layers.
+
+        Roles: q, k, v, qkv (fused), o for attention; gate, up, gate_up (fused), down for a gated
+        FFN, fc_in / fc_out for an MLP; shared_* for an MoE shared expert. MoE experts keep their
+        weights as stacked parameters (no Linear) and routers are not Linear: neither is listed.
+        """
+        a = self.adapter
+        att, ffn = a.attention_parts, a.ffn_parts
+        attention_roles = {att.q: "q", att.k: "k", att.v: "v", att.qkv: "qkv", att.o: "o"}
+        if ffn.kind == "mlp":
+            ffn_roles = {ffn.up: "fc_in", ffn.down: "fc_out"}
+        else:
+            ffn_roles = {ffn.gate: "gate", ffn.up: "up", ffn.gate_up: "gate_up", ffn.down: "down"}
+        out = []
+        for lv in self.layers:
+            for owner, prefix, roles, block in ((lv.attention, a.attention, attention_roles, lv.attention_block),
+                                                (lv.ffn, a.ffn, ffn_roles, lv.ffn_block)):
+                for name, module in owner.named_modules():
+                    if not name or not (isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"):
+                        continue
+                    leaf = name.split(".")[-1]
+                    role = roles.get(leaf)
+                    if ffn.shared_expert and name.startswith(ffn.shared_expert + "."):
+                        role = "shared_" + {"gate_proj": "gate", "up_proj": "up", "down_proj": "down"}.get(leaf, leaf)
+                    if role is None:
+                        continue  # e.g. a shared-expert gate (one output), not an activation path we quantise
+                    out.append((f"{lv.path}.{prefix}.{name}", role, block, module))
+        return out
+
     # ---- summary ----------------------------------------------------------------------------
 
     def describe(self) -> dict:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from spikesink.acquisition.models import MANIFEST, safetensors_hashes
+from spikesink.acquisition.manifest import safetensors_hashes
+from spikesink.acquisition.spec import MANIFEST
 from spikesink.instrumentation.families import adapter_for
 from spikesink.io import read_json
 
@@ -117,10 +118,23 @@ def load_model(
     return model, tokenizer, manifest
 
 
-def max_positions(model) -> int:
-    """The longest sequence the model was configured for (its position / rope limit)."""
-    config = model.config
+def load_tokenizer(model_dir: str | Path):
+    """(tokenizer, max positions) of an acquired model directory, without reading weights."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    manifest = read_manifest(model_dir)
+    trust = bool(manifest.get("trust_remote_code", False))
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust)
+    return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust), _max_positions(config)
+
+
+def _max_positions(config) -> int:
     value = getattr(config, "max_position_embeddings", None)
     if not value:
-        raise ModelLoadError(f"{type(model).__name__} config states no max_position_embeddings")
+        raise ModelLoadError(f"{type(config).__name__} states no max_position_embeddings")
     return int(value)
+
+
+def max_positions(model) -> int:
+    """The longest sequence the model was configured for (its position / rope limit)."""
+    return _max_positions(model.config)

@@ -276,3 +276,23 @@ def module_inputs(modules: dict[str, nn.Module], on_input: Callable[[str, tuple,
         stack.callback(handle.remove)
     return stack
 
+
+
+@contextlib.contextmanager
+def edit_module_inputs(modules: dict[str, nn.Module], fn: Callable[[str, torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Replace the input x of named sub-modules (e.g. every Linear: layout.linear_modules) by
+    fn(name, x) in every forward inside the context (fake quantisation of activations)."""
+    stack = contextlib.ExitStack()
+
+    def hook_for(name):
+        def hook(_m, args, kwargs):
+            if args:
+                return (fn(name, args[0]), *args[1:]), kwargs
+            return args, {**kwargs, "input": fn(name, kwargs["input"])}
+
+        return hook
+
+    with stack:
+        for name, module in modules.items():
+            stack.callback(module.register_forward_pre_hook(hook_for(name), with_kwargs=True).remove)
+        yield

@@ -1,0 +1,54 @@
+"""Cross-architecture figure: spike relative to the median and sink ratio of every configured
+model, coloured by norm placement, beside the paper's Table 5 (trained from scratch)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from spikesink.plotting import PALETTE, apply_style, save_figure
+
+PLACEMENT_COLOR = {"pre": PALETTE["ours"], "parallel": PALETTE["step_down"], "sandwich": PALETTE["step_up"],
+                   "post": PALETTE["top2"]}
+# paper Table 5 (spike = max |h|, sink ratio %), from-scratch 7B ablations
+PAPER_TABLE5 = [("pre-norm baseline", "pre", 3818, 46.0), ("sandwich", "sandwich", 520, 44.7),
+                ("sandwich + QK-norm", "sandwich", 92, 42.0)]
+
+
+def plot_architectures(frame: pd.DataFrame, path: str | os.PathLike) -> list[Path]:
+    apply_style()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
+    names = list(frame["model"])
+    colors = [PLACEMENT_COLOR.get(p, PALETTE["other"]) for p in frame["norm placement"]]
+    x = np.arange(len(names))
+    axes[0].bar(x, frame["peak / median"], color=colors)
+    axes[0].set_yscale("log")
+    axes[0].axhline(1000, color=PALETTE["median"], linestyle=":", linewidth=1)
+    axes[0].text(-0.4, 1000, " massive: 1000x median", va="bottom", fontsize=7, color=PALETTE["median"])
+    axes[0].set_ylabel("peak |h| / median |h| (log)")
+    axes[0].set_title("spike relative to the residual stream")
+    axes[1].bar(x, frame["sink ratio (%)"], color=colors)
+    axes[1].set_ylim(0, 100)
+    axes[1].set_ylabel("sink ratio (%, eps 0.3)")
+    axes[1].set_title("attention sinks")
+    for ax in axes[:2]:
+        ax.set_xticks(x, [f"{n}\n({f})" for n, f in zip(names, frame["family"])], rotation=30, ha="right", fontsize=7)
+    paper = axes[2]
+    for label, placement, spike, sink in PAPER_TABLE5:
+        paper.scatter(spike, sink, color=PLACEMENT_COLOR[placement], marker="D", s=40)
+        paper.annotate(label, (spike, sink), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    paper.set_xscale("log")
+    paper.set_xlim(50, 10000)
+    paper.set_ylim(0, 100)
+    paper.set_xlabel("paper: spike max |h| (log)")
+    paper.set_ylabel("paper: sink ratio (%)")
+    paper.set_title("paper Table 5 (from scratch)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in PLACEMENT_COLOR.values()]
+    fig.legend(handles, [f"{p} norm" for p in PLACEMENT_COLOR], loc="upper center", ncol=4, frameon=False,
+               bbox_to_anchor=(0.5, 1.06))
+    fig.tight_layout()
+    return save_figure(fig, path)
