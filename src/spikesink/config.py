@@ -95,6 +95,18 @@ def _prompt_subset_problems(config: dict) -> list[str]:
             problems.append(f"{key}.seq_len: {section['seq_len']} > extraction.seq_len = {length}; lower it")
     if length < 5:
         problems.append("extraction.seq_len: the amplifier reads the first 4 tokens after any BOS: use at least 5")
+    for key in ("implicit_params", "quantization"):
+        if (config.get(key, {}).get("calibration_prompts") or 0) > n:
+            problems.append(f"{key}.calibration_prompts: {config[key]['calibration_prompts']} > extraction.n_prompts = {n}; lower it")
+    kv = config.get("kv_cache", {})
+    window, tokens = kv.get("window", 256), kv.get("n_tokens", 2048)
+    if window < 1:
+        problems.append(f"kv_cache.window: {window} must be >= 1")
+    elif tokens < 2 * window:
+        problems.append(f"kv_cache.n_tokens: {tokens} < 2 x kv_cache.window = {2 * window}: the window would evict too "
+                        "little to test; give a longer text or a smaller window")
+    if any(k < 0 or k >= window for k in kv.get("keep", [0, 1, 4])):
+        problems.append(f"kv_cache.keep: {kv.get('keep')} must lie in [0, window = {window})")
     return problems
 
 

@@ -12,7 +12,7 @@ check_config(config, workdir=Path.cwd())
 MODELS = sorted(config["models"])
 ANALYSIS_ENV = "../../envs/analysis.yaml"
 TORCH_ENV = "../../envs/torch.yaml"
-PROMPT_SETS = ("extraction", "heldout", "sentences")
+PROMPT_SETS = ("extraction", "heldout", "sentences", "long")
 
 
 wildcard_constraints:
@@ -56,11 +56,16 @@ def model_mem_mb(wildcards, attempt):
 
 def prompt_set_params(wildcards):
     """Sampling parameters of one prompt set (results/<model>/prompts/<set>.npz)."""
-    ext, heldout, silu = config["extraction"], config["heldout"], config["mechanisms"]["silu"]
+    ext, heldout, silu, kv = config["extraction"], config["heldout"], config["mechanisms"]["silu"], config["kv_cache"]
     return {
-        "extraction": {"kind": "prompts", "n": ext["n_prompts"], "seq_len": ext["seq_len"], "seed": ext["seed"]},
-        "heldout": {"kind": "prompts", "n": heldout["n_prompts"], "seq_len": heldout["seq_len"], "seed": heldout["seed"]},
-        "sentences": {"kind": "sentences", "n": silu["n_sentences"], "seed": silu["seed"]},
+        "extraction": {"kind": "prompts", "n": ext["n_prompts"], "seq_len": ext["seq_len"], "seed": ext["seed"],
+                       "keys": ["extraction.n_prompts", "extraction.seq_len"]},
+        "heldout": {"kind": "prompts", "n": heldout["n_prompts"], "seq_len": heldout["seq_len"], "seed": heldout["seed"],
+                    "keys": ["heldout.n_prompts", "heldout.seq_len"]},
+        "sentences": {"kind": "sentences", "n": silu["n_sentences"], "seed": silu["seed"],
+                      "keys": ["mechanisms.silu.n_sentences", "-"]},
+        "long": {"kind": "prompts", "n": kv["n_texts"], "seq_len": kv["n_tokens"], "seed": kv["seed"],
+                 "keys": ["kv_cache.n_texts", "kv_cache.n_tokens"]},
     }[wildcards.prompt_set]
 
 
@@ -103,7 +108,8 @@ def ablation_table_stems():
 
 
 # The per-model analyses, each with its own rule and claims file (results/<model>/claims/<name>.json)
-MODEL_ANALYSES = ["lifecycle", "vocab_probe", "silu_regime", "amplifier", "rmsnorm_collapse", "sink_geometry", "intervention"]
+MODEL_ANALYSES = ["lifecycle", "vocab_probe", "silu_regime", "amplifier", "rmsnorm_collapse", "sink_geometry", "intervention",
+                  "implicit_params", "attention_path", "quantization", "kv_cache"]
 
 
 def claim_files():
@@ -132,7 +138,13 @@ MODEL_FIGURES = [
     "sinks/{model}_sinks_vs_spike",
     "sinks/{model}_tsne",
     "sinks/{model}_intervention",
+    "function/{model}_implicit_params",
+    "function/{model}_attention_path",
+    "quantization/{model}_act_scales",
+    "quantization/{model}_int8",
+    "kv_cache/{model}",
 ]
+FUNCTION_TABLES = ["implicit_params", "attention_path", "quantization", "kv_cache"]
 
 
 def all_outputs():
@@ -142,6 +154,7 @@ def all_outputs():
         *expand("figures/architectures/overview.{ext}", ext=["pdf", "png"]),
         *expand("paper_tables/{table}.{ext}", table=["table1_step_up_down", "table2_vocab_probe", "architectures"],
                 ext=["csv", "md", "tex"]),
+        *expand("paper_tables/function/{model}_{table}.{ext}", model=MODELS, table=FUNCTION_TABLES, ext=["csv", "md", "tex"]),
         *expand("paper_tables/scorecard.{ext}", ext=["csv", "md"]),
         *ablation_outputs(),
     ]

@@ -54,6 +54,7 @@ def sample_prompts(
     seq_len: int,
     seed: int,
     max_positions: int | None = None,
+    keys: tuple[str, str] = ("extraction.n_prompts", "extraction.seq_len"),
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Draw ``n_prompts`` token sequences of exactly ``seq_len`` tokens, reproducibly.
 
@@ -70,8 +71,8 @@ def sample_prompts(
         raise CorpusError(f"n_prompts ({n_prompts}) and seq_len ({seq_len}) must be positive")
     if max_positions is not None and seq_len > max_positions:
         raise CorpusError(
-            f"extraction.seq_len = {seq_len} exceeds the model's maximum number of positions "
-            f"({max_positions}); lower extraction.seq_len to at most {max_positions}"
+            f"{keys[1]} = {seq_len} exceeds the model's maximum number of positions "
+            f"({max_positions}); lower {keys[1]} to at most {max_positions}"
         )
     if not passages:
         raise CorpusError("the corpus is empty: no passages to sample prompts from")
@@ -116,7 +117,7 @@ def sample_prompts(
     raise CorpusError(
         f"not enough text for {n_prompts} prompts x {seq_len} tokens: found only {len(rows)} "
         f"non-overlapping passage-aligned spans of {seq_len} tokens in {len(passages)} passages "
-        f"({total_chars} characters); lower extraction.n_prompts or extraction.seq_len, "
+        f"({total_chars} characters); lower {keys[0]} or {keys[1]}, "
         "or use a larger corpus"
     )
 
@@ -181,13 +182,15 @@ def sample_sentences(
 
 
 def sample_prompt_set(name: str, passages: Sequence[dict[str, Any]], tokenizer, kind: str, n: int, seed: int,
-                      seq_len: int | None = None, max_positions: int | None = None) -> PromptSet:
+                      seq_len: int | None = None, max_positions: int | None = None,
+                      keys: Sequence[str] = ("n_prompts", "seq_len")) -> PromptSet:
     """One named prompt set: `n` prompts of `seq_len` tokens (kind "prompts") or `n` single
-    sentences tokenised with the tokenizer's own special tokens (kind "sentences")."""
+    sentences tokenised with the tokenizer's own special tokens (kind "sentences"). `keys` name
+    the config keys of n and seq_len in error messages."""
     params = {"kind": kind, "n": n, "seed": seed, "seq_len": seq_len}
     if kind == "prompts":
         ids, meta = sample_prompts(passages, tokenizer, n_prompts=n, seq_len=int(seq_len), seed=seed,
-                                   max_positions=max_positions)
+                                   max_positions=max_positions, keys=tuple(keys))
         return PromptSet(name, list(ids), {"params": params, "bos_added": bool(meta[0]["bos_added"]), "prompts": meta})
     if kind == "sentences":
         sentences = sample_sentences(passages, n, seed=seed)

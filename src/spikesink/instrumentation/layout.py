@@ -356,6 +356,16 @@ class ModelLayout:
         gain = None if weight is None else weight.detach().float() + self.adapter.norm_gain_offset
         return gain, None if bias is None else bias.detach().float()
 
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits (float32) of final hidden states (the decoder output, final norm included): the
+        LM head, then the family's final logit soft-capping where the config has one (Gemma 2)."""
+        head = self.model.get_output_embeddings()
+        if head is None:
+            raise LayoutError(f"{type(self.model).__name__} has no LM head (pass the *ForCausalLM model)")
+        logits = head(hidden).float()
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        return logits if not cap else torch.tanh(logits / cap) * cap
+
     def apply_norm(self, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """norm(x) computed from the norm's parameters (float32), without calling the module, so
         that its hooks (taps, edits) do not fire: what the model's norm would output for x."""
