@@ -50,8 +50,20 @@ def main() -> None:
         commands = {
             "import": [sys.executable, "-c", "import snakemake"],
             "version": [sys.executable, "-m", "snakemake", "--version"],
-            "dry-run": [sys.executable, "-m", "snakemake", "-n", "-s", str(REPO / "Snakefile"), "-d", work,
-                        "--configfile", args.configfile, "--cores", "1"],
+            "dry-run": [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "-n",
+                "-s",
+                str(REPO / "Snakefile"),
+                "-d",
+                work,
+                "--configfile",
+                args.configfile,
+                "--cores",
+                "1",
+            ],
         }
         _, output = timed(commands["dry-run"], env)  # warm-up (file cache), and the DAG size
         jobs = int(re.search(r"^total\s+(\d+)$", output, re.M).group(1))

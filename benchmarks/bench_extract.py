@@ -25,8 +25,9 @@ def load(args):
 
     if args.gguf:
         path = Path(args.gguf)
-        return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
-                                                    attn_implementation="sdpa").eval()
+        return AutoModelForCausalLM.from_pretrained(
+            path.parent, gguf_file=path.name, dtype=torch.float32, attn_implementation="sdpa"
+        ).eval()
     from spikesink.instrumentation.loading import load_model
 
     return load_model(args.model_dir, dtype="float32", device="cpu")[0]
@@ -63,9 +64,13 @@ def main() -> None:
             fn()
             times[name].append(time.perf_counter() - start)
     for name, values in times.items():
-        print(f"{name:>7}: min {min(values):.3f} s  median {statistics.median(values):.3f} s  ({args.batch} x {args.seq_len})")
-    print(f"ratio hooked/plain: min {min(times['hooked']) / min(times['plain']):.3f}x  "
-          f"median {statistics.median(times['hooked']) / statistics.median(times['plain']):.3f}x  (target <= 1.15x)")
+        print(
+            f"{name:>7}: min {min(values):.3f} s  median {statistics.median(values):.3f} s  ({args.batch} x {args.seq_len})"
+        )
+    print(
+        f"ratio hooked/plain: min {min(times['hooked']) / min(times['plain']):.3f}x  "
+        f"median {statistics.median(times['hooked']) / statistics.median(times['plain']):.3f}x  (target <= 1.15x)"
+    )
 
 
 if __name__ == "__main__":

@@ -119,7 +119,11 @@ def child_memory(args) -> None:
     logits, _ = forward(model, ids, args.variant)
     del logits
     peak = _hwm_bytes() if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"extra": peak - before, "rss_before": before, "peak": peak, "exact": exact, "peak_before": peak_before}))
+    print(
+        json.dumps(
+            {"extra": peak - before, "rss_before": before, "peak": peak, "exact": exact, "peak_before": peak_before}
+        )
+    )
 
 
 def measure_memory(args, model_dir: str, batch: int, seq: int, variant: str) -> dict:

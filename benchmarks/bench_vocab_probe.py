@@ -62,7 +62,7 @@ def plain_forwards(model, ids: np.ndarray, batch_size: int) -> None:
     device = next(model.parameters()).device
     with torch.inference_mode():
         for start in range(0, len(ids), batch_size):
-            chunk = torch.as_tensor(ids[start:start + batch_size], device=device)[:, None]
+            chunk = torch.as_tensor(ids[start : start + batch_size], device=device)[:, None]
             model(input_ids=chunk, use_cache=False)
 
 
@@ -85,9 +85,12 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--blocks", type=str, default=None, help="comma-separated paper blocks (default: intermediate)")
-    parser.add_argument("--later", action="store_true",
-                        help="also run the full vocab_probe once (position 0 + later-position control) and one more "
-                             "plain pass: its position-0 time / plain time is reported as ratio_full_run")
+    parser.add_argument(
+        "--later",
+        action="store_true",
+        help="also run the full vocab_probe once (position 0 + later-position control) and one more "
+        "plain pass: its position-0 time / plain time is reported as ratio_full_run",
+    )
     parser.add_argument("--frame-out", help="with --later: write the per-token probe table here (parquet)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -96,15 +99,17 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from spikesink.instrumentation.layout import model_layout
     from spikesink.analyses.vocab_probe import default_probe_blocks, probe_peaks, vocab_probe
+    from spikesink.instrumentation.layout import model_layout
 
     t0 = time.perf_counter()
     model, tokenizer = load(args)
     load_s = time.perf_counter() - t0
     vocab = model.get_input_embeddings().weight.shape[0]
     ids = np.arange(vocab if args.limit is None else min(args.limit, vocab))
-    blocks = [int(b) for b in args.blocks.split(",")] if args.blocks else default_probe_blocks(model_layout(model).n_blocks)
+    blocks = (
+        [int(b) for b in args.blocks.split(",")] if args.blocks else default_probe_blocks(model_layout(model).n_blocks)
+    )
 
     # warm-up (allocator, kernels) on one batch of each
     probe_peaks(model, ids[: args.batch_size], blocks, batch_size=args.batch_size, progress=False)
@@ -126,16 +131,19 @@ def main(argv=None) -> int:
         "load_s": load_s,
     }
     if probe_s:
-        report.update({
-            "probe_s": {"min": min(probe_s), "median": statistics.median(probe_s), "all": probe_s},
-            "plain_s": {"min": min(plain_s), "median": statistics.median(plain_s), "all": plain_s},
-            "ratio_min": min(probe_s) / min(plain_s),
-            "ratio_median": statistics.median(probe_s) / statistics.median(plain_s),
-        })
+        report.update(
+            {
+                "probe_s": {"min": min(probe_s), "median": statistics.median(probe_s), "all": probe_s},
+                "plain_s": {"min": min(plain_s), "median": statistics.median(plain_s), "all": plain_s},
+                "ratio_min": min(probe_s) / min(plain_s),
+                "ratio_median": statistics.median(probe_s) / statistics.median(plain_s),
+            }
+        )
     if args.later:
         plain_once = timed(lambda: plain_forwards(model, ids, args.batch_size))
-        frame, summary = vocab_probe(model, tokenizer, blocks=blocks, token_ids=ids, batch_size=args.batch_size,
-                                     progress=True)
+        frame, summary = vocab_probe(
+            model, tokenizer, blocks=blocks, token_ids=ids, batch_size=args.batch_size, progress=True
+        )
         report["full_run"] = {
             "plain_s": plain_once,
             "probe_pos0_s": summary["seconds"]["pos0"],

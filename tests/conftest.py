@@ -69,13 +69,17 @@ FAMILY_CONFIGS = {
     "qwen3": dict(head_dim=8),
     "gemma": dict(head_dim=8),
     "gemma2": dict(head_dim=8, sliding_window=5),
-    "gemma3_text": dict(head_dim=8, sliding_window=5, layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
+    "gemma3_text": dict(
+        head_dim=8, sliding_window=5, layer_types=["sliding_attention", "full_attention", "sliding_attention"]
+    ),
     "olmo2": {},
     "phi3": dict(pad_token_id=0),
     "gpt2": dict(n_embd=32, n_layer=3, n_head=4, n_inner=64, n_positions=128),
     "gpt_neox": dict(num_key_value_heads=None),
     "mixtral": dict(num_local_experts=4, num_experts_per_tok=2),
-    "qwen2_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32),
+    "qwen2_moe": dict(
+        num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32
+    ),
     "qwen3_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, head_dim=8),
 }
 FAMILY_BASE = dict(TINY_CONFIG, pad_token_id=None, bos_token_id=None, eos_token_id=None)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from spikesink.acquisition.planted import build_planted_llama
 from spikesink.analyses.amplifier import (
     attention_vo_matrix,
     ffn_weights,
@@ -17,7 +18,6 @@ from spikesink.analyses.amplifier import (
     uk_norms_from_weights,
     uk_outliers,
 )
-from spikesink.acquisition.planted import build_planted_llama
 
 torch.set_num_threads(1)
 
@@ -25,8 +25,16 @@ torch.set_num_threads(1)
 def tiny_random(model_type="llama", seed=0):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.for_model(model_type, vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                                  num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+    )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config).float().eval()
     with torch.no_grad():  # non-trivial norm weights and (for qwen2) biases
@@ -107,8 +115,9 @@ def test_position0_attention_is_a_fixed_linear_map(model_type):
     # and the map really is W_O W_V summed over heads with GQA: a wrong head grouping fails
     vo, _ = attention_vo_matrix(model, 0)
     attn = model.model.layers[0].self_attn
-    wrong = sum(attn.o_proj.weight[:, h * 8:(h + 1) * 8] @ attn.v_proj.weight[(h % 2) * 8:(h % 2 + 1) * 8]
-                for h in range(4)).detach()
+    wrong = sum(
+        attn.o_proj.weight[:, h * 8 : (h + 1) * 8] @ attn.v_proj.weight[(h % 2) * 8 : (h % 2 + 1) * 8] for h in range(4)
+    ).detach()
     assert not torch.allclose(vo, wrong, atol=1e-4)
 
 
@@ -130,8 +139,11 @@ def test_pipeline_entry_claims_and_figures(planted, tmp_path):
     from spikesink.figures_mechanism import plot_spectra, plot_uk_norms
 
     model, info = planted
-    lifecycle = {"step_up": info["step_up_blocks"], "step_down": info["step_down_blocks"],
-                 "spike_channels": info["spike_channels"]}
+    lifecycle = {
+        "step_up": info["step_up_blocks"],
+        "step_down": info["step_down_blocks"],
+        "spike_channels": info["spike_channels"],
+    }
     ids = torch.tensor(info["trigger_token_ids"][:16])[:, None]
     result = run_amplifier(model, lifecycle, ids, n_control=4, progress=False)
     assert abs(float(result["s_star"][info["step_up_blocks"][0]] @ info["s_star"])) > 0.99
@@ -140,10 +152,19 @@ def test_pipeline_entry_claims_and_figures(planted, tmp_path):
     # a wrong life cycle (step-up at a random block) must fail the outlier claim
     wrong = run_amplifier(model, dict(lifecycle, step_up=[6]), ids, n_control=4, progress=False)
     assert not {c.claim: c for c in amplifier_claims("planted", wrong["summary"])}[
-        "spike channels have outlying ||U_k|| in the step-up/step-down blocks"].holds
-    for written in (plot_uk_norms(result["norms"], tmp_path / "uk", info["spike_channels"], info["step_up_blocks"],
-                                  info["step_down_blocks"], "planted"),
-                    plot_spectra(result["spectra"], tmp_path / "spectra", model="planted")):
+        "spike channels have outlying ||U_k|| in the step-up/step-down blocks"
+    ].holds
+    for written in (
+        plot_uk_norms(
+            result["norms"],
+            tmp_path / "uk",
+            info["spike_channels"],
+            info["step_up_blocks"],
+            info["step_down_blocks"],
+            "planted",
+        ),
+        plot_spectra(result["spectra"], tmp_path / "spectra", model="planted"),
+    ):
         assert all(p.stat().st_size > 0 for p in written)
 
 
@@ -152,9 +173,9 @@ def test_a_model_without_a_spike_gets_empty_results_and_placeholder_figures(tmp_
     import pandas as pd
 
     from spikesink.analyses.amplifier import amplifier_claims, run_amplifier
-    from spikesink.figures_mechanism import plot_cosine_collapse, plot_silu_regime, plot_spectra
     from spikesink.analyses.rmsnorm_collapse import collapse_claims, run_collapse
     from spikesink.analyses.silu_regime import run_silu_regime, silu_claims
+    from spikesink.figures_mechanism import plot_cosine_collapse, plot_silu_regime, plot_spectra
 
     model = tiny_random()
     lifecycle = {"step_up": [], "step_down": [], "spike_channels": [], "plateau": None}
@@ -169,6 +190,9 @@ def test_a_model_without_a_spike_gets_empty_results_and_placeholder_figures(tmp_
     assert all(c.holds is None for c in silu_claims("tiny", silu, reason))
     col = run_collapse(model, None, ids.numpy(), lifecycle)
     assert all(c.holds is None and "no step-up" in c.ours for c in collapse_claims("tiny", col["summary"]))
-    for written in (plot_silu_regime(pd.DataFrame(), tmp_path / "a"), plot_spectra(pd.DataFrame(), tmp_path / "b"),
-                    plot_cosine_collapse(col["matrices"], tmp_path / "c")):
+    for written in (
+        plot_silu_regime(pd.DataFrame(), tmp_path / "a"),
+        plot_spectra(pd.DataFrame(), tmp_path / "b"),
+        plot_cosine_collapse(col["matrices"], tmp_path / "c"),
+    ):
         assert all(p.stat().st_size > 0 for p in written)

@@ -7,11 +7,20 @@ from spikesink.analyses.architectures import architecture_claims, architecture_r
 
 
 def row(model, placement, ratio, sink, step_up=(4,)):
-    meta = {"architecture": {"family": "F", "model_type": "t", "norm_placement": placement, "ffn_kind": "SwiGLU"}, "d_model": 8}
-    lifecycle = {"n_blocks": 8, "spike_channels": [1], "step_up": list(step_up), "step_down": [], "peak_magnitude": ratio,
-                 "peak_median_ratio": ratio, "position0_spike_fraction": 1.0}
+    meta = {
+        "architecture": {"family": "F", "model_type": "t", "norm_placement": placement, "ffn_kind": "SwiGLU"},
+        "d_model": 8,
+    }
+    lifecycle = {
+        "n_blocks": 8,
+        "spike_channels": [1],
+        "step_up": list(step_up),
+        "step_down": [],
+        "peak_magnitude": ratio,
+        "peak_median_ratio": ratio,
+        "position0_spike_fraction": 1.0,
+    }
     return architecture_row(model, meta, lifecycle, {"sink_ratio": sink, "key0_mass_mean": 0.3})
-
 
 
 def test_sandwich_spike_smaller_and_sinks_stay():
@@ -29,7 +38,9 @@ def test_not_applicable_without_both_groups_or_without_a_spike():
     assert all(c.holds is None and "needs at least one" in c.ours for c in only_pre)
     no_spike = architecture_claims(architecture_table([row("a", "pre", 3, 0, step_up=()), row("b", "sandwich", 2, 0)]))
     assert [c.holds for c in no_spike] == [None, None]
-    assert "no pre-norm model has a detected spike" in no_spike[0].ours and "no pre-norm model sinks" in no_spike[1].ours
+    assert (
+        "no pre-norm model has a detected spike" in no_spike[0].ours and "no pre-norm model sinks" in no_spike[1].ours
+    )
 
 
 def test_table_has_one_row_per_model():

@@ -15,10 +15,13 @@ TEXTS = REPO / ".test" / "texts"
 
 
 def test_help_lists_the_scan_command():
-    result = subprocess.run([sys.executable, "-m", "spikesink.cli", "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "spikesink.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0 and "scan" in result.stdout
-    result = subprocess.run([sys.executable, "-m", "spikesink.cli", "scan", "--help"], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "spikesink.cli", "scan", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0 and ".gguf" in result.stdout and "--corpus" in result.stdout
 
 
@@ -33,8 +36,27 @@ def planted_dir(tmp_path_factory):
 
 def test_scan_finds_the_planted_spike_and_writes_the_workflow_files(planted_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["scan", str(planted_dir), "--corpus", str(TEXTS), "--prompts", "6", "--seq-len", "32",
-                 "--out", str(out), "--cache", str(tmp_path / "cache"), "--json", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                str(planted_dir),
+                "--corpus",
+                str(TEXTS),
+                "--prompts",
+                "6",
+                "--seq-len",
+                "32",
+                "--out",
+                str(out),
+                "--cache",
+                str(tmp_path / "cache"),
+                "--json",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["step_up"] == [4] and summary["step_down"] == [10] and summary["spike_channels"][:2] == [7, 23]
     assert summary["family"] == "Llama" and summary["norm_placement"] == "pre"
@@ -48,12 +70,50 @@ def test_scan_of_a_random_model_by_config_name(tmp_path, capsys):
     import yaml
 
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"models": {"tiny-qwen2.5": {
-        "source": "random", "model_type": "qwen2", "seed": 0,
-        "config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                   "num_key_value_heads": 2, "vocab_size": 260, "max_position_embeddings": 256}}}}))
-    assert main(["scan", "tiny-qwen2.5", "--config", str(config), "--corpus", str(TEXTS), "--prompts", "4",
-                 "--seq-len", "24", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--quiet"]) == 0
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "models": {
+                    "tiny-qwen2.5": {
+                        "source": "random",
+                        "model_type": "qwen2",
+                        "seed": 0,
+                        "config": {
+                            "hidden_size": 32,
+                            "intermediate_size": 64,
+                            "num_hidden_layers": 2,
+                            "num_attention_heads": 4,
+                            "num_key_value_heads": 2,
+                            "vocab_size": 260,
+                            "max_position_embeddings": 256,
+                        },
+                    }
+                }
+            }
+        )
+    )
+    assert (
+        main(
+            [
+                "scan",
+                "tiny-qwen2.5",
+                "--config",
+                str(config),
+                "--corpus",
+                str(TEXTS),
+                "--prompts",
+                "4",
+                "--seq-len",
+                "24",
+                "--out",
+                str(tmp_path / "out"),
+                "--cache",
+                str(tmp_path / "cache"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert text.startswith("tiny-qwen2.5: Qwen2 (qwen2), pre norm, SwiGLU, 4 blocks")
     assert "step-up blocks  none" in text and "sink ratio" in text

@@ -21,10 +21,8 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from spikesink.acquisition import corpus
+from spikesink.acquisition import corpus, rdata
 from spikesink.extraction import prompts
-
-from spikesink.acquisition import rdata
 from spikesink.io import sha256_file
 
 # --------------------------------------------------------------------------- fixtures
@@ -39,9 +37,7 @@ def make_tokenizer(add_bos: bool) -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     if add_bos:
-        tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A", special_tokens=[("<s>", 0)]
-        )
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
 
 
@@ -116,7 +112,7 @@ def test_split_passages_drops_headings_and_short_lines():
 def test_split_sentences_keeps_abbreviations_and_quotes():
     text = (
         'Mr. Darcy bowed. "Is it true?" asked Mrs. Bennet! She waited... J. Smith came at '
-        "3 o'clock.\nThen he left. \"I shall go. You stay,\" said he."
+        '3 o\'clock.\nThen he left. "I shall go. You stay," said he.'
     )
     assert corpus.split_sentences(text) == [
         "Mr. Darcy bowed.",
@@ -251,9 +247,15 @@ def make_fake_deb(novels: dict[str, list[str]]) -> bytes:
 def test_acquire_janeausten_from_a_local_deb(tmp_path):
     novels = {
         name: [
-            name.upper(), "", "CHAPTER 1", "",
-            f"The first paragraph of {name}, over", "two lines.", "",
-            f"Second {name} paragraph \u2014 na\u00efve.", None,
+            name.upper(),
+            "",
+            "CHAPTER 1",
+            "",
+            f"The first paragraph of {name}, over",
+            "two lines.",
+            "",
+            f"Second {name} paragraph \u2014 na\u00efve.",
+            None,
         ]
         for name in sorted(corpus.JANEAUSTEN_NOVELS)
     }
@@ -323,9 +325,7 @@ def test_sample_prompts_shapes_starts_and_bos(add_bos, bos_tok, plain_tok):
         assert bool(row[0] == tok.bos_token_id) is add_bos
         assert (row == tok.bos_token_id).sum() == int(add_bos)  # no BOS inside the text
         # the prompt is the passage and its successors joined by blank lines, cut to seq_len
-        joined = "\n\n".join(
-            by_key[(m["doc"], m["start_index"] + j)]["text"] for j in range(m["n_passages"])
-        )
+        joined = "\n\n".join(by_key[(m["doc"], m["start_index"] + j)]["text"] for j in range(m["n_passages"]))
         assert joined.startswith(decode_text(tok, row))
         assert len(joined.encode()) >= seq_len - int(add_bos)
         assert "\n\n" in decode_text(tok, row)

@@ -7,7 +7,6 @@ not needed because every output is written atomically (nothing half-written exis
 """
 
 import pytest
-
 from workflow_helpers import MODELS, baseline_run, differing_files, npz_equal, output_files, resumed_run
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,15 @@ would be a determinism bug; with both failing, read the crash test first.
 """
 
 import pytest
-
-from workflow_helpers import (baseline_run, differing_files, npz_equal, output_files, png_chunks,
-                              pdf_without_metadata, resumed_run)
+from workflow_helpers import (
+    baseline_run,
+    differing_files,
+    npz_equal,
+    output_files,
+    pdf_without_metadata,
+    png_chunks,
+    resumed_run,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +34,13 @@ def runs(tmp_path_factory):
 def test_tables_scorecard_and_json_are_byte_identical(runs):
     first, second, files = runs
     text = [f for f in files if f.startswith("paper_tables/") or f.endswith(".json")]
-    assert {"paper_tables/scorecard.csv", "paper_tables/scorecard.md", "paper_tables/table1_step_up_down.tex",
-            "results/planted/block_stats.json", "results/planted/lifecycle.json"} <= set(text)
+    assert {
+        "paper_tables/scorecard.csv",
+        "paper_tables/scorecard.md",
+        "paper_tables/table1_step_up_down.tex",
+        "results/planted/block_stats.json",
+        "results/planted/lifecycle.json",
+    } <= set(text)
     differ = differing_files(first, second, text)
     assert not differ, differ
 

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_model
+
 from spikesink import metrics
-from spikesink.instrumentation.families import UnsupportedArchitectureError
 from spikesink.extraction.block_stats import ExtractionSettings, extract_block_stats
+from spikesink.instrumentation.families import UnsupportedArchitectureError
 from spikesink.results import OUTPUT, RESIDUAL, load_block_stats, save_block_stats
 
 
@@ -19,10 +19,20 @@ def full_states(model, input_ids):
     for index, layer in enumerate(model.model.layers):
         a, f = 2 * index + 1, 2 * index + 2
         handles += [
-            layer.self_attn.register_forward_hook(lambda m, i, o, b=a: states.setdefault((OUTPUT, b), []).append(o[0].detach().clone())),
-            layer.post_attention_layernorm.register_forward_pre_hook(lambda m, i, b=a: states.setdefault((RESIDUAL, b), []).append(i[0].detach().clone())),
-            layer.mlp.register_forward_hook(lambda m, i, o, b=f: states.setdefault((OUTPUT, b), []).append(o.detach().clone())),
-            layer.register_forward_hook(lambda m, i, o, b=f: states.setdefault((RESIDUAL, b), []).append((o[0] if isinstance(o, tuple) else o).detach().clone())),
+            layer.self_attn.register_forward_hook(
+                lambda m, i, o, b=a: states.setdefault((OUTPUT, b), []).append(o[0].detach().clone())
+            ),
+            layer.post_attention_layernorm.register_forward_pre_hook(
+                lambda m, i, b=a: states.setdefault((RESIDUAL, b), []).append(i[0].detach().clone())
+            ),
+            layer.mlp.register_forward_hook(
+                lambda m, i, o, b=f: states.setdefault((OUTPUT, b), []).append(o.detach().clone())
+            ),
+            layer.register_forward_hook(
+                lambda m, i, o, b=f: states.setdefault((RESIDUAL, b), []).append(
+                    (o[0] if isinstance(o, tuple) else o).detach().clone()
+                )
+            ),
         ]
     with torch.no_grad():
         out = model(input_ids=torch.as_tensor(input_ids), output_hidden_states=True)
@@ -66,7 +76,9 @@ def test_topk_median_token_max_channel_max_match_brute_force(case):
         d = h.shape[-1]
         np.testing.assert_array_equal(stats.topk_position[kind, block - 1], order // d)
         np.testing.assert_array_equal(stats.topk_channel[kind, block - 1], order % d)
-        np.testing.assert_allclose(stats.topk_value[kind, block - 1], h.reshape(len(h), -1)[np.arange(len(h))[:, None], order], rtol=1e-6)
+        np.testing.assert_allclose(
+            stats.topk_value[kind, block - 1], h.reshape(len(h), -1)[np.arange(len(h))[:, None], order], rtol=1e-6
+        )
         np.testing.assert_allclose(stats.median[kind, block - 1], lower_median(flat), rtol=1e-6)
         np.testing.assert_allclose(stats.token_max[kind, block - 1], a.max(-1), rtol=1e-6)
         np.testing.assert_allclose(stats.pos0_mean[kind, block - 1], h[:, 0].mean(0), rtol=1e-5, atol=1e-7)
@@ -117,9 +129,19 @@ def test_every_family_is_hooked(model_type):
 def test_unsupported_family_fails_clearly():
     from transformers import OPTConfig, OPTForCausalLM
 
-    model = OPTForCausalLM(OPTConfig(num_hidden_layers=1, hidden_size=16, num_attention_heads=2, ffn_dim=32,
-                                     vocab_size=32, word_embed_proj_dim=16)).eval()
-    with pytest.raises(UnsupportedArchitectureError, match="'opt' has no family adapter; supported: llama.*Adding a model family"):
+    model = OPTForCausalLM(
+        OPTConfig(
+            num_hidden_layers=1,
+            hidden_size=16,
+            num_attention_heads=2,
+            ffn_dim=32,
+            vocab_size=32,
+            word_embed_proj_dim=16,
+        )
+    ).eval()
+    with pytest.raises(
+        UnsupportedArchitectureError, match="'opt' has no family adapter; supported: llama.*Adding a model family"
+    ):
         extract_block_stats(model, np.zeros((1, 4), dtype=int), progress=False)
 
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import FAMILY_CONFIGS, family_model
+
 from spikesink.analyses.amplifier import amplifier_claims, position0_attention, run_amplifier
 from spikesink.analyses.intervention import intervention_table
 from spikesink.analyses.lifecycle import detect_lifecycle
@@ -32,10 +32,20 @@ from spikesink.instrumentation.taps import Taps, edit_state
 
 FAMILIES = sorted(FAMILY_CONFIGS)
 EXPECTED = {  # model_type: (norm placement, FFN kind prefix)
-    "llama": ("pre", "SwiGLU"), "mistral": ("pre", "SwiGLU"), "qwen2": ("pre", "SwiGLU"), "qwen3": ("pre", "SwiGLU"),
-    "gemma": ("pre", "GeGLU"), "gemma2": ("sandwich", "GeGLU"), "gemma3_text": ("sandwich", "GeGLU"),
-    "olmo2": ("post", "SwiGLU"), "phi3": ("pre", "SwiGLU"), "gpt2": ("pre", "GELU MLP"),
-    "gpt_neox": ("parallel", "GELU MLP"), "mixtral": ("pre", "MoE"), "qwen2_moe": ("pre", "MoE"), "qwen3_moe": ("pre", "MoE"),
+    "llama": ("pre", "SwiGLU"),
+    "mistral": ("pre", "SwiGLU"),
+    "qwen2": ("pre", "SwiGLU"),
+    "qwen3": ("pre", "SwiGLU"),
+    "gemma": ("pre", "GeGLU"),
+    "gemma2": ("sandwich", "GeGLU"),
+    "gemma3_text": ("sandwich", "GeGLU"),
+    "olmo2": ("post", "SwiGLU"),
+    "phi3": ("pre", "SwiGLU"),
+    "gpt2": ("pre", "GELU MLP"),
+    "gpt_neox": ("parallel", "GELU MLP"),
+    "mixtral": ("pre", "MoE"),
+    "qwen2_moe": ("pre", "MoE"),
+    "qwen3_moe": ("pre", "MoE"),
 }
 IDS = torch.randint(1, 128, (3, 12), generator=torch.Generator().manual_seed(0))
 
@@ -75,9 +85,12 @@ def test_taps_agree_with_the_models_own_hidden_states(family):
         if layer < 2:  # transformers' last hidden state is after the final norm
             torch.testing.assert_close(got[(f, "post_residual")], hidden[layer + 1].float(), rtol=0, atol=0)
         # the definition of the states: every block adds its output to the stream it continues
-        torch.testing.assert_close(got[(a, "post_residual")], got[(a, "input")] + got[(a, "output")], rtol=1e-5, atol=1e-4)
-        torch.testing.assert_close(got[(f, "post_residual")], got[(a, "post_residual")] + got[(f, "output")],
-                                   rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(
+            got[(a, "post_residual")], got[(a, "input")] + got[(a, "output")], rtol=1e-5, atol=1e-4
+        )
+        torch.testing.assert_close(
+            got[(f, "post_residual")], got[(a, "post_residual")] + got[(f, "output")], rtol=1e-5, atol=1e-4
+        )
         ffn_reads = got[(a, "input")] if layout.norm_placement == "parallel" else got[(a, "post_residual")]
         torch.testing.assert_close(got[(f, "input")], ffn_reads, rtol=0, atol=0)
         if layout.adapter.attn_output_norm:  # sandwich / post: the output norm changes what is added
@@ -155,7 +168,7 @@ def test_extracted_weights_reproduce_the_modules(family):
         index, weight = routing["index"], routing["weight"]
         expected = torch.zeros_like(h)
         for e in range(experts.gate_up_proj.shape[0]):
-            chosen = (index == e)
+            chosen = index == e
             coef = (weight * chosen).sum(-1, keepdim=True)
             expected += coef * ffn(layout.gated_ffn_weights(2, str(e)), h)
         if "shared" in layout.experts(2):
@@ -212,8 +225,17 @@ def test_every_analysis_runs_and_finds_the_planted_spike(family):
         assert lifecycle["spike_channels"][:2] == list(SPIKE_CHANNELS)
         assert lifecycle["plateau"] == (2, 5) and lifecycle["position0_spike_fraction"] == 1.0
 
-        frame, summary = run_vocab_probe(model, None, lifecycle, blocks="plateau", prefix="", later=False, limit=40,
-                                         median_source="token", progress=False)
+        frame, summary = run_vocab_probe(
+            model,
+            None,
+            lifecycle,
+            blocks="plateau",
+            prefix="",
+            later=False,
+            limit=40,
+            median_source="token",
+            progress=False,
+        )
         assert summary["n_spike_pos0"] == 40  # every id carries the planted spike at position 0
 
         silu, reason = run_silu_regime(model, IDS.tolist(), lifecycle, progress=False)
@@ -253,11 +275,15 @@ def test_a_model_that_does_not_match_its_adapter_names_the_module():
 
     model = family_model("llama")
     del model.model.layers[1].post_attention_layernorm
-    with pytest.raises(LayoutError, match=r"model\.layers\.1\.post_attention_layernorm \(FFN input norm\) does not exist"):
+    with pytest.raises(
+        LayoutError, match=r"model\.layers\.1\.post_attention_layernorm \(FFN input norm\) does not exist"
+    ):
         model_layout(model)
     model = family_model("qwen2")
     model.model.layers[2].self_attn.v_proj = torch.nn.Linear(32, 8, bias=False)
-    with pytest.raises(LayoutError, match=r"model\.layers\.2\.self_attn: v projection is \(8, 32\), expected \(16, 32\)"):
+    with pytest.raises(
+        LayoutError, match=r"model\.layers\.2\.self_attn: v projection is \(8, 32\), expected \(16, 32\)"
+    ):
         model_layout(model).attention_weights(2)
 
 
@@ -269,8 +295,12 @@ def test_unknown_model_types_fail_at_start_up_naming_the_key(tmp_path):
     local = tmp_path / "opt-dir"
     local.mkdir()
     (local / "config.json").write_text(json.dumps({"model_type": "opt"}))
-    config = {"models": {"r": {"source": "random", "model_type": "bloom", "seed": 0},
-                         "l": {"source": "local", "path": str(local)}}}
+    config = {
+        "models": {
+            "r": {"source": "random", "model_type": "bloom", "seed": 0},
+            "l": {"source": "local", "path": str(local)},
+        }
+    }
     with pytest.raises(ConfigError) as error:
         check_config(config)
     text = str(error.value)

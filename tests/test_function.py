@@ -8,13 +8,25 @@ import contextlib
 import numpy as np
 import pytest
 import torch
-
 from conftest import family_model
+
 from spikesink.analyses.attention_path import attention_path_claims, plateau_attention_blocks, strip_attention_input
-from spikesink.analyses.implicit_params import calibrate, implicit_claims, implicit_parameter_table, replace_massive, site_blocks
+from spikesink.analyses.implicit_params import (
+    calibrate,
+    implicit_claims,
+    implicit_parameter_table,
+    replace_massive,
+    site_blocks,
+)
 from spikesink.analyses.kv_cache import check_setting, kv_cache_claims, kv_cache_study, windowed_attention, windowed_nll
 from spikesink.analyses.perplexity import perplexity, token_nll
-from spikesink.analyses.quantization import activation_scales, fake_quantize, quantization_claims, quantization_table, scale_table
+from spikesink.analyses.quantization import (
+    activation_scales,
+    fake_quantize,
+    quantization_claims,
+    quantization_table,
+    scale_table,
+)
 from spikesink.instrumentation.layout import model_layout
 from spikesink.instrumentation.spikes import SpikeRule
 from spikesink.instrumentation.taps import capture, edit_state
@@ -28,6 +40,7 @@ SPIKE = torch.tensor([2e4, -1e4])
 def constant_spike(model, block=2, channels=CHANNELS, values=SPIKE):
     """Position 0's post-residual at `block` holds exactly `values` on `channels`: a spike that is
     an exact constant across prompts (the implicit-parameter hypothesis, true by construction)."""
+
     def edit(h):
         h = h.clone()
         h[:, 0, channels] = values.to(h.dtype)
@@ -101,9 +114,18 @@ def test_attention_path_claim_needs_a_drop_and_a_quiet_control():
     import pandas as pd
 
     def table(spike, control):
-        return pd.DataFrame([
-            {"condition": c, "blocks": "5-9", "perplexity": 10.0, "sink_ratio_edited_layers": v, "key0_mass_edited_layers": v / 100}
-            for c, v in (("none", 60.0), ("spike channels", spike), ("control channels", control))])
+        return pd.DataFrame(
+            [
+                {
+                    "condition": c,
+                    "blocks": "5-9",
+                    "perplexity": 10.0,
+                    "sink_ratio_edited_layers": v,
+                    "key0_mass_edited_layers": v / 100,
+                }
+                for c, v in (("none", 60.0), ("spike channels", spike), ("control channels", control))
+            ]
+        )
 
     assert attention_path_claims("m", table(10.0, 58.0))[0].holds
     assert not attention_path_claims("m", table(10.0, 20.0))[0].holds  # the control moved too: not specific
@@ -139,7 +161,9 @@ def test_act_scale_of_a_planted_channel_equals_the_planted_value():
     table = scale_table(result, spike_channels=[5]).set_index("module")
     row = table.loc["model.layers.1.self_attn.q_proj"]
     assert row["max_channel"] == 5 and row["max_from_spike_tokens"] and row["max_channel_is_spike_channel"]
-    assert not table.loc["model.layers.1.self_attn.o_proj", "max_channel_is_spike_channel"]  # o reads heads, not d_model
+    assert not table.loc[
+        "model.layers.1.self_attn.o_proj", "max_channel_is_spike_channel"
+    ]  # o reads heads, not d_model
 
 
 def test_quantization_table_conditions():
@@ -167,7 +191,11 @@ def brute_window(query, key, value, scaling, window, keep):
 @pytest.mark.parametrize("window,keep", [(3, 0), (3, 1), (5, 2), (40, 0)])
 def test_windowed_attention_equals_the_masked_softmax(window, keep):
     g = torch.Generator().manual_seed(0)
-    q, k, v = torch.randn(2, 4, 21, 8, generator=g), torch.randn(2, 2, 21, 8, generator=g), torch.randn(2, 2, 21, 8, generator=g)
+    q, k, v = (
+        torch.randn(2, 4, 21, 8, generator=g),
+        torch.randn(2, 2, 21, 8, generator=g),
+        torch.randn(2, 2, 21, 8, generator=g),
+    )
     got = windowed_attention(q, k, v, 0.35, window, keep, chunk=4)
     torch.testing.assert_close(got, brute_window(q, k, v, 0.35, window, keep), rtol=1e-5, atol=1e-5)
 
@@ -209,8 +237,13 @@ def test_function_config_errors_name_the_key():
 def test_quantization_claims_read_n_a_when_int8_costs_nothing():
     import pandas as pd
 
-    table = pd.DataFrame({"condition": ["fp", "per_tensor", "per_tensor_keep", "per_token"],
-                          "perplexity": [10.0, 10.01, 10.0, 10.0], "kept_fp_share": [0, 0, 0.01, 0]})
+    table = pd.DataFrame(
+        {
+            "condition": ["fp", "per_tensor", "per_tensor_keep", "per_token"],
+            "perplexity": [10.0, 10.01, 10.0, 10.0],
+            "kept_fp_share": [0, 0, 0.01, 0],
+        }
+    )
     scales = pd.DataFrame({"module": ["a"], "role": ["down"], "block": [4], "max_scale": [5.0]})
     claims = quantization_claims("m", table, scales, step_up=[4])
     assert claims[0].holds is None and "costs less than 1%" in claims[0].ours and claims[1].holds

@@ -26,11 +26,15 @@ def test_workflow_imports_are_found():
 
 
 def test_dag_modules_do_not_import_torch():
-    modules = sorted(workflow_imports() | {"spikesink.config", "spikesink.ablations.variants",
-                                           "spikesink.settings", "spikesink.ablations.configs"})
-    code = (f"import sys\nimport {', '.join(modules)}\n"
-            f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
-            "assert not heavy, f'imported at DAG-building time: {heavy}'\n")
+    modules = sorted(
+        workflow_imports()
+        | {"spikesink.config", "spikesink.ablations.variants", "spikesink.settings", "spikesink.ablations.configs"}
+    )
+    code = (
+        f"import sys\nimport {', '.join(modules)}\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "assert not heavy, f'imported at DAG-building time: {heavy}'\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
 
@@ -51,8 +55,10 @@ def test_figure_and_table_scripts_do_not_import_torch():
     scripts = analysis_env_scripts()
     assert len(scripts) >= 10 and all(p.is_file() for p in scripts)
     imports = sorted({a or b for p in scripts for a, b in IMPORT.findall(p.read_text())} | {"spikesink.logs"})
-    code = (f"import sys\nimport {', '.join(imports)}\n"
-            f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
-            "assert not heavy, f'imported by a figure/table script: {heavy}'\n")
+    code = (
+        f"import sys\nimport {', '.join(imports)}\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "assert not heavy, f'imported by a figure/table script: {heavy}'\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr

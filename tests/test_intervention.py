@@ -9,7 +9,6 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from spikesink.instrumentation.taps import NotEditable
 from spikesink.analyses.intervention import (
     intervention_table,
     replacement_values,
@@ -17,6 +16,7 @@ from spikesink.analyses.intervention import (
     spike_token_mask,
 )
 from spikesink.extraction.sink_stats import sink_statistics
+from spikesink.instrumentation.taps import NotEditable
 
 torch.set_num_threads(1)
 CHANNELS = [3, 17]
@@ -40,7 +40,9 @@ def tiny_model(seed=0):
 def capture_output(module):
     """A hook registered after the intervention: sees the edited output."""
     seen = []
-    handle = module.register_forward_hook(lambda _m, _a, out: seen.append((out[0] if isinstance(out, tuple) else out).clone()))
+    handle = module.register_forward_hook(
+        lambda _m, _a, out: seen.append((out[0] if isinstance(out, tuple) else out).clone())
+    )
     return seen, handle
 
 

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-
 from conftest import tiny_model
-from spikesink.extraction.block_stats import extract_block_stats
+
 from spikesink.analyses.lifecycle import LifecycleSettings, detect_lifecycle
 from spikesink.analyses.lifecycle_report import lifecycle_claims, table1, table1_row
+from spikesink.extraction.block_stats import extract_block_stats
 
 
 def planted_prompts(info, n=8, seq_len=32, seed=0):

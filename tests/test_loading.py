@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_config_dict
+
 from spikesink.acquisition.models import acquire_model
 from spikesink.instrumentation.loading import (
     ModelLoadError,
@@ -83,8 +83,16 @@ def test_unsupported_architecture_is_refused_before_loading_weights(tmp_path, mo
     from transformers import OPTConfig, OPTForCausalLM
 
     other = tmp_path / "opt"
-    OPTForCausalLM(OPTConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=4, ffn_dim=64, vocab_size=260,
-                             word_embed_proj_dim=32)).save_pretrained(other)
+    OPTForCausalLM(
+        OPTConfig(
+            num_hidden_layers=1,
+            hidden_size=32,
+            num_attention_heads=4,
+            ffn_dim=64,
+            vocab_size=260,
+            word_embed_proj_dim=32,
+        )
+    ).save_pretrained(other)
     shutil.copy(model_dir / "manifest.json", other / "manifest.json")
     with pytest.raises(ModelLoadError, match=r"'opt' has no family adapter; supported: llama, mistral, qwen2, qwen3"):
         load_model(other)

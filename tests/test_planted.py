@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from spikesink.metrics import is_massive
 from spikesink.acquisition.planted import build_planted_llama, planted_tokenizer, save_planted
+from spikesink.metrics import is_massive
 
 torch.set_num_threads(1)
 
@@ -23,10 +23,18 @@ def post_residual_states(model, input_ids):
     """{block: (B, T, d) post-residual state} for every block, via forward hooks."""
     states, handles = {}, []
     for index, layer in enumerate(model.model.layers):  # Llama's own modules: independent of the taps
-        handles.append(layer.post_attention_layernorm.register_forward_pre_hook(
-            lambda m, args, b=2 * index + 1: states.__setitem__(b, args[0].detach())))
-        handles.append(layer.register_forward_hook(
-            lambda m, args, out, b=2 * index + 2: states.__setitem__(b, (out[0] if isinstance(out, tuple) else out).detach())))
+        handles.append(
+            layer.post_attention_layernorm.register_forward_pre_hook(
+                lambda m, args, b=2 * index + 1: states.__setitem__(b, args[0].detach())
+            )
+        )
+        handles.append(
+            layer.register_forward_hook(
+                lambda m, args, out, b=2 * index + 2: states.__setitem__(
+                    b, (out[0] if isinstance(out, tuple) else out).detach()
+                )
+            )
+        )
     try:
         with torch.no_grad():
             model(input_ids)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from workflow_helpers import REPO, TEST_TEXTS, snakemake
 
 SLURM = REPO / "profiles" / "slurm"
@@ -125,8 +124,10 @@ def test_slurm_dry_run_sends_gpu_jobs_to_gpu_partitions(paper_like):
     plugin's own functions then choose the partition (from profiles/slurm/partitions.yaml) and
     the GPU flags, exactly as they would at submission, without a cluster.
     """
-    pytest.importorskip("snakemake_executor_plugin_slurm",
-                        reason="the SLURM profile needs the optional extra: pip install -e '.[slurm]'")
+    pytest.importorskip(
+        "snakemake_executor_plugin_slurm",
+        reason="the SLURM profile needs the optional extra: pip install -e '.[slurm]'",
+    )
     from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_partition_file
     from snakemake_executor_plugin_slurm.utils import set_gres_string
 
@@ -156,8 +157,10 @@ def test_slurm_dry_run_sends_gpu_jobs_to_gpu_partitions(paper_like):
             assert partition not in gpu_partitions, f"{name} needs no GPU but goes to {partition}"
             assert gres == "", (name, gres)
     # extraction on cuda asks for one GPU per model; the ablation trainer was configured without
-    assert sorted(job["wildcards"] for job in gpu_jobs if job["rule"] == "extract_block_stats") == \
-        ["model=model-a", "model=model-b"]
+    assert sorted(job["wildcards"] for job in gpu_jobs if job["rule"] == "extract_block_stats") == [
+        "model=model-a",
+        "model=model-b",
+    ]
     assert {job["rule"] for job in gpu_jobs} == model_rules_on_gpu()
     extraction = next(job for job in jobs if job["rule"] == "extract_block_stats")
     assert int(extraction["resources"]["mem_mb"]) == 48000, "extraction memory comes from extraction.mem_mb"

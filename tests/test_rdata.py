@@ -103,8 +103,12 @@ def test_named_nested_list_with_attributes_and_symbol_references():
     inner = flags(rdata.VECSXP, attr=True) + i32(2) + flags(rdata.INTSXP) + i32(1, 1) + strsxp("y")
     inner += flags(rdata.LISTSXP, tag=True) + symbol("names") + strsxp("first", "second") + NIL
     attrs = (
-        flags(rdata.LISTSXP, tag=True) + ref(1) + strsxp("a", "b")
-        + flags(rdata.LISTSXP, tag=True) + symbol("class") + strsxp("foo")
+        flags(rdata.LISTSXP, tag=True)
+        + ref(1)
+        + strsxp("a", "b")
+        + flags(rdata.LISTSXP, tag=True)
+        + symbol("class")
+        + strsxp("foo")
         + NIL
     )
     body = flags(rdata.VECSXP, obj=True, attr=True) + i32(2) + strsxp("x", None) + inner + attrs
@@ -123,9 +127,13 @@ def test_pairlist_with_tags_attributes_and_untagged_cells():
     # pairlist(x = 1L, "u") with attribute note = "n"
     cell1 = (
         flags(rdata.LISTSXP, attr=True, tag=True)
-        + flags(rdata.LISTSXP, tag=True) + symbol("note") + strsxp("n") + NIL
+        + flags(rdata.LISTSXP, tag=True)
+        + symbol("note")
+        + strsxp("n")
+        + NIL
         + symbol("x")
-        + flags(rdata.INTSXP) + i32(1, 1)
+        + flags(rdata.INTSXP)
+        + i32(1, 1)
     )
     cell2 = flags(rdata.LISTSXP) + strsxp("u") + NIL
     value = rdata.unserialize(header() + cell1 + cell2)
@@ -145,10 +153,15 @@ def test_long_pairlist_is_read_without_recursion_limit():
 def test_null_environment_and_raw():
     assert rdata.unserialize(header() + NIL) is None
     env = (
-        flags(rdata.ENVSXP) + i32(0)
+        flags(rdata.ENVSXP)
+        + i32(0)
         + i32(rdata.GLOBALENV_SXP)
-        + flags(rdata.LISTSXP, tag=True) + symbol("v") + strsxp("w") + NIL
-        + NIL + NIL
+        + flags(rdata.LISTSXP, tag=True)
+        + symbol("v")
+        + strsxp("w")
+        + NIL
+        + NIL
+        + NIL
     )
     value = rdata.unserialize(header() + env)
     assert isinstance(value, rdata.REnvironment)
@@ -199,8 +212,13 @@ def test_lazyload_db_roundtrip(tmp_path):
     variables += b"".join(flags(rdata.INTSXP) + i32(2, *offsets[k]) for k in blobs)
     variables += flags(rdata.LISTSXP, tag=True) + symbol("names") + strsxp(*blobs) + NIL
     index = (
-        flags(rdata.VECSXP, attr=True) + i32(1) + variables
-        + flags(rdata.LISTSXP, tag=True) + ref(1) + strsxp("variables") + NIL
+        flags(rdata.VECSXP, attr=True)
+        + i32(1)
+        + variables
+        + flags(rdata.LISTSXP, tag=True)
+        + ref(1)
+        + strsxp("variables")
+        + NIL
     )
     (tmp_path / "db.rdx").write_bytes(gzip.compress(header() + index))
     (tmp_path / "db.rdb").write_bytes(rdb)
@@ -230,8 +248,7 @@ RDATA_RDX_HEX = (
 )
 # janeaustenr/R/janeaustenr.rdb bytes [970, 1026): the framed blob of `.packageName`.
 PACKAGENAME_BLOB_HEX = (
-    "00000032789c8be06260606066606162646066053219584343dc742d800c012066646061e004d2dc598979"
-    "a989a5c525a97945005d4c0697"
+    "00000032789c8be06260606066606162646066053219584343dc742d800c012066646061e004d2dc598979a989a5c525a97945005d4c0697"
 )
 
 

@@ -8,7 +8,6 @@ import re
 
 import pandas as pd
 import pytest
-
 from workflow_helpers import RANDOM_MODEL, REPO, baseline_run, snakemake
 
 pytestmark = pytest.mark.slow
@@ -38,8 +37,11 @@ def test_report_holds_every_figure_with_its_caption(report):
     work, text = report
     results = embedded(text, "results")
     figures = sorted(str(p.relative_to(work)) for p in work.glob("figures/**/*.pdf"))
-    assert {"figures/lifecycle/planted.pdf", f"figures/lifecycle/{RANDOM_MODEL}.pdf",
-            "figures/lifecycle/all_models.pdf"} <= set(figures)
+    assert {
+        "figures/lifecycle/planted.pdf",
+        f"figures/lifecycle/{RANDOM_MODEL}.pdf",
+        "figures/lifecycle/all_models.pdf",
+    } <= set(figures)
     for rel in figures:
         assert rel in results, f"{rel} missing from the report"
         assert decoded(results[rel]) == (work / rel).read_bytes(), f"{rel}: the report holds other bytes"

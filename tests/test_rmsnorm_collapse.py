@@ -24,9 +24,16 @@ from spikesink.analyses.silu_regime import batches_from_sequences
 
 torch.set_num_threads(1)
 
-TEXTS = ["Hello there, my friend. How are you", "A cat sat. A dog ran.\nBirds flew", "Quick brown fox",
-         "Numbers 123 and 456.", "Every morning\nthe sun rose", "Open the door. Close it", "Water is wet",
-         "Silence. Then noise"]
+TEXTS = [
+    "Hello there, my friend. How are you",
+    "A cat sat. A dog ran.\nBirds flew",
+    "Quick brown fox",
+    "Numbers 123 and 456.",
+    "Every morning\nthe sun rose",
+    "Open the door. Close it",
+    "Water is wet",
+    "Silence. Then noise",
+]
 
 
 def test_rmsnorm_bound_without_weight():
@@ -137,8 +144,8 @@ def test_delimiters_attend_to_themselves_in_the_first_layer(planted):
 
 
 def test_pipeline_entry_claims_and_figure(planted, tmp_path):
-    from spikesink.figures_mechanism import plot_cosine_collapse
     from spikesink.analyses.rmsnorm_collapse import collapse_claims, is_delimiter_text, run_collapse
+    from spikesink.figures_mechanism import plot_cosine_collapse
 
     model, info, tok, seqs = planted
     ids = np.array([(s + list(b" filler text"))[:24] for s in seqs])

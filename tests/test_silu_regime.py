@@ -74,8 +74,8 @@ def test_attention_blocks_are_refused():
 
 
 def test_pipeline_entry_claims_and_figure(regime, tmp_path):
-    from spikesink.figures_mechanism import plot_silu_regime
     from spikesink.analyses.silu_regime import silu_claims
+    from spikesink.figures_mechanism import plot_silu_regime
 
     frame, _, _ = regime
     steps = frame[frame.block != 6]

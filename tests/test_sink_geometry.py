@@ -146,7 +146,9 @@ def test_sink_geometry_end_to_end_is_reproducible():
     counts = out["tsne"].groupby(["role", "kind"]).size()
     assert counts[("sink", "k(s)")] == 20 and counts[("sink", "q(n)")] == 20
     chosen = out["heads"].set_index("role")
-    heads = {r: HeadChoice(r, int(chosen.loc[r, "layer"]), int(chosen.loc[r, "head"]), 0.0) for r in ("sink", "non_sink")}
+    heads = {
+        r: HeadChoice(r, int(chosen.loc[r, "layer"]), int(chosen.loc[r, "head"]), 0.0) for r in ("sink", "non_sink")
+    }
     again = collect_qk(model, batches, heads, 20)
     first = tsne_table(again, heads, n_points=20)
     second = tsne_table(again, heads, n_points=20)
@@ -161,6 +163,8 @@ def test_tsne_figure_is_written(tmp_path):
     for role, layer, head in (("sink", 3, 1), ("non_sink", 4, 2)):
         for kind in ("q(n)", "k(n)", "k(s)"):
             xy = rng.normal(size=(15, 2))
-            frames.append(pd.DataFrame({"role": role, "layer": layer, "head": head, "kind": kind, "x": xy[:, 0], "y": xy[:, 1]}))
+            frames.append(
+                pd.DataFrame({"role": role, "layer": layer, "head": head, "kind": kind, "x": xy[:, 0], "y": xy[:, 1]})
+            )
     written = plot_tsne(pd.concat(frames), tmp_path / "tsne")
     assert [p.suffix for p in written] == [".pdf", ".png"] and all(p.stat().st_size > 1000 for p in written)

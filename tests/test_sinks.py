@@ -7,17 +7,17 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 from transformers import LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
 
-from conftest import tiny_config
 from spikesink import metrics
-from spikesink.instrumentation.attention import ROUTED, AttentionRoutingError
 from spikesink.extraction.sink_stats import (
     SinkStatistics,
     attention_masses,
     sink_statistics,
     summarise_sinks,
 )
+from spikesink.instrumentation.attention import ROUTED, AttentionRoutingError
 
 torch.set_num_threads(1)
 
@@ -227,7 +227,10 @@ def test_attention_masses_against_dense_softmax(max_chunk_elements):
     np.testing.assert_allclose(got.key0.numpy(), ref0.numpy(), atol=1e-5)
     np.testing.assert_allclose(got.spike.numpy(), ref_spike.numpy(), atol=1e-5)
     # the same causal mask given explicitly, as a boolean and as an additive float mask
-    for mask in (causal[:, None], torch.zeros(2, 1, 19, 19).masked_fill(~causal[:, None], torch.finfo(torch.float32).min)):
+    for mask in (
+        causal[:, None],
+        torch.zeros(2, 1, 19, 19).masked_fill(~causal[:, None], torch.finfo(torch.float32).min),
+    ):
         again = attention_masses(q, k, 0.3, mask, spike, max_chunk_elements=max_chunk_elements)
         np.testing.assert_allclose(again.key0.numpy(), ref0.numpy(), atol=1e-5)
 

@@ -36,7 +36,9 @@ def test_position_zero_spike_tokens_are_exactly_the_triggers(planted, probed):
     spikes = frame[frame.is_spike_pos0]
     assert (spikes.peak_channel_pos0 == info["spike_channels"][0]).all()
     assert (spikes.first_spike_block_pos0 == info["step_up_blocks"][0]).all()
-    assert ((spikes.peak_block_pos0 >= info["step_up_blocks"][0]) & (spikes.peak_block_pos0 < info["step_down_blocks"][0])).all()
+    assert (
+        (spikes.peak_block_pos0 >= info["step_up_blocks"][0]) & (spikes.peak_block_pos0 < info["step_down_blocks"][0])
+    ).all()
 
 
 def test_later_position_spikes_only_for_delimiters(planted, probed):
@@ -67,7 +69,7 @@ def test_cached_prefix_equals_full_sequences(planted):
         peaks = []
         seq = torch.tensor([prefix + [token]])
 
-        def record(block, state):
+        def record(block, state, peaks=peaks):
             peaks.append(float(state[0, -1].abs().max()))
 
         with block_taps(model, blocks, record):
@@ -90,7 +92,9 @@ def test_forward_stops_after_the_last_probed_block(planted):
 
 def test_thresholds_are_parameters(planted):
     model, info, _ = planted
-    out = probe_peaks(model, info["trigger_token_ids"][:8], blocks=[4], floor=10 * info["spike_magnitude"], progress=False)
+    out = probe_peaks(
+        model, info["trigger_token_ids"][:8], blocks=[4], floor=10 * info["spike_magnitude"], progress=False
+    )
     assert not out["massive"].any()
 
 
@@ -103,9 +107,9 @@ def test_bad_blocks_are_refused(planted):
 
 
 def test_pipeline_entry_claims_table_and_figure(planted, tmp_path):
-    from spikesink.figures_mechanism import plot_vocab_probe
     from spikesink.analyses.vocab_probe import run_vocab_probe
     from spikesink.analyses.vocab_probe_report import table2, vocab_probe_claims
+    from spikesink.figures_mechanism import plot_vocab_probe
 
     model, info, tokenizer = planted
     lifecycle = {"plateau": [4, 9], "median_by_block": [1.0] * 12}
@@ -118,8 +122,15 @@ def test_pipeline_entry_claims_table_and_figure(planted, tmp_path):
     assert claims["the same items rarely spike at a later position"].holds
     assert claims["exceptions are tokens whose embeddings stay near initialisation"].holds
     table = table2([{"model": "planted", "paper_model": None, "summary": summary}])
-    assert table["paper model"].tolist()[1:] == ["Llama-2-7B", "Llama-2-13B", "Llama-3-8B", "Qwen2.5-7B", "Qwen2.5-14B",
-                                                 "Qwen3-8B", "Qwen3-14B"]
+    assert table["paper model"].tolist()[1:] == [
+        "Llama-2-7B",
+        "Llama-2-13B",
+        "Llama-3-8B",
+        "Qwen2.5-7B",
+        "Qwen2.5-14B",
+        "Qwen3-8B",
+        "Qwen3-14B",
+    ]
     written = plot_vocab_probe(frame, summary, tmp_path / "vocab", "planted")
     assert all(p.stat().st_size > 0 for p in written)
 

@@ -5,7 +5,6 @@ output, then the caching guarantees."""
 import pandas as pd
 import pytest
 import yaml
-
 from workflow_helpers import MODELS, RANDOM_MODEL, baseline_run, snakemake
 
 
@@ -21,9 +20,18 @@ def run(tmp_path_factory):
 def test_every_default_output_exists(run):
     work, _ = run
     for model in MODELS:  # every per-model figure under its full (dotted) name
-        for figure in ("lifecycle/{m}", "vocab_probe/{m}", "silu/{m}", "amplifier/{m}_uk_norms", "amplifier/{m}_spectra",
-                       "collapse/{m}", "sinks/{m}_key0_heatmap", "sinks/{m}_sinks_vs_spike", "sinks/{m}_tsne",
-                       "sinks/{m}_intervention"):
+        for figure in (
+            "lifecycle/{m}",
+            "vocab_probe/{m}",
+            "silu/{m}",
+            "amplifier/{m}_uk_norms",
+            "amplifier/{m}_spectra",
+            "collapse/{m}",
+            "sinks/{m}_key0_heatmap",
+            "sinks/{m}_sinks_vs_spike",
+            "sinks/{m}_tsne",
+            "sinks/{m}_intervention",
+        ):
             for ext in ("pdf", "png"):
                 assert (work / f"figures/{figure.format(m=model)}.{ext}").stat().st_size > 1000
     for ext in ("csv", "md", "tex"):

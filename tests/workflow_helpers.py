@@ -20,9 +20,9 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import yaml
@@ -41,15 +41,29 @@ _RUNS: dict[str, object] = {}
 def snakemake_command(workdir: Path, *args: str, configfile: Path | None = None) -> list[str]:
     """The command line every test uses: this checkout's Snakefile, 2 cores, an explicit config."""
     configfile = configfile or workdir / "config.yaml"
-    return [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir),
-            "--configfile", str(configfile), "--cores", "2", *args]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(SNAKEFILE),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        "2",
+        *args,
+    ]
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, configfile: Path | None = None,
-              timeout: float = SNAKEMAKE_TIMEOUT_S) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, configfile: Path | None = None, timeout: float = SNAKEMAKE_TIMEOUT_S
+) -> subprocess.CompletedProcess:
     """Run snakemake to completion; on failure raise with the tail of its output."""
-    result = subprocess.run(snakemake_command(workdir, *args, configfile=configfile),
-                            capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        snakemake_command(workdir, *args, configfile=configfile), capture_output=True, text=True, timeout=timeout
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
@@ -95,11 +109,11 @@ def baseline_run(tmp_path_factory) -> Path:
 @dataclass
 class ResumedRun:
     work: Path
-    progress_at_kill: list[int]    # extraction percentages printed before the kill
-    outputs_at_kill: list[str]     # files under results/ when the kill landed
-    steps: list[str]               # what it took to finish: e.g. ["--unlock", "rerun"]
-    first_rerun: str               # output of the plain rerun right after the kill
-    final_rerun: str               # output of the rerun that finished the workflow
+    progress_at_kill: list[int]  # extraction percentages printed before the kill
+    outputs_at_kill: list[str]  # files under results/ when the kill landed
+    steps: list[str]  # what it took to finish: e.g. ["--unlock", "rerun"]
+    first_rerun: str  # output of the plain rerun right after the kill
+    final_rerun: str  # output of the rerun that finished the workflow
 
 
 def mid_extraction(output: str) -> bool:
@@ -114,8 +128,10 @@ def resumed_run(tmp_path_factory) -> ResumedRun:
     def make() -> ResumedRun:
         work = new_workdir(tmp_path_factory, "resumed")
         killed, output = run_until(work, mid_extraction)
-        assert killed, ("the run ended before extraction could be interrupted; make extraction "
-                        f"longer (extraction in .test/config/config.yaml):\n{output[-3000:]}")
+        assert killed, (
+            "the run ended before extraction could be interrupted; make extraction "
+            f"longer (extraction in .test/config/config.yaml):\n{output[-3000:]}"
+        )
         at_kill = sorted(str(p.relative_to(work)) for p in work.glob("results/**/*") if p.is_file())
         steps, first = [], snakemake(work, check=False)
         result = first
@@ -132,15 +148,24 @@ def resumed_run(tmp_path_factory) -> ResumedRun:
                 result = snakemake(work, "--rerun-incomplete", check=False)
             else:
                 break
-        assert result.returncode == 0, f"resuming failed after {steps}:\n{result.stdout[-3000:]}\n{result.stderr[-4000:]}"
+        assert result.returncode == 0, (
+            f"resuming failed after {steps}:\n{result.stdout[-3000:]}\n{result.stderr[-4000:]}"
+        )
         steps.append("rerun")
-        return ResumedRun(work, extraction_progress(output), at_kill, steps,
-                          first.stdout + first.stderr, result.stdout + result.stderr)
+        return ResumedRun(
+            work,
+            extraction_progress(output),
+            at_kill,
+            steps,
+            first.stdout + first.stderr,
+            result.stdout + result.stderr,
+        )
 
     return shared("resumed", make)
 
 
 # ---------------------------------------------------------------- interrupting a run
+
 
 def session_pids(sid: int) -> list[int]:
     """Every live process in session `sid` (the snakemake we started and all its jobs)."""
@@ -153,7 +178,7 @@ def session_pids(sid: int) -> list[int]:
         except OSError:
             continue
         # fields after the parenthesised command: state ppid pgrp session ...
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         if int(fields[3]) == sid and fields[0] != "Z":
             pids.append(int(entry.name))
     return pids
@@ -176,16 +201,22 @@ def kill_session(process: subprocess.Popen) -> None:
     assert not session_pids(sid), "processes of the killed run survived"
 
 
-def run_until(workdir: Path, predicate: Callable[[str], bool], *args: str, timeout: float = SNAKEMAKE_TIMEOUT_S,
-              poll_s: float = 0.02) -> tuple[bool, str]:
+def run_until(
+    workdir: Path,
+    predicate: Callable[[str], bool],
+    *args: str,
+    timeout: float = SNAKEMAKE_TIMEOUT_S,
+    poll_s: float = 0.02,
+) -> tuple[bool, str]:
     """Start snakemake in its own session; SIGKILL it as soon as `predicate(stderr so far)` holds.
 
     Returns (killed, output). killed is False when the run ended before the predicate held.
     """
     log = workdir / ".interrupted_run.log"
     with open(log, "w") as handle:
-        process = subprocess.Popen(snakemake_command(workdir, *args), stdout=handle, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            snakemake_command(workdir, *args), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         try:
             while process.poll() is None and time.monotonic() < deadline:
@@ -206,10 +237,19 @@ def extraction_progress(output: str) -> list[int]:
 
 # ---------------------------------------------------------------- comparing outputs
 
+
 def output_files(workdir: Path) -> list[str]:
     """Relative paths of every final and cached output worth comparing between runs."""
-    patterns = ("paper_tables/*", "figures/**/*.pdf", "figures/**/*.png", "results/**/*.json",
-                "results/**/*.npz", "results/**/*.parquet", "resources/corpus/*", "resources/models/*/*")
+    patterns = (
+        "paper_tables/*",
+        "figures/**/*.pdf",
+        "figures/**/*.png",
+        "results/**/*.json",
+        "results/**/*.npz",
+        "results/**/*.parquet",
+        "resources/corpus/*",
+        "resources/models/*/*",
+    )
     files = {str(p.relative_to(workdir)) for pattern in patterns for p in workdir.glob(pattern) if p.is_file()}
     return sorted(f for f in files if not Path(f).name.startswith("."))
 
@@ -219,8 +259,12 @@ def npz_equal(a: Path, b: Path) -> bool:
     with np.load(a, allow_pickle=False) as x, np.load(b, allow_pickle=False) as y:
         if sorted(x.files) != sorted(y.files):
             return False
-        return all(x[k].dtype == y[k].dtype and x[k].shape == y[k].shape
-                   and np.array_equal(x[k], y[k], equal_nan=x[k].dtype.kind in "fc") for k in x.files)
+        return all(
+            x[k].dtype == y[k].dtype
+            and x[k].shape == y[k].shape
+            and np.array_equal(x[k], y[k], equal_nan=x[k].dtype.kind in "fc")
+            for k in x.files
+        )
 
 
 def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -228,8 +272,8 @@ def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     chunks, idat, pos = [], b"", 8
     while pos < len(data):
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        kind, payload = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind, payload = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
         pos += 12 + length
         if kind == b"IDAT":
             idat += payload
@@ -259,7 +303,9 @@ def differing_files(a: Path, b: Path, files: list[str]) -> dict[str, str]:
         elif rel.endswith(".png"):
             cx, cy = png_chunks(x), png_chunks(y)
             pixels = dict(cx).get(b"IDAT") == dict(cy).get(b"IDAT")
-            kinds = sorted({k.decode() for (k, v) in cx if (k, v) not in cy} | {k.decode() for (k, v) in cy if (k, v) not in cx})
+            kinds = sorted(
+                {k.decode() for (k, v) in cx if (k, v) not in cy} | {k.decode() for (k, v) in cy if (k, v) not in cx}
+            )
             out[rel] = f"png chunks differ: {kinds}; pixels {'equal' if pixels else 'differ'}"
         elif rel.endswith(".pdf"):
             same = pdf_without_metadata(x) == pdf_without_metadata(y)

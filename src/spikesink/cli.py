@@ -37,10 +37,14 @@ def _spec_for(target: str, config_path: Path) -> tuple[str, dict]:
         if target in models:
             return target, models[target]
         known = ", ".join(sorted(models)) or "none"
-        raise SystemExit(f"spikesink scan: {target!r} is neither a directory, a .gguf file nor a model of "
-                         f"{config_path} (models there: {known})")
-    raise SystemExit(f"spikesink scan: {target!r} is neither a directory nor a .gguf file, and no config "
-                     f"{config_path} names models (pass --config)")
+        raise SystemExit(
+            f"spikesink scan: {target!r} is neither a directory, a .gguf file nor a model of "
+            f"{config_path} (models there: {known})"
+        )
+    raise SystemExit(
+        f"spikesink scan: {target!r} is neither a directory nor a .gguf file, and no config "
+        f"{config_path} names models (pass --config)"
+    )
 
 
 def _acquired_dir(name: str, spec: dict, cache: Path) -> Path:
@@ -91,12 +95,26 @@ def scan(args: argparse.Namespace) -> dict:
     name, spec = _spec_for(args.model, Path(args.config))
     model_dir = _acquired_dir(name, spec, Path(args.cache))
     model, tokenizer, manifest = load_model(model_dir, dtype=args.dtype, device=args.device)
-    prompts = sample_prompt_set("extraction", _passages(args.corpus, Path(args.cache)), tokenizer, kind="prompts",
-                                n=args.prompts, seq_len=args.seq_len, seed=args.seed, max_positions=max_positions(model))
+    prompts = sample_prompt_set(
+        "extraction",
+        _passages(args.corpus, Path(args.cache)),
+        tokenizer,
+        kind="prompts",
+        n=args.prompts,
+        seq_len=args.seq_len,
+        seed=args.seed,
+        max_positions=max_positions(model),
+    )
     settings = ExtractionSettings(floor=args.floor, median_ratio=args.median_ratio)
-    stats = extract_block_stats(model, prompts.matrix(), batch_size=args.batch_size, settings=settings,
-                                meta={"model": name, "bos_added": prompts.bos_added, "manifest": manifest},
-                                collect_sinks=True, progress=not args.quiet)
+    stats = extract_block_stats(
+        model,
+        prompts.matrix(),
+        batch_size=args.batch_size,
+        settings=settings,
+        meta={"model": name, "bos_added": prompts.bos_added, "manifest": manifest},
+        collect_sinks=True,
+        progress=not args.quiet,
+    )
     lifecycle = detect_lifecycle(stats)
     sinks = SinkStats.from_arrays(stats.sinks)
     out = Path(args.out or f"results/scan/{name}")
@@ -106,13 +124,25 @@ def scan(args: argparse.Namespace) -> dict:
     write_lifecycle(out / "lifecycle.json", lifecycle)
     arch = model_layout(model).describe()
     summary = {
-        "model": name, "family": arch["family"], "model_type": arch["model_type"],
-        "norm_placement": arch["norm_placement"], "ffn": arch["ffn_kind"], "blocks": lifecycle.n_blocks,
-        "spike_channels": lifecycle.spike_channels, "step_up": lifecycle.step_up, "step_down": lifecycle.step_down,
-        "plateau": lifecycle.plateau, "peak": lifecycle.peak_magnitude, "peak_block": lifecycle.peak_block,
-        "peak_over_median": lifecycle.peak_median_ratio, "position0_spike_share": lifecycle.position0_spike_fraction,
-        "sink_ratio_percent": sinks.sink_ratio, "key0_mass": sinks.key0_mass_mean,
-        "prompts": f"{len(prompts.ids)} x {args.seq_len}", "bos_added": prompts.bos_added, "out": str(out),
+        "model": name,
+        "family": arch["family"],
+        "model_type": arch["model_type"],
+        "norm_placement": arch["norm_placement"],
+        "ffn": arch["ffn_kind"],
+        "blocks": lifecycle.n_blocks,
+        "spike_channels": lifecycle.spike_channels,
+        "step_up": lifecycle.step_up,
+        "step_down": lifecycle.step_down,
+        "plateau": lifecycle.plateau,
+        "peak": lifecycle.peak_magnitude,
+        "peak_block": lifecycle.peak_block,
+        "peak_over_median": lifecycle.peak_median_ratio,
+        "position0_spike_share": lifecycle.position0_spike_fraction,
+        "sink_ratio_percent": sinks.sink_ratio,
+        "key0_mass": sinks.key0_mass_mean,
+        "prompts": f"{len(prompts.ids)} x {args.seq_len}",
+        "bos_added": prompts.bos_added,
+        "out": str(out),
         "seconds": round(time.perf_counter() - started, 1),
     }
     return summary
@@ -122,37 +152,55 @@ def _print(summary: dict) -> None:
     def blocks(values):
         return ", ".join(map(str, values)) or "none"
 
-    print(f"{summary['model']}: {summary['family']} ({summary['model_type']}), {summary['norm_placement']} norm, "
-          f"{summary['ffn']}, {summary['blocks']} blocks")
+    print(
+        f"{summary['model']}: {summary['family']} ({summary['model_type']}), {summary['norm_placement']} norm, "
+        f"{summary['ffn']}, {summary['blocks']} blocks"
+    )
     print(f"  spike channels  {blocks(summary['spike_channels'])}")
     print(f"  step-up blocks  {blocks(summary['step_up'])}    step-down blocks  {blocks(summary['step_down'])}")
     plateau = "-".join(map(str, summary["plateau"])) if summary["plateau"] else "none"
-    print(f"  peak |h|        {summary['peak']:.4g} at block {summary['peak_block']} = "
-          f"{summary['peak_over_median']:.3g} x median (massive blocks {plateau}; position 0 spikes in "
-          f"{100 * summary['position0_spike_share']:.0f}% of prompts)")
-    print(f"  sink ratio      {summary['sink_ratio_percent']:.1f}% (eps 0.3), mean attention on key 0 "
-          f"{summary['key0_mass']:.3f}")
-    print(f"  {summary['prompts']} tokens (BOS added: {summary['bos_added']}), {summary['seconds']} s; "
-          f"results in {summary['out']}/")
+    print(
+        f"  peak |h|        {summary['peak']:.4g} at block {summary['peak_block']} = "
+        f"{summary['peak_over_median']:.3g} x median (massive blocks {plateau}; position 0 spikes in "
+        f"{100 * summary['position0_spike_share']:.0f}% of prompts)"
+    )
+    print(
+        f"  sink ratio      {summary['sink_ratio_percent']:.1f}% (eps 0.3), mean attention on key 0 "
+        f"{summary['key0_mass']:.3f}"
+    )
+    print(
+        f"  {summary['prompts']} tokens (BOS added: {summary['bos_added']}), {summary['seconds']} s; "
+        f"results in {summary['out']}/"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="spikesink", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("scan", help="spike channels, step-up/down blocks and sinks of one model",
-                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = commands.add_parser(
+        "scan",
+        help="spike channels, step-up/down blocks and sinks of one model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("model", help="model directory, .gguf file, or model name in --config")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="workflow config naming models (default: %(default)s)")
-    p.add_argument("--corpus", type=Path, help="passages.jsonl or a directory of .txt files (default: the workflow's corpus)")
+    p.add_argument(
+        "--corpus", type=Path, help="passages.jsonl or a directory of .txt files (default: the workflow's corpus)"
+    )
     p.add_argument("--prompts", type=int, default=8, help="number of prompts (default: %(default)s)")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per prompt (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--floor", type=float, default=100.0, help="massive: above this |h| ... (default: %(default)s)")
-    p.add_argument("--median-ratio", type=float, default=1000.0, help="... and this many times the median (default: %(default)s)")
+    p.add_argument(
+        "--median-ratio", type=float, default=1000.0, help="... and this many times the median (default: %(default)s)"
+    )
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--cache", default="resources/scan", help="where acquired models and corpora go (default: %(default)s)")
+    p.add_argument(
+        "--cache", default="resources/scan", help="where acquired models and corpora go (default: %(default)s)"
+    )
     p.add_argument("--out", help="results directory (default: results/scan/<model>)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")

@@ -31,13 +31,17 @@ def check_config(config: dict, workdir: str | os.PathLike = ".") -> None:
             path = Path(spec["path"])
             path = path if path.is_absolute() else workdir / path
             if not path.is_dir():
-                problems.append(f"{key}.path: directory {spec['path']!r} does not exist; point it at a Hugging Face model directory (config.json + *.safetensors + tokenizer)")
+                problems.append(
+                    f"{key}.path: directory {spec['path']!r} does not exist; point it at a Hugging Face model directory (config.json + *.safetensors + tokenizer)"
+                )
             elif (path / "config.json").is_file():
                 model_type = json.loads((path / "config.json").read_text()).get("model_type")
                 if model_type not in BY_MODEL_TYPE:
                     problems.append(f"{key}.path: {unsupported_message(model_type)}")
         if source == "pypi_gguf" and len(spec.get("files", [])) != len(spec.get("packages", [])):
-            problems.append(f"{key}.files: give one file glob per entry of {key}.packages ({len(spec.get('files', []))} globs for {len(spec.get('packages', []))} packages)")
+            problems.append(
+                f"{key}.files: give one file glob per entry of {key}.packages ({len(spec.get('files', []))} globs for {len(spec.get('packages', []))} packages)"
+            )
         if source == "random":
             if spec.get("model_type") not in BY_MODEL_TYPE:
                 problems.append(f"{key}.model_type: {unsupported_message(spec.get('model_type'))}")
@@ -89,22 +93,28 @@ def _prompt_subset_problems(config: dict) -> list[str]:
         for part in key.split("."):
             section = section.get(part, {})
         if (section.get("n_prompts") or 0) > n:
-            problems.append(f"{key}.n_prompts: {section['n_prompts']} > extraction.n_prompts = {n}; it reads the "
-                            "extraction prompts: lower it or raise extraction.n_prompts")
+            problems.append(
+                f"{key}.n_prompts: {section['n_prompts']} > extraction.n_prompts = {n}; it reads the "
+                "extraction prompts: lower it or raise extraction.n_prompts"
+            )
         if (section.get("seq_len") or 0) > length:
             problems.append(f"{key}.seq_len: {section['seq_len']} > extraction.seq_len = {length}; lower it")
     if length < 5:
         problems.append("extraction.seq_len: the amplifier reads the first 4 tokens after any BOS: use at least 5")
     for key in ("implicit_params", "quantization"):
         if (config.get(key, {}).get("calibration_prompts") or 0) > n:
-            problems.append(f"{key}.calibration_prompts: {config[key]['calibration_prompts']} > extraction.n_prompts = {n}; lower it")
+            problems.append(
+                f"{key}.calibration_prompts: {config[key]['calibration_prompts']} > extraction.n_prompts = {n}; lower it"
+            )
     kv = config.get("kv_cache", {})
     window, tokens = kv.get("window", 256), kv.get("n_tokens", 2048)
     if window < 1:
         problems.append(f"kv_cache.window: {window} must be >= 1")
     elif tokens < 2 * window:
-        problems.append(f"kv_cache.n_tokens: {tokens} < 2 x kv_cache.window = {2 * window}: the window would evict too "
-                        "little to test; give a longer text or a smaller window")
+        problems.append(
+            f"kv_cache.n_tokens: {tokens} < 2 x kv_cache.window = {2 * window}: the window would evict too "
+            "little to test; give a longer text or a smaller window"
+        )
     if any(k < 0 or k >= window for k in kv.get("keep", [0, 1, 4])):
         problems.append(f"kv_cache.keep: {kv.get('keep')} must lie in [0, window = {window})")
     return problems

@@ -12,11 +12,18 @@ import pandas as pd
 
 from spikesink.plotting import PALETTE, apply_style, save_figure
 
-PLACEMENT_COLOR = {"pre": PALETTE["ours"], "parallel": PALETTE["step_down"], "sandwich": PALETTE["step_up"],
-                   "post": PALETTE["top2"]}
+PLACEMENT_COLOR = {
+    "pre": PALETTE["ours"],
+    "parallel": PALETTE["step_down"],
+    "sandwich": PALETTE["step_up"],
+    "post": PALETTE["top2"],
+}
 # paper Table 5 (spike = max |h|, sink ratio %), from-scratch 7B ablations
-PAPER_TABLE5 = [("pre-norm baseline", "pre", 3818, 46.0), ("sandwich", "sandwich", 520, 44.7),
-                ("sandwich + QK-norm", "sandwich", 92, 42.0)]
+PAPER_TABLE5 = [
+    ("pre-norm baseline", "pre", 3818, 46.0),
+    ("sandwich", "sandwich", 520, 44.7),
+    ("sandwich + QK-norm", "sandwich", 92, 42.0),
+]
 
 
 def plot_architectures(frame: pd.DataFrame, path: str | os.PathLike) -> list[Path]:
@@ -48,7 +55,13 @@ def plot_architectures(frame: pd.DataFrame, path: str | os.PathLike) -> list[Pat
     paper.set_ylabel("paper: sink ratio (%)")
     paper.set_title("paper Table 5 (from scratch)")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in PLACEMENT_COLOR.values()]
-    fig.legend(handles, [f"{p} norm" for p in PLACEMENT_COLOR], loc="upper center", ncol=4, frameon=False,
-               bbox_to_anchor=(0.5, 1.06))
+    fig.legend(
+        handles,
+        [f"{p} norm" for p in PLACEMENT_COLOR],
+        loc="upper center",
+        ncol=4,
+        frameon=False,
+        bbox_to_anchor=(0.5, 1.06),
+    )
     fig.tight_layout()
     return save_figure(fig, path)

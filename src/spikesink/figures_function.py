@@ -5,8 +5,8 @@ small table and a path, writes PDF + PNG through plotting.save_figure, returns t
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -15,14 +15,21 @@ import pandas as pd
 from spikesink.plotting import PALETTE, apply_style, placeholder_figure, save_figure
 
 MODE_COLOR = {"own_mean": PALETTE["step_up"], "zero": PALETTE["spike"], "ordinary_mean": PALETTE["top2"]}
-ROLE_STYLE = {"q": ("q / k / v input", PALETTE["ours"]), "qkv": ("q / k / v input", PALETTE["ours"]),
-              "o": ("o input", PALETTE["other"]), "gate": ("gate / up input", PALETTE["step_down"]),
-              "gate_up": ("gate / up input", PALETTE["step_down"]), "fc_in": ("fc_in input", PALETTE["step_down"]),
-              "down": ("down input", PALETTE["spike"]), "fc_out": ("fc_out input", PALETTE["spike"])}
+ROLE_STYLE = {
+    "q": ("q / k / v input", PALETTE["ours"]),
+    "qkv": ("q / k / v input", PALETTE["ours"]),
+    "o": ("o input", PALETTE["other"]),
+    "gate": ("gate / up input", PALETTE["step_down"]),
+    "gate_up": ("gate / up input", PALETTE["step_down"]),
+    "fc_in": ("fc_in input", PALETTE["step_down"]),
+    "down": ("down input", PALETTE["spike"]),
+    "fc_out": ("fc_out input", PALETTE["spike"]),
+}
 
 
-def plot_implicit_params(table: pd.DataFrame, path: str | os.PathLike, model: str = "", reason: str | None = None,
-                         tolerance: float = 0.05) -> list[Path]:
+def plot_implicit_params(
+    table: pd.DataFrame, path: str | os.PathLike, model: str = "", reason: str | None = None, tolerance: float = 0.05
+) -> list[Path]:
     title = f"Massive activations as implicit parameters{' - ' + model if model else ''}"
     edits = table[table["mode"] != "none"] if not table.empty else table
     if reason or edits.empty:
@@ -34,8 +41,13 @@ def plot_implicit_params(table: pd.DataFrame, path: str | os.PathLike, model: st
     width = 0.8 / len(modes)
     for i, mode in enumerate(modes):
         rows = edits[edits["mode"] == mode].set_index("block").reindex(sites)
-        ax.bar(np.arange(len(sites)) + (i - (len(modes) - 1) / 2) * width, rows["ratio"], width,
-               color=MODE_COLOR[mode], label=mode.replace("_", " "))
+        ax.bar(
+            np.arange(len(sites)) + (i - (len(modes) - 1) / 2) * width,
+            rows["ratio"],
+            width,
+            color=MODE_COLOR[mode],
+            label=mode.replace("_", " "),
+        )
     ax.axhline(1.0, color=PALETTE["median"], linewidth=1)
     ax.axhspan(1 - tolerance, 1 + tolerance, color=PALETTE["step_up"], alpha=0.12, label=f"within {100 * tolerance:g}%")
     ax.set_yscale("log")
@@ -46,15 +58,20 @@ def plot_implicit_params(table: pd.DataFrame, path: str | os.PathLike, model: st
     return save_figure(fig, path)
 
 
-def plot_attention_path(table: pd.DataFrame, path: str | os.PathLike, model: str = "", reason: str | None = None) -> list[Path]:
+def plot_attention_path(
+    table: pd.DataFrame, path: str | os.PathLike, model: str = "", reason: str | None = None
+) -> list[Path]:
     title = f"Spike removed from token 0's attention input only{' - ' + model if model else ''}"
     if reason or table.empty:
         return placeholder_figure(path, title, f"n/a: {reason or 'no plateau attention block'}")
     apply_style()
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
     colors = [PALETTE["ours"], PALETTE["spike"], PALETTE["other"]]
-    for ax, column, label in zip(axes, ("sink_ratio_edited_layers", "key0_mass_edited_layers", "perplexity"),
-                                 ("sink ratio, edited layers (%)", "attention on key 0, edited layers", "held-out perplexity")):
+    for ax, column, label in zip(
+        axes,
+        ("sink_ratio_edited_layers", "key0_mass_edited_layers", "perplexity"),
+        ("sink ratio, edited layers (%)", "attention on key 0, edited layers", "held-out perplexity"),
+    ):
         ax.bar(table["condition"], table[column], color=colors[: len(table)])
         ax.set_ylabel(label)
         ax.tick_params(axis="x", labelsize=7)
@@ -63,7 +80,9 @@ def plot_attention_path(table: pd.DataFrame, path: str | os.PathLike, model: str
     return save_figure(fig, path)
 
 
-def plot_act_scales(scales: pd.DataFrame, path: str | os.PathLike, step_up: Sequence[int] = (), model: str = "") -> list[Path]:
+def plot_act_scales(
+    scales: pd.DataFrame, path: str | os.PathLike, step_up: Sequence[int] = (), model: str = ""
+) -> list[Path]:
     apply_style()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     scales = scales.assign(label=scales["role"].map(lambda r: ROLE_STYLE.get(r, (f"{r} input", PALETTE["top3"]))[0]))
@@ -84,10 +103,17 @@ def plot_act_scales(scales: pd.DataFrame, path: str | os.PathLike, step_up: Sequ
 def plot_quantization(table: pd.DataFrame, path: str | os.PathLike, model: str = "") -> list[Path]:
     apply_style()
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
-    labels = {"fp": "full precision", "per_tensor": "per-tensor A8", "per_tensor_keep": "per-tensor A8,\nspike tokens fp",
-              "per_token": "per-token A8"}
-    ax.bar([labels.get(c, c) for c in table["condition"]], table["perplexity"],
-           color=[PALETTE["ours"], PALETTE["spike"], PALETTE["step_up"], PALETTE["other"]][: len(table)])
+    labels = {
+        "fp": "full precision",
+        "per_tensor": "per-tensor A8",
+        "per_tensor_keep": "per-tensor A8,\nspike tokens fp",
+        "per_token": "per-token A8",
+    }
+    ax.bar(
+        [labels.get(c, c) for c in table["condition"]],
+        table["perplexity"],
+        color=[PALETTE["ours"], PALETTE["spike"], PALETTE["step_up"], PALETTE["other"]][: len(table)],
+    )
     ax.set_yscale("log")
     ax.set_ylabel("held-out perplexity (log)")
     ax.set_title(f"INT8 activations, weights untouched{' - ' + model if model else ''}")

@@ -7,7 +7,7 @@ spikesink.plotting.save_figure, so a figure can be redrawn from cached results a
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -41,14 +41,26 @@ def plot_vocab_probe(frame: pd.DataFrame, summary: Mapping, path: str | os.PathL
     bins = _log_bins(np.concatenate([frame[c].to_numpy(dtype=float) for c, _, _ in columns]))
     for column, label, color in columns:
         ratio = summary["ratio_pos0"] if column == "peak_pos0" else summary.get("ratio_later", float("nan"))
-        ax.hist(frame[column].clip(lower=bins[0]), bins=bins, color=color, alpha=0.7,
-                label=f"{label}: {100 * ratio:.2f}% spike tokens")
-    ax.axvline(summary["floor"], color=PALETTE["median"], linestyle=":", linewidth=1, label=f"floor {summary['floor']:g}")
+        ax.hist(
+            frame[column].clip(lower=bins[0]),
+            bins=bins,
+            color=color,
+            alpha=0.7,
+            label=f"{label}: {100 * ratio:.2f}% spike tokens",
+        )
+    ax.axvline(
+        summary["floor"], color=PALETTE["median"], linestyle=":", linewidth=1, label=f"floor {summary['floor']:g}"
+    )
     reference = summary.get("reference_median")
     if reference:
         threshold = summary["median_ratio"] * min(reference.values())
-        ax.axvline(threshold, color=PALETTE["median"], linestyle="--", linewidth=1,
-                   label=f"{summary['median_ratio']:g} x reference median")
+        ax.axvline(
+            threshold,
+            color=PALETTE["median"],
+            linestyle="--",
+            linewidth=1,
+            label=f"{summary['median_ratio']:g} x reference median",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("max |h| over probed blocks and channels")
@@ -58,8 +70,9 @@ def plot_vocab_probe(frame: pd.DataFrame, summary: Mapping, path: str | os.PathL
     return save_figure(fig, path)
 
 
-def plot_silu_regime(frame: pd.DataFrame, path: str | os.PathLike, model: str = "", max_points: int = 20000,
-                     seed: int = 0) -> list:
+def plot_silu_regime(
+    frame: pd.DataFrame, path: str | os.PathLike, model: str = "", max_points: int = 20000, seed: int = 0
+) -> list:
     """Fig 2: cos(act(x), x) vs ||act(x)||/||x|| per token, one panel per FFN block, coloured by
     the block-output peak (log), spike tokens outlined; act is the family's gate activation
     (SiLU for SwiGLU), read from the frame's attrs like the reason when the analysis is n/a."""
@@ -82,8 +95,16 @@ def plot_silu_regime(frame: pd.DataFrame, path: str | os.PathLike, model: str = 
             others = others.iloc[rng.choice(len(others), max_points, replace=False)]
         for part, size, edge in ((others, 6, "none"), (spikes, 36, PALETTE["spike"])):
             if len(part):
-                scatter = ax.scatter(part["norm_ratio"], part["cos"], c=part["out_peak"].clip(lower=1e-3), s=size,
-                                     cmap="viridis", norm=norm, edgecolors=edge, linewidths=0.8)
+                scatter = ax.scatter(
+                    part["norm_ratio"],
+                    part["cos"],
+                    c=part["out_peak"].clip(lower=1e-3),
+                    s=size,
+                    cmap="viridis",
+                    norm=norm,
+                    edgecolors=edge,
+                    linewidths=0.8,
+                )
         ax.axhline(1.0, color=PALETTE["median"], linewidth=0.6, linestyle=":")
         ax.axvline(1.0, color=PALETTE["median"], linewidth=0.6, linestyle=":")
         ax.set_title(f"block {block}\n{len(spikes)} spike / {len(rows) - len(spikes)} other", fontsize=8)
@@ -95,8 +116,14 @@ def plot_silu_regime(frame: pd.DataFrame, path: str | os.PathLike, model: str = 
     return save_figure(fig, path)
 
 
-def plot_uk_norms(norms: pd.DataFrame, path: str | os.PathLike, spike_channels: Sequence[int] = (),
-                  step_up_blocks: Sequence[int] = (), step_down_blocks: Sequence[int] = (), model: str = "") -> list:
+def plot_uk_norms(
+    norms: pd.DataFrame,
+    path: str | os.PathLike,
+    spike_channels: Sequence[int] = (),
+    step_up_blocks: Sequence[int] = (),
+    step_down_blocks: Sequence[int] = (),
+    model: str = "",
+) -> list:
     """Fig 3/8: ||U_k||_F over (FFN block, channel) as a log heat map, and per block the spike
     channels against the median and max of all channels."""
     apply_style()
@@ -104,8 +131,13 @@ def plot_uk_norms(norms: pd.DataFrame, path: str | os.PathLike, spike_channels: 
     fig, (heat, line) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1.6, 1]})
     values = matrix.to_numpy()
     positive = values[values > 0]
-    image = heat.imshow(values, aspect="auto", interpolation="nearest", cmap="magma",
-                        norm=LogNorm(vmin=float(np.quantile(positive, 0.01)), vmax=float(positive.max())))
+    image = heat.imshow(
+        values,
+        aspect="auto",
+        interpolation="nearest",
+        cmap="magma",
+        norm=LogNorm(vmin=float(np.quantile(positive, 0.01)), vmax=float(positive.max())),
+    )
     heat.grid(False)
     heat.set_yticks(range(len(matrix.index)))
     heat.set_yticklabels([str(b) for b in matrix.index], fontsize=6)
@@ -119,8 +151,14 @@ def plot_uk_norms(norms: pd.DataFrame, path: str | os.PathLike, spike_channels: 
     line.plot(blocks, matrix.max(axis=1), color=PALETTE["top2"], linestyle="--", label="max channel")
     for i, channel in enumerate(spike_channels):
         if channel in matrix.columns:
-            line.plot(blocks, matrix[channel], marker="o", markersize=3, label=f"channel {channel}",
-                      color=plt.cm.Reds(0.9 - 0.2 * (i % 4)))
+            line.plot(
+                blocks,
+                matrix[channel],
+                marker="o",
+                markersize=3,
+                label=f"channel {channel}",
+                color=plt.cm.Reds(0.9 - 0.2 * (i % 4)),
+            )
     for block in step_up_blocks:
         line.axvline(block, color=PALETTE["step_up"], linestyle=":", linewidth=1)
     for block in step_down_blocks:
@@ -136,7 +174,9 @@ def plot_uk_norms(norms: pd.DataFrame, path: str | os.PathLike, spike_channels: 
 def plot_spectra(table: pd.DataFrame, path: str | os.PathLike, max_rank: int = 32, model: str = "") -> list:
     """Fig 4: |lambda_i| / |lambda_1| of S_k by rank, spike channels vs random control channels."""
     if table.empty:
-        return placeholder_figure(path, f"Spectra of S_k{' - ' + model if model else ''}", "no step-up / step-down block detected")
+        return placeholder_figure(
+            path, f"Spectra of S_k{' - ' + model if model else ''}", "no step-up / step-down block detected"
+        )
     apply_style()
     blocks = sorted(table["block"].unique())
     fig, axes = plt.subplots(1, len(blocks), figsize=(4.2 * len(blocks), 3.4), squeeze=False)
@@ -145,10 +185,16 @@ def plot_spectra(table: pd.DataFrame, path: str | os.PathLike, max_rank: int = 3
         markers = iter("osD^v<>p*h")
         for i, (channel, group) in enumerate(rows.groupby("channel")):
             spike = group["kind"].iloc[0] == "spike"
-            ax.plot(group["rank"], group["abs_normalised"].clip(lower=1e-8), marker=next(markers, "o") if spike else None,
-                    markersize=3, linewidth=1.6 if spike else 0.8,
-                    color=plt.cm.Reds(0.95 - 0.15 * (i % 4)) if spike else PALETTE["other"], alpha=1.0 if spike else 0.6,
-                    label=f"spike channel {channel}" if spike else None)
+            ax.plot(
+                group["rank"],
+                group["abs_normalised"].clip(lower=1e-8),
+                marker=next(markers, "o") if spike else None,
+                markersize=3,
+                linewidth=1.6 if spike else 0.8,
+                color=plt.cm.Reds(0.95 - 0.15 * (i % 4)) if spike else PALETTE["other"],
+                alpha=1.0 if spike else 0.6,
+                label=f"spike channel {channel}" if spike else None,
+            )
         ax.plot([], [], color=PALETTE["other"], label="random channels")
         ax.set_yscale("log")
         ax.set_xlabel("eigenvalue rank (by |lambda|)")
@@ -164,7 +210,9 @@ def plot_cosine_collapse(matrices: Mapping[str, np.ndarray], path: str | os.Path
     next RMSNorm), side by side, plus the distribution of their off-diagonal entries."""
     names = [k for k in ("before", "after", "after_normed") if k in matrices and np.asarray(matrices[k]).size]
     if not names:
-        return placeholder_figure(path, f"Spike-token cosines{' - ' + model if model else ''}", "no spike token / no step-up block")
+        return placeholder_figure(
+            path, f"Spike-token cosines{' - ' + model if model else ''}", "no spike token / no step-up block"
+        )
     apply_style()
     titles = {"before": "before step-up", "after": "after step-up", "after_normed": "after RMSNorm (weight)"}
     fig, axes = plt.subplots(1, len(names) + 1, figsize=(3.3 * (len(names) + 1), 3.3))
@@ -188,7 +236,9 @@ def plot_cosine_collapse(matrices: Mapping[str, np.ndarray], path: str | os.Path
     other_after = matrices.get("other_after")
     if other_after is not None and other_after.size > 1:
         off = other_after[~np.eye(other_after.shape[0], dtype=bool)]
-        dist.hist(off, bins=bins, histtype="step", color=PALETTE["median"], label="ordinary tokens, after", density=True)
+        dist.hist(
+            off, bins=bins, histtype="step", color=PALETTE["median"], label="ordinary tokens, after", density=True
+        )
     dist.set_xlabel("pairwise cosine")
     dist.set_ylabel("density")
     dist.legend(fontsize=7, frameon=False)

@@ -6,8 +6,8 @@ through plotting.save_figure and returns the written paths.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -47,9 +47,26 @@ def plot_key0_heatmap(
         color = PALETTE["step_up"] if role == "sink" else PALETTE["ours"]
         box = plt.Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, edgecolor=color, linewidth=2)
         ax.add_patch(box)
-        handles.append(plt.Rectangle((0, 0), 1, 1, fill=False, edgecolor=color, linewidth=2, label=f"{ROLE_TITLE.get(role, role)} (L{layer} H{head})"))
+        handles.append(
+            plt.Rectangle(
+                (0, 0),
+                1,
+                1,
+                fill=False,
+                edgecolor=color,
+                linewidth=2,
+                label=f"{ROLE_TITLE.get(role, role)} (L{layer} H{head})",
+            )
+        )
     if handles:
-        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.08 - 0.4 / max(n_layers, 1)), fontsize=7, ncol=len(handles), frameon=False)
+        ax.legend(
+            handles=handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.08 - 0.4 / max(n_layers, 1)),
+            fontsize=7,
+            ncol=len(handles),
+            frameon=False,
+        )
     ax.set_title(title or "Attention on the first token")
     return save_figure(fig, path)
 
@@ -153,7 +170,11 @@ def plot_intervention(table: pd.DataFrame, path: str | os.PathLike, title: str |
         for x, value in enumerate(values):
             ax.annotate(f"{value:.3g}", (x, value), ha="center", va="bottom", fontsize=7)
     first = table.iloc[-1]
-    where = "blocks " + ", ".join(str(b) for b in sorted(set(table["block"]))) if several_blocks else f"block {first['block']}"
+    where = (
+        "blocks " + ", ".join(str(b) for b in sorted(set(table["block"])))
+        if several_blocks
+        else f"block {first['block']}"
+    )
     channels = first["channels"] if table["channels"].nunique() == 1 else "the spike channels"
     default = f"Edit of channels {channels} at {where} ({first['site']}, {first['positions']} token)"
     fig.suptitle(title or default, fontsize=10)

@@ -8,11 +8,11 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
-
 
 OUTPUT_SUFFIXES = (".pdf", ".png", ".csv", ".md", ".tex")
 

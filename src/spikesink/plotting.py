@@ -49,7 +49,10 @@ def save_figure(fig, path: str | os.PathLike) -> list[Path]:
     """Save `fig` as PDF and PNG next to each other (path may name either, or no suffix)."""
     base = output_stem(path)
     written = []
-    for suffix, extra in ((".pdf", {"metadata": {"CreationDate": None, "ModDate": None}}), (".png", {"metadata": {"Software": None}})):
+    for suffix, extra in (
+        (".pdf", {"metadata": {"CreationDate": None, "ModDate": None}}),
+        (".png", {"metadata": {"Software": None}}),
+    ):
         target = with_extension(base, suffix)
         with atomic_path(target) as tmp:
             fig.savefig(tmp, format=suffix[1:], **extra)

@@ -58,7 +58,7 @@ class BlockStats:
         return {name: getattr(self, name) for name in ARRAY_FIELDS}
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> "BlockStats":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> BlockStats:
         return cls(**{name: arrays[name] for name in ARRAY_FIELDS}, meta=meta)
 
 
@@ -87,6 +87,7 @@ def load_block_stats(npz_path: PathLike, json_path: PathLike) -> BlockStats:
 
 
 # ------------------------------------------------------------------------------ life cycle
+
 
 @dataclass
 class Lifecycle:
@@ -143,7 +144,7 @@ class SinkStats:
     eps: float
 
     @classmethod
-    def from_arrays(cls, arrays: dict) -> "SinkStats":
+    def from_arrays(cls, arrays: dict) -> SinkStats:
         missing = [f.name for f in fields(cls) if f.name not in arrays]
         if missing:
             raise ValueError(f"sink statistics lack {missing}")
@@ -213,5 +214,5 @@ def read_prompts(path: PathLike) -> PromptSet:
     arrays = load_npz(with_extension(stem, ".npz"))
     meta = read_json(with_extension(stem, ".json"))
     ends = np.cumsum(arrays["lengths"])
-    ids = [arrays["ids"][end - n:end] for end, n in zip(ends, arrays["lengths"])]
+    ids = [arrays["ids"][end - n : end] for end, n in zip(ends, arrays["lengths"])]
     return PromptSet(meta.pop("name"), ids, meta)

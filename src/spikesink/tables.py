@@ -28,7 +28,9 @@ def to_markdown(frame: pd.DataFrame) -> str:
     """A GitHub table with no extra dependency (pandas' to_markdown needs tabulate)."""
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(_format(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)]
+    rows = [
+        "| " + " | ".join(_format(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)
+    ]
     return "\n".join([header, rule, *rows]) + "\n"
 
 
@@ -38,7 +40,13 @@ def to_latex(frame: pd.DataFrame, caption: str = "", label: str = "") -> str:
             text = text.replace(a, b)
         return text
 
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{" + "l" * len(frame.columns) + "}", r"\toprule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        r"\begin{tabular}{" + "l" * len(frame.columns) + "}",
+        r"\toprule",
+    ]
     lines.append(" & ".join(esc(str(c)) for c in frame.columns) + r" \\")
     lines.append(r"\midrule")
     for row in frame.itertuples(index=False):
@@ -52,7 +60,9 @@ def to_latex(frame: pd.DataFrame, caption: str = "", label: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(frame: pd.DataFrame, stem: str | os.PathLike, caption: str = "", formats=("csv", "md", "tex")) -> list[Path]:
+def write_table(
+    frame: pd.DataFrame, stem: str | os.PathLike, caption: str = "", formats=("csv", "md", "tex")
+) -> list[Path]:
     """Write `stem`.csv / .md / .tex. CSV keeps full precision; md and tex are formatted."""
     stem = output_stem(stem)
     written = []
@@ -60,7 +70,9 @@ def write_table(frame: pd.DataFrame, stem: str | os.PathLike, caption: str = "",
         csv_frame = frame.copy()
         for column in csv_frame.columns:
             if csv_frame[column].map(lambda v: isinstance(v, (list, tuple))).any():
-                csv_frame[column] = csv_frame[column].map(lambda v: " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
+                csv_frame[column] = csv_frame[column].map(
+                    lambda v: " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+                )
         write_text(with_extension(stem, ".csv"), csv_frame.to_csv(index=False, lineterminator="\n"))
         written.append(with_extension(stem, ".csv"))
     if "md" in formats:

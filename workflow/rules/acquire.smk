@@ -3,17 +3,17 @@ rule acquire_model:
     as safetensors + tokenizer + manifest (source, version, sha256)."""
     output:
         directory("resources/models/{model}"),
-    params:
-        spec=model_spec,
-        cache_dir="resources/cache",
     log:
         "logs/acquire_model/{model}.log",
     benchmark:
         "logs/benchmarks/acquire_model/{model}.tsv"
-    resources:
-        mem_mb=8000,
     conda:
         TORCH_ENV
+    resources:
+        mem_mb=8000,
+    params:
+        spec=model_spec,
+        cache_dir="resources/cache",
     script:
         "../scripts/acquire_model.py"
 
@@ -23,11 +23,11 @@ rule acquire_corpus:
     output:
         passages="resources/corpus/passages.jsonl",
         manifest="resources/corpus/manifest.json",
-    params:
-        corpus=config["corpus"],
     log:
         "logs/acquire_corpus.log",
     conda:
         ANALYSIS_ENV
+    params:
+        corpus=config["corpus"],
     script:
         "../scripts/acquire_corpus.py"

@@ -10,13 +10,15 @@ rule architectures:
     output:
         table=multiext("paper_tables/architectures", ".csv", ".md", ".tex"),
         claims="results/claims/architectures.json",
-        pdf=report("figures/architectures/overview.pdf", caption="../report/architectures.rst", category="Architectures"),
+        pdf=report(
+            "figures/architectures/overview.pdf", caption="../report/architectures.rst", category="Architectures"
+        ),
         png="figures/architectures/overview.png",
-    params:
-        models=MODELS,
     log:
         "logs/architectures.log",
     conda:
         ANALYSIS_ENV
+    params:
+        models=MODELS,
     script:
         "../scripts/architectures.py"

@@ -5,7 +5,6 @@ from snakemake.utils import validate
 
 from spikesink.config import check_config, prompt_subset
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 check_config(config, workdir=Path.cwd())
 
@@ -58,14 +57,33 @@ def prompt_set_params(wildcards):
     """Sampling parameters of one prompt set (results/<model>/prompts/<set>.npz)."""
     ext, heldout, silu, kv = config["extraction"], config["heldout"], config["mechanisms"]["silu"], config["kv_cache"]
     return {
-        "extraction": {"kind": "prompts", "n": ext["n_prompts"], "seq_len": ext["seq_len"], "seed": ext["seed"],
-                       "keys": ["extraction.n_prompts", "extraction.seq_len"]},
-        "heldout": {"kind": "prompts", "n": heldout["n_prompts"], "seq_len": heldout["seq_len"], "seed": heldout["seed"],
-                    "keys": ["heldout.n_prompts", "heldout.seq_len"]},
-        "sentences": {"kind": "sentences", "n": silu["n_sentences"], "seed": silu["seed"],
-                      "keys": ["mechanisms.silu.n_sentences", "-"]},
-        "long": {"kind": "prompts", "n": kv["n_texts"], "seq_len": kv["n_tokens"], "seed": kv["seed"],
-                 "keys": ["kv_cache.n_texts", "kv_cache.n_tokens"]},
+        "extraction": {
+            "kind": "prompts",
+            "n": ext["n_prompts"],
+            "seq_len": ext["seq_len"],
+            "seed": ext["seed"],
+            "keys": ["extraction.n_prompts", "extraction.seq_len"],
+        },
+        "heldout": {
+            "kind": "prompts",
+            "n": heldout["n_prompts"],
+            "seq_len": heldout["seq_len"],
+            "seed": heldout["seed"],
+            "keys": ["heldout.n_prompts", "heldout.seq_len"],
+        },
+        "sentences": {
+            "kind": "sentences",
+            "n": silu["n_sentences"],
+            "seed": silu["seed"],
+            "keys": ["mechanisms.silu.n_sentences", "-"],
+        },
+        "long": {
+            "kind": "prompts",
+            "n": kv["n_texts"],
+            "seq_len": kv["n_tokens"],
+            "seed": kv["seed"],
+            "keys": ["kv_cache.n_texts", "kv_cache.n_tokens"],
+        },
     }[wildcards.prompt_set]
 
 
@@ -108,8 +126,19 @@ def ablation_table_stems():
 
 
 # The per-model analyses, each with its own rule and claims file (results/<model>/claims/<name>.json)
-MODEL_ANALYSES = ["lifecycle", "vocab_probe", "silu_regime", "amplifier", "rmsnorm_collapse", "sink_geometry", "intervention",
-                  "implicit_params", "attention_path", "quantization", "kv_cache"]
+MODEL_ANALYSES = [
+    "lifecycle",
+    "vocab_probe",
+    "silu_regime",
+    "amplifier",
+    "rmsnorm_collapse",
+    "sink_geometry",
+    "intervention",
+    "implicit_params",
+    "attention_path",
+    "quantization",
+    "kv_cache",
+]
 
 
 def claim_files():
@@ -152,9 +181,14 @@ def all_outputs():
         *figures(MODEL_FIGURES),
         *expand("figures/lifecycle/all_models.{ext}", ext=["pdf", "png"]),
         *expand("figures/architectures/overview.{ext}", ext=["pdf", "png"]),
-        *expand("paper_tables/{table}.{ext}", table=["table1_step_up_down", "table2_vocab_probe", "architectures"],
-                ext=["csv", "md", "tex"]),
-        *expand("paper_tables/function/{model}_{table}.{ext}", model=MODELS, table=FUNCTION_TABLES, ext=["csv", "md", "tex"]),
+        *expand(
+            "paper_tables/{table}.{ext}",
+            table=["table1_step_up_down", "table2_vocab_probe", "architectures"],
+            ext=["csv", "md", "tex"],
+        ),
+        *expand(
+            "paper_tables/function/{model}_{table}.{ext}", model=MODELS, table=FUNCTION_TABLES, ext=["csv", "md", "tex"]
+        ),
         *expand("paper_tables/scorecard.{ext}", ext=["csv", "md"]),
         *ablation_outputs(),
     ]
@@ -172,5 +206,9 @@ def ablation_outputs():
         *expand("results/ablations/{preset}/claims/{stem}.json", preset=preset, stem=ablation_table_stems()),
         *expand("paper_tables/{stem}.{ext}", stem=ablation_table_stems(), ext=["csv", "md", "tex"]),
         *(expand("figures/ablations/head_dim.{ext}", ext=["pdf", "png"]) if "6" in ablation_tables() else []),
-        *(expand("figures/ablations/training_curves.{ext}", ext=["pdf", "png"]) if config.get("ablations", {}).get("variants") else []),
+        *(
+            expand("figures/ablations/training_curves.{ext}", ext=["pdf", "png"])
+            if config.get("ablations", {}).get("variants")
+            else []
+        ),
     ]

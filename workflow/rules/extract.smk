@@ -9,12 +9,12 @@ rule prompts:
         passages="resources/corpus/passages.jsonl",
     output:
         multiext("results/{model}/prompts/{prompt_set}", ".npz", ".json"),
-    params:
-        spec=prompt_set_params,
     log:
         "logs/prompts/{model}/{prompt_set}.log",
     conda:
         TORCH_ENV
+    params:
+        spec=prompt_set_params,
     script:
         "../scripts/prompts.py"
 
@@ -29,21 +29,21 @@ rule extract_block_stats:
         stats="results/{model}/block_stats.npz",
         meta="results/{model}/block_stats.json",
         sinks="results/{model}/sinks.npz",
+    log:
+        "logs/extract_block_stats/{model}.log",
+    benchmark:
+        "logs/benchmarks/extract_block_stats/{model}.tsv"
+    conda:
+        TORCH_ENV
+    threads: config["extraction"]["threads"]
+    resources:
+        mem_mb=model_mem_mb,
+        gpu=GPUS,
     params:
         extraction=config["extraction"],
         spike=config["spike"],
         sink_eps=config["sinks"]["eps"],
         dtype=model_param("dtype", "auto"),
         batch_size=lambda wc: config["models"][wc.model].get("batch_size") or config["extraction"]["batch_size"],
-    log:
-        "logs/extract_block_stats/{model}.log",
-    benchmark:
-        "logs/benchmarks/extract_block_stats/{model}.tsv"
-    threads: config["extraction"]["threads"]
-    resources:
-        mem_mb=model_mem_mb,
-        gpu=GPUS,
-    conda:
-        TORCH_ENV
     script:
         "../scripts/extract_block_stats.py"

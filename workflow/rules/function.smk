@@ -15,21 +15,21 @@ rule implicit_params:
         table=multiext("paper_tables/function/{model}_implicit_params", ".csv", ".md", ".tex"),
         sites="results/{model}/implicit_params.json",
         claims="results/{model}/claims/implicit_params.json",
+    log:
+        "logs/implicit_params/{model}.log",
+    benchmark:
+        "logs/benchmarks/implicit_params/{model}.tsv"
+    conda:
+        TORCH_ENV
+    threads: config["extraction"]["threads"]
+    resources:
+        mem_mb=model_mem_mb,
+        gpu=GPUS,
     params:
         cfg=config["implicit_params"],
         spike=config["spike"],
         dtype=model_param("dtype", "auto"),
         device=config["extraction"]["device"],
-    log:
-        "logs/implicit_params/{model}.log",
-    benchmark:
-        "logs/benchmarks/implicit_params/{model}.tsv"
-    threads: config["extraction"]["threads"]
-    resources:
-        mem_mb=model_mem_mb,
-        gpu=GPUS,
-    conda:
-        TORCH_ENV
     script:
         "../scripts/implicit_params.py"
 
@@ -39,14 +39,18 @@ rule plot_implicit_params:
         table="paper_tables/function/{model}_implicit_params.csv",
         sites="results/{model}/implicit_params.json",
     output:
-        pdf=report("figures/function/{model}_implicit_params.pdf", caption="../report/implicit_params.rst", category="Function"),
+        pdf=report(
+            "figures/function/{model}_implicit_params.pdf",
+            caption="../report/implicit_params.rst",
+            category="Function",
+        ),
         png="figures/function/{model}_implicit_params.png",
-    params:
-        tolerance=config["implicit_params"]["mean_tolerance"],
     log:
         "logs/plot_implicit_params/{model}.log",
     conda:
         ANALYSIS_ENV
+    params:
+        tolerance=config["implicit_params"]["mean_tolerance"],
     script:
         "../scripts/plot_implicit_params.py"
 
@@ -61,22 +65,22 @@ rule attention_path:
     output:
         table=multiext("paper_tables/function/{model}_attention_path", ".csv", ".md", ".tex"),
         claims="results/{model}/claims/attention_path.json",
+    log:
+        "logs/attention_path/{model}.log",
+    benchmark:
+        "logs/benchmarks/attention_path/{model}.tsv"
+    conda:
+        TORCH_ENV
+    threads: config["extraction"]["threads"]
+    resources:
+        mem_mb=model_mem_mb,
+        gpu=GPUS,
     params:
         cfg=config["attention_path"],
         eps=config["sinks"]["eps"],
         spike=config["spike"],
         dtype=model_param("dtype", "auto"),
         device=config["extraction"]["device"],
-    log:
-        "logs/attention_path/{model}.log",
-    benchmark:
-        "logs/benchmarks/attention_path/{model}.tsv"
-    threads: config["extraction"]["threads"]
-    resources:
-        mem_mb=model_mem_mb,
-        gpu=GPUS,
-    conda:
-        TORCH_ENV
     script:
         "../scripts/attention_path.py"
 
@@ -85,7 +89,9 @@ rule plot_attention_path:
     input:
         table="paper_tables/function/{model}_attention_path.csv",
     output:
-        pdf=report("figures/function/{model}_attention_path.pdf", caption="../report/attention_path.rst", category="Function"),
+        pdf=report(
+            "figures/function/{model}_attention_path.pdf", caption="../report/attention_path.rst", category="Function"
+        ),
         png="figures/function/{model}_attention_path.png",
     log:
         "logs/plot_attention_path/{model}.log",
@@ -108,22 +114,22 @@ rule act_scales:
         scales="results/{model}/act_scales.safetensors",
         non_spike="results/{model}/act_scales_non_spike.safetensors",
         summary="results/{model}/act_scales.parquet",
+    log:
+        "logs/act_scales/{model}.log",
+    benchmark:
+        "logs/benchmarks/act_scales/{model}.tsv"
+    conda:
+        TORCH_ENV
+    threads: config["extraction"]["threads"]
+    resources:
+        mem_mb=model_mem_mb,
+        gpu=GPUS,
     params:
         cfg=config["quantization"],
         spike=config["spike"],
         batch_size=lambda wc: config["models"][wc.model].get("batch_size") or config["extraction"]["batch_size"],
         dtype=model_param("dtype", "auto"),
         device=config["extraction"]["device"],
-    log:
-        "logs/act_scales/{model}.log",
-    benchmark:
-        "logs/benchmarks/act_scales/{model}.tsv"
-    threads: config["extraction"]["threads"]
-    resources:
-        mem_mb=model_mem_mb,
-        gpu=GPUS,
-    conda:
-        TORCH_ENV
     script:
         "../scripts/act_scales.py"
 
@@ -141,20 +147,20 @@ rule quantization:
     output:
         table=multiext("paper_tables/function/{model}_quantization", ".csv", ".md", ".tex"),
         claims="results/{model}/claims/quantization.json",
-    params:
-        cfg=config["quantization"],
-        dtype=model_param("dtype", "auto"),
-        device=config["extraction"]["device"],
     log:
         "logs/quantization/{model}.log",
     benchmark:
         "logs/benchmarks/quantization/{model}.tsv"
+    conda:
+        TORCH_ENV
     threads: config["extraction"]["threads"]
     resources:
         mem_mb=model_mem_mb,
         gpu=GPUS,
-    conda:
-        TORCH_ENV
+    params:
+        cfg=config["quantization"],
+        dtype=model_param("dtype", "auto"),
+        device=config["extraction"]["device"],
     script:
         "../scripts/quantization.py"
 
@@ -165,7 +171,9 @@ rule plot_quantization:
         table="paper_tables/function/{model}_quantization.csv",
         lifecycle="results/{model}/lifecycle.json",
     output:
-        scales=report("figures/quantization/{model}_act_scales.pdf", caption="../report/act_scales.rst", category="Function"),
+        scales=report(
+            "figures/quantization/{model}_act_scales.pdf", caption="../report/act_scales.rst", category="Function"
+        ),
         scales_png="figures/quantization/{model}_act_scales.png",
         int8=report("figures/quantization/{model}_int8.pdf", caption="../report/int8.rst", category="Function"),
         int8_png="figures/quantization/{model}_int8.png",
@@ -186,20 +194,20 @@ rule kv_cache:
         table=multiext("paper_tables/function/{model}_kv_cache", ".csv", ".md", ".tex"),
         curve="results/{model}/kv_cache_positions.parquet",
         claims="results/{model}/claims/kv_cache.json",
-    params:
-        cfg=config["kv_cache"],
-        dtype=model_param("dtype", "auto"),
-        device=config["extraction"]["device"],
     log:
         "logs/kv_cache/{model}.log",
     benchmark:
         "logs/benchmarks/kv_cache/{model}.tsv"
+    conda:
+        TORCH_ENV
     threads: config["extraction"]["threads"]
     resources:
         mem_mb=model_mem_mb,
         gpu=GPUS,
-    conda:
-        TORCH_ENV
+    params:
+        cfg=config["kv_cache"],
+        dtype=model_param("dtype", "auto"),
+        device=config["extraction"]["device"],
     script:
         "../scripts/kv_cache.py"
 

@@ -9,12 +9,12 @@ rule lifecycle:
     output:
         lifecycle="results/{model}/lifecycle.json",
         claims="results/{model}/claims/lifecycle.json",
-    params:
-        config=lambda wc: {k: config[k] for k in ("spike", "lifecycle", "claims")},
     log:
         "logs/lifecycle/{model}.log",
     conda:
         ANALYSIS_ENV
+    params:
+        config=lambda wc: {k: config[k] for k in ("spike", "lifecycle", "claims")},
     script:
         "../scripts/lifecycle.py"
 
@@ -28,12 +28,12 @@ rule plot_lifecycle:
     output:
         pdf=report("figures/lifecycle/{model}.pdf", caption="../report/lifecycle.rst", category="Life cycle"),
         png="figures/lifecycle/{model}.png",
-    params:
-        plot=config["plots"]["lifecycle"],
     log:
         "logs/plot_lifecycle/{model}.log",
     conda:
         ANALYSIS_ENV
+    params:
+        plot=config["plots"]["lifecycle"],
     script:
         "../scripts/plot_lifecycle.py"
 
@@ -47,13 +47,13 @@ rule plot_lifecycle_grid:
     output:
         pdf=report("figures/lifecycle/all_models.pdf", caption="../report/lifecycle_grid.rst", category="Life cycle"),
         png="figures/lifecycle/all_models.png",
-    params:
-        models=MODELS,
-        plot=config["plots"]["lifecycle"],
     log:
         "logs/plot_lifecycle_grid.log",
     conda:
         ANALYSIS_ENV
+    params:
+        models=MODELS,
+        plot=config["plots"]["lifecycle"],
     script:
         "../scripts/plot_lifecycle_grid.py"
 
@@ -64,12 +64,12 @@ rule table1:
         lifecycle=expand("results/{model}/lifecycle.json", model=MODELS),
     output:
         multiext("paper_tables/table1_step_up_down", ".csv", ".md", ".tex"),
-    params:
-        models=MODELS,
-        paper_models=[config["models"][m].get("paper_model") for m in MODELS],
     log:
         "logs/table1.log",
     conda:
         ANALYSIS_ENV
+    params:
+        models=MODELS,
+        paper_models=[config["models"][m].get("paper_model") for m in MODELS],
     script:
         "../scripts/table1.py"

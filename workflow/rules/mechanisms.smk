@@ -13,22 +13,22 @@ rule vocab_probe:
         frame="results/{model}/vocab_probe.parquet",
         summary="results/{model}/vocab_probe.json",
         claims="results/{model}/claims/vocab_probe.json",
+    log:
+        "logs/vocab_probe/{model}.log",
+    benchmark:
+        "logs/benchmarks/vocab_probe/{model}.tsv"
+    conda:
+        TORCH_ENV
+    threads: config["extraction"]["threads"]
+    resources:
+        mem_mb=model_mem_mb,
+        gpu=GPUS,
     params:
         probe=MECH["vocab_probe"],
         spike=config["spike"],
         dtype=model_param("dtype", "auto"),
         device=config["extraction"]["device"],
         paper_model=model_param("paper_model"),
-    log:
-        "logs/vocab_probe/{model}.log",
-    benchmark:
-        "logs/benchmarks/vocab_probe/{model}.tsv"
-    threads: config["extraction"]["threads"]
-    resources:
-        mem_mb=model_mem_mb,
-        gpu=GPUS,
-    conda:
-        TORCH_ENV
     script:
         "../scripts/vocab_probe.py"
 
@@ -54,13 +54,13 @@ rule table2:
         summary=expand("results/{model}/vocab_probe.json", model=MODELS),
     output:
         multiext("paper_tables/table2_vocab_probe", ".csv", ".md", ".tex"),
-    params:
-        models=MODELS,
-        paper_models=[config["models"][m].get("paper_model") for m in MODELS],
     log:
         "logs/table2.log",
     conda:
         ANALYSIS_ENV
+    params:
+        models=MODELS,
+        paper_models=[config["models"][m].get("paper_model") for m in MODELS],
     script:
         "../scripts/table2.py"
 
@@ -74,20 +74,20 @@ rule silu_regime:
     output:
         frame="results/{model}/silu.parquet",
         claims="results/{model}/claims/silu_regime.json",
-    params:
-        spike=config["spike"],
-        dtype=model_param("dtype", "auto"),
-        device=config["extraction"]["device"],
     log:
         "logs/silu_regime/{model}.log",
     benchmark:
         "logs/benchmarks/silu_regime/{model}.tsv"
+    conda:
+        TORCH_ENV
     threads: config["extraction"]["threads"]
     resources:
         mem_mb=model_mem_mb,
         gpu=GPUS,
-    conda:
-        TORCH_ENV
+    params:
+        spike=config["spike"],
+        dtype=model_param("dtype", "auto"),
+        device=config["extraction"]["device"],
     script:
         "../scripts/silu_regime.py"
 
@@ -117,20 +117,20 @@ rule amplifier:
         spectra="results/{model}/spectra.parquet",
         summary="results/{model}/amplifier.json",
         claims="results/{model}/claims/amplifier.json",
-    params:
-        amplifier=MECH["amplifier"] | prompt_subset(config, "mechanisms.amplifier"),
-        dtype=model_param("dtype", "auto"),
-        device=config["extraction"]["device"],
     log:
         "logs/amplifier/{model}.log",
     benchmark:
         "logs/benchmarks/amplifier/{model}.tsv"
+    conda:
+        TORCH_ENV
     threads: config["extraction"]["threads"]
     resources:
         mem_mb=model_mem_mb,
         gpu=GPUS,
-    conda:
-        TORCH_ENV
+    params:
+        amplifier=MECH["amplifier"] | prompt_subset(config, "mechanisms.amplifier"),
+        dtype=model_param("dtype", "auto"),
+        device=config["extraction"]["device"],
     script:
         "../scripts/amplifier.py"
 
@@ -165,21 +165,21 @@ rule rmsnorm_collapse:
         delimiters="results/{model}/delimiters.csv",
         self_attention="results/{model}/self_attention.csv",
         claims="results/{model}/claims/rmsnorm_collapse.json",
+    log:
+        "logs/rmsnorm_collapse/{model}.log",
+    benchmark:
+        "logs/benchmarks/rmsnorm_collapse/{model}.tsv"
+    conda:
+        TORCH_ENV
+    threads: config["extraction"]["threads"]
+    resources:
+        mem_mb=model_mem_mb,
+        gpu=GPUS,
     params:
         collapse=MECH["collapse"] | prompt_subset(config, "mechanisms.collapse"),
         spike=config["spike"],
         dtype=model_param("dtype", "auto"),
         device=config["extraction"]["device"],
-    log:
-        "logs/rmsnorm_collapse/{model}.log",
-    benchmark:
-        "logs/benchmarks/rmsnorm_collapse/{model}.tsv"
-    threads: config["extraction"]["threads"]
-    resources:
-        mem_mb=model_mem_mb,
-        gpu=GPUS,
-    conda:
-        TORCH_ENV
     script:
         "../scripts/rmsnorm_collapse.py"
 

@@ -9,7 +9,9 @@ rule plot_sinks:
         sinks="results/{model}/sinks.npz",
         lifecycle="results/{model}/lifecycle.json",
     output:
-        heatmap=report("figures/sinks/{model}_key0_heatmap.pdf", caption="../report/sinks_heatmap.rst", category="Sinks"),
+        heatmap=report(
+            "figures/sinks/{model}_key0_heatmap.pdf", caption="../report/sinks_heatmap.rst", category="Sinks"
+        ),
         heatmap_png="figures/sinks/{model}_key0_heatmap.png",
         depth=report("figures/sinks/{model}_sinks_vs_spike.pdf", caption="../report/sinks_depth.rst", category="Sinks"),
         depth_png="figures/sinks/{model}_sinks_vs_spike.png",
@@ -35,21 +37,21 @@ rule sink_geometry:
         gaps="results/{model}/sink_gaps.csv",
         tsne="results/{model}/sink_tsne.parquet",
         claims="results/{model}/claims/sink_geometry.json",
+    log:
+        "logs/sink_geometry/{model}.log",
+    benchmark:
+        "logs/benchmarks/sink_geometry/{model}.tsv"
+    conda:
+        TORCH_ENV
+    threads: config["extraction"]["threads"]
+    resources:
+        mem_mb=model_mem_mb,
+        gpu=GPUS,
     params:
         geometry=SINKS["geometry"] | prompt_subset(config, "sinks.geometry"),
         eps=SINKS["eps"],
         dtype=model_param("dtype", "auto"),
         device=config["extraction"]["device"],
-    log:
-        "logs/sink_geometry/{model}.log",
-    benchmark:
-        "logs/benchmarks/sink_geometry/{model}.tsv"
-    threads: config["extraction"]["threads"]
-    resources:
-        mem_mb=model_mem_mb,
-        gpu=GPUS,
-    conda:
-        TORCH_ENV
     script:
         "../scripts/sink_geometry.py"
 
@@ -78,22 +80,22 @@ rule intervention:
     output:
         table="results/{model}/intervention.csv",
         claims="results/{model}/claims/intervention.json",
+    log:
+        "logs/intervention/{model}.log",
+    benchmark:
+        "logs/benchmarks/intervention/{model}.tsv"
+    conda:
+        TORCH_ENV
+    threads: config["extraction"]["threads"]
+    resources:
+        mem_mb=model_mem_mb,
+        gpu=GPUS,
     params:
         intervention=SINKS["intervention"],
         eps=SINKS["eps"],
         spike=config["spike"],
         dtype=model_param("dtype", "auto"),
         device=config["extraction"]["device"],
-    log:
-        "logs/intervention/{model}.log",
-    benchmark:
-        "logs/benchmarks/intervention/{model}.tsv"
-    threads: config["extraction"]["threads"]
-    resources:
-        mem_mb=model_mem_mb,
-        gpu=GPUS,
-    conda:
-        TORCH_ENV
     script:
         "../scripts/intervention.py"
 

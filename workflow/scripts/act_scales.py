@@ -12,11 +12,15 @@ log = snakemake_logger(snakemake)
 cfg, spike, out = snakemake.params.cfg, snakemake.params.spike, snakemake.output
 stats = load_block_stats(snakemake.input.stats, snakemake.input.meta)
 prompts = read_prompts(snakemake.input.prompts[0]).matrix(cfg["calibration_prompts"])
-mask = spike_token_mask(stats.token_max[RESIDUAL], stats.median[RESIDUAL], spike["floor"], spike["median_ratio"])[: len(prompts)]
+mask = spike_token_mask(stats.token_max[RESIDUAL], stats.median[RESIDUAL], spike["floor"], spike["median_ratio"])[
+    : len(prompts)
+]
 model, _, _ = load_model(snakemake.input.model, dtype=snakemake.params.dtype, device=snakemake.params.device)
 result = activation_scales(model, prompts, mask, batch_size=snakemake.params.batch_size)
 for path, key in ((out.scales, "all"), (out.non_spike, "non_spike")):
     with atomic_path(path) as tmp:  # SmoothQuant's layout: module path -> (in_features,) max |x|
-        save_file({name: torch.from_numpy(np.ascontiguousarray(s[key])) for name, s in result["scales"].items()}, str(tmp))
+        save_file(
+            {name: torch.from_numpy(np.ascontiguousarray(s[key])) for name, s in result["scales"].items()}, str(tmp)
+        )
 write_parquet(out.summary, scale_table(result, read_lifecycle(snakemake.input.lifecycle).spike_channels))
 log.info("activation scales of %d Linear layers; %d spike tokens", len(result["scales"]), int(mask.sum()))

@@ -14,8 +14,13 @@ prompts = read_prompts(snakemake.input.prompts[0])
 # the first tokens of many prompts; a BOS is dropped so that the first tokens differ
 start = 1 if prompts.bos_added else 0
 first_tokens = torch.as_tensor(prompts.matrix(cfg["n_prompts"], start + 4)[:, start:])
-result = run_amplifier(model, read_lifecycle(snakemake.input.lifecycle).to_dict(), first_tokens,
-                       n_control=cfg["n_control"], seed=cfg["seed"])
+result = run_amplifier(
+    model,
+    read_lifecycle(snakemake.input.lifecycle).to_dict(),
+    first_tokens,
+    n_control=cfg["n_control"],
+    seed=cfg["seed"],
+)
 write_json(snakemake.output.summary, result["summary"])
 write_parquet(snakemake.output.uk_norms, result["norms"])
 write_parquet(snakemake.output.spectra, result["spectra"])

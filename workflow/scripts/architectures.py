@@ -13,7 +13,10 @@ rows = [
     for name, meta, lifecycle, sinks in zip(snakemake.params.models, inp.meta, inp.lifecycle, inp.sinks)
 ]
 frame = architecture_table(rows)
-write_table(frame, output_stem(snakemake.output.table[0]),
-            caption="Every configured model: norm placement, FFN, spike and sinks (beyond the paper; the real-weights view of Table 5).")
+write_table(
+    frame,
+    output_stem(snakemake.output.table[0]),
+    caption="Every configured model: norm placement, FFN, spike and sinks (beyond the paper; the real-weights view of Table 5).",
+)
 write_claims(snakemake.output.claims, architecture_claims(frame))
 plot_architectures(frame, snakemake.output.pdf)

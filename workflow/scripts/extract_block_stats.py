@@ -8,8 +8,9 @@ log = snakemake_logger(snakemake)
 ext = snakemake.params.extraction
 # verify: re-hash the weights against the manifest, so a model edited behind Snakemake's back
 # fails here instead of producing statistics of the wrong weights
-model, _, manifest = load_model(snakemake.input.model, dtype=snakemake.params.dtype, device=ext["device"],
-                                verify=ext["verify_weights"])
+model, _, manifest = load_model(
+    snakemake.input.model, dtype=snakemake.params.dtype, device=ext["device"], verify=ext["verify_weights"]
+)
 prompts = read_prompts(snakemake.input.prompts[0])
 stats = extract_block_stats(
     model,

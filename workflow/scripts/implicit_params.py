@@ -13,7 +13,11 @@ cfg, spike, out = snakemake.params.cfg, snakemake.params.spike, snakemake.output
 lc = read_lifecycle(snakemake.input.lifecycle)
 rule = SpikeRule(spike["floor"], spike["median_ratio"])
 sites, skipped = site_blocks(lc.to_dict())
-reason = None if sites and lc.spike_channels else "no FFN block carrying a spike was detected" + (f" ({'; '.join(skipped)})" if skipped else "")
+reason = (
+    None
+    if sites and lc.spike_channels
+    else "no FFN block carrying a spike was detected" + (f" ({'; '.join(skipped)})" if skipped else "")
+)
 table, calibrated = None, []
 if reason is None:
     model, _, _ = load_model(snakemake.input.model, dtype=snakemake.params.dtype, device=snakemake.params.device)
@@ -25,10 +29,17 @@ else:
     import pandas as pd
 
     table = pd.DataFrame(columns=["block", "roles", "mode", "perplexity", "ratio", "edited_tokens", "spread"])
-write_table(table, output_stem(out.table[0]),
-            caption=f"{snakemake.wildcards.model}: held-out perplexity with the massive activations set to their own mean, "
-                    "to zero or to the ordinary tokens' mean (Sun et al. 2024)" + (f". n/a: {reason}" if reason else ""))
+write_table(
+    table,
+    output_stem(out.table[0]),
+    caption=f"{snakemake.wildcards.model}: held-out perplexity with the massive activations set to their own mean, "
+    "to zero or to the ordinary tokens' mean (Sun et al. 2024)" + (f". n/a: {reason}" if reason else ""),
+)
 write_json(out.sites, {"reason": reason, "skipped": skipped, "sites": [s.to_dict() for s in calibrated]})
-write_claims(out.claims, implicit_claims(snakemake.wildcards.model, table, reason, cfg["mean_tolerance"],
-                                         cfg["zero_factor"], cfg["max_spread"]))
+write_claims(
+    out.claims,
+    implicit_claims(
+        snakemake.wildcards.model, table, reason, cfg["mean_tolerance"], cfg["zero_factor"], cfg["max_spread"]
+    ),
+)
 log.info("implicit parameters: %s", reason or table.to_string())

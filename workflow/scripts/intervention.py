@@ -17,11 +17,23 @@ if reason is None:
     model, _, _ = load_model(snakemake.input.model, dtype=snakemake.params.dtype, device=snakemake.params.device)
     ids = read_prompts(snakemake.input.prompts[0]).matrix()
     blocks = {"first": lc.step_up[:1], "last": lc.step_up[-1:], "all": lc.step_up}[cfg["which_step_up"]]
-    batches = [ids[i:i + 8] for i in range(0, len(ids), 8)]
+    batches = [ids[i : i + 8] for i in range(0, len(ids), 8)]
     table = pd.concat(
-        [intervention_table(model, batches, block, lc.spike_channels, modes=tuple(cfg["modes"]), site=cfg["site"],
-                            positions=cfg["positions"], eps=snakemake.params.eps, floor=spike["floor"],
-                            median_ratio=spike["median_ratio"]) for block in blocks],
+        [
+            intervention_table(
+                model,
+                batches,
+                block,
+                lc.spike_channels,
+                modes=tuple(cfg["modes"]),
+                site=cfg["site"],
+                positions=cfg["positions"],
+                eps=snakemake.params.eps,
+                floor=spike["floor"],
+                median_ratio=spike["median_ratio"],
+            )
+            for block in blocks
+        ],
         ignore_index=True,
     )
 write_text(snakemake.output.table, table.to_csv(index=False))

@@ -5,5 +5,9 @@ from spikesink.io import read_json
 from spikesink.logs import snakemake_logger
 
 snakemake_logger(snakemake)
-plot_vocab_probe(pd.read_parquet(snakemake.input.frame), read_json(snakemake.input.summary), snakemake.output.pdf,
-                 model=snakemake.wildcards.model)
+plot_vocab_probe(
+    pd.read_parquet(snakemake.input.frame),
+    read_json(snakemake.input.summary),
+    snakemake.output.pdf,
+    model=snakemake.wildcards.model,
+)

@@ -6,7 +6,12 @@ from spikesink.results import write_prompts
 
 log = snakemake_logger(snakemake)
 tokenizer, max_positions = load_tokenizer(snakemake.input.model)
-prompts = sample_prompt_set(snakemake.wildcards.prompt_set, read_passages(snakemake.input.passages), tokenizer,
-                            max_positions=max_positions, **snakemake.params.spec)
+prompts = sample_prompt_set(
+    snakemake.wildcards.prompt_set,
+    read_passages(snakemake.input.passages),
+    tokenizer,
+    max_positions=max_positions,
+    **snakemake.params.spec,
+)
 write_prompts(snakemake.output[0], prompts)
 log.info("%s: %d prompts (BOS added: %s)", prompts.name, len(prompts.ids), prompts.bos_added)

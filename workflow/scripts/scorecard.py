@@ -1,5 +1,4 @@
 from spikesink.io import output_stem
-
 from spikesink.logs import snakemake_logger
 from spikesink.scorecard import read_claims, write_scorecard
 

@@ -9,8 +9,14 @@ log = snakemake_logger(snakemake)
 spike = snakemake.params.spike
 model, tokenizer, _ = load_model(snakemake.input.model, dtype=snakemake.params.dtype, device=snakemake.params.device)
 sentences = read_prompts(snakemake.input.sentences[0])
-frame, reason = run_silu_regime(model, sentences.lists(), read_lifecycle(snakemake.input.lifecycle).to_dict(),
-                                pad_id=tokenizer.pad_token_id or 0, floor=spike["floor"], median_ratio=spike["median_ratio"])
+frame, reason = run_silu_regime(
+    model,
+    sentences.lists(),
+    read_lifecycle(snakemake.input.lifecycle).to_dict(),
+    pad_id=tokenizer.pad_token_id or 0,
+    floor=spike["floor"],
+    median_ratio=spike["median_ratio"],
+)
 write_parquet(snakemake.output.frame, frame)
 claims = silu_claims(snakemake.wildcards.model, frame, reason, activation=frame.attrs["activation"])
 write_claims(snakemake.output.claims, claims)

@@ -7,7 +7,9 @@ from spikesink.tables import write_table
 snakemake_logger(snakemake)
 rows = [
     table1_row(name, read_lifecycle(path), paper_model)
-    for name, path, paper_model in zip(snakemake.params.models, snakemake.input.lifecycle, snakemake.params.paper_models)
+    for name, path, paper_model in zip(
+        snakemake.params.models, snakemake.input.lifecycle, snakemake.params.paper_models
+    )
 ]
 write_table(
     table1(rows),

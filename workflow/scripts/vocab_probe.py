@@ -24,5 +24,7 @@ write_parquet(snakemake.output.frame, frame)
 # wall-clock seconds go to the log, not into a result that must be identical across runs
 log.info("probe seconds: %s", summary.pop("seconds", None))
 write_json(snakemake.output.summary, summary)
-write_claims(snakemake.output.claims, vocab_probe_claims(snakemake.wildcards.model, summary, snakemake.params.paper_model))
+write_claims(
+    snakemake.output.claims, vocab_probe_claims(snakemake.wildcards.model, summary, snakemake.params.paper_model)
+)
 log.info("spike tokens at position 0: %s of %s", summary["n_spike_pos0"], summary["n_probed"])

@@ -23,9 +23,9 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
-
+from typing import Any
 
 from spikesink.acquisition import rdata
 from spikesink.io import atomic_path, sha256_file, write_json
@@ -42,21 +42,16 @@ JANEAUSTEN_NOVELS = (
 DEFAULT_MIN_CHARS = 20
 
 # Headings in Project Gutenberg style texts: "CHAPTER I", "Chapter 12", "VOLUME II", "BOOK 3".
-_HEADING_RE = re.compile(
-    r"^(chapter|volume|book|part|letter)\s+([ivxlcdm]+|\d+|[a-z]+)\b[.:]?\s*$", re.IGNORECASE
-)
+_HEADING_RE = re.compile(r"^(chapter|volume|book|part|letter)\s+([ivxlcdm]+|\d+|[a-z]+)\b[.:]?\s*$", re.IGNORECASE)
 _EMPHASIS_RE = re.compile(r"_([^_\n]+)_")  # _word_ marks italics in Gutenberg texts
 _WHITESPACE_RE = re.compile(r"\s+")
 _BLANK_SPLIT_RE = re.compile(r"\n[ \t\r\f\v]*\n")
 
 # Sentence boundary candidates: terminal punctuation, optional closing quotes/brackets,
 # whitespace, then something that can start a sentence (capital, digit, opening quote).
-_SENTENCE_END_RE = re.compile(
-    r"([.!?]+)([\"'\u2019\u201d)\]]*)\s+(?=[\"'\u2018\u201c(\[]*[A-Z0-9])"
-)
+_SENTENCE_END_RE = re.compile(r"([.!?]+)([\"'\u2019\u201d)\]]*)\s+(?=[\"'\u2018\u201c(\[]*[A-Z0-9])")
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr st messrs col capt gen lt sgt rev prof jr sr esq vs etc no vol ch fig "
-    "e.g i.e viz cf ibid".split()
+    "mr mrs ms dr st messrs col capt gen lt sgt rev prof jr sr esq vs etc no vol ch fig e.g i.e viz cf ibid".split()
 )
 
 
@@ -152,16 +147,10 @@ def _balance_quotes(sentence: str) -> str:
 
 
 def _passage_records(docs: dict[str, list[str]]) -> list[dict[str, Any]]:
-    return [
-        {"doc": doc, "index": i, "text": text}
-        for doc, passages in docs.items()
-        for i, text in enumerate(passages)
-    ]
+    return [{"doc": doc, "index": i, "text": text} for doc, passages in docs.items() for i, text in enumerate(passages)]
 
 
-def write_corpus(
-    docs: dict[str, list[str]], out_dir: str | os.PathLike, provenance: dict[str, Any]
-) -> dict[str, Any]:
+def write_corpus(docs: dict[str, list[str]], out_dir: str | os.PathLike, provenance: dict[str, Any]) -> dict[str, Any]:
     """Write ``passages.jsonl`` then ``manifest.json`` (both atomic) and return the manifest.
 
     The manifest is written last, so its presence means the corpus is complete; it holds
@@ -183,10 +172,7 @@ def write_corpus(
             "n_docs": len(docs),
             "n_passages": len(records),
             "n_chars": sum(len(r["text"]) for r in records),
-            "docs": {
-                doc: {"n_passages": len(p), "n_chars": sum(len(t) for t in p)}
-                for doc, p in docs.items()
-            },
+            "docs": {doc: {"n_passages": len(p), "n_chars": sum(len(t) for t in p)} for doc, p in docs.items()},
             "passages_file": passages_path.name,
             "passages_sha256": sha256_file(passages_path),
         }
@@ -293,9 +279,7 @@ def _deb_tar(members: dict[str, bytes], prefix: str) -> tarfile.TarFile:
     for name, payload in members.items():
         if name.startswith(prefix):
             if name.endswith(".zst"):
-                raise CorpusError(
-                    f"{name} is zstd-compressed, which Python's tarfile cannot read here"
-                )
+                raise CorpusError(f"{name} is zstd-compressed, which Python's tarfile cannot read here")
             return tarfile.open(fileobj=io.BytesIO(payload), mode="r:*")
     raise CorpusError(f"the .deb holds no {prefix}* member (members: {sorted(members)})")
 
@@ -339,9 +323,7 @@ def decode_janeausten_deb(deb: bytes) -> dict[str, list[str]]:
     The package keeps them as lazy-loaded data: ``janeaustenr/data/Rdata.rdx`` + ``.rdb``.
     """
     files = read_deb_files(deb, ("janeaustenr/data/Rdata.rdx", "janeaustenr/data/Rdata.rdb"))
-    objects = rdata.decode_lazyload(
-        files["janeaustenr/data/Rdata.rdx"], files["janeaustenr/data/Rdata.rdb"]
-    )
+    objects = rdata.decode_lazyload(files["janeaustenr/data/Rdata.rdx"], files["janeaustenr/data/Rdata.rdb"])
     missing = [name for name in JANEAUSTEN_NOVELS if name not in objects]
     if missing:
         raise CorpusError(f"novels {missing} missing from the package (it has {sorted(objects)})")
@@ -366,18 +348,13 @@ def download_deb(package: str, dest: str | os.PathLike, version: str | None = No
         raise CorpusError(f"apt-get is not available to download {package}; {hint}")
     spec = package if version is None else f"{package}={version}"
     try:
-        proc = subprocess.run(
-            [apt, "download", spec], cwd=dest, capture_output=True, text=True, timeout=600
-        )
+        proc = subprocess.run([apt, "download", spec], cwd=dest, capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired as err:
         raise CorpusError(f"`apt-get download {spec}` timed out; {hint}") from err
     debs = sorted(Path(dest).glob(f"{package}_*.deb"))
     if proc.returncode != 0 or not debs:
         detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise CorpusError(
-            f"`apt-get download {spec}` failed (exit {proc.returncode}: {' | '.join(detail)}); "
-            + hint
-        )
+        raise CorpusError(f"`apt-get download {spec}` failed (exit {proc.returncode}: {' | '.join(detail)}); " + hint)
     return debs[0]
 
 
@@ -410,8 +387,7 @@ def acquire_janeausten(
         "deb_filename": deb_file.name,
         "deb_sha256": hashlib.sha256(deb).hexdigest(),
         "raw": {
-            name: {"n_lines": len(lines), "n_chars": sum(len(line) for line in lines)}
-            for name, lines in novels.items()
+            name: {"n_lines": len(lines), "n_chars": sum(len(line) for line in lines)} for name, lines in novels.items()
         },
         "min_chars": min_chars,
     }

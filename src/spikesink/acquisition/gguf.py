@@ -215,8 +215,12 @@ def acquire_gguf_file(name: str, gguf_path: Path, out_dir: Path) -> dict:
     with atomic_path(out_dir) as staged:
         staged.mkdir(parents=True)
         convert_gguf_to_safetensors(gguf_path, staged, name)
-        origin = {"gguf_file": str(gguf_path), "gguf_architecture": info.architecture, "gguf_sha256": digest,
-                  "original_sha256": {gguf_path.name: digest}}
+        origin = {
+            "gguf_file": str(gguf_path),
+            "gguf_architecture": info.architecture,
+            "gguf_sha256": digest,
+            "original_sha256": {gguf_path.name: digest},
+        }
         manifest = build_manifest(name, "gguf_file", origin, staged)
         write_json(staged / MANIFEST, manifest)
     return manifest

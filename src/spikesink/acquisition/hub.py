@@ -43,12 +43,16 @@ def build_hub(name: str, spec: dict, staged: Path, cache_dir: Path) -> dict:
     )
     try:
         # config.json first: a model type without an adapter fails before any weight is fetched
-        config_path = huggingface_hub.hf_hub_download(repo_id, "config.json", revision=revision,
-                                                      cache_dir=cache_dir / "hub", token=token)
+        config_path = huggingface_hub.hf_hub_download(
+            repo_id, "config.json", revision=revision, cache_dir=cache_dir / "hub", token=token
+        )
         check_model_type(name, json.loads(Path(config_path).read_text()).get("model_type"), "repo_id")
         snapshot = Path(
             huggingface_hub.snapshot_download(
-                repo_id, revision=revision, allow_patterns=patterns, cache_dir=cache_dir / "hub",
+                repo_id,
+                revision=revision,
+                allow_patterns=patterns,
+                cache_dir=cache_dir / "hub",
                 token=token,
             )  # fmt: skip
         )
@@ -58,9 +62,7 @@ def build_hub(name: str, spec: dict, staged: Path, cache_dir: Path) -> dict:
             "licence on huggingface.co with the account of HF_TOKEN"
         ) from None
     except hub_errors.RevisionNotFoundError:
-        raise ModelSourceError(
-            f"{key(name, 'revision')} = {revision!r} does not exist in {repo_id}"
-        ) from None
+        raise ModelSourceError(f"{key(name, 'revision')} = {revision!r} does not exist in {repo_id}") from None
     except hub_errors.RepositoryNotFoundError:
         raise ModelSourceError(
             f"{key(name, 'repo_id')} = {repo_id} was not found (misspelt, or private without a token)"

@@ -11,7 +11,14 @@ import shutil
 from pathlib import Path
 
 from spikesink.acquisition.manifest import safetensors_header
-from spikesink.acquisition.spec import MODEL_FILE_PATTERNS, PICKLE_SUFFIXES, TOKENIZER_FILES, ModelSourceError, check_model_type, key
+from spikesink.acquisition.spec import (
+    MODEL_FILE_PATTERNS,
+    PICKLE_SUFFIXES,
+    TOKENIZER_FILES,
+    ModelSourceError,
+    check_model_type,
+    key,
+)
 from spikesink.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -38,9 +45,7 @@ def select_model_files(source: Path, name: str, field: str) -> list[Path]:
     """
     where = key(name, field)
     if not source.exists():
-        raise ModelSourceError(
-            f"{where}: {source} does not exist; point it at a Hugging Face model directory"
-        )
+        raise ModelSourceError(f"{where}: {source} does not exist; point it at a Hugging Face model directory")
     if not source.is_dir():
         raise ModelSourceError(f"{where}: {source} is not a directory")
     if not (source / "config.json").is_file():
@@ -65,9 +70,7 @@ def select_model_files(source: Path, name: str, field: str) -> list[Path]:
     for weight in weights:
         safetensors_header(weight)
     if not any((source / t).is_file() for t in TOKENIZER_FILES):
-        raise ModelSourceError(
-            f"{where}: {source} has no tokenizer files ({', '.join(TOKENIZER_FILES)})"
-        )
+        raise ModelSourceError(f"{where}: {source} has no tokenizer files ({', '.join(TOKENIZER_FILES)})")
     return sorted(
         p for p in source.iterdir()
         if p.is_file() and any(fnmatch.fnmatchcase(p.name, pat) for pat in MODEL_FILE_PATTERNS)

@@ -49,8 +49,9 @@ def build_manifest(name: str, source: str, origin: dict, model_dir: Path) -> dic
         "n_kv_heads": int(getattr(config, "num_key_value_heads", None) or n_heads),
         "head_dim": int(getattr(config, "head_dim", None) or config.hidden_size // n_heads),
         # GPT-2 names it n_inner (None: 4 d_model)
-        "intermediate_size": int(getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None)
-                                 or 4 * config.hidden_size),
+        "intermediate_size": int(
+            getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * config.hidden_size
+        ),
         "vocab_size": vocab_size,
         "tokenizer_size": len(tokenizer),
         "max_position_embeddings": int(config.max_position_embeddings),
@@ -73,10 +74,7 @@ def safetensors_hashes(model_dir: Path, known: dict[str, str]) -> dict[str, str]
     `known` holds hashes a builder already computed on these very files (the copies it wrote),
     so multi-gigabyte checkpoints are hashed once, not twice.
     """
-    return {
-        path.name: known.get(path.name) or sha256_file(path)
-        for path in sorted(model_dir.glob("*.safetensors"))
-    }
+    return {path.name: known.get(path.name) or sha256_file(path) for path in sorted(model_dir.glob("*.safetensors"))}
 
 
 def tokenizer_adds_bos(tokenizer) -> bool:

@@ -14,8 +14,8 @@ Errors name the config key to fix (`models.<name>.<key>`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from spikesink.acquisition.hub import build_hub
 from spikesink.acquisition.local import build_local
@@ -44,9 +44,7 @@ def acquire_model(name: str, spec: dict, out_dir: Path, cache_dir: Path) -> dict
     """
     source = spec.get("source")
     if source not in BUILDERS:
-        raise ModelSourceError(
-            f"{key(name, 'source')} is {source!r}; valid sources: {', '.join(SOURCES)}"
-        )
+        raise ModelSourceError(f"{key(name, 'source')} is {source!r}; valid sources: {', '.join(SOURCES)}")
     out_dir, cache_dir = Path(out_dir), Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir) as staged:

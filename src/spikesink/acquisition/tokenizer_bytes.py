@@ -75,9 +75,7 @@ def build_byte_tokenizer(add_bos: bool = True) -> PreTrainedTokenizerFast:
         )
     else:
         # Explicit no-op, so that saving and reloading cannot fall back to a model-specific default.
-        backend.post_processor = processors.TemplateProcessing(
-            single="$A", pair="$A $B", special_tokens=[]
-        )
+        backend.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B", special_tokens=[])
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token=BOS_TOKEN,

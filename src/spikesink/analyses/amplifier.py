@@ -22,7 +22,7 @@ position-0 attention output. `fold_norm=False` gives U_k on h itself.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,13 +32,14 @@ from spikesink.instrumentation.blocks import block_kind, block_layer
 from spikesink.instrumentation.layout import NotApplicable, model_layout
 from spikesink.instrumentation.taps import capture
 
-
 # ------------------------------------------------------------------------------------------
 # Weights
 # ------------------------------------------------------------------------------------------
 
 
-def ffn_weights(model, block: int, fold_norm: bool = True, expert: str = "dense") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def ffn_weights(
+    model, block: int, fold_norm: bool = True, expert: str = "dense"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(W_gate (d_ffn, d), W_up (d_ffn, d), W_down (d, d_ffn)) of one FFN block (or expert), float32.
 
     With fold_norm the effective gain of the FFN's input norm (Gemma: 1 + weight) multiplies the
@@ -81,8 +82,9 @@ def uk_matrix(gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor, channel:
     return (gate * down[channel][:, None]).T @ up
 
 
-def uk_norms(model, blocks: Sequence[int] | None = None, fold_norm: bool = True, chunk: int = 2048,
-             progress: bool = True) -> pd.DataFrame:
+def uk_norms(
+    model, blocks: Sequence[int] | None = None, fold_norm: bool = True, chunk: int = 2048, progress: bool = True
+) -> pd.DataFrame:
     """Long table (block, expert, channel, uk_norm) for every output channel of every FFN block.
 
     Dense blocks have expert "dense"; an MoE block has one set of rows per expert (and the shared
@@ -98,7 +100,9 @@ def uk_norms(model, blocks: Sequence[int] | None = None, fold_norm: bool = True,
         for expert in layout.experts(block):
             gate, up, down = ffn_weights(model, block, fold_norm, expert)
             norms = uk_norms_from_weights(gate, up, down, chunk).cpu().numpy()
-            frames.append(pd.DataFrame({"block": block, "expert": expert, "channel": np.arange(norms.size), "uk_norm": norms}))
+            frames.append(
+                pd.DataFrame({"block": block, "expert": expert, "channel": np.arange(norms.size), "uk_norm": norms})
+            )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -111,7 +115,7 @@ def block_norms(norms: pd.DataFrame) -> pd.DataFrame:
 def uk_outliers(norms: pd.DataFrame, top: int = 5) -> pd.DataFrame:
     """Per block: the `top` channels by ||U_k|| and their ratio to the block's median norm."""
     out = []
-    for block, group in norms.groupby("block"):
+    for _, group in norms.groupby("block"):
         median = float(group["uk_norm"].median())
         best = group.nlargest(top, "uk_norm").copy()
         best["ratio_to_median"] = best["uk_norm"] / max(median, 1e-30)
@@ -133,8 +137,9 @@ def symmetric_spectrum(u: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return values[order].cpu().numpy(), vectors[:, order].cpu().numpy()
 
 
-def channel_spectra(model, block: int, channels: Sequence[int], fold_norm: bool = True,
-                    expert: str = "dense") -> dict[int, dict]:
+def channel_spectra(
+    model, block: int, channels: Sequence[int], fold_norm: bool = True, expert: str = "dense"
+) -> dict[int, dict]:
     """Per channel: eigenvalues of S_k (by |lambda|), top eigenvector, dominance ratios."""
     gate, up, down = ffn_weights(model, block, fold_norm, expert)
     out = {}
@@ -150,8 +155,15 @@ def channel_spectra(model, block: int, channels: Sequence[int], fold_norm: bool 
     return out
 
 
-def spectra_table(model, block: int, spike_channels: Sequence[int], n_control: int = 8, seed: int = 0,
-                  fold_norm: bool = True, expert: str = "dense") -> tuple[pd.DataFrame, dict[int, dict]]:
+def spectra_table(
+    model,
+    block: int,
+    spike_channels: Sequence[int],
+    n_control: int = 8,
+    seed: int = 0,
+    fold_norm: bool = True,
+    expert: str = "dense",
+) -> tuple[pd.DataFrame, dict[int, dict]]:
     """Fig 4: spectra of the spike channels and of `n_control` random non-spike channels.
 
     Returns a long table (channel, kind, rank, eigenvalue, abs_normalised = |lambda| / |lambda_1|)
@@ -166,8 +178,16 @@ def spectra_table(model, block: int, spike_channels: Sequence[int], n_control: i
     for channel, spec in spectra.items():
         values = spec["eigenvalues"]
         for rank, value in enumerate(values, start=1):
-            rows.append((block, channel, "spike" if channel in set(spike_channels) else "control", rank, float(value),
-                         float(abs(value) / max(abs(values[0]), 1e-300))))
+            rows.append(
+                (
+                    block,
+                    channel,
+                    "spike" if channel in set(spike_channels) else "control",
+                    rank,
+                    float(value),
+                    float(abs(value) / max(abs(values[0]), 1e-300)),
+                )
+            )
     table = pd.DataFrame(rows, columns=["block", "channel", "kind", "rank", "eigenvalue", "abs_normalised"])
     return table, spectra
 
@@ -204,10 +224,10 @@ def attention_vo_matrix(model, layer: int) -> tuple[torch.Tensor, torch.Tensor |
     bias = None
     for head in range(w.n_heads):
         group = head // per_group
-        w_o = w.o[:, head * dh:(head + 1) * dh]
-        vo += w_o @ w.v[group * dh:(group + 1) * dh]
+        w_o = w.o[:, head * dh : (head + 1) * dh]
+        vo += w_o @ w.v[group * dh : (group + 1) * dh]
         if w.v_bias is not None:
-            term = w_o @ w.v_bias[group * dh:(group + 1) * dh]
+            term = w_o @ w.v_bias[group * dh : (group + 1) * dh]
             bias = term if bias is None else bias + term
     if w.o_bias is not None:
         bias = w.o_bias if bias is None else bias + w.o_bias
@@ -218,8 +238,13 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-30)
 
 
-def position0_attention(model, input_ids: torch.Tensor, attention_blocks: Sequence[int],
-                        s_star: np.ndarray | None = None, step_up_block: int | None = None) -> pd.DataFrame:
+def position0_attention(
+    model,
+    input_ids: torch.Tensor,
+    attention_blocks: Sequence[int],
+    s_star: np.ndarray | None = None,
+    step_up_block: int | None = None,
+) -> pd.DataFrame:
     """Check that the position-0 attention output equals W_VO applied to its normed input.
 
     For every sequence (position 0 only) and each attention block: relative error
@@ -243,8 +268,12 @@ def position0_attention(model, input_ids: torch.Tensor, attention_blocks: Sequen
         predicted = got[(block, "normed_input")] @ vo.T + (0 if bias is None else bias)
         actual = got[(block, "raw_output")]
         error = (actual - predicted).norm(dim=-1) / actual.norm(dim=-1).clamp_min(1e-30)
-        row = {"block": block, "rel_error_median": float(error.median()), "rel_error_max": float(error.max()),
-               "attn_norm_median": float(actual.norm(dim=-1).median())}
+        row = {
+            "block": block,
+            "rel_error_median": float(error.median()),
+            "rel_error_max": float(error.max()),
+            "attn_norm_median": float(actual.norm(dim=-1).median()),
+        }
         if star is not None:
             row["cos_attn_s_star_median"] = float(_cos(actual, star).median())
             row["abs_cos_attn_s_star_median"] = float(_cos(actual, star).abs().median())
@@ -253,8 +282,11 @@ def position0_attention(model, input_ids: torch.Tensor, attention_blocks: Sequen
     frame = pd.DataFrame(rows)
     if star is not None and step_up_block:
         cos_in = _cos(got[(step_up_block, "input")], star)
-        frame.attrs["step_up_input_cos_s_star"] = {"median": float(cos_in.median()), "min": float(cos_in.min()),
-                                                   "abs_median": float(cos_in.abs().median())}
+        frame.attrs["step_up_input_cos_s_star"] = {
+            "median": float(cos_in.median()),
+            "min": float(cos_in.min()),
+            "abs_median": float(cos_in.abs().median()),
+        }
     return frame
 
 
@@ -268,7 +300,9 @@ SECTION = "3.3 quadratic amplifier"
 def position0_top_channels(model, input_ids: torch.Tensor, block: int, k: int = 3) -> list[int]:
     """The k channels with the largest mean |h| at position 0 after `block` (the spike pattern)."""
     device = next(model.parameters()).device
-    got = capture(model, [(block, "post_residual")], transform=lambda t: t[:, 0].float(), input_ids=input_ids.to(device))
+    got = capture(
+        model, [(block, "post_residual")], transform=lambda t: t[:, 0].float(), input_ids=input_ids.to(device)
+    )
     return got[(block, "post_residual")].abs().mean(0).topk(k).indices.tolist()
 
 
@@ -278,8 +312,16 @@ def _lead_expert(norms: pd.DataFrame, block: int, channels: Sequence[int]) -> st
     return str(rows.groupby("expert")["uk_norm"].sum().idxmax())
 
 
-def run_amplifier(model, lifecycle: Mapping, first_token_ids: torch.Tensor, n_control: int = 8, seed: int = 0,
-                  fold_norm: bool = True, chunk: int = 2048, progress: bool = True) -> dict:
+def run_amplifier(
+    model,
+    lifecycle: Mapping,
+    first_token_ids: torch.Tensor,
+    n_control: int = 8,
+    seed: int = 0,
+    fold_norm: bool = True,
+    chunk: int = 2048,
+    progress: bool = True,
+) -> dict:
     """Fig 3/4/8 and the position-0 map for one model, driven by the detected life cycle.
 
     first_token_ids: (n, T>=1) prompts whose position 0 is a spike token (BOS stripped when the
@@ -295,13 +337,21 @@ def run_amplifier(model, lifecycle: Mapping, first_token_ids: torch.Tensor, n_co
     step_up = [int(b) for b in lifecycle.get("step_up", [])]
     step_down = [int(b) for b in lifecycle.get("step_down", [])]
     spike_channels = [int(c) for c in lifecycle.get("spike_channels", [])]
-    summary: dict = {"step_up": step_up, "step_down": step_down, "spike_channels": spike_channels,
-                     "fold_norm": bool(fold_norm and layout.layers[0].ffn_input_norm is not None),
-                     "ffn_kind": layout.ffn_kind, "d_model": layout.d_model}
-    out = {"norms": pd.DataFrame(columns=["block", "expert", "channel", "uk_norm"]),
-           "outliers": pd.DataFrame(columns=["block", "expert", "channel", "uk_norm", "ratio_to_median", "rank"]),
-           "spectra": pd.DataFrame(columns=["block", "channel", "kind", "rank", "eigenvalue", "abs_normalised"]),
-           "summary": summary, "s_star": {}}
+    summary: dict = {
+        "step_up": step_up,
+        "step_down": step_down,
+        "spike_channels": spike_channels,
+        "fold_norm": bool(fold_norm and layout.layers[0].ffn_input_norm is not None),
+        "ffn_kind": layout.ffn_kind,
+        "d_model": layout.d_model,
+    }
+    out = {
+        "norms": pd.DataFrame(columns=["block", "expert", "channel", "uk_norm"]),
+        "outliers": pd.DataFrame(columns=["block", "expert", "channel", "uk_norm", "ratio_to_median", "rank"]),
+        "spectra": pd.DataFrame(columns=["block", "channel", "kind", "rank", "eigenvalue", "abs_normalised"]),
+        "summary": summary,
+        "s_star": {},
+    }
     try:
         norms = uk_norms(model, fold_norm=fold_norm, chunk=chunk, progress=progress)
     except NotApplicable as reason:
@@ -313,9 +363,14 @@ def run_amplifier(model, lifecycle: Mapping, first_token_ids: torch.Tensor, n_co
         out["norms"], out["outliers"] = norms, uk_outliers(per_block_norms, top=5)
         medians = per_block_norms.groupby("block")["uk_norm"].median()
         summary["uk_ratio_to_median"] = {
-            channel: {int(b): float(v) for b, v in
-                      (per_block_norms[per_block_norms["channel"] == channel].set_index("block")["uk_norm"] / medians).items()}
-            for channel in spike_channels}
+            channel: {
+                int(b): float(v)
+                for b, v in (
+                    per_block_norms[per_block_norms["channel"] == channel].set_index("block")["uk_norm"] / medians
+                ).items()
+            }
+            for channel in spike_channels
+        }
         if step_up:
             if len(spike_channels) >= 2:
                 sharing, sharing_from = spike_channels, "spike channels"
@@ -326,8 +381,9 @@ def run_amplifier(model, lifecycle: Mapping, first_token_ids: torch.Tensor, n_co
             tables, per_block = [], {}
             for block in step_up + step_down:
                 expert = _lead_expert(norms, block, sharing)
-                table, spectra = spectra_table(model, block, sharing, n_control=n_control, seed=seed, fold_norm=fold_norm,
-                                               expert=expert)
+                table, spectra = spectra_table(
+                    model, block, sharing, n_control=n_control, seed=seed, fold_norm=fold_norm, expert=expert
+                )
                 tables.append(table.assign(expert=expert))
                 cos, s_stars[block] = shared_direction(spectra, sharing)
                 controls = [c for c in spectra if c not in set(sharing)]
@@ -335,21 +391,28 @@ def run_amplifier(model, lifecycle: Mapping, first_token_ids: torch.Tensor, n_co
                     "expert": expert,
                     "top_over_second": {c: spectra[c]["top_over_second"] for c in sharing},
                     "top_share": {c: spectra[c]["top_share"] for c in sharing},
-                    "control_top_over_second_median": float(np.median([spectra[c]["top_over_second"] for c in controls]))
-                    if controls else float("nan"),
-                    "top_vector_abs_cos_min": float(cos[~np.eye(len(sharing), dtype=bool)].min()) if len(sharing) > 1 else 1.0,
+                    "control_top_over_second_median": float(
+                        np.median([spectra[c]["top_over_second"] for c in controls])
+                    )
+                    if controls
+                    else float("nan"),
+                    "top_vector_abs_cos_min": float(cos[~np.eye(len(sharing), dtype=bool)].min())
+                    if len(sharing) > 1
+                    else 1.0,
                     "top_vector_abs_cos": cos.tolist(),
                 }
             out["spectra"] = pd.concat(tables, ignore_index=True)
             summary["blocks"] = per_block
             summary["s_star_abs_cos_between_blocks"] = {
-                f"{a}-{b}": float(abs(s_stars[a] @ s_stars[b])) for a in s_stars for b in s_stars if a < b}
+                f"{a}-{b}": float(abs(s_stars[a] @ s_stars[b])) for a in s_stars for b in s_stars if a < b
+            }
     if not step_up:
         summary["note"] = "no step-up block detected: spectra, s* and the position-0 check skipped"
         return out
     attention_blocks = list(range(1, step_up[0], 2))
-    check = position0_attention(model, first_token_ids, attention_blocks, s_star=s_stars.get(step_up[0]),
-                                step_up_block=step_up[0])
+    check = position0_attention(
+        model, first_token_ids, attention_blocks, s_star=s_stars.get(step_up[0]), step_up_block=step_up[0]
+    )
     summary["position0"] = {
         "attention_blocks": attention_blocks,
         "rel_error_max": float(check["rel_error_max"].max()),
@@ -363,18 +426,31 @@ def run_amplifier(model, lifecycle: Mapping, first_token_ids: torch.Tensor, n_co
 
 
 UK_CLAIMS = (
-    ("spike channels have outlying ||U_k|| in the step-up/step-down blocks", "outlying ||U_k||_F only in step-up/step-down blocks (Fig 3, 8)"),
+    (
+        "spike channels have outlying ||U_k|| in the step-up/step-down blocks",
+        "outlying ||U_k||_F only in step-up/step-down blocks (Fig 3, 8)",
+    ),
     ("S_k of spike channels has one dominant eigenvalue", "one dominant eigenvalue (Fig 4)"),
     ("spike channels share the top eigenvector s*", "shared s* (Fig 4)"),
 )
 POSITION0_CLAIMS = (
     ("attention at position 0 is a fixed linear map W_VO of the token", "position 0 attends only to itself"),
-    ("the position-0 input of the step-up block is aligned with s*", "the fixed position-0 map steers the first token towards s*"),
+    (
+        "the position-0 input of the step-up block is aligned with s*",
+        "the fixed position-0 map steers the first token towards s*",
+    ),
 )
 
 
-def amplifier_claims(model: str, summary: Mapping, min_ratio: float = 5.0, min_dominance: float = 2.0,
-                     min_shared_cos: float = 0.9, max_rel_error: float = 1e-3, min_alignment: float = 0.3) -> list:
+def amplifier_claims(
+    model: str,
+    summary: Mapping,
+    min_ratio: float = 5.0,
+    min_dominance: float = 2.0,
+    min_shared_cos: float = 0.9,
+    max_rel_error: float = 1e-3,
+    min_alignment: float = 0.3,
+) -> list:
     """Fig 3/4/8 claims plus the position-0 fixed-map check (U_k rows n/a without a gated FFN)."""
     from spikesink.scorecard import Claim, not_applicable
 
@@ -383,7 +459,9 @@ def amplifier_claims(model: str, summary: Mapping, min_ratio: float = 5.0, min_d
         reason = "no step-up block was detected"
         return [not_applicable(SECTION, claim, model, paper, reason) for claim, paper in UK_CLAIMS + POSITION0_CLAIMS]
     if summary.get("not_applicable"):
-        claims += [not_applicable(SECTION, claim, model, paper, summary["not_applicable"]) for claim, paper in UK_CLAIMS]
+        claims += [
+            not_applicable(SECTION, claim, model, paper, summary["not_applicable"]) for claim, paper in UK_CLAIMS
+        ]
     step_blocks = set(summary["step_up"]) | set(summary["step_down"])
     ratios = summary.get("uk_ratio_to_median", {})
     if ratios and step_blocks:
@@ -393,40 +471,82 @@ def amplifier_claims(model: str, summary: Mapping, min_ratio: float = 5.0, min_d
             up_ok = all(by_block.get(b, 0) >= min_ratio for b in summary["step_up"])
             outside = max((v for b, v in by_block.items() if b not in step_blocks), default=float("nan"))
             holds &= best in step_blocks and up_ok
-            parts.append(f"ch {channel}: max {by_block[best]:.1f}x median at block {best}; step-up "
-                         + ", ".join(f"{b}: {by_block.get(b, float('nan')):.1f}x" for b in summary["step_up"])
-                         + "; step-down " + ", ".join(f"{b}: {by_block.get(b, float('nan')):.1f}x" for b in summary["step_down"])
-                         + f"; elsewhere at most {outside:.1f}x")
-        claims.append(Claim(SECTION, "spike channels have outlying ||U_k|| in the step-up/step-down blocks", model,
-                            "outlying ||U_k||_F only in step-up/step-down blocks (Fig 3, 8)", "; ".join(parts), holds,
-                            f"largest ratio in a step block and >= {min_ratio}x the block median in every step-up block"))
+            parts.append(
+                f"ch {channel}: max {by_block[best]:.1f}x median at block {best}; step-up "
+                + ", ".join(f"{b}: {by_block.get(b, float('nan')):.1f}x" for b in summary["step_up"])
+                + "; step-down "
+                + ", ".join(f"{b}: {by_block.get(b, float('nan')):.1f}x" for b in summary["step_down"])
+                + f"; elsewhere at most {outside:.1f}x"
+            )
+        claims.append(
+            Claim(
+                SECTION,
+                "spike channels have outlying ||U_k|| in the step-up/step-down blocks",
+                model,
+                "outlying ||U_k||_F only in step-up/step-down blocks (Fig 3, 8)",
+                "; ".join(parts),
+                holds,
+                f"largest ratio in a step block and >= {min_ratio}x the block median in every step-up block",
+            )
+        )
     blocks = summary.get("blocks", {})
     if blocks:
         up = [b for b in summary["step_up"] if b in blocks]
         dominance = {b: max(blocks[b]["top_over_second"].values()) for b in up}
         controls = {b: blocks[b]["control_top_over_second_median"] for b in up}
-        claims.append(Claim(SECTION, "S_k of spike channels has one dominant eigenvalue", model,
-                            "one dominant eigenvalue (Fig 4)",
-                            "; ".join(f"block {b}: |l1|/|l2| = {dominance[b]:.2f} (random channels {controls[b]:.2f})"
-                                      for b in up),
-                            all(dominance[b] >= min_dominance and dominance[b] > controls[b] for b in up),
-                            f"|l1|/|l2| >= {min_dominance} and above random channels"))
+        claims.append(
+            Claim(
+                SECTION,
+                "S_k of spike channels has one dominant eigenvalue",
+                model,
+                "one dominant eigenvalue (Fig 4)",
+                "; ".join(f"block {b}: |l1|/|l2| = {dominance[b]:.2f} (random channels {controls[b]:.2f})" for b in up),
+                all(dominance[b] >= min_dominance and dominance[b] > controls[b] for b in up),
+                f"|l1|/|l2| >= {min_dominance} and above random channels",
+            )
+        )
         shared = {b: blocks[b]["top_vector_abs_cos_min"] for b in up}
-        claims.append(Claim(SECTION, "spike channels share the top eigenvector s*", model, "shared s* (Fig 4)",
-                            "; ".join(f"block {b}: min |cos| = {shared[b]:.3f} over channels {summary['sharing_channels']} "
-                                      f"({summary['sharing_from']})" for b in up),
-                            all(v >= min_shared_cos for v in shared.values()), f"min |cos| >= {min_shared_cos}"))
+        claims.append(
+            Claim(
+                SECTION,
+                "spike channels share the top eigenvector s*",
+                model,
+                "shared s* (Fig 4)",
+                "; ".join(
+                    f"block {b}: min |cos| = {shared[b]:.3f} over channels {summary['sharing_channels']} "
+                    f"({summary['sharing_from']})"
+                    for b in up
+                ),
+                all(v >= min_shared_cos for v in shared.values()),
+                f"min |cos| >= {min_shared_cos}",
+            )
+        )
     pos0 = summary.get("position0")
     if pos0 and pos0["attention_blocks"]:
-        claims.append(Claim(SECTION, "attention at position 0 is a fixed linear map W_VO of the token", model,
-                            "position 0 attends only to itself", f"max relative error {pos0['rel_error_max']:.2g} over "
-                            f"attention blocks {pos0['attention_blocks'][0]}-{pos0['attention_blocks'][-1]}, "
-                            f"{pos0['n_sequences']} first tokens", pos0["rel_error_max"] <= max_rel_error,
-                            f"relative error <= {max_rel_error}"))
+        claims.append(
+            Claim(
+                SECTION,
+                "attention at position 0 is a fixed linear map W_VO of the token",
+                model,
+                "position 0 attends only to itself",
+                f"max relative error {pos0['rel_error_max']:.2g} over "
+                f"attention blocks {pos0['attention_blocks'][0]}-{pos0['attention_blocks'][-1]}, "
+                f"{pos0['n_sequences']} first tokens",
+                pos0["rel_error_max"] <= max_rel_error,
+                f"relative error <= {max_rel_error}",
+            )
+        )
     if pos0 and pos0.get("step_up_input_cos_s_star"):
         align = pos0["step_up_input_cos_s_star"]["abs_median"]
-        claims.append(Claim(SECTION, "the position-0 input of the step-up block is aligned with s*", model,
-                            "the fixed position-0 map steers the first token towards s*",
-                            f"median |cos| = {align:.2f} (random: ~{pos0['random_abs_cos_scale']:.3f})",
-                            align >= min_alignment, f"median |cos| >= {min_alignment}"))
+        claims.append(
+            Claim(
+                SECTION,
+                "the position-0 input of the step-up block is aligned with s*",
+                model,
+                "the fixed position-0 map steers the first token towards s*",
+                f"median |cos| = {align:.2f} (random: ~{pos0['random_abs_cos_scale']:.3f})",
+                align >= min_alignment,
+                f"median |cos| >= {min_alignment}",
+            )
+        )
     return claims

@@ -11,14 +11,29 @@ claims say so, and they read n/a unless both a pre-norm and a non-pre-norm model
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 SECTION = "beyond the paper: architectures"
-COLUMNS = ["model", "family", "model_type", "norm placement", "FFN", "blocks", "d_model", "spike channels", "step-up",
-           "step-down", "peak |h|", "peak / median", "position-0 spike share", "sink ratio (%)", "key-0 mass"]
+COLUMNS = [
+    "model",
+    "family",
+    "model_type",
+    "norm placement",
+    "FFN",
+    "blocks",
+    "d_model",
+    "spike channels",
+    "step-up",
+    "step-down",
+    "peak |h|",
+    "peak / median",
+    "position-0 spike share",
+    "sink ratio (%)",
+    "key-0 mass",
+]
 
 
 def architecture_row(model: str, meta: Mapping, lifecycle: Mapping, sinks: Mapping) -> dict:
@@ -69,10 +84,13 @@ def architecture_claims(frame: pd.DataFrame, min_ratio_gap: float = 10.0, sink_t
     paper_sink = "Table 5: sink ratio 44.7 / 42.0 vs 46.0 %: sinks stay"
     pre, other = _group(frame, True), _group(frame, False)
     if pre.empty or other.empty:
-        reason = ("needs at least one pre-norm and one sandwich/output-norm model; configured: "
-                  + (", ".join(f"{m} ({p})" for m, p in zip(frame["model"], frame["norm placement"])) or "none"))
-        return [not_applicable(SECTION, spike_claim, "all", paper_spike, reason),
-                not_applicable(SECTION, sink_claim, "all", paper_sink, reason)]
+        reason = "needs at least one pre-norm and one sandwich/output-norm model; configured: " + (
+            ", ".join(f"{m} ({p})" for m, p in zip(frame["model"], frame["norm placement"])) or "none"
+        )
+        return [
+            not_applicable(SECTION, spike_claim, "all", paper_spike, reason),
+            not_applicable(SECTION, sink_claim, "all", paper_sink, reason),
+        ]
     confound = " Confounded by size, data, tokenizer and training length: a hint, not an ablation."
     # compared with the pre-norm models that do spike (sink): otherwise the claims hold vacuously
     spiking = pre[pre["step-up"].map(len) > 0]
@@ -83,22 +101,37 @@ def architecture_claims(frame: pd.DataFrame, min_ratio_gap: float = 10.0, sink_t
 
     claims = []
     if spiking.empty:
-        claims.append(not_applicable(SECTION, spike_claim, "all", paper_spike, "no pre-norm model has a detected spike"))
+        claims.append(
+            not_applicable(SECTION, spike_claim, "all", paper_spike, "no pre-norm model has a detected spike")
+        )
     else:
         gap = float(spiking["peak / median"].min() / max(other["peak / median"].max(), 1e-30))
-        claims.append(Claim(
-            SECTION, spike_claim, "all", paper_spike,
-            f"peak/median: pre-norm {listing(spiking, 'peak / median', '{:.3g}')}; other "
-            f"{listing(other, 'peak / median', '{:.3g}')} (gap {gap:.3g}x).{confound}",
-            gap >= min_ratio_gap, f"smallest spiking pre-norm ratio >= {min_ratio_gap:g}x the largest other ratio"))
+        claims.append(
+            Claim(
+                SECTION,
+                spike_claim,
+                "all",
+                paper_spike,
+                f"peak/median: pre-norm {listing(spiking, 'peak / median', '{:.3g}')}; other "
+                f"{listing(other, 'peak / median', '{:.3g}')} (gap {gap:.3g}x).{confound}",
+                gap >= min_ratio_gap,
+                f"smallest spiking pre-norm ratio >= {min_ratio_gap:g}x the largest other ratio",
+            )
+        )
     if sinking.empty:
         claims.append(not_applicable(SECTION, sink_claim, "all", paper_sink, "no pre-norm model sinks"))
     else:
         floor = sink_tolerance * float(sinking["sink ratio (%)"].median())
-        claims.append(Claim(
-            SECTION, sink_claim, "all", paper_sink,
-            f"sink ratio: pre-norm {listing(sinking, 'sink ratio (%)', '{:.1f} %')}; other "
-            f"{listing(other, 'sink ratio (%)', '{:.1f} %')}.{confound}",
-            bool((other["sink ratio (%)"] >= floor).all()),
-            f"every other model >= {sink_tolerance:g} x the median of the sinking pre-norm models ({floor:.1f} %)"))
+        claims.append(
+            Claim(
+                SECTION,
+                sink_claim,
+                "all",
+                paper_sink,
+                f"sink ratio: pre-norm {listing(sinking, 'sink ratio (%)', '{:.1f} %')}; other "
+                f"{listing(other, 'sink ratio (%)', '{:.1f} %')}.{confound}",
+                bool((other["sink ratio (%)"] >= floor).all()),
+                f"every other model >= {sink_tolerance:g} x the median of the sinking pre-norm models ({floor:.1f} %)",
+            )
+        )
     return claims

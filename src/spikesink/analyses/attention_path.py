@@ -23,7 +23,7 @@ produced, so some change may come from the novelty itself, which the control bou
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,8 +49,13 @@ def plateau_attention_blocks(lifecycle: Mapping) -> list[int]:
 
 
 @contextlib.contextmanager
-def strip_attention_input(model: nn.Module, blocks: Sequence[int], channels: Sequence[int],
-                          positions: str = "first", rule: SpikeRule | None = None) -> Iterator[dict]:
+def strip_attention_input(
+    model: nn.Module,
+    blocks: Sequence[int],
+    channels: Sequence[int],
+    positions: str = "first",
+    rule: SpikeRule | None = None,
+) -> Iterator[dict]:
     """Token 0's (or every spike token's) normalised attention input in `blocks`, recomputed with
     `channels` of its residual set to the batch's ordinary-token mean."""
     if positions not in ("first", "spike"):
@@ -100,27 +105,41 @@ def measure(model: nn.Module, batches: Sequence[np.ndarray], layers: Sequence[in
             nll, count = nll + float(values.double().sum()), count + values.numel()
     key0 = sinks.result()["key0_mass"]  # (N, L, H)
     edited = key0[:, list(layers)] if len(layers) else key0[:, :0]
-    return {"perplexity": float(np.exp(nll / count)),
-            "sink_ratio": float(100 * (key0 > eps).mean()), "key0_mass": float(key0.mean()),
-            "sink_ratio_edited_layers": float(100 * (edited > eps).mean()) if edited.size else np.nan,
-            "key0_mass_edited_layers": float(edited.mean()) if edited.size else np.nan}
+    return {
+        "perplexity": float(np.exp(nll / count)),
+        "sink_ratio": float(100 * (key0 > eps).mean()),
+        "key0_mass": float(key0.mean()),
+        "sink_ratio_edited_layers": float(100 * (edited > eps).mean()) if edited.size else np.nan,
+        "key0_mass_edited_layers": float(edited.mean()) if edited.size else np.nan,
+    }
 
 
-def attention_path_table(model: nn.Module, batches: Sequence[np.ndarray], lifecycle: Mapping, eps: float = 0.3,
-                         positions: str = "first", seed: int = 0, rule: SpikeRule | None = None) -> pd.DataFrame:
+def attention_path_table(
+    model: nn.Module,
+    batches: Sequence[np.ndarray],
+    lifecycle: Mapping,
+    eps: float = 0.3,
+    positions: str = "first",
+    seed: int = 0,
+    rule: SpikeRule | None = None,
+) -> pd.DataFrame:
     """Conditions none / spike channels / control channels, each measured on the same batches."""
     blocks = plateau_attention_blocks(lifecycle)
     channels = [int(c) for c in lifecycle["spike_channels"]]
     layers = sorted({block_layer(b) for b in blocks})
     d_model = model_layout(model).d_model
     others = np.setdiff1d(np.arange(d_model), channels)
-    control = sorted(np.random.default_rng(seed).choice(others, size=min(len(channels), others.size), replace=False).tolist())
+    control = sorted(
+        np.random.default_rng(seed).choice(others, size=min(len(channels), others.size), replace=False).tolist()
+    )
     rows = [{"condition": "none", "channels": "", "edited_tokens": 0} | measure(model, batches, layers, eps)]
     for condition, chosen in (("spike channels", channels), ("control channels", control)):
         with strip_attention_input(model, blocks, chosen, positions, rule) as log:
             measured = measure(model, batches, layers, eps)
-        rows.append({"condition": condition, "channels": " ".join(map(str, chosen)),
-                     "edited_tokens": log["edited_tokens"]} | measured)
+        rows.append(
+            {"condition": condition, "channels": " ".join(map(str, chosen)), "edited_tokens": log["edited_tokens"]}
+            | measured
+        )
     table = pd.DataFrame(rows)
     table.insert(1, "blocks", f"{blocks[0]}-{blocks[-1]}" if blocks else "")
     return table
@@ -130,8 +149,13 @@ CLAIM = "the sink comes from the spike through token 0's attention input (spike 
 PAPER = "Sec. 3: the normalised spike is a near-constant sparse key that later queries align with"
 
 
-def attention_path_claims(model: str, table: pd.DataFrame | None, reason: str | None = None, min_drop: float = 0.5,
-                          max_control_change: float = 0.2) -> list:
+def attention_path_claims(
+    model: str,
+    table: pd.DataFrame | None,
+    reason: str | None = None,
+    min_drop: float = 0.5,
+    max_control_change: float = 0.2,
+) -> list:
     """Holds when the spike edit removes at least `min_drop` of the edited layers' sink ratio (or
     key-0 mass when no head sinks there) and the control edit changes it by less than
     `max_control_change`, relatively."""
@@ -140,15 +164,23 @@ def attention_path_claims(model: str, table: pd.DataFrame | None, reason: str | 
     if reason or table is None or table.empty:
         return [not_applicable(SECTION, CLAIM, model, PAPER, reason or "no plateau attention block to edit")]
     rows = table.set_index("condition")
-    metric = "sink_ratio_edited_layers" if rows.loc["none", "sink_ratio_edited_layers"] > 0 else "key0_mass_edited_layers"
+    metric = (
+        "sink_ratio_edited_layers" if rows.loc["none", "sink_ratio_edited_layers"] > 0 else "key0_mass_edited_layers"
+    )
     base, spike, control = (float(rows.loc[c, metric]) for c in ("none", "spike channels", "control channels"))
     drop = 1 - spike / base if base > 0 else float("nan")
     control_change = abs(control - base) / base if base > 0 else float("nan")
     name = "sink ratio" if metric.startswith("sink") else "key-0 mass"
-    return [Claim(
-        SECTION, CLAIM, model, PAPER,
-        f"blocks {table['blocks'].iloc[0]}: {name} {base:.3g} -> {spike:.3g} without the spike in token 0's attention input "
-        f"(control channels: {control:.3g}); perplexity {rows.loc['none', 'perplexity']:.4g} -> "
-        f"{rows.loc['spike channels', 'perplexity']:.4g} (control {rows.loc['control channels', 'perplexity']:.4g})",
-        bool(drop >= min_drop and control_change < max_control_change),
-        f"{name} of the edited layers falls by >= {100 * min_drop:.0f}%, control changes it by < {100 * max_control_change:.0f}%")]
+    return [
+        Claim(
+            SECTION,
+            CLAIM,
+            model,
+            PAPER,
+            f"blocks {table['blocks'].iloc[0]}: {name} {base:.3g} -> {spike:.3g} without the spike in token 0's attention input "
+            f"(control channels: {control:.3g}); perplexity {rows.loc['none', 'perplexity']:.4g} -> "
+            f"{rows.loc['spike channels', 'perplexity']:.4g} (control {rows.loc['control channels', 'perplexity']:.4g})",
+            bool(drop >= min_drop and control_change < max_control_change),
+            f"{name} of the edited layers falls by >= {100 * min_drop:.0f}%, control changes it by < {100 * max_control_change:.0f}%",
+        )
+    ]

@@ -18,8 +18,8 @@ while setting it to zero destroys the model. Here:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -50,9 +50,17 @@ class SpikeSite:
     roles: list[str] = field(default_factory=list)  # "first massive block", "step-up"
 
     def to_dict(self) -> dict:
-        return {"block": self.block, "channels": self.channels, "roles": self.roles, "spread": self.spread,
-                "n_first": self.n_first, "n_other": self.n_other, "first_mean": self.first_mean.tolist(),
-                "other_mean": self.other_mean.tolist(), "ordinary_mean": self.ordinary_mean.tolist()}
+        return {
+            "block": self.block,
+            "channels": self.channels,
+            "roles": self.roles,
+            "spread": self.spread,
+            "n_first": self.n_first,
+            "n_other": self.n_other,
+            "first_mean": self.first_mean.tolist(),
+            "other_mean": self.other_mean.tolist(),
+            "ordinary_mean": self.ordinary_mean.tolist(),
+        }
 
 
 def site_blocks(lifecycle: Mapping) -> tuple[dict[int, list[str]], list[str]]:
@@ -61,24 +69,33 @@ def site_blocks(lifecycle: Mapping) -> tuple[dict[int, list[str]], list[str]]:
     skipped = []
     plateau = lifecycle.get("plateau")
     candidates = ([(int(plateau[0]), "first massive block")] if plateau else []) + [
-        (int(b), "step-up") for b in lifecycle.get("step_up", [])]
+        (int(b), "step-up") for b in lifecycle.get("step_up", [])
+    ]
     for block, role in candidates:
         if block_kind(block) != "ffn":
-            skipped.append(f"block {block} ({role}) is an attention block: its post-residual cannot be edited by a hook")
+            skipped.append(
+                f"block {block} ({role}) is an attention block: its post-residual cannot be edited by a hook"
+            )
             continue
         sites.setdefault(block, []).append(role)
     return sites, skipped
 
 
-def calibrate(model: nn.Module, prompts: np.ndarray, sites: Mapping[int, list[str]], channels: Sequence[int],
-              rule: SpikeRule, batch_size: int = 8) -> list[SpikeSite]:
+def calibrate(
+    model: nn.Module,
+    prompts: np.ndarray,
+    sites: Mapping[int, list[str]],
+    channels: Sequence[int],
+    rule: SpikeRule,
+    batch_size: int = 8,
+) -> list[SpikeSite]:
     """Means and spreads of the spike channels at spike tokens, per site, on calibration prompts."""
     blocks = sorted(sites)
     chans = torch.as_tensor(list(channels), dtype=torch.long)
     values = {b: {"first": [], "other": [], "ordinary": []} for b in blocks}
     device = next(model.parameters()).device
     for start in range(0, len(prompts), batch_size):
-        ids = torch.as_tensor(prompts[start:start + batch_size], device=device)
+        ids = torch.as_tensor(prompts[start : start + batch_size], device=device)
         got = capture(model, [(b, "post_residual") for b in blocks], input_ids=ids)
         for b in blocks:
             state = got[(b, "post_residual")].float()
@@ -96,11 +113,24 @@ def calibrate(model: nn.Module, prompts: np.ndarray, sites: Mapping[int, list[st
             raise ValueError(f"block {b}: no spike token in the calibration prompts")
         first_mean = (first if len(first) else other).mean(0)
         other_mean = other.mean(0) if len(other) else first_mean
-        distances = [((v - m).norm(dim=-1) / m.norm().clamp_min(1e-30)) for v, m in ((first, first_mean), (other, other_mean))
-                     if len(v)]
-        out.append(SpikeSite(b, [int(c) for c in channels], first_mean.numpy(), other_mean.numpy(),
-                             ordinary.mean(0).numpy(), float(torch.cat(distances).mean()), len(first), len(other),
-                             list(sites[b])))
+        distances = [
+            ((v - m).norm(dim=-1) / m.norm().clamp_min(1e-30))
+            for v, m in ((first, first_mean), (other, other_mean))
+            if len(v)
+        ]
+        out.append(
+            SpikeSite(
+                b,
+                [int(c) for c in channels],
+                first_mean.numpy(),
+                other_mean.numpy(),
+                ordinary.mean(0).numpy(),
+                float(torch.cat(distances).mean()),
+                len(first),
+                len(other),
+                list(sites[b]),
+            )
+        )
     return out
 
 
@@ -141,31 +171,66 @@ def replace_massive(model: nn.Module, site: SpikeSite, mode: str, rule: SpikeRul
         yield log
 
 
-def implicit_parameter_table(model: nn.Module, heldout: Sequence[np.ndarray], sites: Sequence[SpikeSite],
-                             modes: Sequence[str] = MODES, rule: SpikeRule | None = None) -> pd.DataFrame:
+def implicit_parameter_table(
+    model: nn.Module,
+    heldout: Sequence[np.ndarray],
+    sites: Sequence[SpikeSite],
+    modes: Sequence[str] = MODES,
+    rule: SpikeRule | None = None,
+) -> pd.DataFrame:
     """One row per (site, mode) plus the unedited model: held-out perplexity and its ratio."""
     rule = rule or SpikeRule()
     base = perplexity(model, heldout)
-    rows = [{"block": 0, "roles": "", "mode": "none", "perplexity": base, "ratio": 1.0, "edited_tokens": 0, "spread": np.nan}]
+    rows = [
+        {
+            "block": 0,
+            "roles": "",
+            "mode": "none",
+            "perplexity": base,
+            "ratio": 1.0,
+            "edited_tokens": 0,
+            "spread": np.nan,
+        }
+    ]
     for site in sites:
         for mode in modes:
             with replace_massive(model, site, mode, rule) as log:
                 ppl = perplexity(model, heldout)
-            rows.append({"block": site.block, "roles": ", ".join(site.roles), "mode": mode, "perplexity": ppl,
-                         "ratio": ppl / base, "edited_tokens": log.edited_tokens, "spread": site.spread})
+            rows.append(
+                {
+                    "block": site.block,
+                    "roles": ", ".join(site.roles),
+                    "mode": mode,
+                    "perplexity": ppl,
+                    "ratio": ppl / base,
+                    "edited_tokens": log.edited_tokens,
+                    "spread": site.spread,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 CLAIMS = {
-    "own_mean": ("setting the massive activations to their own mean keeps perplexity",
-                 "unchanged perplexity (Sun et al. 2024: massive activations act as fixed biases)"),
+    "own_mean": (
+        "setting the massive activations to their own mean keeps perplexity",
+        "unchanged perplexity (Sun et al. 2024: massive activations act as fixed biases)",
+    ),
     "zero": ("setting the massive activations to zero destroys the model", "perplexity explodes (Sun et al. 2024)"),
-    "constant": ("massive activations are nearly constant across prompts", "near-constant hidden states (Sec. 3, Sun et al. 2024)"),
+    "constant": (
+        "massive activations are nearly constant across prompts",
+        "near-constant hidden states (Sec. 3, Sun et al. 2024)",
+    ),
 }
 
 
-def implicit_claims(model: str, table: pd.DataFrame, reason: str | None = None, mean_tolerance: float = 0.05,
-                    zero_factor: float = 2.0, max_spread: float = 0.1) -> list:
+def implicit_claims(
+    model: str,
+    table: pd.DataFrame,
+    reason: str | None = None,
+    mean_tolerance: float = 0.05,
+    zero_factor: float = 2.0,
+    max_spread: float = 0.1,
+) -> list:
     from spikesink.scorecard import Claim, not_applicable
 
     if reason:
@@ -175,23 +240,48 @@ def implicit_claims(model: str, table: pd.DataFrame, reason: str | None = None, 
 
     def listing(mode):
         rows = edits[edits["mode"] == mode]
-        return "; ".join(f"block {int(r.block)} ({r.roles}): {r.perplexity:.4g} ({r.ratio:.3g}x)" for r in rows.itertuples())
+        return "; ".join(
+            f"block {int(r.block)} ({r.roles}): {r.perplexity:.4g} ({r.ratio:.3g}x)" for r in rows.itertuples()
+        )
 
     own = edits[edits["mode"] == "own_mean"]
     zero = edits[edits["mode"] == "zero"]
     spreads = edits.drop_duplicates("block")
     claims = []
     if not own.empty:
-        claims.append(Claim(SECTION, CLAIMS["own_mean"][0], model, CLAIMS["own_mean"][1],
-                            f"held-out perplexity {base:.4g}; own mean: {listing('own_mean')}",
-                            bool((abs(own["ratio"] - 1) <= mean_tolerance).all()),
-                            f"within {100 * mean_tolerance:g}% at every site"))
+        claims.append(
+            Claim(
+                SECTION,
+                CLAIMS["own_mean"][0],
+                model,
+                CLAIMS["own_mean"][1],
+                f"held-out perplexity {base:.4g}; own mean: {listing('own_mean')}",
+                bool((abs(own["ratio"] - 1) <= mean_tolerance).all()),
+                f"within {100 * mean_tolerance:g}% at every site",
+            )
+        )
     if not zero.empty:
-        claims.append(Claim(SECTION, CLAIMS["zero"][0], model, CLAIMS["zero"][1],
-                            f"held-out perplexity {base:.4g}; zero: {listing('zero')}",
-                            bool((zero["ratio"] >= zero_factor).all()), f">= {zero_factor:g}x at every site"))
-    claims.append(Claim(SECTION, CLAIMS["constant"][0], model, CLAIMS["constant"][1],
-                        "relative spread ||v - mean|| / ||mean|| over spike tokens: "
-                        + "; ".join(f"block {int(r.block)}: {r.spread:.3g}" for r in spreads.itertuples()),
-                        bool((spreads["spread"] <= max_spread).all()), f"spread <= {max_spread:g} at every site"))
+        claims.append(
+            Claim(
+                SECTION,
+                CLAIMS["zero"][0],
+                model,
+                CLAIMS["zero"][1],
+                f"held-out perplexity {base:.4g}; zero: {listing('zero')}",
+                bool((zero["ratio"] >= zero_factor).all()),
+                f">= {zero_factor:g}x at every site",
+            )
+        )
+    claims.append(
+        Claim(
+            SECTION,
+            CLAIMS["constant"][0],
+            model,
+            CLAIMS["constant"][1],
+            "relative spread ||v - mean|| / ||mean|| over spike tokens: "
+            + "; ".join(f"block {int(r.block)}: {r.spread:.3g}" for r in spreads.itertuples()),
+            bool((spreads["spread"] <= max_spread).all()),
+            f"spread <= {max_spread:g} at every site",
+        )
+    )
     return claims

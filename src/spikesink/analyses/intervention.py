@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,7 +46,9 @@ MODES = ("zero", "mean")
 SITES = {"block_output": "output", "residual": "post_residual"}  # site -> edited block state
 
 
-def spike_token_mask(hidden: torch.Tensor, floor: float = metrics.DEFAULT_FLOOR, median_ratio: float = metrics.DEFAULT_MEDIAN_RATIO) -> torch.Tensor:
+def spike_token_mask(
+    hidden: torch.Tensor, floor: float = metrics.DEFAULT_FLOOR, median_ratio: float = metrics.DEFAULT_MEDIAN_RATIO
+) -> torch.Tensor:
     """(B, T) bool: the spike tokens of a (B, T, d) state (the median is the sample's whole state)."""
     return spike_tokens(hidden.detach(), SpikeRule(floor, median_ratio)).mask
 
@@ -196,12 +198,20 @@ def intervention_table(
     batches = [torch.as_tensor(b) for b in batches]
     if not batches:
         raise ValueError("no batches to measure on")
-    rows = [{"condition": "none", "edited_tokens": 0, "max_before": np.nan, "max_after": np.nan} | measure_condition(model, batches, eps)]
+    rows = [
+        {"condition": "none", "edited_tokens": 0, "max_before": np.nan, "max_after": np.nan}
+        | measure_condition(model, batches, eps)
+    ]
     for mode in modes:
         with spike_intervention(model, block, channels, mode, site, positions, floor, median_ratio) as log:
             measured = measure_condition(model, batches, eps)
         rows.append(
-            {"condition": mode, "edited_tokens": log.edited_tokens, "max_before": log.max_before, "max_after": log.max_after}
+            {
+                "condition": mode,
+                "edited_tokens": log.edited_tokens,
+                "max_before": log.max_before,
+                "max_after": log.max_after,
+            }
             | measured
         )
     table = pd.DataFrame(rows)

@@ -14,7 +14,7 @@ within the model's trained context this is the same test of whether the first to
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,8 +27,17 @@ from spikesink.instrumentation.attention import allowed_from_mask, attention_ove
 SECTION = "beyond the paper: KV cache"
 
 
-def windowed_attention(query, key, value, scaling: float, window: int, keep: int = 0, softcap: float | None = None,
-                       attention_mask: torch.Tensor | None = None, chunk: int = 256) -> torch.Tensor:
+def windowed_attention(
+    query,
+    key,
+    value,
+    scaling: float,
+    window: int,
+    keep: int = 0,
+    softcap: float | None = None,
+    attention_mask: torch.Tensor | None = None,
+    chunk: int = 256,
+) -> torch.Tensor:
     """softmax over the last `window` keys (and the first `keep`) of each query, @ V.
 
     query (B, H, T, D), key / value (B, H_kv, T, D) as an attention function gets them; returns
@@ -46,7 +55,9 @@ def windowed_attention(query, key, value, scaling: float, window: int, keep: int
     for start in range(0, length, chunk):
         stop = min(length, start + chunk)
         low = max(0, start - window + 1)
-        index = torch.cat([sinks[sinks < low], torch.arange(low, stop, device=query.device)])  # keys any query here may see
+        index = torch.cat(
+            [sinks[sinks < low], torch.arange(low, stop, device=query.device)]
+        )  # keys any query here may see
         scores = torch.einsum("bkgqd,bktd->bkgqt", q[:, :, :, start:stop], k[:, :, index])
         if softcap is not None:
             scores = torch.tanh(scores / softcap) * softcap
@@ -66,7 +77,7 @@ def windowed_attention(query, key, value, scaling: float, window: int, keep: int
 def windowed_nll(model: nn.Module, texts: np.ndarray, window: int | None, keep: int = 0) -> torch.Tensor:
     """(N, T-1) next-token loss with every layer attending through the window (None: full attention)."""
     if window is None:
-        return torch.cat([token_nll(model, texts[i:i + 1]) for i in range(len(texts))])
+        return torch.cat([token_nll(model, texts[i : i + 1]) for i in range(len(texts))])
 
     def compute(module, query, key, value, attention_mask, kwargs):
         scaling = kwargs.get("scaling")
@@ -74,7 +85,7 @@ def windowed_nll(model: nn.Module, texts: np.ndarray, window: int | None, keep: 
         return windowed_attention(query, key, value, scaling, window, keep, kwargs.get("softcap"), attention_mask), None
 
     with attention_override(model, compute):
-        return torch.cat([token_nll(model, texts[i:i + 1]) for i in range(len(texts))])
+        return torch.cat([token_nll(model, texts[i : i + 1]) for i in range(len(texts))])
 
 
 def check_setting(length: int, window: int, keep: Sequence[int], max_positions: int | None = None) -> None:
@@ -82,16 +93,19 @@ def check_setting(length: int, window: int, keep: Sequence[int], max_positions: 
     if window < 1:
         raise ValueError(f"kv_cache.window must be >= 1, got {window}")
     if length < 2 * window:
-        raise ValueError(f"kv_cache.n_tokens = {length} is shorter than 2 x kv_cache.window = {2 * window}: "
-                         "the window would barely evict anything; use a longer text or a smaller window")
+        raise ValueError(
+            f"kv_cache.n_tokens = {length} is shorter than 2 x kv_cache.window = {2 * window}: "
+            "the window would barely evict anything; use a longer text or a smaller window"
+        )
     if any(k < 0 or k >= window for k in keep):
         raise ValueError(f"kv_cache.keep must lie in [0, window), got {list(keep)}")
     if max_positions is not None and length > max_positions:
         raise ValueError(f"kv_cache.n_tokens = {length} exceeds the model's {max_positions} positions")
 
 
-def kv_cache_study(model: nn.Module, texts: np.ndarray, window: int, keep: Sequence[int] = (0, 1, 4),
-                   bin_size: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
+def kv_cache_study(
+    model: nn.Module, texts: np.ndarray, window: int, keep: Sequence[int] = (0, 1, 4), bin_size: int = 64
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary, curve): perplexity of full attention and of the window keeping 0, 1, 4... first
     tokens, over the positions the window bites (>= window) and over all; the loss per position
     bin for the figure."""
@@ -102,12 +116,25 @@ def kv_cache_study(model: nn.Module, texts: np.ndarray, window: int, keep: Seque
     for name, w, k in conditions:
         nll = windowed_nll(model, texts, w, k).double().cpu().numpy()  # (N, T-1)
         late = nll[:, window:]  # targets beyond the window: where eviction happens
-        summary.append({"condition": name, "window": w, "kept": k, "perplexity_evicted": float(np.exp(late.mean())),
-                        "perplexity_all": float(np.exp(nll.mean())), "n_tokens": int(nll.size)})
+        summary.append(
+            {
+                "condition": name,
+                "window": w,
+                "kept": k,
+                "perplexity_evicted": float(np.exp(late.mean())),
+                "perplexity_all": float(np.exp(nll.mean())),
+                "n_tokens": int(nll.size),
+            }
+        )
         positions = np.arange(1, nll.shape[1] + 1)
         for b in range(0, nll.shape[1], bin_size):
-            curves.append({"condition": name, "position": int(positions[b:b + bin_size].mean()),
-                           "perplexity": float(np.exp(nll[:, b:b + bin_size].mean()))})
+            curves.append(
+                {
+                    "condition": name,
+                    "position": int(positions[b : b + bin_size].mean()),
+                    "perplexity": float(np.exp(nll[:, b : b + bin_size].mean())),
+                }
+            )
     return pd.DataFrame(summary), pd.DataFrame(curves)
 
 
@@ -120,21 +147,44 @@ def kv_cache_claims(model: str, summary: pd.DataFrame, min_cost: float = 0.1, mi
     if 0 not in windowed.index:
         return []
     none, window = float(windowed.loc[0, "perplexity_evicted"]), int(windowed.loc[0, "window"])
-    claims = [Claim(SECTION, "dropping the first tokens from a sliding-window cache raises perplexity", model,
-                    "StreamingLLM: window attention collapses once the first tokens leave the window",
-                    f"perplexity beyond position {window}: full {full:.4g}, window {window} without the first tokens {none:.4g} "
-                    f"(+{100 * (none / full - 1):.0f}%)",
-                    none >= (1 + min_cost) * full, f"window without them >= {1 + min_cost:g} x full attention")]
+    claims = [
+        Claim(
+            SECTION,
+            "dropping the first tokens from a sliding-window cache raises perplexity",
+            model,
+            "StreamingLLM: window attention collapses once the first tokens leave the window",
+            f"perplexity beyond position {window}: full {full:.4g}, window {window} without the first tokens {none:.4g} "
+            f"(+{100 * (none / full - 1):.0f}%)",
+            none >= (1 + min_cost) * full,
+            f"window without them >= {1 + min_cost:g} x full attention",
+        )
+    ]
     for kept in [k for k in windowed.index if k > 0]:
         claim = f"keeping {kept} first token(s) in the window restores perplexity"
         if none < (1 + min_cost) * full:  # nothing to restore: a ratio of two tiny gaps is noise
-            claims.append(not_applicable(SECTION, claim, model, "StreamingLLM: 1-4 attention sinks restore it",
-                                         f"dropping the first tokens costs less than {100 * min_cost:g}% here"))
+            claims.append(
+                not_applicable(
+                    SECTION,
+                    claim,
+                    model,
+                    "StreamingLLM: 1-4 attention sinks restore it",
+                    f"dropping the first tokens costs less than {100 * min_cost:g}% here",
+                )
+            )
             continue
-        restored = (none - float(windowed.loc[kept, "perplexity_evicted"])) / (none - full) if none > full else float("nan")
-        claims.append(Claim(SECTION, claim, model,
-                            "StreamingLLM: 1-4 attention sinks restore it",
-                            f"perplexity beyond position {window}: {float(windowed.loc[kept, 'perplexity_evicted']):.4g} "
-                            f"(restores {100 * restored:.0f}% of the gap to full attention {full:.4g})",
-                            bool(restored >= min_restore), f">= {100 * min_restore:.0f}% of the gap restored"))
+        restored = (
+            (none - float(windowed.loc[kept, "perplexity_evicted"])) / (none - full) if none > full else float("nan")
+        )
+        claims.append(
+            Claim(
+                SECTION,
+                claim,
+                model,
+                "StreamingLLM: 1-4 attention sinks restore it",
+                f"perplexity beyond position {window}: {float(windowed.loc[kept, 'perplexity_evicted']):.4g} "
+                f"(restores {100 * restored:.0f}% of the gap to full attention {full:.4g})",
+                bool(restored >= min_restore),
+                f">= {100 * min_restore:.0f}% of the gap restored",
+            )
+        )
     return claims

@@ -19,7 +19,6 @@ Definitions (all thresholds are parameters, defaults in config/config.yaml):
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from spikesink import metrics
@@ -55,9 +54,17 @@ def detect_lifecycle(stats: BlockStats, settings: LifecycleSettings | None = Non
     )
     if not massive_blocks:
         return Lifecycle(
-            plateau=None, contiguous=False, spike_channels=[], spike_vector=[], contributions=[0.0] * n_blocks,
-            step_up=[], step_down=[], reference_tokens="none", spike_token_fraction=0.0,
-            position0_spike_fraction=0.0, **common,
+            plateau=None,
+            contiguous=False,
+            spike_channels=[],
+            spike_vector=[],
+            contributions=[0.0] * n_blocks,
+            step_up=[],
+            step_down=[],
+            reference_tokens="none",
+            spike_token_fraction=0.0,
+            position0_spike_fraction=0.0,
+            **common,
         )
     plateau = (massive_blocks[0], massive_blocks[-1])
     contiguous = len(massive_blocks) == plateau[1] - plateau[0] + 1

@@ -16,8 +16,14 @@ def _blocks(blocks) -> str:
     return ", ".join(map(str, blocks)) if blocks else "none"
 
 
-def lifecycle_claims(model: str, lc: Lifecycle, max_channels: int = 10, max_token_fraction: float = 0.05,
-                     early_fraction: float = 1 / 3, late_fraction: float = 2 / 3) -> list[Claim]:
+def lifecycle_claims(
+    model: str,
+    lc: Lifecycle,
+    max_channels: int = 10,
+    max_token_fraction: float = 0.05,
+    early_fraction: float = 1 / 3,
+    late_fraction: float = 2 / 3,
+) -> list[Claim]:
     n = lc.n_blocks
     plateau = lc.plateau
     claims = []
@@ -30,7 +36,9 @@ def lifecycle_claims(model: str, lc: Lifecycle, max_channels: int = 10, max_toke
         "massive activations appear (rise - plateau - fall)",
         "top magnitudes rise in 1-2 blocks, stay flat, then fall",
         f"massive blocks {plateau[0]}-{plateau[1]} of {n}, contiguous={lc.contiguous}, peak {lc.peak_magnitude:.4g} "
-        f"= {lc.peak_median_ratio:.3g}x median" if has_plateau else "no massive block",
+        f"= {lc.peak_median_ratio:.3g}x median"
+        if has_plateau
+        else "no massive block",
         has_plateau and lc.contiguous and plateau[0] > 1 and plateau[1] < n,
         "one contiguous run of massive blocks, not touching block 1 or the last block",
     )
@@ -60,7 +68,10 @@ def lifecycle_claims(model: str, lc: Lifecycle, max_channels: int = 10, max_toke
         "the spike is injected by one or two early FFN blocks (step-up)",
         "1-2 FFN blocks in the first layers (Table 1)",
         f"step-up {_blocks(up)} ({', '.join(block_kind(b) for b in up) or '-'}), carrying "
-        + ", ".join(f"{lc.contributions[b - 1]:.2f}" for b in up) + " of the spike" if up else "no step-up block",
+        + ", ".join(f"{lc.contributions[b - 1]:.2f}" for b in up)
+        + " of the spike"
+        if up
+        else "no step-up block",
         1 <= len(up) <= 2 and all(block_kind(b) == "ffn" and b <= round(early_fraction * n) for b in up),
         f"1-2 step-up blocks, all FFN, all in the first {early_fraction:.0%} of blocks",
     )
@@ -101,10 +112,23 @@ def paper_only_rows(models_present: set[str]) -> list[dict]:
     for name, ref in paper.TABLE1.items():
         if name in models_present:
             continue
-        rows.append({"model": "-", "paper model": name, "blocks": None, "step-up": None, "step-down": None,
-                     "spike channels": None, "peak |h|": None, "peak block": None, "peak / median": None,
-                     "plateau": "-", "paper blocks": ref["blocks"], "paper step-up": ref["step_up"],
-                     "paper step-down": ref["step_down"]})
+        rows.append(
+            {
+                "model": "-",
+                "paper model": name,
+                "blocks": None,
+                "step-up": None,
+                "step-down": None,
+                "spike channels": None,
+                "peak |h|": None,
+                "peak block": None,
+                "peak / median": None,
+                "plateau": "-",
+                "paper blocks": ref["blocks"],
+                "paper step-up": ref["step_up"],
+                "paper step-down": ref["step_down"],
+            }
+        )
     return rows
 
 

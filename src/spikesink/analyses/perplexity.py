@@ -7,7 +7,7 @@ that a 2,048-token window of a 262k-vocabulary model never holds its full (T x V
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -32,7 +32,8 @@ def token_nll(model: nn.Module, input_ids, chunk: int = 256) -> torch.Tensor:
             stop = min(ids.shape[1] - 1, start + chunk)
             logits = layout.lm_logits(hidden[:, start:stop])
             nll[:, start:stop] = torch.nn.functional.cross_entropy(
-                logits.transpose(1, 2), ids[:, start + 1:stop + 1], reduction="none")
+                logits.transpose(1, 2), ids[:, start + 1 : stop + 1], reduction="none"
+            )
     return nll
 
 
@@ -49,4 +50,4 @@ def perplexity(model: nn.Module, batches: Iterable, chunk: int = 256) -> float:
 
 
 def batched(ids: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    return [ids[i:i + batch_size] for i in range(0, len(ids), batch_size)]
+    return [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]

@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -55,8 +55,12 @@ def activation_scales(model: nn.Module, prompts: np.ndarray, spike_mask: np.ndar
         mask = current["mask"]
         absx = x.abs()
         per_token = absx.amax(dim=-1)
-        peaks[name]["spike_token_max"] = max(peaks[name]["spike_token_max"], float(per_token[mask].max()) if mask.any() else 0.0)
-        peaks[name]["other_token_max"] = max(peaks[name]["other_token_max"], float(per_token[~mask].max()) if (~mask).any() else 0.0)
+        peaks[name]["spike_token_max"] = max(
+            peaks[name]["spike_token_max"], float(per_token[mask].max()) if mask.any() else 0.0
+        )
+        peaks[name]["other_token_max"] = max(
+            peaks[name]["other_token_max"], float(per_token[~mask].max()) if (~mask).any() else 0.0
+        )
         flat_all = absx.reshape(-1, absx.shape[-1]).amax(dim=0)
         flat_other = absx[~mask].amax(dim=0) if (~mask).any() else torch.zeros_like(flat_all)
         for key, value in (("all", flat_all), ("non_spike", flat_other)):
@@ -64,8 +68,8 @@ def activation_scales(model: nn.Module, prompts: np.ndarray, spike_mask: np.ndar
 
     with module_inputs(modules, record):
         for start in range(0, len(prompts), batch_size):
-            ids = torch.as_tensor(prompts[start:start + batch_size], device=device)
-            current["mask"] = torch.as_tensor(spike_mask[start:start + batch_size], device=device)
+            ids = torch.as_tensor(prompts[start : start + batch_size], device=device)
+            current["mask"] = torch.as_tensor(spike_mask[start : start + batch_size], device=device)
             run_decoder(model, input_ids=ids, use_cache=False)
     out = {name: {k: v.cpu().numpy().astype(np.float32) for k, v in value.items()} for name, value in scales.items()}
     return {"scales": out, "info": {name: info[name] | peaks[name] for name in modules}}
@@ -77,14 +81,34 @@ def scale_table(result: Mapping, spike_channels: Sequence[int]) -> pd.DataFrame:
     rows = []
     for name, scales in result["scales"].items():
         info = result["info"][name]
-        reads_residual = info["role"] in ("q", "k", "v", "qkv", "gate", "up", "gate_up", "fc_in", "shared_gate", "shared_up")
+        reads_residual = info["role"] in (
+            "q",
+            "k",
+            "v",
+            "qkv",
+            "gate",
+            "up",
+            "gate_up",
+            "fc_in",
+            "shared_gate",
+            "shared_up",
+        )
         channel = int(np.argmax(scales["all"]))
-        rows.append({"module": name, "role": info["role"], "block": info["block"], "in_features": scales["all"].size,
-                     "max_scale": float(scales["all"].max()), "max_channel": channel,
-                     "max_scale_non_spike": float(scales["non_spike"].max()),
-                     "spike_token_max": info["spike_token_max"], "other_token_max": info["other_token_max"],
-                     "max_from_spike_tokens": info["spike_token_max"] > info["other_token_max"],
-                     "max_channel_is_spike_channel": bool(reads_residual and channel in spike_channels)})
+        rows.append(
+            {
+                "module": name,
+                "role": info["role"],
+                "block": info["block"],
+                "in_features": scales["all"].size,
+                "max_scale": float(scales["all"].max()),
+                "max_channel": channel,
+                "max_scale_non_spike": float(scales["non_spike"].max()),
+                "spike_token_max": info["spike_token_max"],
+                "other_token_max": info["other_token_max"],
+                "max_from_spike_tokens": info["spike_token_max"] > info["other_token_max"],
+                "max_channel_is_spike_channel": bool(reads_residual and channel in spike_channels),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -95,7 +119,9 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, bits: int = 8) -> torch.
     return (torch.clamp(torch.round(x / s), -q, q) * s).to(x.dtype)
 
 
-def quantizer(condition: str, scales: Mapping[str, Mapping[str, np.ndarray]], bits: int = 8, counter: dict | None = None):
+def quantizer(
+    condition: str, scales: Mapping[str, Mapping[str, np.ndarray]], bits: int = 8, counter: dict | None = None
+):
     """fn(module path, x) -> fake-quantised x for one condition (see the module docstring)."""
     q = 2 ** (bits - 1) - 1
     static = {name: {k: float(v.max()) / q for k, v in s.items()} for name, s in scales.items()}
@@ -117,8 +143,9 @@ def quantizer(condition: str, scales: Mapping[str, Mapping[str, np.ndarray]], bi
     return {"per_tensor": per_tensor, "per_tensor_keep": per_tensor_keep, "per_token": per_token}[condition]
 
 
-def quantization_table(model: nn.Module, batches: Sequence[np.ndarray], scales: Mapping, conditions=CONDITIONS,
-                       bits: int = 8) -> pd.DataFrame:
+def quantization_table(
+    model: nn.Module, batches: Sequence[np.ndarray], scales: Mapping, conditions=CONDITIONS, bits: int = 8
+) -> pd.DataFrame:
     modules = {name: module for name, _, _, module in model_layout(model).linear_modules()}
     missing = sorted(set(modules) - set(scales))
     if missing:
@@ -131,15 +158,27 @@ def quantization_table(model: nn.Module, batches: Sequence[np.ndarray], scales: 
         else:
             with edit_module_inputs(modules, quantizer(condition, scales, bits, counter)):
                 ppl = perplexity(model, batches)
-        rows.append({"condition": condition, "bits": bits if condition != "fp" else None, "perplexity": ppl,
-                     "kept_fp_share": counter["kept"] / counter["tokens"] if counter.get("tokens") else 0.0})
+        rows.append(
+            {
+                "condition": condition,
+                "bits": bits if condition != "fp" else None,
+                "perplexity": ppl,
+                "kept_fp_share": counter["kept"] / counter["tokens"] if counter.get("tokens") else 0.0,
+            }
+        )
     table = pd.DataFrame(rows)
     table["delta_perplexity"] = table["perplexity"] - float(table.loc[table["condition"] == "fp", "perplexity"].iloc[0])
     return table
 
 
-def quantization_claims(model: str, table: pd.DataFrame, scales: pd.DataFrame, step_up: Sequence[int],
-                        min_recovery: float = 0.5, min_cost: float = 0.01) -> list:
+def quantization_claims(
+    model: str,
+    table: pd.DataFrame,
+    scales: pd.DataFrame,
+    step_up: Sequence[int],
+    min_recovery: float = 0.5,
+    min_cost: float = 0.01,
+) -> list:
     """Rows beyond the paper: what per-tensor A8 costs, how much keeping the spike tokens in full
     precision recovers, and whether the step-up block's down-projection input has the largest scale."""
     from spikesink.scorecard import Claim, not_applicable
@@ -148,28 +187,58 @@ def quantization_claims(model: str, table: pd.DataFrame, scales: pd.DataFrame, s
     fp, tensor, keep = (float(rows.loc[c, "perplexity"]) for c in ("fp", "per_tensor", "per_tensor_keep"))
     cost = tensor - fp
     recovered = (tensor - keep) / cost if cost > 0 else float("nan")
-    claim, paper = ("keeping the spike tokens in full precision recovers per-tensor INT8 activations",
-                    "spikes break low-bit activation quantization (paper's motivation)")
+    claim, paper = (
+        "keeping the spike tokens in full precision recovers per-tensor INT8 activations",
+        "spikes break low-bit activation quantization (paper's motivation)",
+    )
     if cost < min_cost * fp:  # a recovery share of a negligible cost is noise
-        claims = [not_applicable(SECTION, claim, model, paper,
-                                 f"per-tensor INT8 costs less than {100 * min_cost:g}% here ({fp:.4g} -> {tensor:.4g})")]
+        claims = [
+            not_applicable(
+                SECTION,
+                claim,
+                model,
+                paper,
+                f"per-tensor INT8 costs less than {100 * min_cost:g}% here ({fp:.4g} -> {tensor:.4g})",
+            )
+        ]
     else:
-        claims = [Claim(SECTION, claim, model, paper,
-                    f"perplexity {fp:.4g} (fp) -> {tensor:.4g} (per-tensor A8, +{cost:.4g}) -> {keep:.4g} with "
-                    f"{100 * rows.loc['per_tensor_keep', 'kept_fp_share']:.2f}% of tokens in full precision "
-                    f"(recovers {100 * recovered:.0f}% of the cost); per-token A8 {float(rows.loc['per_token', 'perplexity']):.4g}",
-                        bool(recovered >= min_recovery), f">= {100 * min_recovery:.0f}% of the per-tensor cost recovered")]
+        claims = [
+            Claim(
+                SECTION,
+                claim,
+                model,
+                paper,
+                f"perplexity {fp:.4g} (fp) -> {tensor:.4g} (per-tensor A8, +{cost:.4g}) -> {keep:.4g} with "
+                f"{100 * rows.loc['per_tensor_keep', 'kept_fp_share']:.2f}% of tokens in full precision "
+                f"(recovers {100 * recovered:.0f}% of the cost); per-token A8 {float(rows.loc['per_token', 'perplexity']):.4g}",
+                bool(recovered >= min_recovery),
+                f">= {100 * min_recovery:.0f}% of the per-tensor cost recovered",
+            )
+        ]
     down = scales[scales["role"].isin(["down", "fc_out", "shared_down"])]
     if not step_up:
-        claims.append(not_applicable(SECTION, "the step-up block's down-projection input has the largest activation scale",
-                                     model, "the step-up FFN writes the spike", "no step-up block was detected"))
+        claims.append(
+            not_applicable(
+                SECTION,
+                "the step-up block's down-projection input has the largest activation scale",
+                model,
+                "the step-up FFN writes the spike",
+                "no step-up block was detected",
+            )
+        )
     else:
         best = scales.loc[scales["max_scale"].idxmax()]
-        claims.append(Claim(SECTION, "the step-up block's down-projection input has the largest activation scale", model,
-                            "the step-up FFN writes the spike",
-                            f"largest scale {best['max_scale']:.4g} at {best['module']} (block {best['block']}); "
-                            f"down-projection inputs of step-up blocks {list(step_up)}: "
-                            + ", ".join(f"{r.max_scale:.4g}" for r in down[down["block"].isin(step_up)].itertuples()),
-                            bool(best["role"] in ("down", "fc_out", "shared_down") and int(best["block"]) in set(step_up)),
-                            "argmax over every Linear input is a step-up block's down projection"))
+        claims.append(
+            Claim(
+                SECTION,
+                "the step-up block's down-projection input has the largest activation scale",
+                model,
+                "the step-up FFN writes the spike",
+                f"largest scale {best['max_scale']:.4g} at {best['module']} (block {best['block']}); "
+                f"down-projection inputs of step-up blocks {list(step_up)}: "
+                + ", ".join(f"{r.max_scale:.4g}" for r in down[down["block"].isin(step_up)].itertuples()),
+                bool(best["role"] in ("down", "fc_out", "shared_down") and int(best["block"]) in set(step_up)),
+                "argmax over every Linear input is a step-up block's down projection",
+            )
+        )
     return claims

@@ -23,13 +23,12 @@ LayerNorm families (GPT-2, NeoX) centre before they scale; the same bound holds 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-
 
 from spikesink.instrumentation.attention import AttentionObserver, probability_chunks
 from spikesink.instrumentation.blocks import block_layer
@@ -43,8 +42,13 @@ from spikesink.metrics import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO
 # ------------------------------------------------------------------------------------------
 
 
-def rms_normalize(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 0.0,
-                  bias: torch.Tensor | None = None, center: bool = False) -> torch.Tensor:
+def rms_normalize(
+    x: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    eps: float = 0.0,
+    bias: torch.Tensor | None = None,
+    center: bool = False,
+) -> torch.Tensor:
     """x / sqrt(mean(x^2) + eps) (times weight, plus bias), rows = vectors, float32.
 
     center=True is LayerNorm: x - mean(x) first, so the denominator is the standard deviation.
@@ -57,8 +61,13 @@ def rms_normalize(x: torch.Tensor, weight: torch.Tensor | None = None, eps: floa
     return normed if bias is None else normed + bias.float()
 
 
-def rmsnorm_bound(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 0.0,
-                  bias: torch.Tensor | None = None, center: bool = False) -> tuple[torch.Tensor, float]:
+def rmsnorm_bound(
+    x: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    eps: float = 0.0,
+    bias: torch.Tensor | None = None,
+    center: bool = False,
+) -> tuple[torch.Tensor, float]:
     """(max_i |N(x)_i| per row, the bound sqrt(d) max|g| + max|b|) (max|g| = 1 without weight)."""
     d = x.shape[-1]
     peak = rms_normalize(x, weight, eps, bias, center).abs().amax(dim=-1)
@@ -80,12 +89,17 @@ def offdiag_stats(matrix: torch.Tensor) -> dict[str, float]:
     if n < 2:
         return {k: float("nan") for k in ("mean", "median", "min", "p05")}
     values = matrix[~torch.eye(n, dtype=torch.bool, device=matrix.device)].double()
-    return {"mean": float(values.mean()), "median": float(values.median()), "min": float(values.min()),
-            "p05": float(torch.quantile(values, 0.05))}
+    return {
+        "mean": float(values.mean()),
+        "median": float(values.median()),
+        "min": float(values.min()),
+        "p05": float(torch.quantile(values, 0.05)),
+    }
 
 
-def energy_fraction(x: torch.Tensor, channels: Sequence[int], weight: torch.Tensor | None = None,
-                    center: bool = False) -> torch.Tensor:
+def energy_fraction(
+    x: torch.Tensor, channels: Sequence[int], weight: torch.Tensor | None = None, center: bool = False
+) -> torch.Tensor:
     """Share of ||N(x)||^2 carried by `channels`, per row (with the weight if given; LayerNorm: center)."""
     normed = rms_normalize(x, weight, center=center)
     energy = normed.pow(2)
@@ -112,10 +126,17 @@ class SpikeStates:
     nonfirst_spike_tokens: Counter = field(default_factory=Counter)  # token id -> count
 
 
-def collect_spike_states(model, batches: Iterable[Mapping[str, torch.Tensor]], step_up_blocks: Sequence[int],
-                         detect_block: int | None = None, floor: float = DEFAULT_FLOOR,
-                         median_ratio: float = DEFAULT_MEDIAN_RATIO, max_spike: int = 256, max_other: int = 256,
-                         seed: int = 0) -> SpikeStates:
+def collect_spike_states(
+    model,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    step_up_blocks: Sequence[int],
+    detect_block: int | None = None,
+    floor: float = DEFAULT_FLOOR,
+    median_ratio: float = DEFAULT_MEDIAN_RATIO,
+    max_spike: int = 256,
+    max_other: int = 256,
+    seed: int = 0,
+) -> SpikeStates:
     """Run the batches up to the detect block and keep a bounded sample of token states.
 
     Spike tokens are those whose post-residual state at `detect_block` (default: the last
@@ -191,8 +212,11 @@ def _subsample(spike: np.ndarray, position: np.ndarray, max_spike: int, max_othe
     else:
         n_first, n_later = min(first.size, max_spike), min(later.size, max_spike)
     other = np.flatnonzero(~spike)
-    chosen = [rng.choice(first, n_first, replace=False), rng.choice(later, n_later, replace=False),
-              rng.choice(other, min(other.size, max_other), replace=False)]
+    chosen = [
+        rng.choice(first, n_first, replace=False),
+        rng.choice(later, n_later, replace=False),
+        rng.choice(other, min(other.size, max_other), replace=False),
+    ]
     return np.sort(np.concatenate(chosen).astype(np.int64))
 
 
@@ -224,8 +248,13 @@ def next_norm(model, block: int) -> NormReading | None:
         return None
     gain, bias = layout.norm_gain(norm)
     eps = next((float(getattr(norm, name)) for name in ("variance_epsilon", "eps") if hasattr(norm, name)), 0.0)
-    return NormReading(None if gain is None else gain.cpu(), None if bias is None else bias.cpu(), eps,
-                       layout.adapter.norm_type == "layernorm", type(norm).__name__)
+    return NormReading(
+        None if gain is None else gain.cpu(),
+        None if bias is None else bias.cpu(),
+        eps,
+        layout.adapter.norm_type == "layernorm",
+        type(norm).__name__,
+    )
 
 
 def collapse_summary(states: SpikeStates, spike_channels: Sequence[int], norm: NormReading | None) -> dict:
@@ -254,7 +283,9 @@ def collapse_summary(states: SpikeStates, spike_channels: Sequence[int], norm: N
         "cos_other_after": offdiag_stats(pairwise_cosine(other_after)),
     }
     if norm:
-        summary["cos_after_normed_weight"] = offdiag_stats(pairwise_cosine(rms_normalize(after, norm.weight, eps, norm.bias, center)))
+        summary["cos_after_normed_weight"] = offdiag_stats(
+            pairwise_cosine(rms_normalize(after, norm.weight, eps, norm.bias, center))
+        )
     if len(spike_channels):
         frac = energy_fraction(after, spike_channels, center=center)
         summary["energy_share_spike"] = float(frac.median()) if frac.numel() else float("nan")
@@ -265,8 +296,11 @@ def collapse_summary(states: SpikeStates, spike_channels: Sequence[int], norm: N
         summary["energy_share_other"] = float(other.median()) if other.numel() else float("nan")
     everything = states.after
     peak, bound = rmsnorm_bound(everything, None, eps, center=center)
-    bound_info = {"sqrt_d": bound, "max_abs_no_weight": float(peak.max()) if peak.numel() else float("nan"),
-                  "spike_max_abs_no_weight": float(peak[spike].max()) if spike.any() else float("nan")}
+    bound_info = {
+        "sqrt_d": bound,
+        "max_abs_no_weight": float(peak.max()) if peak.numel() else float("nan"),
+        "spike_max_abs_no_weight": float(peak[spike].max()) if spike.any() else float("nan"),
+    }
     holds = bool((peak <= bound * (1 + 1e-5)).all())
     if norm:
         peak_w, bound_w = rmsnorm_bound(everything, norm.weight, eps, norm.bias, center)
@@ -282,7 +316,9 @@ def cosine_matrices(states: SpikeStates, norm: NormReading | None, max_tokens: i
     before, after = states.before[spike][:max_tokens], states.after[spike][:max_tokens]
     out = {"before": pairwise_cosine(before).numpy(), "after": pairwise_cosine(after).numpy()}
     if norm:
-        out["after_normed"] = pairwise_cosine(rms_normalize(after, norm.weight, norm.eps, norm.bias, norm.center)).numpy()
+        out["after_normed"] = pairwise_cosine(
+            rms_normalize(after, norm.weight, norm.eps, norm.bias, norm.center)
+        ).numpy()
     return out
 
 
@@ -306,8 +342,14 @@ class SelfAttentionShare(AttentionObserver):
         self.diagonals: list[torch.Tensor] = []
 
     def _compute(self, layer, module, query, key, attention_mask, kwargs):
-        _, chunks = probability_chunks(query, key, self.scaling(module, kwargs), attention_mask,
-                                       softcap=kwargs.get("softcap"), sliding_window=kwargs.get("sliding_window"))
+        _, chunks = probability_chunks(
+            query,
+            key,
+            self.scaling(module, kwargs),
+            attention_mask,
+            softcap=kwargs.get("softcap"),
+            sliding_window=kwargs.get("sliding_window"),
+        )
         batch, n_heads, q_len, _ = query.shape
         diag = torch.zeros(batch, n_heads, q_len)
         for start, stop, probs in chunks:
@@ -319,8 +361,9 @@ class SelfAttentionShare(AttentionObserver):
         self.diagonals.append(torch.stack([per_layer[i] for i in self.layers], dim=1))
 
 
-def self_attention_share(model, input_ids: torch.Tensor, layers: Sequence[int],
-                         attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def self_attention_share(
+    model, input_ids: torch.Tensor, layers: Sequence[int], attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """p(t -> t) per (sample, layer, head, position) for `layers` (0-based): (B, n_layers, H, T).
 
     The forward stops after the deepest requested layer; no T x T map is formed.
@@ -334,8 +377,9 @@ def self_attention_share(model, input_ids: torch.Tensor, layers: Sequence[int],
     return share.diagonals[0]
 
 
-def delimiter_self_attention(model, batch: Mapping[str, torch.Tensor], spike_mask: torch.Tensor,
-                             layers: Sequence[int]) -> pd.DataFrame:
+def delimiter_self_attention(
+    model, batch: Mapping[str, torch.Tensor], spike_mask: torch.Tensor, layers: Sequence[int]
+) -> pd.DataFrame:
     """Mean (over heads) self-attention share per layer for non-initial spike vs ordinary tokens."""
     mask = batch.get("attention_mask")
     share = self_attention_share(model, batch["input_ids"], layers, mask)  # (B, L, H, T)
@@ -348,14 +392,25 @@ def delimiter_self_attention(model, batch: Mapping[str, torch.Tensor], spike_mas
     for j, layer in enumerate(sorted(layers)):
         for kind, selector in (("spike", spike_mask & valid), ("other", ~spike_mask & valid)):
             if selector.any():
-                rows.append({"layer": layer, "kind": kind, "n": int(selector.sum()),
-                             "self_share_mean": float(mean_heads[:, j][selector].mean()),
-                             "self_share_max_head_mean": float(max_heads[:, j][selector].mean())})
+                rows.append(
+                    {
+                        "layer": layer,
+                        "kind": kind,
+                        "n": int(selector.sum()),
+                        "self_share_mean": float(mean_heads[:, j][selector].mean()),
+                        "self_share_max_head_mean": float(max_heads[:, j][selector].mean()),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-def spike_mask_at(model, batch: Mapping[str, torch.Tensor], block: int, floor: float = DEFAULT_FLOOR,
-                  median_ratio: float = DEFAULT_MEDIAN_RATIO) -> torch.Tensor:
+def spike_mask_at(
+    model,
+    batch: Mapping[str, torch.Tensor],
+    block: int,
+    floor: float = DEFAULT_FLOOR,
+    median_ratio: float = DEFAULT_MEDIAN_RATIO,
+) -> torch.Tensor:
     """(B, T) spike tokens of one block's post-residual (median per sequence over valid tokens)."""
     device = next(model.parameters()).device
     ids = batch["input_ids"].to(device)
@@ -378,10 +433,22 @@ def is_delimiter_text(text: str) -> bool:
     return bool(text) and all(ch in _DELIMITER_CHARS or ch.isspace() for ch in text)
 
 
-def run_collapse(model, tokenizer, input_ids: np.ndarray, lifecycle: Mapping, bos_added: bool = False,
-                 batch_size: int = 8, max_spike: int = 256, max_other: int = 256, matrix_tokens: int = 64,
-                 attention_prompts: int = 8, attention_layers: Sequence[int] | None = None,
-                 floor: float = DEFAULT_FLOOR, median_ratio: float = DEFAULT_MEDIAN_RATIO, seed: int = 0) -> dict:
+def run_collapse(
+    model,
+    tokenizer,
+    input_ids: np.ndarray,
+    lifecycle: Mapping,
+    bos_added: bool = False,
+    batch_size: int = 8,
+    max_spike: int = 256,
+    max_other: int = 256,
+    matrix_tokens: int = 64,
+    attention_prompts: int = 8,
+    attention_layers: Sequence[int] | None = None,
+    floor: float = DEFAULT_FLOOR,
+    median_ratio: float = DEFAULT_MEDIAN_RATIO,
+    seed: int = 0,
+) -> dict:
     """Fig 5 and the delimiter analysis for one model.
 
     input_ids: (n, T) corpus prompts. When the tokenizer added a BOS it is dropped, so that the
@@ -391,26 +458,49 @@ def run_collapse(model, tokenizer, input_ids: np.ndarray, lifecycle: Mapping, bo
     """
     step_up = [int(b) for b in lifecycle.get("step_up", [])]
     if not step_up:
-        return {"summary": {"note": "no step-up block detected"}, "matrices": {}, "delimiters": pd.DataFrame(),
-                "self_attention": pd.DataFrame()}
+        return {
+            "summary": {"note": "no step-up block detected"},
+            "matrices": {},
+            "delimiters": pd.DataFrame(),
+            "self_attention": pd.DataFrame(),
+        }
     ids = np.asarray(input_ids)[:, 1:] if bos_added else np.asarray(input_ids)
     spike_channels = [int(c) for c in lifecycle.get("spike_channels", [])]
 
     def batches():
         for start in range(0, len(ids), batch_size):
-            yield {"input_ids": torch.as_tensor(ids[start:start + batch_size], dtype=torch.long)}
+            yield {"input_ids": torch.as_tensor(ids[start : start + batch_size], dtype=torch.long)}
 
-    states = collect_spike_states(model, batches(), step_up, floor=floor, median_ratio=median_ratio,
-                                  max_spike=max_spike, max_other=max_other, seed=seed)
+    states = collect_spike_states(
+        model,
+        batches(),
+        step_up,
+        floor=floor,
+        median_ratio=median_ratio,
+        max_spike=max_spike,
+        max_other=max_other,
+        seed=seed,
+    )
     norm = next_norm(model, step_up[-1])
     summary = collapse_summary(states, spike_channels, norm)
-    summary.update({"step_up": step_up, "spike_channels": spike_channels, "bos_dropped": bool(bos_added),
-                    "n_prompts": int(len(ids)), "seq_len": int(ids.shape[1])})
+    summary.update(
+        {
+            "step_up": step_up,
+            "spike_channels": spike_channels,
+            "bos_dropped": bool(bos_added),
+            "n_prompts": int(len(ids)),
+            "seq_len": int(ids.shape[1]),
+        }
+    )
     delimiters = nonfirst_spike_counts(states, tokenizer, top=30)
     summary["n_nonfirst_spike"] = int(sum(states.nonfirst_spike_tokens.values()))
     summary["nonfirst_spike_delimiter_share"] = (
-        float(delimiters.loc[delimiters["text"].map(is_delimiter_text), "count"].sum() / max(delimiters["count"].sum(), 1))
-        if len(delimiters) else float("nan"))
+        float(
+            delimiters.loc[delimiters["text"].map(is_delimiter_text), "count"].sum() / max(delimiters["count"].sum(), 1)
+        )
+        if len(delimiters)
+        else float("nan")
+    )
     layers = list(attention_layers) if attention_layers is not None else list(range(block_layer(step_up[0]) + 1))
     sample = {"input_ids": torch.as_tensor(ids[:attention_prompts], dtype=torch.long)}
     mask = spike_mask_at(model, sample, step_up[-1], floor, median_ratio)
@@ -422,15 +512,23 @@ def run_collapse(model, tokenizer, input_ids: np.ndarray, lifecycle: Mapping, bo
 
 
 CLAIMS = {
-    "collapse": ("spike tokens become nearly identical after the step-up block", "pairwise cosine varied before, ~1.0 after (Fig 5)"),
+    "collapse": (
+        "spike tokens become nearly identical after the step-up block",
+        "pairwise cosine varied before, ~1.0 after (Fig 5)",
+    ),
     "bound": ("after RMSNorm every coordinate obeys |h_i| <= sqrt(d) (max|g| sqrt(d) with weight g)", "Eq. 23"),
     "sparse": ("normalised spike states are sparse: the spike channels carry the energy", "mass on the spike channels"),
     "delimiters": ("non-initial spike tokens are delimiters", "periods, newlines, ..."),
 }
 
 
-def collapse_claims(model: str, summary: Mapping, self_attention: pd.DataFrame | None = None,
-                    min_cos_after: float = 0.95, min_energy_share: float = 0.5) -> list:
+def collapse_claims(
+    model: str,
+    summary: Mapping,
+    self_attention: pd.DataFrame | None = None,
+    min_cos_after: float = 0.95,
+    min_energy_share: float = 0.5,
+) -> list:
     """Fig 5 claims: collapse, the RMSNorm bound, sparsity; delimiters when any spike.
 
     Without a step-up block every row is n/a; where no norm reads the state (OLMo 2) the rows
@@ -444,38 +542,90 @@ def collapse_claims(model: str, summary: Mapping, self_attention: pd.DataFrame |
     before, after = summary["cos_before"]["median"], summary["cos_after"]["median"]
     normed = summary.get("cos_after_normed_weight")
     bound = summary["rmsnorm_bound"]
-    unread = " (no norm reads this state in this family: weightless RMSNorm applied for the bound)" if summary.get("no_norm_reads_state") else ""
+    unread = (
+        " (no norm reads this state in this family: weightless RMSNorm applied for the bound)"
+        if summary.get("no_norm_reads_state")
+        else ""
+    )
     claims = [
-        Claim(SECTION, CLAIMS["collapse"][0], model, CLAIMS["collapse"][1],
-              f"median pairwise cosine {before:.3f} before -> {after:.5f} after ({summary['n_spike_sampled']} spike tokens"
-              + (f"; after the next norm with its weight {normed['median']:.5f})" if normed else ")"),
-              after >= min_cos_after and after > before, f"median after >= {min_cos_after} and above before"),
-        Claim(SECTION, CLAIMS["bound"][0], model, CLAIMS["bound"][1],
-              f"max |N(x)_i| = {bound['max_abs_no_weight']:.3f} <= sqrt(d) = {bound['sqrt_d']:.3f}"
-              + (f"; with weight {bound['max_abs_weight']:.3f} <= {bound['bound_weight']:.3f}" if "bound_weight" in bound else "")
-              + unread, bound["holds"], "exact inequality"),
+        Claim(
+            SECTION,
+            CLAIMS["collapse"][0],
+            model,
+            CLAIMS["collapse"][1],
+            f"median pairwise cosine {before:.3f} before -> {after:.5f} after ({summary['n_spike_sampled']} spike tokens"
+            + (f"; after the next norm with its weight {normed['median']:.5f})" if normed else ")"),
+            after >= min_cos_after and after > before,
+            f"median after >= {min_cos_after} and above before",
+        ),
+        Claim(
+            SECTION,
+            CLAIMS["bound"][0],
+            model,
+            CLAIMS["bound"][1],
+            f"max |N(x)_i| = {bound['max_abs_no_weight']:.3f} <= sqrt(d) = {bound['sqrt_d']:.3f}"
+            + (
+                f"; with weight {bound['max_abs_weight']:.3f} <= {bound['bound_weight']:.3f}"
+                if "bound_weight" in bound
+                else ""
+            )
+            + unread,
+            bound["holds"],
+            "exact inequality",
+        ),
     ]
     if "energy_share_spike" in summary and summary.get("no_norm_reads_state"):
-        claims.append(not_applicable(SECTION, CLAIMS["sparse"][0], model, CLAIMS["sparse"][1],
-                                     "no norm reads the residual stream in this family (norms sit on block outputs); "
-                                     f"weightless share would be {summary['energy_share_spike']:.3f}"))
+        claims.append(
+            not_applicable(
+                SECTION,
+                CLAIMS["sparse"][0],
+                model,
+                CLAIMS["sparse"][1],
+                "no norm reads the residual stream in this family (norms sit on block outputs); "
+                f"weightless share would be {summary['energy_share_spike']:.3f}",
+            )
+        )
     elif "energy_share_spike" in summary:
-        claims.append(Claim(SECTION, CLAIMS["sparse"][0], model, CLAIMS["sparse"][1],
-                            f"median share of ||RMSNorm(x)||^2 on spike channels {summary['energy_share_spike']:.3f} "
-                            f"(with weight {summary['energy_share_spike_weighted']:.3f}; ordinary tokens "
-                            f"{summary['energy_share_other']:.3f})",
-                            summary["energy_share_spike"] >= min_energy_share, f"share >= {min_energy_share}"))
+        claims.append(
+            Claim(
+                SECTION,
+                CLAIMS["sparse"][0],
+                model,
+                CLAIMS["sparse"][1],
+                f"median share of ||RMSNorm(x)||^2 on spike channels {summary['energy_share_spike']:.3f} "
+                f"(with weight {summary['energy_share_spike_weighted']:.3f}; ordinary tokens "
+                f"{summary['energy_share_other']:.3f})",
+                summary["energy_share_spike"] >= min_energy_share,
+                f"share >= {min_energy_share}",
+            )
+        )
     n_later = summary.get("n_nonfirst_spike", 0)
     share = summary.get("nonfirst_spike_delimiter_share", float("nan"))
-    claims.append(Claim(SECTION, CLAIMS["delimiters"][0], model, CLAIMS["delimiters"][1],
-                        f"{n_later} non-initial spike tokens in {summary['n_tokens_total']} tokens"
-                        + (f"; {100 * share:.0f}% punctuation/whitespace" if n_later else ""),
-                        bool(n_later) and share >= 0.5, ">= 1 non-initial spike token, >= 50% punctuation/whitespace"))
+    claims.append(
+        Claim(
+            SECTION,
+            CLAIMS["delimiters"][0],
+            model,
+            CLAIMS["delimiters"][1],
+            f"{n_later} non-initial spike tokens in {summary['n_tokens_total']} tokens"
+            + (f"; {100 * share:.0f}% punctuation/whitespace" if n_later else ""),
+            bool(n_later) and share >= 0.5,
+            ">= 1 non-initial spike token, >= 50% punctuation/whitespace",
+        )
+    )
     if self_attention is not None and not self_attention.empty and (self_attention["kind"] == "spike").any():
         pivot = self_attention.pivot(index="layer", columns="kind", values="self_share_mean")
         best = pivot["spike"] - pivot["other"]
-        claims.append(Claim(SECTION, "delimiter spike tokens attend strongly to themselves in early layers", model,
-                            "strong self-attention", f"largest gap at layer {int(best.idxmax())}: self share "
-                            f"{pivot.loc[best.idxmax(), 'spike']:.2f} vs {pivot.loc[best.idxmax(), 'other']:.2f}",
-                            bool(best.max() > 0.1), "spike - other self share > 0.1 in some early layer"))
+        claims.append(
+            Claim(
+                SECTION,
+                "delimiter spike tokens attend strongly to themselves in early layers",
+                model,
+                "strong self-attention",
+                f"largest gap at layer {int(best.idxmax())}: self share "
+                f"{pivot.loc[best.idxmax(), 'spike']:.2f} vs {pivot.loc[best.idxmax(), 'other']:.2f}",
+                bool(best.max() > 0.1),
+                "spike - other self share > 0.1 in some early layer",
+            )
+        )
     return claims

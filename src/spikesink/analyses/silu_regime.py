@@ -15,7 +15,7 @@ right away; no (tokens x d_ffn) tensor outlives its batch.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,8 +51,21 @@ def _top_k_index(args, kwargs) -> torch.Tensor:
     return args[1] if len(args) > 1 else kwargs["top_k_index"]
 
 
-def _gate_preactivation(layout, block: int, normed: torch.Tensor, routing: torch.Tensor | None,
-                        weights: dict) -> torch.Tensor:
+def _capture(model, requests, experts, input_ids, mask) -> tuple[dict, dict]:
+    """One forward: the requested block states, and each MoE block's routing (top-k expert ids)."""
+    states: dict[tuple[int, str], torch.Tensor] = {}
+    routing: dict[int, torch.Tensor] = {}
+    with (
+        Taps(model, requests, lambda b, st, t: states.__setitem__((b, st), t), stop_after_last=True),
+        module_inputs(experts, lambda name, args, kwargs: routing.__setitem__(int(name), _top_k_index(args, kwargs))),
+    ):
+        run_decoder(model, input_ids=input_ids, attention_mask=mask.long())
+    return states, routing
+
+
+def _gate_preactivation(
+    layout, block: int, normed: torch.Tensor, routing: torch.Tensor | None, weights: dict
+) -> torch.Tensor:
     """x = W_gate h per token (B, T, d_ffn) float32; MoE: each token's top-1 expert's gate."""
     h = normed.float()
     if routing is None:
@@ -66,9 +79,15 @@ def _gate_preactivation(layout, block: int, normed: torch.Tensor, routing: torch
     return out.reshape(*h.shape[:-1], -1)
 
 
-def silu_regime(model, batches: Iterable[Mapping[str, torch.Tensor]], blocks: Sequence[int],
-                floor: float = DEFAULT_FLOOR, median_ratio: float = DEFAULT_MEDIAN_RATIO,
-                reference_median: Mapping[int, float] | None = None, progress: bool = True) -> pd.DataFrame:
+def silu_regime(
+    model,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    blocks: Sequence[int],
+    floor: float = DEFAULT_FLOOR,
+    median_ratio: float = DEFAULT_MEDIAN_RATIO,
+    reference_median: Mapping[int, float] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """One row per (non-padding token, FFN block).
 
     batches: dicts with input_ids (B, T) and optionally attention_mask (B, T), right padded.
@@ -84,10 +103,16 @@ def silu_regime(model, batches: Iterable[Mapping[str, torch.Tensor]], blocks: Se
     layout = model_layout(model)
     if not layout.gated:
         raise NotApplicable(f"{layout.ffn_kind}: there is no gate x = W_gate h to put through SiLU")
-    weights = {block: {e: layout.gated_ffn_weights(block, e) for e in layout.experts(block) if e != "shared"}
-               for block in blocks}
+    weights = {
+        block: {e: layout.gated_ffn_weights(block, e) for e in layout.experts(block) if e != "shared"}
+        for block in blocks
+    }
     acts = {block: layout.ffn_activation(block) for block in blocks}
-    experts = {str(b): getattr(layout.layer_of(b).ffn, layout.adapter.ffn_parts.experts) for b in blocks if layout.layer_of(b).moe}
+    experts = {
+        str(b): getattr(layout.layer_of(b).ffn, layout.adapter.ffn_parts.experts)
+        for b in blocks
+        if layout.layer_of(b).moe
+    }
     device = next(model.parameters()).device
     rule = SpikeRule(floor, median_ratio)
     requests = [(b, state) for b in blocks for state in ("input", "normed_input", "output", "post_residual")]
@@ -100,15 +125,17 @@ def silu_regime(model, batches: Iterable[Mapping[str, torch.Tensor]], blocks: Se
             input_ids = batch["input_ids"].to(device)
             mask = batch.get("attention_mask")
             mask = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.to(device).bool()
-            states: dict[tuple[int, str], torch.Tensor] = {}
-            routing: dict[int, torch.Tensor] = {}
-            with Taps(model, requests, lambda b, st, t: states.__setitem__((b, st), t), stop_after_last=True), \
-                    module_inputs(experts, lambda name, args, kwargs: routing.__setitem__(int(name), _top_k_index(args, kwargs))):
-                run_decoder(model, input_ids=input_ids, attention_mask=mask.long())
+            states, routing = _capture(model, requests, experts, input_ids, mask)
             for block in blocks:
-                gate = _gate_preactivation(layout, block, states[(block, "normed_input")], routing.get(block), weights[block])
-                slot = {"resid_in": states[(block, "input")].float(), "resid_out": states[(block, "post_residual")].float(),
-                        "out_peak": states[(block, "output")].float().abs().amax(dim=-1), "gate_norm": gate.norm(dim=-1)}
+                gate = _gate_preactivation(
+                    layout, block, states[(block, "normed_input")], routing.get(block), weights[block]
+                )
+                slot = {
+                    "resid_in": states[(block, "input")].float(),
+                    "resid_out": states[(block, "post_residual")].float(),
+                    "out_peak": states[(block, "output")].float().abs().amax(dim=-1),
+                    "gate_norm": gate.norm(dim=-1),
+                }
                 slot["cos"], slot["norm_ratio"] = silu_alignment(gate, acts[block])
                 rows.append(_block_rows(block, slot, input_ids, mask, sample_offset, rule, reference_median))
             sample_offset += input_ids.shape[0]
@@ -121,7 +148,7 @@ def silu_regime(model, batches: Iterable[Mapping[str, torch.Tensor]], blocks: Se
 
 def _block_rows(block, slot, input_ids, mask, sample_offset, rule: SpikeRule, reference_median) -> pd.DataFrame:
     ref = None if reference_median is None else float(reference_median[block])
-    spike = (spike_tokens(slot["resid_in"], rule, mask, ref).mask | spike_tokens(slot["resid_out"], rule, mask, ref).mask)
+    spike = spike_tokens(slot["resid_in"], rule, mask, ref).mask | spike_tokens(slot["resid_out"], rule, mask, ref).mask
     batch, length = input_ids.shape
     sample = torch.arange(batch, device=input_ids.device)[:, None].expand(batch, length) + sample_offset
     position = torch.arange(length, device=input_ids.device)[None, :].expand(batch, length)
@@ -158,7 +185,7 @@ def summarize_silu(frame: pd.DataFrame) -> pd.DataFrame:
 def batches_from_sequences(sequences: Sequence[Sequence[int]], batch_size: int = 8, pad_id: int = 0):
     """Right-padded {input_ids, attention_mask} batches from token-id lists (prompts may differ in length)."""
     for start in range(0, len(sequences), batch_size):
-        chunk = [list(s) for s in sequences[start:start + batch_size]]
+        chunk = [list(s) for s in sequences[start : start + batch_size]]
         length = max(len(s) for s in chunk)
         ids = torch.full((len(chunk), length), pad_id, dtype=torch.long)
         mask = torch.zeros((len(chunk), length), dtype=torch.long)
@@ -175,17 +202,35 @@ def batches_from_sequences(sequences: Sequence[Sequence[int]], batch_size: int =
 SECTION = "3.3 quadratic amplifier"
 
 
-COLUMNS = ["sample", "position", "token_id", "block", "cos", "norm_ratio", "gate_norm", "out_peak", "resid_in_peak",
-           "resid_out_peak", "is_spike"]
+COLUMNS = [
+    "sample",
+    "position",
+    "token_id",
+    "block",
+    "cos",
+    "norm_ratio",
+    "gate_norm",
+    "out_peak",
+    "resid_in_peak",
+    "resid_out_peak",
+    "is_spike",
+]
 CLAIM_IDENTITY = "SiLU acts as the identity on spike tokens in step-up/step-down blocks"
 CLAIM_CLOSER = "spike tokens sit closer to the SiLU identity regime than ordinary tokens"
 PAPER_IDENTITY = "cos(SiLU(x), x) ~ 1 and ||SiLU(x)|| ~ ||x|| (Fig 2)"
 PAPER_CLOSER = "spike tokens in the linear regime, others not (Fig 2)"
 
 
-def run_silu_regime(model, sequences: Sequence[Sequence[int]], lifecycle: Mapping, batch_size: int = 16,
-                    pad_id: int = 0, floor: float = DEFAULT_FLOOR, median_ratio: float = DEFAULT_MEDIAN_RATIO,
-                    progress: bool = True) -> tuple[pd.DataFrame, str | None]:
+def run_silu_regime(
+    model,
+    sequences: Sequence[Sequence[int]],
+    lifecycle: Mapping,
+    batch_size: int = 16,
+    pad_id: int = 0,
+    floor: float = DEFAULT_FLOOR,
+    median_ratio: float = DEFAULT_MEDIAN_RATIO,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, str | None]:
     """Fig 2 on the detected step-up and step-down blocks (sentences, e.g. 1024 as in the paper).
 
     Returns (frame, reason): reason says why the analysis does not apply (no gated FFN, no step
@@ -193,19 +238,36 @@ def run_silu_regime(model, sequences: Sequence[Sequence[int]], lifecycle: Mappin
     """
     layout = model_layout(model)
     blocks = sorted(set(lifecycle.get("step_up", [])) | set(lifecycle.get("step_down", [])))
-    reason = (f"{layout.ffn_kind}: no gate x = W_gate h to put through an activation" if not layout.gated
-              else "no step-up or step-down block was detected" if not blocks else None)
+    reason = (
+        f"{layout.ffn_kind}: no gate x = W_gate h to put through an activation"
+        if not layout.gated
+        else "no step-up or step-down block was detected"
+        if not blocks
+        else None
+    )
     if reason:
         frame = pd.DataFrame(columns=COLUMNS)
         frame.attrs.update(activation=layout.activation_name, not_applicable=reason)
         return frame, reason
-    frame = silu_regime(model, batches_from_sequences(sequences, batch_size, pad_id), blocks, floor=floor,
-                        median_ratio=median_ratio, progress=progress)
+    frame = silu_regime(
+        model,
+        batches_from_sequences(sequences, batch_size, pad_id),
+        blocks,
+        floor=floor,
+        median_ratio=median_ratio,
+        progress=progress,
+    )
     return frame, None
 
 
-def silu_claims(model: str, frame: pd.DataFrame, reason: str | None = None, activation: str = "silu",
-                min_cos: float = 0.9, min_norm_ratio: float = 0.8) -> list:
+def silu_claims(
+    model: str,
+    frame: pd.DataFrame,
+    reason: str | None = None,
+    activation: str = "silu",
+    min_cos: float = 0.9,
+    min_norm_ratio: float = 0.8,
+) -> list:
     """Near-identity SiLU for spike tokens in every step block, and closer to identity than others.
 
     A gated FFN with another activation (Gemma's GeGLU) answers the same two questions for its
@@ -216,33 +278,75 @@ def silu_claims(model: str, frame: pd.DataFrame, reason: str | None = None, acti
     if reason is None and frame.empty:
         reason = "no token was measured"
     if reason:
-        return [not_applicable(SECTION, CLAIM_IDENTITY, model, PAPER_IDENTITY, reason),
-                not_applicable(SECTION, CLAIM_CLOSER, model, PAPER_CLOSER, reason)]
+        return [
+            not_applicable(SECTION, CLAIM_IDENTITY, model, PAPER_IDENTITY, reason),
+            not_applicable(SECTION, CLAIM_CLOSER, model, PAPER_CLOSER, reason),
+        ]
     summary = summarize_silu(frame)
     spikes = summary[summary["is_spike"]].set_index("block")
     others = summary[~summary["is_spike"]].set_index("block")
     blocks = sorted(frame["block"].unique())
     silu = activation == "silu"
-    identity = CLAIM_IDENTITY if silu else f"beyond the paper: {activation} acts as the identity on spike tokens in step blocks"
+    identity = (
+        CLAIM_IDENTITY
+        if silu
+        else f"beyond the paper: {activation} acts as the identity on spike tokens in step blocks"
+    )
     closer = CLAIM_CLOSER if silu else f"beyond the paper: spike tokens sit closer to the {activation} identity regime"
-    claims = [] if silu else [
-        not_applicable(SECTION, CLAIM_IDENTITY, model, PAPER_IDENTITY, f"the gate activation is {activation}, not SiLU"),
-        not_applicable(SECTION, CLAIM_CLOSER, model, PAPER_CLOSER, f"the gate activation is {activation}, not SiLU")]
+    claims = (
+        []
+        if silu
+        else [
+            not_applicable(
+                SECTION, CLAIM_IDENTITY, model, PAPER_IDENTITY, f"the gate activation is {activation}, not SiLU"
+            ),
+            not_applicable(
+                SECTION, CLAIM_CLOSER, model, PAPER_CLOSER, f"the gate activation is {activation}, not SiLU"
+            ),
+        ]
+    )
     if spikes.empty:
-        return claims + [Claim(SECTION, identity, model, PAPER_IDENTITY, "no spike token in the sample", False,
-                               "needs spike tokens")]
-    text = "; ".join(f"block {b}: cos {spikes.loc[b, 'cos_median']:.3f}, norm ratio {spikes.loc[b, 'norm_ratio_median']:.3f}"
-                     f" (n={int(spikes.loc[b, 'n'])}; others {others.loc[b, 'cos_median']:.3f} / "
-                     f"{others.loc[b, 'norm_ratio_median']:.3f})" if b in spikes.index and b in others.index else f"block {b}: -"
-                     for b in blocks)
-    near = all(b in spikes.index and spikes.loc[b, "cos_median"] >= min_cos and spikes.loc[b, "norm_ratio_median"] >= min_norm_ratio
-               for b in blocks)
-    close = all(b in spikes.index and b in others.index
-                and spikes.loc[b, "norm_ratio_median"] > others.loc[b, "norm_ratio_median"]
-                and spikes.loc[b, "cos_median"] > others.loc[b, "cos_median"] for b in blocks)
+        return claims + [
+            Claim(SECTION, identity, model, PAPER_IDENTITY, "no spike token in the sample", False, "needs spike tokens")
+        ]
+    text = "; ".join(
+        f"block {b}: cos {spikes.loc[b, 'cos_median']:.3f}, norm ratio {spikes.loc[b, 'norm_ratio_median']:.3f}"
+        f" (n={int(spikes.loc[b, 'n'])}; others {others.loc[b, 'cos_median']:.3f} / "
+        f"{others.loc[b, 'norm_ratio_median']:.3f})"
+        if b in spikes.index and b in others.index
+        else f"block {b}: -"
+        for b in blocks
+    )
+    near = all(
+        b in spikes.index
+        and spikes.loc[b, "cos_median"] >= min_cos
+        and spikes.loc[b, "norm_ratio_median"] >= min_norm_ratio
+        for b in blocks
+    )
+    close = all(
+        b in spikes.index
+        and b in others.index
+        and spikes.loc[b, "norm_ratio_median"] > others.loc[b, "norm_ratio_median"]
+        and spikes.loc[b, "cos_median"] > others.loc[b, "cos_median"]
+        for b in blocks
+    )
     return claims + [
-        Claim(SECTION, identity, model, PAPER_IDENTITY, text, near,
-              f"median cos >= {min_cos} and median norm ratio >= {min_norm_ratio} in every step block"),
-        Claim(SECTION, closer, model, PAPER_CLOSER, text, close,
-              "median cos and norm ratio of spike tokens above those of other tokens in every step block"),
+        Claim(
+            SECTION,
+            identity,
+            model,
+            PAPER_IDENTITY,
+            text,
+            near,
+            f"median cos >= {min_cos} and median norm ratio >= {min_norm_ratio} in every step block",
+        ),
+        Claim(
+            SECTION,
+            closer,
+            model,
+            PAPER_CLOSER,
+            text,
+            close,
+            "median cos and norm ratio of spike tokens above those of other tokens in every step block",
+        ),
     ]

@@ -18,8 +18,8 @@ Everything returned is a small pandas DataFrame.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -66,9 +66,12 @@ def choose_heads(key0_mass_layer_head: np.ndarray) -> dict[str, HeadChoice]:
 class QKCapture(AttentionObserver):
     """Copies query and key vectors of chosen heads (float32, CPU) for up to `max_prompts` prompts."""
 
-    def __init__(self, model: nn.Module, heads: dict[str, HeadChoice], max_prompts: int = 256,
-                 stop_after_last: bool = False):
-        super().__init__(model, layers=sorted({choice.layer for choice in heads.values()}), stop_after_last=stop_after_last)
+    def __init__(
+        self, model: nn.Module, heads: dict[str, HeadChoice], max_prompts: int = 256, stop_after_last: bool = False
+    ):
+        super().__init__(
+            model, layers=sorted({choice.layer for choice in heads.values()}), stop_after_last=stop_after_last
+        )
         self.heads = dict(heads)
         self.max_prompts = int(max_prompts)
         self._queries: dict[str, list[torch.Tensor]] = {role: [] for role in self.heads}

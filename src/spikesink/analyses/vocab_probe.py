@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,7 +51,9 @@ class _PeakRecorder:
     median ~45 at a 2.2e4 spike, ratio ~500).
     """
 
-    def __init__(self, batch: int, rule: SpikeRule, device, reference_median: Mapping[int, float] | None = None) -> None:
+    def __init__(
+        self, batch: int, rule: SpikeRule, device, reference_median: Mapping[int, float] | None = None
+    ) -> None:
         self.rule = rule
         self.reference = reference_median
         self.peak = torch.zeros(batch, device=device)
@@ -123,10 +125,18 @@ def _expanded_cache(model, kv: list[tuple[torch.Tensor, torch.Tensor]], batch: i
     return DynamicCache(data, config=model.config)
 
 
-def probe_peaks(model, token_ids: Sequence[int], blocks: Sequence[int], prefix_ids: Sequence[int] | None = None,
-                batch_size: int = 512, floor: float = DEFAULT_FLOOR, median_ratio: float = DEFAULT_MEDIAN_RATIO,
-                reference_median: Mapping[int, float] | None = None, progress: bool = True,
-                desc: str = "vocab probe") -> dict[str, np.ndarray]:
+def probe_peaks(
+    model,
+    token_ids: Sequence[int],
+    blocks: Sequence[int],
+    prefix_ids: Sequence[int] | None = None,
+    batch_size: int = 512,
+    floor: float = DEFAULT_FLOOR,
+    median_ratio: float = DEFAULT_MEDIAN_RATIO,
+    reference_median: Mapping[int, float] | None = None,
+    progress: bool = True,
+    desc: str = "vocab probe",
+) -> dict[str, np.ndarray]:
     """Each id alone (prefix_ids None: position 0) or after the prefix; peak stats per id.
 
     Returns numpy arrays: peak (max |h| over probed blocks and channels), block (where), channel,
@@ -144,7 +154,7 @@ def probe_peaks(model, token_ids: Sequence[int], blocks: Sequence[int], prefix_i
     out = {key: [] for key in keys}
     starts = range(0, len(ids), batch_size)
     for start in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
-        chunk = torch.as_tensor(ids[start:start + batch_size], device=device)[:, None]
+        chunk = torch.as_tensor(ids[start : start + batch_size], device=device)[:, None]
         recorder = _PeakRecorder(len(chunk), SpikeRule(floor, median_ratio), device, reference_median)
         inputs = {"input_ids": chunk, "use_cache": kv is not None}
         if kv is not None:
@@ -197,11 +207,22 @@ def exception_correlation(is_exception: np.ndarray, values: np.ndarray) -> dict[
     return {"spearman": float(rho), "auroc_smaller": float(u / (exc.sum() * (~exc).sum()))}
 
 
-def vocab_probe(model, tokenizer=None, blocks: Sequence[int] | None = None, prefix: str | None = DEFAULT_PREFIX,
-                prefix_ids: Sequence[int] | None = None, token_ids: Sequence[int] | None = None,
-                batch_size: int = 512, floor: float = DEFAULT_FLOOR, median_ratio: float = DEFAULT_MEDIAN_RATIO,
-                median_source: str = "reference", reference_median: Mapping[int, float] | None = None,
-                later: bool = True, max_listed: int = 500, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+def vocab_probe(
+    model,
+    tokenizer=None,
+    blocks: Sequence[int] | None = None,
+    prefix: str | None = DEFAULT_PREFIX,
+    prefix_ids: Sequence[int] | None = None,
+    token_ids: Sequence[int] | None = None,
+    batch_size: int = 512,
+    floor: float = DEFAULT_FLOOR,
+    median_ratio: float = DEFAULT_MEDIAN_RATIO,
+    median_source: str = "reference",
+    reference_median: Mapping[int, float] | None = None,
+    later: bool = True,
+    max_listed: int = 500,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, dict]:
     """Table 2: the probe at position 0 and, as control, after a fixed prefix.
 
     blocks: paper block numbers whose post-residual state is checked (default: intermediate
@@ -232,8 +253,9 @@ def vocab_probe(model, tokenizer=None, blocks: Sequence[int] | None = None, pref
                 raise ValueError("median_source='reference' needs reference_median or a prefix")
             reference_median = reference_medians(model, prefix_ids, blocks)
         reference = reference_median if median_source == "reference" else None
-        common = dict(batch_size=batch_size, floor=floor, median_ratio=median_ratio, reference_median=reference,
-                      progress=progress)
+        common = dict(
+            batch_size=batch_size, floor=floor, median_ratio=median_ratio, reference_median=reference, progress=progress
+        )
         seconds = {}
         start = time.perf_counter()
         pos0 = probe_peaks(model, ids, blocks, desc="probe pos 0", **common)
@@ -247,20 +269,22 @@ def vocab_probe(model, tokenizer=None, blocks: Sequence[int] | None = None, pref
 
     norms, distances = embedding_geometry(model)
     raw, text = token_strings(tokenizer, ids)
-    frame = pd.DataFrame({
-        "token_id": ids,
-        "token": raw,
-        "text": text,
-        "peak_pos0": pos0["peak"].astype(np.float32),
-        "peak_block_pos0": pos0["block"],
-        "peak_channel_pos0": pos0["channel"],
-        "first_spike_block_pos0": pos0["first_block"],
-        "peak_to_own_median_pos0": pos0["ratio_own"].astype(np.float32),
-        "is_spike_pos0": pos0["massive"].astype(bool),
-        "is_spike_pos0_own_median": pos0["massive_own"].astype(bool),
-        "embedding_norm": norms[ids],
-        "embedding_distance": distances[ids],
-    })
+    frame = pd.DataFrame(
+        {
+            "token_id": ids,
+            "token": raw,
+            "text": text,
+            "peak_pos0": pos0["peak"].astype(np.float32),
+            "peak_block_pos0": pos0["block"],
+            "peak_channel_pos0": pos0["channel"],
+            "first_spike_block_pos0": pos0["first_block"],
+            "peak_to_own_median_pos0": pos0["ratio_own"].astype(np.float32),
+            "is_spike_pos0": pos0["massive"].astype(bool),
+            "is_spike_pos0_own_median": pos0["massive_own"].astype(bool),
+            "embedding_norm": norms[ids],
+            "embedding_distance": distances[ids],
+        }
+    )
     if later:
         frame["peak_later"] = later_stats["peak"].astype(np.float32)
         frame["peak_block_later"] = later_stats["block"]
@@ -274,8 +298,15 @@ def vocab_probe(model, tokenizer=None, blocks: Sequence[int] | None = None, pref
     return frame, summary
 
 
-def summarize_probe(frame: pd.DataFrame, vocab_size: int, blocks: Sequence[int], prefix_ids, floor: float,
-                    median_ratio: float, max_listed: int = 500) -> dict:
+def summarize_probe(
+    frame: pd.DataFrame,
+    vocab_size: int,
+    blocks: Sequence[int],
+    prefix_ids,
+    floor: float,
+    median_ratio: float,
+    max_listed: int = 500,
+) -> dict:
     """Counts and ratios as in Table 2, plus who the exceptions are and how their embeddings sit."""
     n = len(frame)
     spikes = int(frame["is_spike_pos0"].sum())
@@ -293,29 +324,31 @@ def summarize_probe(frame: pd.DataFrame, vocab_size: int, blocks: Sequence[int],
         "median_peak_pos0": float(frame["peak_pos0"].median()) if n else float("nan"),
         "exception_vs_distance": exception_correlation(frame["is_exception"], frame["embedding_distance"]),
         "exception_vs_norm": exception_correlation(frame["is_exception"], frame["embedding_norm"]),
-        "exceptions": exceptions.head(max_listed)[["token_id", "token", "text", "embedding_distance", "embedding_norm",
-                                                   "peak_pos0"]].to_dict(orient="records"),
+        "exceptions": exceptions.head(max_listed)[
+            ["token_id", "token", "text", "embedding_distance", "embedding_norm", "peak_pos0"]
+        ].to_dict(orient="records"),
         "exceptions_listed": int(min(max_listed, len(exceptions))),
     }
     if "is_spike_later" in frame:
         later = int(frame["is_spike_later"].sum())
-        summary.update({
-            "prefix_ids": [int(i) for i in prefix_ids] if prefix_ids is not None else None,
-            "n_spike_later": later,
-            "ratio_later": later / n if n else float("nan"),
-            "n_spike_later_own_median": int(frame["is_spike_later_own_median"].sum()),
-            "median_peak_later": float(frame["peak_later"].median()) if n else float("nan"),
-            "later_spike_tokens": frame[frame["is_spike_later"]].head(max_listed)[["token_id", "token", "text"]]
-            .to_dict(orient="records"),
-        })
+        summary.update(
+            {
+                "prefix_ids": [int(i) for i in prefix_ids] if prefix_ids is not None else None,
+                "n_spike_later": later,
+                "ratio_later": later / n if n else float("nan"),
+                "n_spike_later_own_median": int(frame["is_spike_later_own_median"].sum()),
+                "median_peak_later": float(frame["peak_later"].median()) if n else float("nan"),
+                "later_spike_tokens": frame[frame["is_spike_later"]]
+                .head(max_listed)[["token_id", "token", "text"]]
+                .to_dict(orient="records"),
+            }
+        )
     return summary
 
 
 # ------------------------------------------------------------------------------------------
 # Pipeline entry points: blocks from the life cycle, claims, Table 2
 # ------------------------------------------------------------------------------------------
-
-
 
 
 PLATEAU_START_BLOCKS = 4
@@ -346,23 +379,49 @@ def lifecycle_reference_median(lifecycle: Mapping) -> dict[int, float] | None:
     return {b: float(v) for b, v in enumerate(medians, start=1)} if medians else None
 
 
-def run_vocab_probe(model, tokenizer, lifecycle: Mapping | None = None, blocks: str | Sequence[int] = "plateau",
-                    prefix: str = DEFAULT_PREFIX, median_source: str = "reference", floor: float = DEFAULT_FLOOR,
-                    median_ratio: float = DEFAULT_MEDIAN_RATIO, batch_size: int = 512, limit: int | None = None,
-                    later: bool = True, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+def run_vocab_probe(
+    model,
+    tokenizer,
+    lifecycle: Mapping | None = None,
+    blocks: str | Sequence[int] = "plateau",
+    prefix: str = DEFAULT_PREFIX,
+    median_source: str = "reference",
+    floor: float = DEFAULT_FLOOR,
+    median_ratio: float = DEFAULT_MEDIAN_RATIO,
+    batch_size: int = 512,
+    limit: int | None = None,
+    later: bool = True,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, dict]:
     """vocab_probe with the pipeline's choices: plateau blocks and the corpus medians as reference.
 
     limit probes only the first `limit` ids (smoke runs); the summary records it.
     """
     total = model_layout(model).n_blocks
-    chosen = list(blocks) if not isinstance(blocks, str) else probe_blocks_from_lifecycle(lifecycle or {}, total, blocks)
+    chosen = (
+        list(blocks) if not isinstance(blocks, str) else probe_blocks_from_lifecycle(lifecycle or {}, total, blocks)
+    )
     reference = lifecycle_reference_median(lifecycle or {}) if median_source == "reference" else None
     vocab = model.get_input_embeddings().weight.shape[0]
     ids = None if limit is None else np.arange(min(int(limit), vocab))
-    frame, summary = vocab_probe(model, tokenizer, blocks=chosen, prefix=prefix, token_ids=ids, batch_size=batch_size,
-                                 floor=floor, median_ratio=median_ratio, median_source=median_source,
-                                 reference_median=reference, later=later, progress=progress)
+    frame, summary = vocab_probe(
+        model,
+        tokenizer,
+        blocks=chosen,
+        prefix=prefix,
+        token_ids=ids,
+        batch_size=batch_size,
+        floor=floor,
+        median_ratio=median_ratio,
+        median_source=median_source,
+        reference_median=reference,
+        later=later,
+        progress=progress,
+    )
     summary["limit"] = limit
-    summary["reference_from"] = "lifecycle corpus medians" if reference is not None else (
-        "prefix" if median_source == "reference" else "token's own state")
+    summary["reference_from"] = (
+        "lifecycle corpus medians"
+        if reference is not None
+        else ("prefix" if median_source == "reference" else "token's own state")
+    )
     return frame, summary

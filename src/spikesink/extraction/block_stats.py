@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from spikesink.results import OUTPUT, RESIDUAL, BlockStats
 from spikesink.settings import ExtractionSettings
 
 log = logging.getLogger(__name__)
+
 
 class _Accumulator:
     """Receives hidden states from the hooks, one batch at a time."""
@@ -193,7 +194,9 @@ def extract_block_stats(
 
             # spike tokens flagged by the residual taps of earlier blocks of this forward
             sinks = stack.enter_context(SinkStatistics(model, acc.running_spike_mask, eps=sink_eps))
-        for start, chunk in tqdm(list(batches(input_ids, batch_size)), desc="extract", unit="batch", disable=not progress):
+        for start, chunk in tqdm(
+            list(batches(input_ids, batch_size)), desc="extract", unit="batch", disable=not progress
+        ):
             ids = torch.from_numpy(chunk).to(device)
             acc.start_batch(start, len(chunk), seq_len, device)
             run_decoder(model, input_ids=ids, use_cache=False)

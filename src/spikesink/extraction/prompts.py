@@ -8,7 +8,8 @@ writes the prompts it sampled (results/<model>/prompts.json); later stages reuse
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -181,16 +182,31 @@ def sample_sentences(
     return [pool[int(i)] for i in picks]
 
 
-def sample_prompt_set(name: str, passages: Sequence[dict[str, Any]], tokenizer, kind: str, n: int, seed: int,
-                      seq_len: int | None = None, max_positions: int | None = None,
-                      keys: Sequence[str] = ("n_prompts", "seq_len")) -> PromptSet:
+def sample_prompt_set(
+    name: str,
+    passages: Sequence[dict[str, Any]],
+    tokenizer,
+    kind: str,
+    n: int,
+    seed: int,
+    seq_len: int | None = None,
+    max_positions: int | None = None,
+    keys: Sequence[str] = ("n_prompts", "seq_len"),
+) -> PromptSet:
     """One named prompt set: `n` prompts of `seq_len` tokens (kind "prompts") or `n` single
     sentences tokenised with the tokenizer's own special tokens (kind "sentences"). `keys` name
     the config keys of n and seq_len in error messages."""
     params = {"kind": kind, "n": n, "seed": seed, "seq_len": seq_len}
     if kind == "prompts":
-        ids, meta = sample_prompts(passages, tokenizer, n_prompts=n, seq_len=int(seq_len), seed=seed,
-                                   max_positions=max_positions, keys=tuple(keys))
+        ids, meta = sample_prompts(
+            passages,
+            tokenizer,
+            n_prompts=n,
+            seq_len=int(seq_len),
+            seed=seed,
+            max_positions=max_positions,
+            keys=tuple(keys),
+        )
         return PromptSet(name, list(ids), {"params": params, "bos_added": bool(meta[0]["bos_added"]), "prompts": meta})
     if kind == "sentences":
         sentences = sample_sentences(passages, n, seed=seed)

@@ -72,8 +72,15 @@ def attention_masses(
             f"sink statistics need sequences of at least 2 tokens (got {q_len}): with one token "
             "every query trivially puts all its attention on key 0"
         )
-    geometry, chunks = probability_chunks(query, key, scaling, attention_mask, softcap=softcap,
-                                          sliding_window=sliding_window, max_chunk_elements=max_chunk_elements)
+    geometry, chunks = probability_chunks(
+        query,
+        key,
+        scaling,
+        attention_mask,
+        softcap=softcap,
+        sliding_window=sliding_window,
+        max_chunk_elements=max_chunk_elements,
+    )
     n_kv = key.shape[1]
     device = query.device
     spike_weights = None
@@ -190,7 +197,11 @@ class SinkStatistics(AttentionObserver):
             raise RuntimeError("no forward pass was observed; run the model inside the `with` block")
         key0 = torch.cat(self._key0).numpy().astype(np.float32)
         spike = torch.cat(self._spike).numpy().astype(np.float32)
-        out = {"key0_mass": key0, "spike_mass": spike, "n_queries": torch.cat(self._n_queries).numpy().astype(np.float32)}
+        out = {
+            "key0_mass": key0,
+            "spike_mass": spike,
+            "n_queries": torch.cat(self._n_queries).numpy().astype(np.float32),
+        }
         out.update(summarise_sinks(key0, self.eps))
         with np.errstate(invalid="ignore"), _quiet_nanmean():
             out["spike_mass_layer_head"] = np.nanmean(spike, axis=0).astype(np.float32)

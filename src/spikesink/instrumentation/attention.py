@@ -22,8 +22,8 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -183,15 +183,17 @@ def probability_chunks(
     return geometry, chunks()
 
 
-def chunked_attention_output(query, key, value, scaling, attention_mask=None, *, softcap=None,
-                             max_chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
+def chunked_attention_output(
+    query, key, value, scaling, attention_mask=None, *, softcap=None, max_chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
+) -> torch.Tensor:
     """softmax(scores) @ V in query chunks: (B, T, H, D) in the value's dtype, like transformers'
     attention functions return it. Memory O(chunk x T) per head, no T x T map."""
     batch, n_heads, q_len, head_dim = query.shape
     n_kv = key.shape[1]
     groups = n_heads // n_kv
-    _, chunks = probability_chunks(query, key, scaling, attention_mask, softcap=softcap,
-                                   max_chunk_elements=max_chunk_elements)
+    _, chunks = probability_chunks(
+        query, key, scaling, attention_mask, softcap=softcap, max_chunk_elements=max_chunk_elements
+    )
     out = torch.zeros(batch, n_kv, groups, q_len, value.shape[-1], dtype=torch.float32, device=query.device)
     v = value.detach().to(torch.float32)[:, :, None]  # (B, H_kv, 1, T, Dv)
     for start, stop, probs in chunks:
@@ -233,7 +235,7 @@ def _routed(base: str):
             output = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
         else:
             output = _family_eager(module)(module, query, key, value, attention_mask, **kwargs)
-        for observer in (route.observers if route is not None else ()):
+        for observer in route.observers if route is not None else ():
             observer._observe(module, query, key, attention_mask, kwargs)
         return output
 

@@ -121,7 +121,9 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
     FamilyAdapter("Llama", ("llama",)),
     FamilyAdapter("Mistral", ("mistral",)),
     FamilyAdapter("Qwen2", ("qwen2",)),
-    FamilyAdapter("Qwen3", ("qwen3",), attention_parts=AttentionParts(q_norm="q_norm", k_norm="k_norm", qk_norm_scope="head")),
+    FamilyAdapter(
+        "Qwen3", ("qwen3",), attention_parts=AttentionParts(q_norm="q_norm", k_norm="k_norm", qk_norm_scope="head")
+    ),
     FamilyAdapter("Gemma", ("gemma",), norm_gain_offset=1.0, embedding_scale="sqrt(d_model)", bos="BOS required"),
     FamilyAdapter(
         "Gemma 2",
@@ -196,7 +198,10 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
         "Qwen2-MoE",
         ("qwen2_moe",),
         ffn_parts=FFNParts(
-            kind="moe", router="gate", experts="experts", shared_expert="shared_expert",
+            kind="moe",
+            router="gate",
+            experts="experts",
+            shared_expert="shared_expert",
             shared_expert_gate="shared_expert_gate",
         ),  # fmt: skip
     ),
@@ -224,8 +229,10 @@ def unsupported_message(model_type) -> str:
 
 def adapter_for(config_or_type) -> FamilyAdapter:
     """The adapter of a transformers config (or a model_type string); raises for unknown types."""
-    model_type = config_or_type if isinstance(config_or_type, str) or config_or_type is None else getattr(
-        config_or_type, "model_type", None
+    model_type = (
+        config_or_type
+        if isinstance(config_or_type, str) or config_or_type is None
+        else getattr(config_or_type, "model_type", None)
     )
     adapter = BY_MODEL_TYPE.get(model_type)
     if adapter is None:

@@ -10,8 +10,8 @@ Linear-style (out, in) matrices, q/k/v/o split per role, FFN gate/up/down per ex
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -121,7 +121,9 @@ class ModelLayout:
         else:
             raise LayoutError(f"{type(model).__name__} has no decoder stack `{a.decoder}` ({self.model_type!r})")
         prefix = f"{self.decoder_path}." if self.decoder_path else ""
-        layers = _find(self.decoder, a.layers, self.decoder_path or type(model).__name__, "decoder layers", self.model_type)
+        layers = _find(
+            self.decoder, a.layers, self.decoder_path or type(model).__name__, "decoder layers", self.model_type
+        )
         self.embedding = _find(self.decoder, a.embedding, self.decoder_path, "token embedding", self.model_type)
         self.final_norm = _find(self.decoder, a.final_norm, self.decoder_path, "final norm", self.model_type)
         parallel = a.is_parallel(config)
@@ -221,10 +223,16 @@ class ModelLayout:
     def ffn_activation(self, block: int) -> Callable[[torch.Tensor], torch.Tensor]:
         """The activation applied to the gate (gated FFN) or to fc_in (MLP) of an FFN block."""
         lv = self._ffn_layer(block)
-        owner = _find(lv.ffn, self.adapter.ffn_parts.experts, lv.path + ".mlp", "experts", self.model_type) if lv.moe else lv.ffn
+        owner = (
+            _find(lv.ffn, self.adapter.ffn_parts.experts, lv.path + ".mlp", "experts", self.model_type)
+            if lv.moe
+            else lv.ffn
+        )
         act = getattr(owner, self.adapter.ffn_parts.activation, None)
         if act is None:
-            raise LayoutError(f"{lv.path}.{self.adapter.ffn}.{self.adapter.ffn_parts.activation} (activation) does not exist")
+            raise LayoutError(
+                f"{lv.path}.{self.adapter.ffn}.{self.adapter.ffn_parts.activation} (activation) does not exist"
+            )
         return act
 
     def _ffn_layer(self, block: int) -> LayerView:
@@ -260,16 +268,27 @@ class ModelLayout:
             if lv.moe:
                 if expert != "shared":
                     raise ValueError(f"block {block} is an MoE block: pick an expert of {self.experts(block)}")
-                module, where = _find(lv.ffn, parts.shared_expert, where, "shared expert", self.model_type), f"{where}.{parts.shared_expert}"
-                gate, up, down = (linear_weight(_find(module, n, where, r, self.model_type), f"{where}.{n}")[0]
-                                  for n, r in (("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down")))
+                module, where = (
+                    _find(lv.ffn, parts.shared_expert, where, "shared expert", self.model_type),
+                    f"{where}.{parts.shared_expert}",
+                )
+                gate, up, down = (
+                    linear_weight(_find(module, n, where, r, self.model_type), f"{where}.{n}")[0]
+                    for n, r in (("gate_proj", "gate"), ("up_proj", "up"), ("down_proj", "down"))
+                )
             elif parts.gate_up:
-                fused, _ = linear_weight(_find(module, parts.gate_up, where, "fused gate/up", self.model_type), f"{where}.{parts.gate_up}")
+                fused, _ = linear_weight(
+                    _find(module, parts.gate_up, where, "fused gate/up", self.model_type), f"{where}.{parts.gate_up}"
+                )
                 gate, up = fused.chunk(2, dim=0)
-                down, _ = linear_weight(_find(module, parts.down, where, "down", self.model_type), f"{where}.{parts.down}")
+                down, _ = linear_weight(
+                    _find(module, parts.down, where, "down", self.model_type), f"{where}.{parts.down}"
+                )
             else:
-                gate, up, down = (linear_weight(_find(module, n, where, r, self.model_type), f"{where}.{n}")[0]
-                                  for n, r in ((parts.gate, "gate"), (parts.up, "up"), (parts.down, "down")))
+                gate, up, down = (
+                    linear_weight(_find(module, n, where, r, self.model_type), f"{where}.{n}")[0]
+                    for n, r in ((parts.gate, "gate"), (parts.up, "up"), (parts.down, "down"))
+                )
         if gate.shape != up.shape or down.shape != (gate.shape[1], gate.shape[0]) or gate.shape[1] != self.d_model:
             raise LayoutError(
                 f"{where}: gate {tuple(gate.shape)}, up {tuple(up.shape)}, down {tuple(down.shape)} do not form a "
@@ -301,7 +320,9 @@ class ModelLayout:
             if parts.qkv_layout == "per_head":  # GPT-NeoX: per head [q_h; k_h; v_h]
                 w3 = w.reshape(h, 3, dh, d)
                 q, k, v = (w3[:, i].reshape(h * dh, d) for i in range(3))
-                qb, kb, vb = (None, None, None) if b is None else (b.reshape(h, 3, dh)[:, i].reshape(-1) for i in range(3))
+                qb, kb, vb = (
+                    (None, None, None) if b is None else (b.reshape(h, 3, dh)[:, i].reshape(-1) for i in range(3))
+                )
             else:  # stacked rows [q; k; v] (Phi-3; GPT-2's Conv1D columns after the transpose)
                 sizes = [h * dh, hkv * dh, hkv * dh]
                 if w.shape[0] != sum(sizes):
@@ -327,8 +348,12 @@ class ModelLayout:
             "gqa": self.n_kv_heads != self.n_heads,
             "qk_norm": parts.qk_norm_scope,
             "fused_qkv": parts.qkv_layout,
-            "sliding_window": int(sliding) if sliding and (layer_types is None or "sliding_attention" in layer_types) else None,
-            "sliding_layers": sum(t == "sliding_attention" for t in layer_types) if layer_types and sliding else (self.n_layers if sliding else 0),
+            "sliding_window": int(sliding)
+            if sliding and (layer_types is None or "sliding_attention" in layer_types)
+            else None,
+            "sliding_layers": sum(t == "sliding_attention" for t in layer_types)
+            if layer_types and sliding
+            else (self.n_layers if sliding else 0),
             "logit_softcap": getattr(config, "attn_logit_softcapping", None),
             "final_logit_softcap": getattr(config, "final_logit_softcapping", None),
         }
@@ -395,8 +420,10 @@ class ModelLayout:
             ffn_roles = {ffn.gate: "gate", ffn.up: "up", ffn.gate_up: "gate_up", ffn.down: "down"}
         out = []
         for lv in self.layers:
-            for owner, prefix, roles, block in ((lv.attention, a.attention, attention_roles, lv.attention_block),
-                                                (lv.ffn, a.ffn, ffn_roles, lv.ffn_block)):
+            for owner, prefix, roles, block in (
+                (lv.attention, a.attention, attention_roles, lv.attention_block),
+                (lv.ffn, a.ffn, ffn_roles, lv.ffn_block),
+            ):
                 for name, module in owner.named_modules():
                     if not name or not (isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"):
                         continue
@@ -431,7 +458,7 @@ class ModelLayout:
         }
 
 
-_LAYOUTS: "weakref.WeakKeyDictionary[nn.Module, ModelLayout]" = weakref.WeakKeyDictionary()
+_LAYOUTS: weakref.WeakKeyDictionary[nn.Module, ModelLayout] = weakref.WeakKeyDictionary()
 
 
 def model_layout(model: nn.Module) -> ModelLayout:

@@ -72,9 +72,7 @@ def verify_weights(model_dir: str | Path, manifest: dict | None = None) -> None:
     got = safetensors_hashes(model_dir, {})
     if got != expected:
         changed = sorted(set(got.items()) ^ set(expected.items()))
-        raise ModelLoadError(
-            f"{model_dir}: safetensors files differ from the manifest ({changed[:4]}); re-acquire it"
-        )
+        raise ModelLoadError(f"{model_dir}: safetensors files differ from the manifest ({changed[:4]}); re-acquire it")
 
 
 def load_model(

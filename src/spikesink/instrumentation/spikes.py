@@ -49,12 +49,17 @@ def state_median(state: torch.Tensor, valid: torch.Tensor | None = None, stride:
         flat = state.reshape(state.shape[0], -1)[:, :: max(1, int(stride))]
         return flat.float().abs().median(dim=1).values
     valid = valid.to(device=state.device, dtype=torch.bool)
-    return torch.stack([state[b][valid[b]].reshape(-1)[:: max(1, int(stride))].float().abs().median()
-                        for b in range(state.shape[0])])
+    return torch.stack(
+        [state[b][valid[b]].reshape(-1)[:: max(1, int(stride))].float().abs().median() for b in range(state.shape[0])]
+    )
 
 
-def spike_tokens(state: torch.Tensor, rule: SpikeRule | None = None, valid: torch.Tensor | None = None,
-                 reference_median: float | torch.Tensor | None = None) -> SpikeTokens:
+def spike_tokens(
+    state: torch.Tensor,
+    rule: SpikeRule | None = None,
+    valid: torch.Tensor | None = None,
+    reference_median: float | torch.Tensor | None = None,
+) -> SpikeTokens:
     """Spike tokens of a (B, T, d) state (module docstring); float32 whatever the state's dtype.
 
     reference_median: a scalar or (B,) median to compare against instead of the state's own

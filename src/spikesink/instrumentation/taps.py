@@ -29,8 +29,8 @@ detached. Callers reduce them to float32 statistics at once and keep nothing of 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -122,8 +122,14 @@ def resolve(lv: LayerView, block: int, state: str, attention: str = "self_attn",
 class Taps:
     """Call on_state(block, state, tensor) for each requested (block, state) during forwards."""
 
-    def __init__(self, model: nn.Module, requests: Iterable[tuple[int, str]],
-                 on_state: Callable[[int, str, torch.Tensor], None], *, stop_after_last: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        requests: Iterable[tuple[int, str]],
+        on_state: Callable[[int, str, torch.Tensor], None],
+        *,
+        stop_after_last: bool = False,
+    ):
         self.layout = model_layout(model)
         self.requests = sorted({(int(b), check_state(s)) for b, s in requests})
         if not self.requests:
@@ -184,8 +190,9 @@ class Taps:
                     self._emit(block, state, tensor)
 
         if point.phase == "pre":
-            return point.module.register_forward_pre_hook(lambda m, args, kwargs: deliver(_module_input(args, kwargs)),
-                                                          with_kwargs=True)
+            return point.module.register_forward_pre_hook(
+                lambda m, args, kwargs: deliver(_module_input(args, kwargs)), with_kwargs=True
+            )
         return point.module.register_forward_hook(lambda m, args, output: deliver(first_tensor(output)))
 
     def __exit__(self, *exc):
@@ -215,6 +222,7 @@ def edit_state(model: nn.Module, block: int, state: str, fn: Callable[[torch.Ten
     a = layout.adapter
     point = resolve(layout.layer_of(block), block, state, a.attention, a.ffn)
     if point.phase == "pre":
+
         def hook(_m, args, kwargs):
             if args:
                 return (fn(args[0]), *args[1:]), kwargs
@@ -222,7 +230,9 @@ def edit_state(model: nn.Module, block: int, state: str, fn: Callable[[torch.Ten
 
         handle = point.module.register_forward_pre_hook(hook, with_kwargs=True)
     else:
-        handle = point.module.register_forward_hook(lambda _m, _a, output: _replace_first(output, fn(first_tensor(output))))
+        handle = point.module.register_forward_hook(
+            lambda _m, _a, output: _replace_first(output, fn(first_tensor(output)))
+        )
     try:
         yield
     finally:
@@ -242,8 +252,13 @@ def run_decoder(model: nn.Module, **inputs):
             return None
 
 
-def capture(model: nn.Module, requests: Iterable[tuple[int, str]], stop: bool = True,
-            transform: Callable[[torch.Tensor], torch.Tensor] | None = None, **inputs) -> dict[tuple[int, str], torch.Tensor]:
+def capture(
+    model: nn.Module,
+    requests: Iterable[tuple[int, str]],
+    stop: bool = True,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    **inputs,
+) -> dict[tuple[int, str], torch.Tensor]:
     """One decoder forward; {(block, state): tensor (or transform(tensor))} for every request.
 
     With `stop` the forward ends after the last requested state. Use a transform (e.g. keep
@@ -260,8 +275,13 @@ def capture(model: nn.Module, requests: Iterable[tuple[int, str]], stop: bool = 
     return got
 
 
-def block_taps(model: nn.Module, blocks: Iterable[int], on_state: Callable[[int, torch.Tensor], None],
-               state: str = "post_residual", stop_after_last: bool = True) -> Taps:
+def block_taps(
+    model: nn.Module,
+    blocks: Iterable[int],
+    on_state: Callable[[int, torch.Tensor], None],
+    state: str = "post_residual",
+    stop_after_last: bool = True,
+) -> Taps:
     """Taps of one state on several blocks, with on_state(block, tensor)."""
     return Taps(model, [(b, state) for b in blocks], lambda b, _s, t: on_state(b, t), stop_after_last=stop_after_last)
 
@@ -271,15 +291,17 @@ def module_inputs(modules: dict[str, nn.Module], on_input: Callable[[str, tuple,
     routing arguments) to `on_input`; close the returned stack to remove them."""
     stack = contextlib.ExitStack()
     for name, module in modules.items():
-        handle = module.register_forward_pre_hook(lambda m, args, kwargs, name=name: on_input(name, args, kwargs),
-                                                  with_kwargs=True)
+        handle = module.register_forward_pre_hook(
+            lambda m, args, kwargs, name=name: on_input(name, args, kwargs), with_kwargs=True
+        )
         stack.callback(handle.remove)
     return stack
 
 
-
 @contextlib.contextmanager
-def edit_module_inputs(modules: dict[str, nn.Module], fn: Callable[[str, torch.Tensor], torch.Tensor]) -> Iterator[None]:
+def edit_module_inputs(
+    modules: dict[str, nn.Module], fn: Callable[[str, torch.Tensor], torch.Tensor]
+) -> Iterator[None]:
     """Replace the input x of named sub-modules (e.g. every Linear: layout.linear_modules) by
     fn(name, x) in every forward inside the context (fake quantisation of activations)."""
     stack = contextlib.ExitStack()
