@@ -10,11 +10,24 @@ from __future__ import annotations
 import gzip
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from spikesink.acquisition import rdata
+
+
+def read_lazyload_db(base, names=None):
+    """The on-disk pair base.rdx / base.rdb through rdata.decode_lazyload (the corpus reads the
+    same two files from inside the .deb, in memory)."""
+    base = Path(base)
+    rdx, rdb = base.with_name(base.name + ".rdx"), base.with_name(base.name + ".rdb")
+    for path in (rdx, rdb):
+        if not path.is_file():
+            raise FileNotFoundError(f"lazy-load database file missing: {path}")
+    return rdata.decode_lazyload(rdx.read_bytes(), rdb.read_bytes(), names)
+
 
 # --- low-level builders: one function per wire element of serialize.c ---------------
 
@@ -222,13 +235,13 @@ def test_lazyload_db_roundtrip(tmp_path):
     )
     (tmp_path / "db.rdx").write_bytes(gzip.compress(header() + index))
     (tmp_path / "db.rdb").write_bytes(rdb)
-    decoded = rdata.read_lazyload_db(tmp_path / "db")
+    decoded = read_lazyload_db(tmp_path / "db")
     assert decoded["first"].data == ["a", None] and decoded["second"].data == ["b"]
-    assert list(rdata.read_lazyload_db(tmp_path / "db", ["second"])) == ["second"]
+    assert list(read_lazyload_db(tmp_path / "db", ["second"])) == ["second"]
     with pytest.raises(KeyError, match="first"):
-        rdata.read_lazyload_db(tmp_path / "db", ["third"])
+        read_lazyload_db(tmp_path / "db", ["third"])
     with pytest.raises(FileNotFoundError):
-        rdata.read_lazyload_db(tmp_path / "nope")
+        read_lazyload_db(tmp_path / "nope")
 
 
 # --- bytes written by R 4.2.1 (r-cran-janeaustenr 1.0.0-1) ------------------------------

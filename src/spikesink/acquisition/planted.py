@@ -151,121 +151,49 @@ def build_planted_llama(
     channel_ratio, s_star (numpy, unit), spike_out_direction (numpy, unit), trigger/exception/
     delimiter token ids, spike_magnitude.
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     _check_blocks(n_layers, step_up_block, step_down_block)
     if len(spike_channels) != len(channel_ratio):
         raise ValueError("spike_channels and channel_ratio must have the same length")
     head_dim = hidden_size // n_heads
-    rank = n_kv_heads * head_dim
-    if rank > hidden_size - 1:
+    if n_kv_heads * head_dim > hidden_size - 1:
         raise ValueError("n_kv_heads * head_dim must leave room for s* (at most hidden_size - 1)")
     if exception_ids is None:
         exception_ids = tuple(i for i in DEFAULT_EXCEPTIONS if i < vocab_size) or (vocab_size - 1,)
     exception_ids = tuple(sorted(set(int(i) for i in exception_ids)))
     delimiter_ids = tuple(sorted(set(int(i) for i in delimiter_ids) - set(exception_ids)))
-    d = hidden_size
-    sqrt_d = float(np.sqrt(d))
-
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=d,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=n_layers,
-        num_attention_heads=n_heads,
-        num_key_value_heads=n_kv_heads,
-        head_dim=head_dim,
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-6,
-        initializer_range=init_std,
-        tie_word_embeddings=False,
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=None,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).float().eval()
+    model = _random_llama(vocab_size, hidden_size, intermediate_size, n_layers, n_heads, n_kv_heads, init_std, seed)
     rng = np.random.default_rng(seed)
-
-    # Directions: s*, e_d and the removed subspace W (contains e_d, orthogonal to s*), all
-    # orthogonal to the spike-channel axes so that s* is not trivially axis aligned.
-    axes = np.eye(d)[:, list(spike_channels)]
-    if rank + 1 + len(spike_channels) > d:
-        axes = np.zeros((d, 0))
-    s_star = _orthonormal(rng, d, 1, avoid=axes)[:, 0]
-    w_basis = _orthonormal(rng, d, rank, avoid=np.column_stack([axes, s_star]))  # (d, r), e_d first
-    e_d = w_basis[:, 0]
-
-    # Embeddings: every trigger has norm N, so RMSNorm scales all of them by the same sqrt(d)/N.
-    norm = float(embed_norm) if embed_norm is not None else 5.0 * sqrt_d
-    a = float(s_star_share)
-    delimiter_noise = 0.02
-    emb = np.empty((vocab_size, d))
-    rest = w_basis[:, 1:]
-    for token in range(vocab_size):
-        if token in exception_ids:
-            emb[token] = rng.standard_normal(d) * init_std
-        elif token in delimiter_ids:
-            noise = rest @ rng.standard_normal(rest.shape[1])
-            noise *= delimiter_noise / np.linalg.norm(noise)
-            b = np.sqrt(norm**2 - a * a - delimiter_noise**2)
-            emb[token] = a * s_star + b * e_d + noise
-        else:
-            u = rest @ rng.standard_normal(rest.shape[1])
-            u /= np.linalg.norm(u)
-            emb[token] = a * s_star + np.sqrt(norm**2 - a * a) * u
-    # Delimiter query-key score ~ key_gain^2 * d / sqrt(head_dim): far above the 0 of other keys.
-    key_gain = 2.0
-
+    s_star, w_basis = _directions(rng, hidden_size, n_kv_heads * head_dim, spike_channels)
+    norm = float(embed_norm) if embed_norm is not None else 5.0 * float(np.sqrt(hidden_size))
+    emb = _embeddings(
+        rng, vocab_size, s_star, w_basis, norm, float(s_star_share), exception_ids, delimiter_ids, init_std
+    )
     ratio = np.asarray(channel_ratio, dtype=np.float64)
-    v_out = np.zeros(d)
+    v_out = np.zeros(hidden_size)
     v_out[list(spike_channels)] = ratio
     v_out /= np.linalg.norm(v_out)
-
-    t = lambda arr: torch.as_tensor(arr, dtype=torch.float32)  # noqa: E731
-    layers = model.model.layers
     trigger_ids = tuple(i for i in range(vocab_size) if i not in set(exception_ids))
-    rows = slice(0, n_rows)
     with torch.no_grad():
-        model.model.embed_tokens.weight.copy_(t(emb))
-        # Block 1: W_O W_V = -(N / sqrt(d)) Q Q^T split over kv groups (the value reads the
-        # *normed* token, whose W-part is sqrt(d)/N times the raw one); q/k read e_d on the
-        # lowest-frequency rotary dimension (head_dim/2 - 1), so the score barely depends on
-        # distance.
-        attn = layers[0].self_attn
-        for proj in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj):
-            proj.weight.zero_()
-        # keep a share kappa of the token's own W-part at position 0, so that first tokens stay
-        # distinct before the step-up (cos(residual, s*) = pos0_alignment) and collapse after it
-        rho = np.sqrt(norm**2 - a * a)
-        kappa = a * np.sqrt(1.0 / pos0_alignment**2 - 1.0) / rho if pos0_alignment < 1 else 0.0
-        gain = (1.0 - kappa) * norm / sqrt_d
-        slow = head_dim // 2 - 1
-        per_group = n_heads // n_kv_heads
-        for group in range(n_kv_heads):
-            cols = w_basis[:, group * head_dim : (group + 1) * head_dim]  # (d, head_dim)
-            attn.v_proj.weight[group * head_dim : (group + 1) * head_dim] = t(cols.T)
-            attn.k_proj.weight[group * head_dim + slow] = t(key_gain * e_d)
-            for head in range(group * per_group, (group + 1) * per_group):
-                attn.o_proj.weight[:, head * head_dim : (head + 1) * head_dim] = t(-gain * cols / per_group)
-                attn.q_proj.weight[head * head_dim + slow] = t(key_gain * e_d)
-
-        # Step-up: calibrate the gain on the actual FFN input so that channel 0 reaches
-        # `spike_magnitude` on average over the trigger tokens at position 0.
-        up_layer = layers[block_layer(step_up_block)]
-        h_up, _ = _ffn_io(model, step_up_block, trigger_ids)
-        f = float((h_up @ t(s_star)).mean())
-        coef = spike_magnitude / (ratio[0] * n_rows * _silu(alpha * f) * beta * f)
-        _set_amplifier(up_layer.mlp, rows, t(s_star), alpha, beta, list(spike_channels), t(coef * ratio))
-
-        # Step-down: reads v_out, writes minus the spike measured at its own input.
-        down_layer = layers[block_layer(step_down_block)]
-        h_down, resid = _ffn_io(model, step_down_block, trigger_ids)
-        f_down = float((h_down @ t(v_out)).mean())
-        spike_in = float(resid[:, spike_channels[0]].mean())
-        coef_down = -spike_in / (ratio[0] * n_rows * _silu(alpha * f_down) * beta * f_down)
-        _set_amplifier(down_layer.mlp, rows, t(v_out), alpha, beta, list(spike_channels), t(coef_down * ratio))
-
+        model.model.embed_tokens.weight.copy_(_t(emb))
+        _plant_position0_attention(
+            model.model.layers[0].self_attn,
+            w_basis,
+            norm,
+            float(s_star_share),
+            pos0_alignment,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+        )
+        amplifier = dict(
+            channels=list(spike_channels), ratio=ratio, tokens=trigger_ids, n_rows=n_rows, alpha=alpha, beta=beta
+        )
+        # step-up: gain calibrated on the actual FFN input so that channel 0 reaches spike_magnitude
+        _plant_amplifier(model, step_up_block, s_star, lambda h, resid: spike_magnitude, **amplifier)
+        # step-down: reads the spike pattern, writes minus the spike measured at its own input
+        _plant_amplifier(
+            model, step_down_block, v_out, lambda h, resid: -float(resid[:, spike_channels[0]].mean()), **amplifier
+        )
     info = {
         "step_up_blocks": [int(step_up_block)],
         "step_down_blocks": [int(step_down_block)],
@@ -273,7 +201,7 @@ def build_planted_llama(
         "channel_ratio": [float(r) for r in ratio],
         "s_star": s_star.astype(np.float32),
         "spike_out_direction": v_out.astype(np.float32),
-        "delimiter_key_direction": e_d.astype(np.float32),
+        "delimiter_key_direction": w_basis[:, 0].astype(np.float32),
         "trigger_token_ids": list(trigger_ids),
         "exception_token_ids": list(exception_ids),
         "delimiter_token_ids": list(delimiter_ids),
@@ -285,6 +213,99 @@ def build_planted_llama(
         "bos": False,
     }
     return model, info
+
+
+def _t(array) -> torch.Tensor:
+    return torch.as_tensor(array, dtype=torch.float32)
+
+
+def _random_llama(vocab_size, hidden_size, intermediate_size, n_layers, n_heads, n_kv_heads, init_std, seed):
+    """A small LlamaForCausalLM with seeded random weights (std init_std), float32, eval mode."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_kv_heads,
+        head_dim=hidden_size // n_heads,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+        initializer_range=init_std,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config).float().eval()
+
+
+def _directions(rng, d: int, rank: int, spike_channels) -> tuple[np.ndarray, np.ndarray]:
+    """s* and an orthonormal basis of W (e_d first, orthogonal to s*), both orthogonal to the
+    spike-channel axes so that s* is not trivially axis aligned."""
+    axes = np.eye(d)[:, list(spike_channels)]
+    if rank + 1 + len(spike_channels) > d:
+        axes = np.zeros((d, 0))
+    s_star = _orthonormal(rng, d, 1, avoid=axes)[:, 0]
+    return s_star, _orthonormal(rng, d, rank, avoid=np.column_stack([axes, s_star]))
+
+
+def _embeddings(rng, vocab_size, s_star, w_basis, norm, a, exception_ids, delimiter_ids, init_std) -> np.ndarray:
+    """Every trigger has norm N, so RMSNorm scales all of them by the same sqrt(d)/N (docstring)."""
+    delimiter_noise = 0.02
+    emb = np.empty((vocab_size, s_star.size))
+    e_d, rest = w_basis[:, 0], w_basis[:, 1:]
+    for token in range(vocab_size):
+        if token in exception_ids:
+            emb[token] = rng.standard_normal(s_star.size) * init_std
+        elif token in delimiter_ids:
+            noise = rest @ rng.standard_normal(rest.shape[1])
+            noise *= delimiter_noise / np.linalg.norm(noise)
+            b = np.sqrt(norm**2 - a * a - delimiter_noise**2)
+            emb[token] = a * s_star + b * e_d + noise
+        else:
+            u = rest @ rng.standard_normal(rest.shape[1])
+            u /= np.linalg.norm(u)
+            emb[token] = a * s_star + np.sqrt(norm**2 - a * a) * u
+    return emb
+
+
+def _plant_position0_attention(attn, w_basis, norm, a, pos0_alignment, n_heads, n_kv_heads, head_dim) -> None:
+    """Block 1: W_O W_V = -(1 - kappa)(N / sqrt(d)) Q Q^T over kv groups (the value reads the
+    *normed* token, whose W-part is sqrt(d)/N times the raw one); q/k read e_d on the
+    lowest-frequency rotary dimension (head_dim/2 - 1), so the score barely depends on distance.
+    A share kappa of the token's own W-part is kept at position 0, so first tokens stay distinct
+    before the step-up (cos(residual, s*) = pos0_alignment) and collapse after it."""
+    sqrt_d = float(np.sqrt(w_basis.shape[0]))
+    key_gain = 2.0  # delimiter query-key score ~ key_gain^2 d / sqrt(head_dim): far above the 0 of other keys
+    e_d = w_basis[:, 0]
+    for proj in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj):
+        proj.weight.zero_()
+    rho = np.sqrt(norm**2 - a * a)
+    kappa = a * np.sqrt(1.0 / pos0_alignment**2 - 1.0) / rho if pos0_alignment < 1 else 0.0
+    gain = (1.0 - kappa) * norm / sqrt_d
+    slow = head_dim // 2 - 1
+    per_group = n_heads // n_kv_heads
+    for group in range(n_kv_heads):
+        cols = w_basis[:, group * head_dim : (group + 1) * head_dim]  # (d, head_dim)
+        attn.v_proj.weight[group * head_dim : (group + 1) * head_dim] = _t(cols.T)
+        attn.k_proj.weight[group * head_dim + slow] = _t(key_gain * e_d)
+        for head in range(group * per_group, (group + 1) * per_group):
+            attn.o_proj.weight[:, head * head_dim : (head + 1) * head_dim] = _t(-gain * cols / per_group)
+            attn.q_proj.weight[head * head_dim + slow] = _t(key_gain * e_d)
+
+
+def _plant_amplifier(model, block, direction, target, channels, ratio, tokens, n_rows, alpha, beta) -> None:
+    """A quadratic amplifier in `block` reading `direction`, sized so that the first spike channel
+    receives target(normed FFN input, residual input) on average over the trigger tokens at position 0."""
+    h, resid = _ffn_io(model, block, tokens)
+    f = float((h @ _t(direction)).mean())
+    coef = target(h, resid) / (ratio[0] * n_rows * _silu(alpha * f) * beta * f)
+    mlp = model.model.layers[block_layer(block)].mlp
+    _set_amplifier(mlp, slice(0, n_rows), _t(direction), alpha, beta, channels, _t(coef * ratio))
 
 
 def planted_tokenizer():

@@ -30,7 +30,6 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -224,109 +223,113 @@ def _tag_name(tag: Any) -> str | None:
     raise RDataError(f"pairlist tag must be a symbol, got {type(tag).__name__}")
 
 
+SINGLETONS = {
+    NILVALUE_SXP: None,
+    EMPTYENV_SXP: EMPTY_ENV,
+    BASEENV_SXP: BASE_ENV,
+    GLOBALENV_SXP: GLOBAL_ENV,
+    BASENAMESPACE_SXP: BASE_NAMESPACE,
+    UNBOUNDVALUE_SXP: UNBOUND_VALUE,
+    MISSINGARG_SXP: MISSING_ARG,
+}
+
+
 def _read_item(r: _XdrReader) -> Any:
+    """One serialized R object: dispatch on its SEXP type (the low byte of its flags)."""
     flags = r.int()
     sexptype = flags & 0xFF
-    levels = flags >> 12
-    has_attr = bool(flags & HAS_ATTR_BIT)
-
-    if sexptype == NILVALUE_SXP:
-        return None
-    if sexptype == EMPTYENV_SXP:
-        return EMPTY_ENV
-    if sexptype == BASEENV_SXP:
-        return BASE_ENV
-    if sexptype == GLOBALENV_SXP:
-        return GLOBAL_ENV
-    if sexptype == BASENAMESPACE_SXP:
-        return BASE_NAMESPACE
-    if sexptype == UNBOUNDVALUE_SXP:
-        return UNBOUND_VALUE
-    if sexptype == MISSINGARG_SXP:
-        return MISSING_ARG
+    if sexptype in SINGLETONS:
+        return SINGLETONS[sexptype]
     if sexptype == REFSXP:
-        index = flags >> 8
-        if index == 0:
-            index = r.int()
-        if not 1 <= index <= len(r.refs):
-            raise RDataError(f"reference {index} outside the table of {len(r.refs)} entries")
-        return r.refs[index - 1]
-    if sexptype == PERSISTSXP:
-        names = _read_string_vec(r)
-        obj = RVector("PERSISTSXP", names)
-        r.refs.append(obj)
-        return obj
-    if sexptype == SYMSXP:
-        name = _read_item(r)
-        if not isinstance(name, str):
-            raise RDataError("symbol name is not a string")
-        sym = RSymbol(name)
-        r.refs.append(sym)
-        return sym
-    if sexptype in (PACKAGESXP, NAMESPACESXP):
-        info = _read_string_vec(r)
-        env = REnvironment(kind=f"{TYPE_NAMES.get(sexptype, sexptype)}:{','.join(map(str, info))}")
-        r.refs.append(env)
-        return env
-    if sexptype == ENVSXP:
-        env = REnvironment()
-        r.refs.append(env)  # registered before the contents: they may refer back to it
-        env.locked = bool(r.int())
-        env.enclosure = _read_item(r)
-        frame = _read_item(r)
-        hashtab = _read_item(r)
-        env.attributes = _pairlist_to_attributes(_read_item(r))
-        if isinstance(frame, RPairlist):
-            env.frame.update({k: v for k, v in frame.items if k is not None})
-        if isinstance(hashtab, RVector):
-            for bucket in hashtab.data:
-                if isinstance(bucket, RPairlist):
-                    env.frame.update({k: v for k, v in bucket.items if k is not None})
-        return env
+        return _read_reference(r, flags)
+    if sexptype in (PERSISTSXP, SYMSXP, PACKAGESXP, NAMESPACESXP, ENVSXP):
+        return _read_referenced(r, sexptype)
     if sexptype in (LISTSXP, LANGSXP, DOTSXP):
         return _read_pairlist(r, flags)
     if sexptype == ALTREP_SXP:
         return _read_altrep(r)
-    if sexptype == S4SXP:
-        obj = RVector("S4SXP", [])
-    elif sexptype == CHARSXP:
-        n = r.int()
-        if n == -1:
-            value: Any = None  # NA_character_
-        else:
-            value = _decode_charsxp(r._take(n), levels, r.native_encoding)
-        if has_attr:  # only written by very old R versions; read and drop
-            _read_item(r)
-        return value
-    elif sexptype == STRSXP:
-        n = r.length()
-        obj = RVector("STRSXP", [_read_item(r) for _ in range(n)])
-    elif sexptype in (VECSXP, EXPRSXP):
-        n = r.length()
-        obj = RVector(TYPE_NAMES[sexptype], [_read_item(r) for _ in range(n)])
-    elif sexptype in (INTSXP, LGLSXP):
-        n = r.length()
-        obj = RVector(TYPE_NAMES[sexptype], r.array(">i4", n))
-    elif sexptype == REALSXP:
-        n = r.length()
-        obj = RVector("REALSXP", r.array(">f8", n))
-    elif sexptype == CPLXSXP:
-        n = r.length()
-        obj = RVector("CPLXSXP", r.array(">c16", n))
-    elif sexptype == RAWSXP:
-        n = r.length()
-        obj = RVector("RAWSXP", np.frombuffer(r._take(n), dtype=np.uint8).copy())
-    elif sexptype in (SPECIALSXP, BUILTINSXP):
+    if sexptype == CHARSXP:
+        return _read_charsxp(r, flags)
+    if sexptype in (SPECIALSXP, BUILTINSXP):
         n = r.int()
         return RSymbol(r._take(n).decode("ascii"))
-    else:
-        raise RDataError(
-            f"unsupported R object type {TYPE_NAMES.get(sexptype, sexptype)} "
-            "(this reader handles data objects, not code)"
-        )
-    if has_attr:
+    obj = _read_vector(r, sexptype)
+    if flags & HAS_ATTR_BIT:
         obj.attributes = _pairlist_to_attributes(_read_item(r))
     return obj
+
+
+def _read_reference(r: _XdrReader, flags: int) -> Any:
+    """A back-reference to an object read earlier (symbols, environments, persistent names)."""
+    index = flags >> 8
+    if index == 0:
+        index = r.int()
+    if not 1 <= index <= len(r.refs):
+        raise RDataError(f"reference {index} outside the table of {len(r.refs)} entries")
+    return r.refs[index - 1]
+
+
+def _read_referenced(r: _XdrReader, sexptype: int) -> Any:
+    """Objects that later ones may refer back to: registered in the reference table when read."""
+    if sexptype == PERSISTSXP:
+        obj: Any = RVector("PERSISTSXP", _read_string_vec(r))
+    elif sexptype == SYMSXP:
+        name = _read_item(r)
+        if not isinstance(name, str):
+            raise RDataError("symbol name is not a string")
+        obj = RSymbol(name)
+    elif sexptype in (PACKAGESXP, NAMESPACESXP):
+        info = _read_string_vec(r)
+        obj = REnvironment(kind=f"{TYPE_NAMES.get(sexptype, sexptype)}:{','.join(map(str, info))}")
+    else:
+        return _read_environment(r)
+    r.refs.append(obj)
+    return obj
+
+
+def _read_environment(r: _XdrReader) -> REnvironment:
+    env = REnvironment()
+    r.refs.append(env)  # registered before the contents: they may refer back to it
+    env.locked = bool(r.int())
+    env.enclosure = _read_item(r)
+    frame = _read_item(r)
+    hashtab = _read_item(r)
+    env.attributes = _pairlist_to_attributes(_read_item(r))
+    if isinstance(frame, RPairlist):
+        env.frame.update({k: v for k, v in frame.items if k is not None})
+    if isinstance(hashtab, RVector):
+        for bucket in hashtab.data:
+            if isinstance(bucket, RPairlist):
+                env.frame.update({k: v for k, v in bucket.items if k is not None})
+    return env
+
+
+def _read_charsxp(r: _XdrReader, flags: int) -> str | None:
+    n = r.int()
+    value = None if n == -1 else _decode_charsxp(r._take(n), flags >> 12, r.native_encoding)  # -1: NA_character_
+    if flags & HAS_ATTR_BIT:  # only written by very old R versions; read and drop
+        _read_item(r)
+    return value
+
+
+VECTOR_DTYPES = {INTSXP: ">i4", LGLSXP: ">i4", REALSXP: ">f8", CPLXSXP: ">c16"}
+
+
+def _read_vector(r: _XdrReader, sexptype: int) -> RVector:
+    """Atomic and generic vectors (and the S4 object shell); anything else is code: refused."""
+    if sexptype == S4SXP:
+        return RVector("S4SXP", [])
+    if sexptype in (STRSXP, VECSXP, EXPRSXP):
+        n = r.length()
+        return RVector(TYPE_NAMES[sexptype], [_read_item(r) for _ in range(n)])
+    if sexptype in VECTOR_DTYPES:
+        return RVector(TYPE_NAMES[sexptype], r.array(VECTOR_DTYPES[sexptype], r.length()))
+    if sexptype == RAWSXP:
+        n = r.length()
+        return RVector("RAWSXP", np.frombuffer(r._take(n), dtype=np.uint8).copy())
+    raise RDataError(
+        f"unsupported R object type {TYPE_NAMES.get(sexptype, sexptype)} (this reader handles data objects, not code)"
+    )
 
 
 def _read_pairlist(r: _XdrReader, flags: int) -> RPairlist:
@@ -466,16 +469,6 @@ def decode_lazyload(rdx: bytes, rdb: bytes, names: list[str] | None = None) -> d
             raise RDataError(f"{name}: blob [{offset}, {offset + length}) beyond the .rdb")
         out[name] = unserialize(decompress_blob(rdb[offset : offset + length]))
     return out
-
-
-def read_lazyload_db(base: str | Path, names: list[str] | None = None) -> dict[str, Any]:
-    """Decode variables of the lazy-load database files ``base``.rdx / ``base``.rdb."""
-    base = Path(base)
-    rdx, rdb = base.with_name(base.name + ".rdx"), base.with_name(base.name + ".rdb")
-    for path in (rdx, rdb):
-        if not path.is_file():
-            raise FileNotFoundError(f"lazy-load database file missing: {path}")
-    return decode_lazyload(rdx.read_bytes(), rdb.read_bytes(), names)
 
 
 def as_character(obj: Any, what: str = "object") -> list[str | None]:

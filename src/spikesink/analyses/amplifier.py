@@ -357,20 +357,9 @@ def run_amplifier(
     except NotApplicable as reason:
         summary["not_applicable"] = str(reason)
         norms = None
-    s_stars: dict[int, np.ndarray] = {}
     if norms is not None:
-        per_block_norms = block_norms(norms)
-        out["norms"], out["outliers"] = norms, uk_outliers(per_block_norms, top=5)
-        medians = per_block_norms.groupby("block")["uk_norm"].median()
-        summary["uk_ratio_to_median"] = {
-            channel: {
-                int(b): float(v)
-                for b, v in (
-                    per_block_norms[per_block_norms["channel"] == channel].set_index("block")["uk_norm"] / medians
-                ).items()
-            }
-            for channel in spike_channels
-        }
+        out["norms"], out["outliers"] = norms, uk_outliers(block_norms(norms), top=5)
+        summary["uk_ratio_to_median"] = _ratios_to_median(block_norms(norms), spike_channels)
         if step_up:
             if len(spike_channels) >= 2:
                 sharing, sharing_from = spike_channels, "spike channels"
@@ -378,51 +367,66 @@ def run_amplifier(
                 sharing = position0_top_channels(model, first_token_ids, step_up[-1], 3)
                 sharing_from = "top-3 position-0 channels after the step-up block"
             summary.update({"sharing_channels": sharing, "sharing_from": sharing_from})
-            tables, per_block = [], {}
-            for block in step_up + step_down:
-                expert = _lead_expert(norms, block, sharing)
-                table, spectra = spectra_table(
-                    model, block, sharing, n_control=n_control, seed=seed, fold_norm=fold_norm, expert=expert
-                )
-                tables.append(table.assign(expert=expert))
-                cos, s_stars[block] = shared_direction(spectra, sharing)
-                controls = [c for c in spectra if c not in set(sharing)]
-                per_block[block] = {
-                    "expert": expert,
-                    "top_over_second": {c: spectra[c]["top_over_second"] for c in sharing},
-                    "top_share": {c: spectra[c]["top_share"] for c in sharing},
-                    "control_top_over_second_median": float(
-                        np.median([spectra[c]["top_over_second"] for c in controls])
-                    )
-                    if controls
-                    else float("nan"),
-                    "top_vector_abs_cos_min": float(cos[~np.eye(len(sharing), dtype=bool)].min())
-                    if len(sharing) > 1
-                    else 1.0,
-                    "top_vector_abs_cos": cos.tolist(),
-                }
-            out["spectra"] = pd.concat(tables, ignore_index=True)
-            summary["blocks"] = per_block
+            out["spectra"], summary["blocks"], out["s_star"] = _step_block_spectra(
+                model, norms, step_up + step_down, sharing, n_control, seed, fold_norm
+            )
+            s_stars = out["s_star"]
             summary["s_star_abs_cos_between_blocks"] = {
                 f"{a}-{b}": float(abs(s_stars[a] @ s_stars[b])) for a in s_stars for b in s_stars if a < b
             }
     if not step_up:
         summary["note"] = "no step-up block detected: spectra, s* and the position-0 check skipped"
         return out
-    attention_blocks = list(range(1, step_up[0], 2))
-    check = position0_attention(
-        model, first_token_ids, attention_blocks, s_star=s_stars.get(step_up[0]), step_up_block=step_up[0]
-    )
-    summary["position0"] = {
+    summary["position0"] = _position0_summary(model, first_token_ids, step_up[0], out["s_star"].get(step_up[0]))
+    return out
+
+
+def _ratios_to_median(per_block: pd.DataFrame, channels: Sequence[int]) -> dict:
+    """{channel: {block: ||U_k|| / median over the block's channels}} for the spike channels."""
+    medians = per_block.groupby("block")["uk_norm"].median()
+    return {
+        channel: {
+            int(b): float(v)
+            for b, v in (per_block[per_block["channel"] == channel].set_index("block")["uk_norm"] / medians).items()
+        }
+        for channel in channels
+    }
+
+
+def _step_block_spectra(model, norms, blocks, sharing, n_control, seed, fold_norm) -> tuple[pd.DataFrame, dict, dict]:
+    """(spectra long table, per-block summary, s* per block) of the step-up and step-down blocks."""
+    tables, per_block, s_stars = [], {}, {}
+    for block in blocks:
+        expert = _lead_expert(norms, block, sharing)
+        table, spectra = spectra_table(
+            model, block, sharing, n_control=n_control, seed=seed, fold_norm=fold_norm, expert=expert
+        )
+        tables.append(table.assign(expert=expert))
+        cos, s_stars[block] = shared_direction(spectra, sharing)
+        controls = [spectra[c]["top_over_second"] for c in spectra if c not in set(sharing)]
+        per_block[block] = {
+            "expert": expert,
+            "top_over_second": {c: spectra[c]["top_over_second"] for c in sharing},
+            "top_share": {c: spectra[c]["top_share"] for c in sharing},
+            "control_top_over_second_median": float(np.median(controls)) if controls else float("nan"),
+            "top_vector_abs_cos_min": float(cos[~np.eye(len(sharing), dtype=bool)].min()) if len(sharing) > 1 else 1.0,
+            "top_vector_abs_cos": cos.tolist(),
+        }
+    return pd.concat(tables, ignore_index=True), per_block, {int(b): v for b, v in s_stars.items()}
+
+
+def _position0_summary(model, first_token_ids, step_up_block: int, s_star) -> dict:
+    """The fixed-map check on the attention blocks before the first step-up block."""
+    attention_blocks = list(range(1, step_up_block, 2))
+    check = position0_attention(model, first_token_ids, attention_blocks, s_star=s_star, step_up_block=step_up_block)
+    return {
         "attention_blocks": attention_blocks,
         "rel_error_max": float(check["rel_error_max"].max()),
         "per_block": check.to_dict(orient="records"),
         "step_up_input_cos_s_star": check.attrs.get("step_up_input_cos_s_star"),
-        "random_abs_cos_scale": float(1 / np.sqrt(summary["d_model"])),
+        "random_abs_cos_scale": float(1 / np.sqrt(model_layout(model).d_model)),
         "n_sequences": int(first_token_ids.shape[0]),
     }
-    out["s_star"] = {int(b): v for b, v in s_stars.items()}
-    return out
 
 
 UK_CLAIMS = (

@@ -22,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 
 from spikesink import metrics
-from spikesink.instrumentation.blocks import block_kind
 from spikesink.results import OUTPUT, RESIDUAL, BlockStats, Lifecycle
 from spikesink.settings import LifecycleSettings
 
@@ -70,16 +69,7 @@ def detect_lifecycle(stats: BlockStats, settings: LifecycleSettings | None = Non
     contiguous = len(massive_blocks) == plateau[1] - plateau[0] + 1
     plateau_index = massive - 1
 
-    # spike channels: within `channel_fraction` of the block's largest channel (and above the
-    # floor) in enough plateau blocks; secondary channels of a spike are often far below the
-    # 1000x-median bar on their own (the paper's channels spike together at fixed ratios)
-    plateau_channels = stats.channel_max[plateau_index]  # (plateau blocks, d)
-    channel_threshold = np.maximum(s.channel_fraction * plateau_channels.max(axis=1, keepdims=True), s.floor)
-    channel_hits = (plateau_channels >= channel_threshold).mean(axis=0)
-    candidates = np.flatnonzero(channel_hits >= s.min_plateau_fraction)
-    strength = np.median(plateau_channels[:, candidates], axis=0)
-    spike_channels = [int(c) for c in candidates[np.argsort(-strength, kind="stable")][: s.max_spike_channels]]
-
+    spike_channels = spike_channels_of(stats, plateau_index, s)
     # which tokens carry the spike: massive tokens at the middle plateau block
     middle = int(plateau_index[len(plateau_index) // 2])
     token_threshold = metrics.massive_threshold(stats.median[RESIDUAL, middle], s.floor, s.median_ratio)[:, None]
@@ -88,13 +78,7 @@ def detect_lifecycle(stats: BlockStats, settings: LifecycleSettings | None = Non
     reference = "position 0" if position0_fraction >= 0.5 else "spike tokens"
     vectors = stats.pos0_mean if reference == "position 0" else stats.spike_mean
 
-    contributions = np.zeros(n_blocks)
-    spike_vector = np.zeros(0)
-    if spike_channels:
-        spike_vector = np.median(vectors[RESIDUAL][plateau_index][:, spike_channels], axis=0)
-        norm2 = float(spike_vector @ spike_vector)
-        if norm2 > 0:
-            contributions = vectors[OUTPUT][:, spike_channels] @ spike_vector / norm2
+    spike_vector, contributions = block_contributions(vectors, plateau_index, spike_channels)
     step_up = [int(b) + 1 for b in np.flatnonzero(contributions >= s.step_fraction)]
     step_down = [int(b) + 1 for b in np.flatnonzero(contributions <= -s.step_fraction)]
     return Lifecycle(
@@ -112,5 +96,27 @@ def detect_lifecycle(stats: BlockStats, settings: LifecycleSettings | None = Non
     )
 
 
-def is_ffn(block: int) -> bool:
-    return block_kind(block) == "ffn"
+def spike_channels_of(stats: BlockStats, plateau_index: np.ndarray, s: LifecycleSettings) -> list[int]:
+    """Channels within `channel_fraction` of the block's largest channel (and above the floor) in
+    enough plateau blocks, strongest first. Secondary channels of a spike are often far below the
+    1000x-median bar on their own (the paper's channels spike together at fixed ratios)."""
+    plateau_channels = stats.channel_max[plateau_index]  # (plateau blocks, d)
+    channel_threshold = np.maximum(s.channel_fraction * plateau_channels.max(axis=1, keepdims=True), s.floor)
+    channel_hits = (plateau_channels >= channel_threshold).mean(axis=0)
+    candidates = np.flatnonzero(channel_hits >= s.min_plateau_fraction)
+    strength = np.median(plateau_channels[:, candidates], axis=0)
+    return [int(c) for c in candidates[np.argsort(-strength, kind="stable")][: s.max_spike_channels]]
+
+
+def block_contributions(
+    vectors: np.ndarray, plateau_index: np.ndarray, channels: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(spike vector P on the channels, c_b = <out_b[S], P> / <P, P> for every block)."""
+    contributions = np.zeros(vectors.shape[1])
+    if not channels:
+        return np.zeros(0), contributions
+    spike_vector = np.median(vectors[RESIDUAL][plateau_index][:, channels], axis=0)
+    norm2 = float(spike_vector @ spike_vector)
+    if norm2 > 0:
+        contributions = vectors[OUTPUT][:, channels] @ spike_vector / norm2
+    return spike_vector, contributions

@@ -154,7 +154,7 @@ def collect_spike_states(
     rule = SpikeRule(floor, median_ratio)
     requests = {(first_up, "input"), (after_block, "post_residual"), (detect_block, "post_residual")}
     generator = np.random.default_rng(seed)
-    keep_before, keep_after, keep_spike, keep_sample, keep_pos, keep_tok = [], [], [], [], [], []
+    pool = _TokenPool()
     counts: Counter = Counter()
     n_spike_total = n_tokens_total = offset = 0
     for batch in batches:
@@ -162,41 +162,52 @@ def collect_spike_states(
         mask = batch.get("attention_mask")
         mask = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.to(device).bool()
         got = capture(model, requests, transform=lambda t: t.float(), input_ids=ids, attention_mask=mask.long())
-        states = {"before": got[(first_up, "input")], "after": got[(after_block, "post_residual")]}
+        before, after = got[(first_up, "input")], got[(after_block, "post_residual")]
         spike = spike_tokens(got[(detect_block, "post_residual")], rule, mask).mask
         n_spike_total += int(spike.sum())
         n_tokens_total += int(mask.sum())
-        rows, cols = torch.nonzero(mask, as_tuple=True)
-        for r, c in zip(rows.tolist(), cols.tolist()):
+        for r, c in zip(*(index.tolist() for index in torch.nonzero(mask, as_tuple=True))):
             if spike[r, c] and c > 0:
                 counts[int(ids[r, c])] += 1
-        for r, c in zip(rows.tolist(), cols.tolist()):
-            keep_before.append(states["before"][r, c].cpu())
-            keep_after.append(states["after"][r, c].cpu())
-            keep_spike.append(bool(spike[r, c]))
-            keep_sample.append(offset + r)
-            keep_pos.append(c)
-            keep_tok.append(int(ids[r, c]))
+            pool.add(before[r, c].cpu(), after[r, c].cpu(), bool(spike[r, c]), offset + r, c, int(ids[r, c]))
         offset += ids.shape[0]
-        # bound memory: subsample as we go
-        if len(keep_before) > 4 * (max_spike + max_other):
-            keep = _subsample(np.array(keep_spike), np.array(keep_pos), max_spike, max_other, generator)
-            keep_before = [keep_before[i] for i in keep]
-            keep_after = [keep_after[i] for i in keep]
-            keep_spike, keep_sample = [keep_spike[i] for i in keep], [keep_sample[i] for i in keep]
-            keep_pos, keep_tok = [keep_pos[i] for i in keep], [keep_tok[i] for i in keep]
-    keep = _subsample(np.array(keep_spike), np.array(keep_pos), max_spike, max_other, generator)
+        if len(pool) > 4 * (max_spike + max_other):  # bound memory: subsample as we go
+            pool.keep(pool.subsample(max_spike, max_other, generator))
+    keep = pool.subsample(max_spike, max_other, generator)
+    rows = pool.rows
     return SpikeStates(
-        before=torch.stack([keep_before[i] for i in keep]) if keep.size else torch.zeros(0),
-        after=torch.stack([keep_after[i] for i in keep]) if keep.size else torch.zeros(0),
-        is_spike=np.array(keep_spike, dtype=bool)[keep],
-        sample=np.array(keep_sample)[keep],
-        position=np.array(keep_pos)[keep],
-        token_id=np.array(keep_tok)[keep],
+        before=torch.stack([rows["before"][i] for i in keep]) if keep.size else torch.zeros(0),
+        after=torch.stack([rows["after"][i] for i in keep]) if keep.size else torch.zeros(0),
+        is_spike=np.array(rows["spike"], dtype=bool)[keep],
+        sample=np.array(rows["sample"])[keep],
+        position=np.array(rows["position"])[keep],
+        token_id=np.array(rows["token"])[keep],
         n_spike_total=n_spike_total,
         n_tokens_total=n_tokens_total,
         nonfirst_spike_tokens=counts,
     )
+
+
+class _TokenPool:
+    """Parallel per-token records (states before / after the step-up, flags, where from)."""
+
+    FIELDS = ("before", "after", "spike", "sample", "position", "token")
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list] = {name: [] for name in self.FIELDS}
+
+    def __len__(self) -> int:
+        return len(self.rows["spike"])
+
+    def add(self, *values) -> None:
+        for name, value in zip(self.FIELDS, values):
+            self.rows[name].append(value)
+
+    def subsample(self, max_spike: int, max_other: int, rng) -> np.ndarray:
+        return _subsample(np.array(self.rows["spike"]), np.array(self.rows["position"]), max_spike, max_other, rng)
+
+    def keep(self, index: np.ndarray) -> None:
+        self.rows = {name: [values[i] for i in index] for name, values in self.rows.items()}
 
 
 def _subsample(spike: np.ndarray, position: np.ndarray, max_spike: int, max_other: int, rng) -> np.ndarray:

@@ -267,6 +267,17 @@ def vocab_probe(
     finally:
         model.train(was_training)
 
+    frame = probe_frame(model, tokenizer, ids, pos0, later_stats if later else None)
+    frame["is_exception"] = ~frame["is_spike_pos0"]
+    summary = summarize_probe(frame, vocab, blocks, prefix_ids if later else None, floor, median_ratio, max_listed)
+    summary["median_source"] = median_source
+    summary["seconds"] = seconds
+    summary["reference_median"] = {int(b): float(v) for b, v in reference.items()} if reference is not None else None
+    return frame, summary
+
+
+def probe_frame(model, tokenizer, ids: np.ndarray, pos0: Mapping, later: Mapping | None) -> pd.DataFrame:
+    """One row per probed id: its strings, peaks, spike flags and embedding geometry."""
     norms, distances = embedding_geometry(model)
     raw, text = token_strings(tokenizer, ids)
     frame = pd.DataFrame(
@@ -285,17 +296,12 @@ def vocab_probe(
             "embedding_distance": distances[ids],
         }
     )
-    if later:
-        frame["peak_later"] = later_stats["peak"].astype(np.float32)
-        frame["peak_block_later"] = later_stats["block"]
-        frame["is_spike_later"] = later_stats["massive"].astype(bool)
-        frame["is_spike_later_own_median"] = later_stats["massive_own"].astype(bool)
-    frame["is_exception"] = ~frame["is_spike_pos0"]
-    summary = summarize_probe(frame, vocab, blocks, prefix_ids if later else None, floor, median_ratio, max_listed)
-    summary["median_source"] = median_source
-    summary["seconds"] = seconds
-    summary["reference_median"] = {int(b): float(v) for b, v in reference.items()} if reference is not None else None
-    return frame, summary
+    if later is not None:
+        frame["peak_later"] = later["peak"].astype(np.float32)
+        frame["peak_block_later"] = later["block"]
+        frame["is_spike_later"] = later["massive"].astype(bool)
+        frame["is_spike_later_own_median"] = later["massive_own"].astype(bool)
+    return frame
 
 
 def summarize_probe(
