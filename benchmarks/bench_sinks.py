@@ -1,4 +1,5 @@
-"""Cost of the sink statistics: plain sdpa vs sdpa + SinkStatistics vs eager output_attentions.
+"""Cost of the sink statistics: plain sdpa vs sdpa + SinkStatistics vs eager output_attentions,
+all three through the decoder only (no LM head: no variant needs logits).
 
     python benchmarks/bench_sinks.py --gguf /path/SmolLM2-135M-Instruct.Q4_1.gguf
     python benchmarks/bench_sinks.py --model-dir resources/models/smollm2-135m [--text-file x.txt]
@@ -7,28 +8,18 @@ Two measurements, because they need different set-ups:
 
 * time: one process, the three variants interleaved forward by forward (so that a load spike
   on a shared machine hits all of them alike), `--repeats` times; min and median reported.
-* peak memory: one fresh subprocess per (shape, variant). Each loads the model, runs one
-  warm-up forward, hands freed heap back to the OS (malloc_trim; the child also runs with a
-  fixed glibc mmap threshold so that large freed buffers leave RSS at once instead of being
-  kept for reuse), resets the kernel's peak-RSS mark (/proc/self/clear_refs, 5) and reports
-  the peak RSS of one more forward minus the RSS just before it ("peak extra"). tracemalloc
-  would not see torch's allocations. Where clear_refs is not writable it falls back to
-  ru_maxrss (then the load's own peak may hide a smaller forward peak; flagged in the output).
+* peak memory: one fresh subprocess per (shape, variant), the peak extra RSS of one forward
+  (benchmarks/peak_memory.py).
 
-Targets (issue 5): time (b)/(a) <= 1.3; peak extra (c)/(b) >= 5 at T = 1024.
-Also prints the sink findings of the measured batch and checks that (b)'s logits equal (a)'s.
+Targets: time (b)/(a) <= 1.10; peak extra (c)/(b) >= 10 at T = 1024.
+Also prints the sink findings of the measured batch and checks that (b)'s hidden states equal (a)'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
-import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from peak_memory import peak_extra, run_child
 
 VARIANTS = ("sdpa", "sinks", "eager")
 LABEL = {"sdpa": "(a) plain sdpa", "sinks": "(b) sdpa + SinkStatistics", "eager": "(c) eager output_attentions"}
@@ -71,59 +63,32 @@ def make_inputs(model_dir: str | None, gguf: str | None, text_file: str | None, 
 
 
 def forward(model, ids, variant: str):
-    """One forward of `variant`; returns (logits, sink result or None)."""
+    """One decoder forward of `variant`; returns (last hidden state, sink result or None)."""
     from spikesink.extraction.sink_stats import SinkStatistics
+    from spikesink.instrumentation.layout import model_layout
+    from spikesink.instrumentation.taps import run_decoder
 
-    with torch.no_grad():
-        if variant == "sdpa":
-            return model(input_ids=ids, use_cache=False).logits, None
-        if variant == "sinks":
-            with SinkStatistics(model) as sinks:
-                logits = model(input_ids=ids, use_cache=False).logits
-            return logits, sinks.result()
-        model.set_attn_implementation("eager")
-        try:
-            out = model(input_ids=ids, use_cache=False, output_attentions=True)
-            assert out.attentions is not None and len(out.attentions) == model.config.num_hidden_layers
-            return out.logits, None
-        finally:
-            model.set_attn_implementation("sdpa")
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _hwm_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    if variant == "sdpa":
+        return run_decoder(model, input_ids=ids, use_cache=False).last_hidden_state, None
+    if variant == "sinks":
+        with SinkStatistics(model) as sinks:
+            hidden = run_decoder(model, input_ids=ids, use_cache=False).last_hidden_state
+        return hidden, sinks.result()
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = model_layout(model).decoder(input_ids=ids, use_cache=False, output_attentions=True)
+        assert out.attentions is not None and len(out.attentions) == model.config.num_hidden_layers
+        return out.last_hidden_state, None
+    finally:
+        model.set_attn_implementation("sdpa")
 
 
 def child_memory(args) -> None:
     """Runs in a fresh process: peak extra RSS of one forward of one variant."""
     model = load_model(args.model_dir, None, args.threads)
     ids = make_inputs(args.model_dir, None, args.text_file, args.batch, args.seq, model.config.vocab_size)
-    forward(model, ids, args.variant)  # warm-up: one-off allocations, lazy inits
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    exact = True
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        exact = False
-    before = _rss_bytes()
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    logits, _ = forward(model, ids, args.variant)
-    del logits
-    peak = _hwm_bytes() if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(
-        json.dumps(
-            {"extra": peak - before, "rss_before": before, "peak": peak, "exact": exact, "peak_before": peak_before}
-        )
-    )
+    print(json.dumps(peak_extra(lambda: forward(model, ids, args.variant))))
 
 
 def measure_memory(args, model_dir: str, batch: int, seq: int, variant: str) -> dict:
@@ -133,11 +98,7 @@ def measure_memory(args, model_dir: str, batch: int, seq: int, variant: str) -> 
     ]  # fmt: skip
     if args.text_file:
         cmd += ["--text-file", args.text_file]
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")  # fixed: freed large buffers leave RSS
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    if proc.returncode:
-        raise RuntimeError(f"memory child failed: {proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child(cmd)
 
 
 def measure_time(model, ids, repeats: int) -> tuple[dict, dict]:
@@ -172,7 +133,7 @@ def main(argv=None) -> None:
     source.add_argument("--gguf", help="GGUF file (converted once to a temporary safetensors dir for the children)")
     parser.add_argument("--text-file", help="text to tokenize for the inputs (default: seeded random ids)")
     parser.add_argument("--shapes", default="1x1024,8x128", help="comma-separated BxT")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved repeats (min and median reported)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -204,10 +165,10 @@ def main(argv=None) -> None:
                 print(f"  {LABEL[variant]:32s} time min {min(t):7.3f} s  median {statistics.median(t):7.3f} s")
             ratio = min(timings["sinks"]) / min(timings["sdpa"])
             ratio_med = statistics.median(timings["sinks"]) / statistics.median(timings["sdpa"])
-            print(f"  time (b)/(a): min {ratio:.3f}  median {ratio_med:.3f}  (target <= 1.3)")
+            print(f"  time (b)/(a): min {ratio:.3f}  median {ratio_med:.3f}  (target <= 1.10)")
             print(f"  time (c)/(a): min {min(timings['eager']) / min(timings['sdpa']):.3f}")
             same = torch.equal(outputs["sdpa"][0], outputs["sinks"][0])
-            print(f"  logits (b) == (a) bit for bit: {same}")
+            print(f"  hidden states (b) == (a) bit for bit: {same}")
             if not args.skip_memory:
                 memory = {variant: measure_memory(args, model_dir, batch, seq, variant) for variant in VARIANTS}
                 for variant in VARIANTS:
@@ -216,7 +177,7 @@ def main(argv=None) -> None:
                     print(f"  {LABEL[variant]:32s} peak extra {m['extra'] / 2**20:8.1f} MiB "
                           f"(RSS before {m['rss_before'] / 2**20:.0f} MiB){flag}")  # fmt: skip
                 extra_b = max(memory["sinks"]["extra"], 1)
-                print(f"  peak extra (c)/(b): {memory['eager']['extra'] / extra_b:.1f} (target >= 5 at T = 1024); "
+                print(f"  peak extra (c)/(b): {memory['eager']['extra'] / extra_b:.1f} (target >= 10 at T = 1024); "
                       f"(b)/(a): {memory['sinks']['extra'] / max(memory['sdpa']['extra'], 1):.2f}")  # fmt: skip
             print("  sink findings on this batch:")
             report_sinks(outputs["sinks"][1])

@@ -36,42 +36,47 @@ def windowed_attention(
     keep: int = 0,
     softcap: float | None = None,
     attention_mask: torch.Tensor | None = None,
-    chunk: int = 256,
+    chunk: int = 1024,
 ) -> torch.Tensor:
     """softmax over the last `window` keys (and the first `keep`) of each query, @ V.
 
     query (B, H, T, D), key / value (B, H_kv, T, D) as an attention function gets them; returns
     (B, T, H, D) in the value's dtype. `attention_mask` (the model's own, e.g. its sliding window
-    or padding) is intersected with the window.
+    or padding) is intersected with the window. Queries go in chunks, each against only the keys
+    it can reach (the first `keep` and the `window + chunk` before it): memory O(chunk x (window +
+    chunk)) per head. Without soft-capping each chunk runs through torch's sdpa with that mask.
     """
     batch, n_heads, length, head_dim = query.shape
-    n_kv = key.shape[1]
-    groups = n_heads // n_kv
     allowed = allowed_from_mask(attention_mask, length, key.shape[2])
-    q = (query.to(torch.float32) * scaling).reshape(batch, n_kv, groups, length, head_dim)
-    k, v = key.to(torch.float32), value.to(torch.float32)
-    out = torch.empty(batch, n_kv, groups, length, value.shape[-1], dtype=torch.float32, device=query.device)
-    sinks = torch.arange(min(keep, length), device=query.device)
+    out = torch.empty(batch, n_heads, length, value.shape[-1], dtype=value.dtype, device=query.device)
     for start in range(0, length, chunk):
         stop = min(length, start + chunk)
         low = max(0, start - window + 1)
-        index = torch.cat(
-            [sinks[sinks < low], torch.arange(low, stop, device=query.device)]
-        )  # keys any query here may see
-        scores = torch.einsum("bkgqd,bktd->bkgqt", q[:, :, :, start:stop], k[:, :, index])
-        if softcap is not None:
-            scores = torch.tanh(scores / softcap) * softcap
+        sinks = min(keep, low)  # kept first tokens that are not already in reach
+        index = torch.cat([torch.arange(sinks), torch.arange(low, stop)]).to(query.device)
+        k = torch.cat([key[:, :, :sinks], key[:, :, low:stop]], dim=2) if sinks else key[:, :, low:stop]
+        v = torch.cat([value[:, :, :sinks], value[:, :, low:stop]], dim=2) if sinks else value[:, :, low:stop]
         i = torch.arange(start, stop, device=query.device)[:, None]
         j = index[None, :]
         visible = (j <= i) & ((i - j < window) | (j < keep))  # (c, K)
         if allowed is not None:
-            visible = visible[None] & allowed[:, start:stop][..., index]  # (B or 1, c, K)
-            scores.masked_fill_(~visible[:, None, None], float("-inf"))
-        else:
-            scores.masked_fill_(~visible, float("-inf"))
-        probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0)
-        out[:, :, :, start:stop] = torch.einsum("bkgqt,bktd->bkgqd", probs, v[:, :, index])
-    return out.reshape(batch, n_heads, length, -1).transpose(1, 2).contiguous().to(value.dtype)
+            visible = visible[None, None] & allowed[:, None, start:stop][..., index]  # (B or 1, 1, c, K)
+        out[:, :, start:stop] = _chunk_attention(query[:, :, start:stop], k, v, visible, scaling, softcap)
+    return out.transpose(1, 2).contiguous()
+
+
+def _chunk_attention(query, key, value, visible, scaling, softcap):
+    """(B, H, c, D) attention of a query chunk over its keys under a boolean `visible` mask."""
+    if softcap is None:
+        return torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=visible, scale=scaling, enable_gqa=query.shape[1] != key.shape[1]
+        )
+    groups = query.shape[1] // key.shape[1]
+    q = query.float() * scaling
+    k, v = key.float().repeat_interleave(groups, dim=1), value.float().repeat_interleave(groups, dim=1)
+    scores = torch.tanh((q @ k.transpose(-1, -2)) / softcap) * softcap
+    scores = scores.masked_fill(~visible, float("-inf"))
+    return (torch.softmax(scores, dim=-1).nan_to_num(0.0) @ v).to(value.dtype)
 
 
 def windowed_nll(model: nn.Module, texts: np.ndarray, window: int | None, keep: int = 0) -> torch.Tensor:

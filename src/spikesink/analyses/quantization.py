@@ -50,27 +50,35 @@ def activation_scales(model: nn.Module, prompts: np.ndarray, spike_mask: np.ndar
     device = next(model.parameters()).device
     current = {}
 
-    def record(name, args, kwargs):
-        x = (args[0] if args else kwargs["input"]).detach().float()
-        mask = current["mask"]
-        absx = x.abs()
+    def reduce(x: torch.Tensor, mask: torch.Tensor) -> tuple:
+        """(per-channel max over all tokens, over non-spike tokens, max over spike / other tokens)."""
+        absx = x.detach().abs()
         per_token = absx.amax(dim=-1)
-        peaks[name]["spike_token_max"] = max(
-            peaks[name]["spike_token_max"], float(per_token[mask].max()) if mask.any() else 0.0
-        )
-        peaks[name]["other_token_max"] = max(
-            peaks[name]["other_token_max"], float(per_token[~mask].max()) if (~mask).any() else 0.0
-        )
-        flat_all = absx.reshape(-1, absx.shape[-1]).amax(dim=0)
-        flat_other = absx[~mask].amax(dim=0) if (~mask).any() else torch.zeros_like(flat_all)
-        for key, value in (("all", flat_all), ("non_spike", flat_other)):
-            scales[name][key] = value if scales[name][key] is None else torch.maximum(scales[name][key], value)
+        channels_all = absx.amax(dim=tuple(range(absx.dim() - 1)))
+        channels_other = torch.where(mask[..., None], 0, absx).amax(dim=tuple(range(absx.dim() - 1)))
+        spike_max = float(per_token[mask].max()) if mask.any() else 0.0
+        other_max = float(per_token[~mask].max()) if (~mask).any() else 0.0
+        return channels_all.float(), channels_other.float(), spike_max, other_max
+
+    def record(name, args, kwargs):
+        x = args[0] if args else kwargs["input"]
+        # q/k/v (and gate/up) are called one after the other on the very same tensor: reduce it
+        # once (identity, not address: a freed tensor's memory may be reused by the next one)
+        if current.get("last") is None or current["last"][0] is not x:
+            current["last"] = (x, reduce(x, current["mask"]))
+        channels_all, channels_other, spike_max, other_max = current["last"][1]
+        peaks[name]["spike_token_max"] = max(peaks[name]["spike_token_max"], spike_max)
+        peaks[name]["other_token_max"] = max(peaks[name]["other_token_max"], other_max)
+        for field, value in (("all", channels_all), ("non_spike", channels_other)):
+            scales[name][field] = value if scales[name][field] is None else torch.maximum(scales[name][field], value)
 
     with module_inputs(modules, record):
         for start in range(0, len(prompts), batch_size):
             ids = torch.as_tensor(prompts[start : start + batch_size], device=device)
             current["mask"] = torch.as_tensor(spike_mask[start : start + batch_size], device=device)
+            current["last"] = None
             run_decoder(model, input_ids=ids, use_cache=False)
+    current["last"] = None
     out = {name: {k: v.cpu().numpy().astype(np.float32) for k, v in value.items()} for name, value in scales.items()}
     return {"scales": out, "info": {name: info[name] | peaks[name] for name in modules}}
 
