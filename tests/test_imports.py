@@ -25,18 +25,22 @@ def test_workflow_imports_are_found():
     assert {"spikesink.config", "spikesink.ablations.variants"} <= workflow_imports()
 
 
-def test_dag_modules_do_not_import_torch():
-    modules = sorted(
-        workflow_imports()
-        | {"spikesink.config", "spikesink.ablations.variants", "spikesink.settings", "spikesink.ablations.configs"}
-    )
+def assert_imports_stay_light(modules, when: str) -> None:
+    """Import `modules` in a fresh interpreter; fail if torch or transformers came with them."""
     code = (
-        f"import sys\nimport {', '.join(modules)}\n"
+        f"import sys\nimport {', '.join(sorted(modules))}\n"
         f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
-        "assert not heavy, f'imported at DAG-building time: {heavy}'\n"
+        f"assert not heavy, f'imported {when}: {{heavy}}'\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_dag_modules_do_not_import_torch():
+    modules = workflow_imports() | {
+        "spikesink.config", "spikesink.ablations.variants", "spikesink.settings", "spikesink.ablations.configs",
+    }  # fmt: skip
+    assert_imports_stay_light(modules, "at DAG-building time")
 
 
 def analysis_env_scripts() -> list[Path]:
@@ -54,11 +58,5 @@ def test_figure_and_table_scripts_do_not_import_torch():
     """Plotting and table jobs must not pay for torch (seconds of import per job, GBs of env)."""
     scripts = analysis_env_scripts()
     assert len(scripts) >= 10 and all(p.is_file() for p in scripts)
-    imports = sorted({a or b for p in scripts for a, b in IMPORT.findall(p.read_text())} | {"spikesink.logs"})
-    code = (
-        f"import sys\nimport {', '.join(imports)}\n"
-        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
-        "assert not heavy, f'imported by a figure/table script: {heavy}'\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert result.returncode == 0, result.stderr
+    imports = {a or b for p in scripts for a, b in IMPORT.findall(p.read_text())} | {"spikesink.logs"}
+    assert_imports_stay_light(imports, "by a figure/table script")

@@ -41,6 +41,21 @@ def not_applicable(section: str, claim: str, model: str, paper: str, reason: str
     return Claim(section, claim, model, paper, f"n/a: {reason}", None, "-")
 
 
+@dataclass(frozen=True)
+class ClaimSpec:
+    """One checked claim as the paper states it; call it with a model's measurement for its row."""
+
+    section: str
+    claim: str
+    paper: str
+
+    def __call__(self, model: str, ours: str, holds: bool, tolerance: str) -> Claim:
+        return Claim(self.section, self.claim, model, self.paper, ours, bool(holds), tolerance)
+
+    def na(self, model: str, reason: str) -> Claim:
+        return not_applicable(self.section, self.claim, model, self.paper, reason)
+
+
 def plain_notation(text: str) -> str:
     """||x|| -> norm(x), |x| -> abs(x): the scorecard is also an RST table in the HTML report,
     where a pair of bars is markup (a substitution reference), not a norm."""

@@ -31,6 +31,7 @@ import torch
 from spikesink.instrumentation.blocks import block_kind, block_layer
 from spikesink.instrumentation.layout import NotApplicable, model_layout
 from spikesink.instrumentation.taps import capture
+from spikesink.scorecard import ClaimSpec
 
 # ------------------------------------------------------------------------------------------
 # Weights
@@ -429,21 +430,22 @@ def _position0_summary(model, first_token_ids, step_up_block: int, s_star) -> di
     }
 
 
-UK_CLAIMS = (
-    (
-        "spike channels have outlying ||U_k|| in the step-up/step-down blocks",
-        "outlying ||U_k||_F only in step-up/step-down blocks (Fig 3, 8)",
-    ),
-    ("S_k of spike channels has one dominant eigenvalue", "one dominant eigenvalue (Fig 4)"),
-    ("spike channels share the top eigenvector s*", "shared s* (Fig 4)"),
+UK_OUTLIERS = ClaimSpec(
+    SECTION,
+    "spike channels have outlying ||U_k|| in the step-up/step-down blocks",
+    "outlying ||U_k||_F only in step-up/step-down blocks (Fig 3, 8)",
 )
-POSITION0_CLAIMS = (
-    ("attention at position 0 is a fixed linear map W_VO of the token", "position 0 attends only to itself"),
-    (
-        "the position-0 input of the step-up block is aligned with s*",
-        "the fixed position-0 map steers the first token towards s*",
-    ),
+DOMINANT = ClaimSpec(SECTION, "S_k of spike channels has one dominant eigenvalue", "one dominant eigenvalue (Fig 4)")
+SHARED = ClaimSpec(SECTION, "spike channels share the top eigenvector s*", "shared s* (Fig 4)")
+FIXED_MAP = ClaimSpec(
+    SECTION, "attention at position 0 is a fixed linear map W_VO of the token", "position 0 attends only to itself"
 )
+ALIGNED = ClaimSpec(
+    SECTION,
+    "the position-0 input of the step-up block is aligned with s*",
+    "the fixed position-0 map steers the first token towards s*",
+)
+UK_CLAIMS = (UK_OUTLIERS, DOMINANT, SHARED)
 
 
 def amplifier_claims(
@@ -456,16 +458,9 @@ def amplifier_claims(
     min_alignment: float = 0.3,
 ) -> list:
     """Fig 3/4/8 claims plus the position-0 fixed-map check (U_k rows n/a without a gated FFN)."""
-    from spikesink.scorecard import Claim, not_applicable
-
-    claims = []
     if not summary["step_up"]:
-        reason = "no step-up block was detected"
-        return [not_applicable(SECTION, claim, model, paper, reason) for claim, paper in UK_CLAIMS + POSITION0_CLAIMS]
-    if summary.get("not_applicable"):
-        claims += [
-            not_applicable(SECTION, claim, model, paper, summary["not_applicable"]) for claim, paper in UK_CLAIMS
-        ]
+        return [spec.na(model, "no step-up block was detected") for spec in (*UK_CLAIMS, FIXED_MAP, ALIGNED)]
+    claims = [spec.na(model, summary["not_applicable"]) for spec in UK_CLAIMS] if summary.get("not_applicable") else []
     step_blocks = set(summary["step_up"]) | set(summary["step_down"])
     ratios = summary.get("uk_ratio_to_median", {})
     if ratios and step_blocks:
@@ -483,11 +478,8 @@ def amplifier_claims(
                 + f"; elsewhere at most {outside:.1f}x"
             )
         claims.append(
-            Claim(
-                SECTION,
-                "spike channels have outlying ||U_k|| in the step-up/step-down blocks",
+            UK_OUTLIERS(
                 model,
-                "outlying ||U_k||_F only in step-up/step-down blocks (Fig 3, 8)",
                 "; ".join(parts),
                 holds,
                 f"largest ratio in a step block and >= {min_ratio}x the block median in every step-up block",
@@ -499,11 +491,8 @@ def amplifier_claims(
         dominance = {b: max(blocks[b]["top_over_second"].values()) for b in up}
         controls = {b: blocks[b]["control_top_over_second_median"] for b in up}
         claims.append(
-            Claim(
-                SECTION,
-                "S_k of spike channels has one dominant eigenvalue",
+            DOMINANT(
                 model,
-                "one dominant eigenvalue (Fig 4)",
                 "; ".join(f"block {b}: |l1|/|l2| = {dominance[b]:.2f} (random channels {controls[b]:.2f})" for b in up),
                 all(dominance[b] >= min_dominance and dominance[b] > controls[b] for b in up),
                 f"|l1|/|l2| >= {min_dominance} and above random channels",
@@ -511,11 +500,8 @@ def amplifier_claims(
         )
         shared = {b: blocks[b]["top_vector_abs_cos_min"] for b in up}
         claims.append(
-            Claim(
-                SECTION,
-                "spike channels share the top eigenvector s*",
+            SHARED(
                 model,
-                "shared s* (Fig 4)",
                 "; ".join(
                     f"block {b}: min |cos| = {shared[b]:.3f} over channels {summary['sharing_channels']} "
                     f"({summary['sharing_from']})"
@@ -528,14 +514,10 @@ def amplifier_claims(
     pos0 = summary.get("position0")
     if pos0 and pos0["attention_blocks"]:
         claims.append(
-            Claim(
-                SECTION,
-                "attention at position 0 is a fixed linear map W_VO of the token",
+            FIXED_MAP(
                 model,
-                "position 0 attends only to itself",
-                f"max relative error {pos0['rel_error_max']:.2g} over "
-                f"attention blocks {pos0['attention_blocks'][0]}-{pos0['attention_blocks'][-1]}, "
-                f"{pos0['n_sequences']} first tokens",
+                f"max relative error {pos0['rel_error_max']:.2g} over attention blocks {pos0['attention_blocks'][0]}-"
+                f"{pos0['attention_blocks'][-1]}, {pos0['n_sequences']} first tokens",
                 pos0["rel_error_max"] <= max_rel_error,
                 f"relative error <= {max_rel_error}",
             )
@@ -543,11 +525,8 @@ def amplifier_claims(
     if pos0 and pos0.get("step_up_input_cos_s_star"):
         align = pos0["step_up_input_cos_s_star"]["abs_median"]
         claims.append(
-            Claim(
-                SECTION,
-                "the position-0 input of the step-up block is aligned with s*",
+            ALIGNED(
                 model,
-                "the fixed position-0 map steers the first token towards s*",
                 f"median |cos| = {align:.2f} (random: ~{pos0['random_abs_cos_scale']:.3f})",
                 align >= min_alignment,
                 f"median |cos| >= {min_alignment}",

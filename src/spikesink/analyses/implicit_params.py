@@ -30,6 +30,7 @@ from spikesink.analyses.perplexity import perplexity
 from spikesink.instrumentation.blocks import block_kind
 from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
 from spikesink.instrumentation.taps import capture, edit_state
+from spikesink.scorecard import ClaimSpec
 
 MODES = ("own_mean", "zero", "ordinary_mean")
 SECTION = "3.1 implicit parameters"
@@ -210,17 +211,19 @@ def implicit_parameter_table(
     return pd.DataFrame(rows)
 
 
-CLAIMS = {
-    "own_mean": (
-        "setting the massive activations to their own mean keeps perplexity",
-        "unchanged perplexity (Sun et al. 2024: massive activations act as fixed biases)",
-    ),
-    "zero": ("setting the massive activations to zero destroys the model", "perplexity explodes (Sun et al. 2024)"),
-    "constant": (
-        "massive activations are nearly constant across prompts",
-        "near-constant hidden states (Sec. 3, Sun et al. 2024)",
-    ),
-}
+OWN_MEAN = ClaimSpec(
+    SECTION,
+    "setting the massive activations to their own mean keeps perplexity",
+    "unchanged perplexity (Sun et al. 2024: massive activations act as fixed biases)",
+)
+ZERO = ClaimSpec(
+    SECTION, "setting the massive activations to zero destroys the model", "perplexity explodes (Sun et al. 2024)"
+)
+CONSTANT = ClaimSpec(
+    SECTION,
+    "massive activations are nearly constant across prompts",
+    "near-constant hidden states (Sec. 3, Sun et al. 2024)",
+)
 
 
 def implicit_claims(
@@ -231,10 +234,8 @@ def implicit_claims(
     zero_factor: float = 2.0,
     max_spread: float = 0.1,
 ) -> list:
-    from spikesink.scorecard import Claim, not_applicable
-
     if reason:
-        return [not_applicable(SECTION, claim, model, paper, reason) for claim, paper in CLAIMS.values()]
+        return [spec.na(model, reason) for spec in (OWN_MEAN, ZERO, CONSTANT)]
     base = float(table.loc[table["mode"] == "none", "perplexity"].iloc[0])
     edits = table[table["mode"] != "none"]
 
@@ -250,37 +251,28 @@ def implicit_claims(
     claims = []
     if not own.empty:
         claims.append(
-            Claim(
-                SECTION,
-                CLAIMS["own_mean"][0],
+            OWN_MEAN(
                 model,
-                CLAIMS["own_mean"][1],
                 f"held-out perplexity {base:.4g}; own mean: {listing('own_mean')}",
-                bool((abs(own["ratio"] - 1) <= mean_tolerance).all()),
+                (abs(own["ratio"] - 1) <= mean_tolerance).all(),
                 f"within {100 * mean_tolerance:g}% at every site",
             )
         )
     if not zero.empty:
         claims.append(
-            Claim(
-                SECTION,
-                CLAIMS["zero"][0],
+            ZERO(
                 model,
-                CLAIMS["zero"][1],
                 f"held-out perplexity {base:.4g}; zero: {listing('zero')}",
-                bool((zero["ratio"] >= zero_factor).all()),
+                (zero["ratio"] >= zero_factor).all(),
                 f">= {zero_factor:g}x at every site",
             )
         )
+    spread_text = "; ".join(f"block {int(r.block)}: {r.spread:.3g}" for r in spreads.itertuples())
     claims.append(
-        Claim(
-            SECTION,
-            CLAIMS["constant"][0],
+        CONSTANT(
             model,
-            CLAIMS["constant"][1],
-            "relative spread ||v - mean|| / ||mean|| over spike tokens: "
-            + "; ".join(f"block {int(r.block)}: {r.spread:.3g}" for r in spreads.itertuples()),
-            bool((spreads["spread"] <= max_spread).all()),
+            f"relative spread ||v - mean|| / ||mean|| over spike tokens: {spread_text}",
+            (spreads["spread"] <= max_spread).all(),
             f"spread <= {max_spread:g} at every site",
         )
     )

@@ -36,6 +36,7 @@ from spikesink.instrumentation.layout import model_layout
 from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
 from spikesink.instrumentation.taps import capture, run_decoder
 from spikesink.metrics import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO
+from spikesink.scorecard import ClaimSpec
 
 # ------------------------------------------------------------------------------------------
 # Pure functions
@@ -522,15 +523,21 @@ def run_collapse(
     return {"summary": summary, "matrices": matrices, "delimiters": delimiters, "self_attention": self_attention}
 
 
-CLAIMS = {
-    "collapse": (
-        "spike tokens become nearly identical after the step-up block",
-        "pairwise cosine varied before, ~1.0 after (Fig 5)",
-    ),
-    "bound": ("after RMSNorm every coordinate obeys |h_i| <= sqrt(d) (max|g| sqrt(d) with weight g)", "Eq. 23"),
-    "sparse": ("normalised spike states are sparse: the spike channels carry the energy", "mass on the spike channels"),
-    "delimiters": ("non-initial spike tokens are delimiters", "periods, newlines, ..."),
-}
+COLLAPSE = ClaimSpec(
+    SECTION,
+    "spike tokens become nearly identical after the step-up block",
+    "pairwise cosine varied before, ~1.0 after (Fig 5)",
+)
+BOUND = ClaimSpec(
+    SECTION, "after RMSNorm every coordinate obeys |h_i| <= sqrt(d) (max|g| sqrt(d) with weight g)", "Eq. 23"
+)
+SPARSE = ClaimSpec(
+    SECTION, "normalised spike states are sparse: the spike channels carry the energy", "mass on the spike channels"
+)
+DELIMITERS = ClaimSpec(SECTION, "non-initial spike tokens are delimiters", "periods, newlines, ...")
+SELF_ATTENTION = ClaimSpec(
+    SECTION, "delimiter spike tokens attend strongly to themselves in early layers", "strong self-attention"
+)
 
 
 def collapse_claims(
@@ -545,64 +552,44 @@ def collapse_claims(
     Without a step-up block every row is n/a; where no norm reads the state (OLMo 2) the rows
     about the normalised state say so and report the weightless normalisation only.
     """
-    from spikesink.scorecard import Claim, not_applicable
-
     if "cos_after" not in summary:
         reason = summary.get("note", "no step-up block detected")
-        return [not_applicable(SECTION, claim, model, paper, reason) for claim, paper in CLAIMS.values()]
+        return [spec.na(model, reason) for spec in (COLLAPSE, BOUND, SPARSE, DELIMITERS)]
     before, after = summary["cos_before"]["median"], summary["cos_after"]["median"]
     normed = summary.get("cos_after_normed_weight")
     bound = summary["rmsnorm_bound"]
-    unread = (
-        " (no norm reads this state in this family: weightless RMSNorm applied for the bound)"
-        if summary.get("no_norm_reads_state")
-        else ""
+    unread = " (no norm reads this state in this family: weightless RMSNorm applied for the bound)"
+    weighted = (
+        f"; with weight {bound['max_abs_weight']:.3f} <= {bound['bound_weight']:.3f}" if "bound_weight" in bound else ""
     )
     claims = [
-        Claim(
-            SECTION,
-            CLAIMS["collapse"][0],
+        COLLAPSE(
             model,
-            CLAIMS["collapse"][1],
-            f"median pairwise cosine {before:.3f} before -> {after:.5f} after ({summary['n_spike_sampled']} spike tokens"
-            + (f"; after the next norm with its weight {normed['median']:.5f})" if normed else ")"),
+            f"median pairwise cosine {before:.3f} before -> {after:.5f} after ({summary['n_spike_sampled']} spike "
+            "tokens" + (f"; after the next norm with its weight {normed['median']:.5f})" if normed else ")"),
             after >= min_cos_after and after > before,
             f"median after >= {min_cos_after} and above before",
         ),
-        Claim(
-            SECTION,
-            CLAIMS["bound"][0],
+        BOUND(
             model,
-            CLAIMS["bound"][1],
-            f"max |N(x)_i| = {bound['max_abs_no_weight']:.3f} <= sqrt(d) = {bound['sqrt_d']:.3f}"
-            + (
-                f"; with weight {bound['max_abs_weight']:.3f} <= {bound['bound_weight']:.3f}"
-                if "bound_weight" in bound
-                else ""
-            )
-            + unread,
+            f"max |N(x)_i| = {bound['max_abs_no_weight']:.3f} <= sqrt(d) = {bound['sqrt_d']:.3f}{weighted}"
+            + (unread if summary.get("no_norm_reads_state") else ""),
             bound["holds"],
             "exact inequality",
         ),
     ]
     if "energy_share_spike" in summary and summary.get("no_norm_reads_state"):
         claims.append(
-            not_applicable(
-                SECTION,
-                CLAIMS["sparse"][0],
+            SPARSE.na(
                 model,
-                CLAIMS["sparse"][1],
                 "no norm reads the residual stream in this family (norms sit on block outputs); "
                 f"weightless share would be {summary['energy_share_spike']:.3f}",
             )
         )
     elif "energy_share_spike" in summary:
         claims.append(
-            Claim(
-                SECTION,
-                CLAIMS["sparse"][0],
+            SPARSE(
                 model,
-                CLAIMS["sparse"][1],
                 f"median share of ||RMSNorm(x)||^2 on spike channels {summary['energy_share_spike']:.3f} "
                 f"(with weight {summary['energy_share_spike_weighted']:.3f}; ordinary tokens "
                 f"{summary['energy_share_other']:.3f})",
@@ -613,11 +600,8 @@ def collapse_claims(
     n_later = summary.get("n_nonfirst_spike", 0)
     share = summary.get("nonfirst_spike_delimiter_share", float("nan"))
     claims.append(
-        Claim(
-            SECTION,
-            CLAIMS["delimiters"][0],
+        DELIMITERS(
             model,
-            CLAIMS["delimiters"][1],
             f"{n_later} non-initial spike tokens in {summary['n_tokens_total']} tokens"
             + (f"; {100 * share:.0f}% punctuation/whitespace" if n_later else ""),
             bool(n_later) and share >= 0.5,
@@ -627,15 +611,13 @@ def collapse_claims(
     if self_attention is not None and not self_attention.empty and (self_attention["kind"] == "spike").any():
         pivot = self_attention.pivot(index="layer", columns="kind", values="self_share_mean")
         best = pivot["spike"] - pivot["other"]
+        layer = best.idxmax()
         claims.append(
-            Claim(
-                SECTION,
-                "delimiter spike tokens attend strongly to themselves in early layers",
+            SELF_ATTENTION(
                 model,
-                "strong self-attention",
-                f"largest gap at layer {int(best.idxmax())}: self share "
-                f"{pivot.loc[best.idxmax(), 'spike']:.2f} vs {pivot.loc[best.idxmax(), 'other']:.2f}",
-                bool(best.max() > 0.1),
+                f"largest gap at layer {int(layer)}: self share {pivot.loc[layer, 'spike']:.2f} "
+                f"vs {pivot.loc[layer, 'other']:.2f}",
+                best.max() > 0.1,
                 "spike - other self share > 0.1 in some early layer",
             )
         )

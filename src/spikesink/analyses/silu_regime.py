@@ -27,6 +27,7 @@ from spikesink.instrumentation.layout import NotApplicable, model_layout
 from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
 from spikesink.instrumentation.taps import Taps, module_inputs, run_decoder
 from spikesink.metrics import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO
+from spikesink.scorecard import ClaimSpec
 
 
 def silu_alignment(x: torch.Tensor, act=F.silu) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,10 +216,16 @@ COLUMNS = [
     "resid_out_peak",
     "is_spike",
 ]
-CLAIM_IDENTITY = "SiLU acts as the identity on spike tokens in step-up/step-down blocks"
-CLAIM_CLOSER = "spike tokens sit closer to the SiLU identity regime than ordinary tokens"
-PAPER_IDENTITY = "cos(SiLU(x), x) ~ 1 and ||SiLU(x)|| ~ ||x|| (Fig 2)"
-PAPER_CLOSER = "spike tokens in the linear regime, others not (Fig 2)"
+IDENTITY = ClaimSpec(
+    SECTION,
+    "SiLU acts as the identity on spike tokens in step-up/step-down blocks",
+    "cos(SiLU(x), x) ~ 1 and ||SiLU(x)|| ~ ||x|| (Fig 2)",
+)
+CLOSER = ClaimSpec(
+    SECTION,
+    "spike tokens sit closer to the SiLU identity regime than ordinary tokens",
+    "spike tokens in the linear regime, others not (Fig 2)",
+)
 
 
 def run_silu_regime(
@@ -273,42 +280,27 @@ def silu_claims(
     A gated FFN with another activation (Gemma's GeGLU) answers the same two questions for its
     own activation in rows marked "beyond the paper"; the SiLU rows read n/a for it.
     """
-    from spikesink.scorecard import Claim, not_applicable
-
     if reason is None and frame.empty:
         reason = "no token was measured"
     if reason:
-        return [
-            not_applicable(SECTION, CLAIM_IDENTITY, model, PAPER_IDENTITY, reason),
-            not_applicable(SECTION, CLAIM_CLOSER, model, PAPER_CLOSER, reason),
-        ]
+        return [IDENTITY.na(model, reason), CLOSER.na(model, reason)]
     summary = summarize_silu(frame)
     spikes = summary[summary["is_spike"]].set_index("block")
     others = summary[~summary["is_spike"]].set_index("block")
     blocks = sorted(frame["block"].unique())
-    silu = activation == "silu"
-    identity = (
-        CLAIM_IDENTITY
-        if silu
-        else f"beyond the paper: {activation} acts as the identity on spike tokens in step blocks"
-    )
-    closer = CLAIM_CLOSER if silu else f"beyond the paper: spike tokens sit closer to the {activation} identity regime"
-    claims = (
-        []
-        if silu
-        else [
-            not_applicable(
-                SECTION, CLAIM_IDENTITY, model, PAPER_IDENTITY, f"the gate activation is {activation}, not SiLU"
-            ),
-            not_applicable(
-                SECTION, CLAIM_CLOSER, model, PAPER_CLOSER, f"the gate activation is {activation}, not SiLU"
-            ),
-        ]
-    )
+    identity, closer, claims = IDENTITY, CLOSER, []
+    if activation != "silu":
+        claims = [spec.na(model, f"the gate activation is {activation}, not SiLU") for spec in (IDENTITY, CLOSER)]
+        identity = ClaimSpec(
+            SECTION,
+            f"beyond the paper: {activation} acts as the identity on spike tokens in step blocks",
+            IDENTITY.paper,
+        )
+        closer = ClaimSpec(
+            SECTION, f"beyond the paper: spike tokens sit closer to the {activation} identity regime", CLOSER.paper
+        )
     if spikes.empty:
-        return claims + [
-            Claim(SECTION, identity, model, PAPER_IDENTITY, "no spike token in the sample", False, "needs spike tokens")
-        ]
+        return claims + [identity(model, "no spike token in the sample", False, "needs spike tokens")]
     text = "; ".join(
         f"block {b}: cos {spikes.loc[b, 'cos_median']:.3f}, norm ratio {spikes.loc[b, 'norm_ratio_median']:.3f}"
         f" (n={int(spikes.loc[b, 'n'])}; others {others.loc[b, 'cos_median']:.3f} / "
@@ -331,20 +323,11 @@ def silu_claims(
         for b in blocks
     )
     return claims + [
-        Claim(
-            SECTION,
-            identity,
-            model,
-            PAPER_IDENTITY,
-            text,
-            near,
-            f"median cos >= {min_cos} and median norm ratio >= {min_norm_ratio} in every step block",
+        identity(
+            model, text, near, f"median cos >= {min_cos} and median norm ratio >= {min_norm_ratio} in every step block"
         ),
-        Claim(
-            SECTION,
-            closer,
+        closer(
             model,
-            PAPER_CLOSER,
             text,
             close,
             "median cos and norm ratio of spike tokens above those of other tokens in every step block",
