@@ -95,11 +95,12 @@ def test_bad_or_unknown_names_are_rejected(bad):
 SEARCH_DIR = CONFIG_DIR.parent / "benchmarks" / "ablation_search"
 
 
-@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("ablations-*.yaml")) + sorted(SEARCH_DIR.glob("*.yaml")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [CONFIG_DIR / "config.yaml", *sorted(CONFIG_DIR.glob("ablations-*.yaml")),
+                                  *sorted(SEARCH_DIR.glob("*.yaml"))], ids=lambda p: p.name)
 def test_shipped_configs_resolve(path):
     cfg = yaml.safe_load(path.read_text())["ablations"]
     assert cfg["variants"] and len(set(cfg["variants"])) == len(cfg["variants"])
+    check_ablations(cfg)  # what the workflow checks at start-up
     for name in cfg["variants"]:
         model_cfg, train_cfg, _ = resolve(cfg, name)
         assert model_cfg.max_seq_len >= train_cfg.seq_len

@@ -77,7 +77,7 @@ def paper_like(tmp_path_factory):
     models, and Section 4 ablations configured without a GPU (their trainer is GPU-capable)."""
     work = tmp_path_factory.mktemp("paper_like")
     ablations = yaml.safe_load((REPO / "config/ablations-cpu.yaml").read_text())["ablations"]
-    ablations.update(variants=["baseline", "dhead-8"], gpu=False)
+    ablations.update(variants=["baseline", "dhead-8"], seeds=[0], gpu=False)
     config = {
         "models": {name: {"source": "planted", "planted": {}} for name in ("model-a", "model-b")},
         "corpus": {"source": "local", "path": str(TEST_TEXTS)},
