@@ -2,6 +2,8 @@
 model and a seeded random Gemma 3 whose name has a dot, a local text corpus, every default
 output, then the caching guarantees."""
 
+import re
+
 import pandas as pd
 import pytest
 import yaml
@@ -73,6 +75,21 @@ def test_figure_target_is_cached_and_plot_change_reruns_only_the_plot(run):
     assert "plot_lifecycle" in out
     for upstream in ("extract_block_stats", "acquire_model", "rule lifecycle:"):
         assert upstream not in out, f"{upstream} must not rerun for a plotting change"
+
+
+@pytest.mark.slow
+def test_changing_one_analysis_reruns_only_that_analysis(run):
+    """One rule per analysis: new SiLU sentences rerun the sentence prompts, the SiLU rule, its
+    figure and the scorecard, nothing else."""
+    work, _ = run
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    config["mechanisms"]["silu"]["seed"] = 5
+    changed = work.parent / f"{work.name}-silu-config.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    dry = snakemake(work, "-n", configfile=changed)
+    jobs = set(re.findall(r"^rule (\w+):", dry.stdout + dry.stderr, flags=re.MULTILINE))
+    assert jobs == {"prompts", "silu_regime", "plot_silu_regime", "scorecard", "all"}, jobs
+    assert "wildcards: model=planted, prompt_set=sentences" in dry.stdout + dry.stderr
 
 
 @pytest.mark.slow
