@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from spikesink import metrics
+from spikesink.analyses.perplexity import token_nll
 from spikesink.extraction.sink_stats import SinkStatistics
 from spikesink.instrumentation.layout import model_layout
 from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
@@ -160,13 +161,11 @@ def measure_condition(
 ) -> dict[str, float]:
     """Sink ratio, key-0 mass, perplexity and spike size of the model as it is (hooks included)."""
     nll, n_tokens = 0.0, 0
-    with torch.no_grad(), SinkStatistics(model, eps=eps) as sinks, _residual_spike_monitor(model) as spikes:
+    with SinkStatistics(model, eps=eps) as sinks, _residual_spike_monitor(model) as spikes:
         for input_ids in batches:
-            input_ids = torch.as_tensor(input_ids)
-            out = model(input_ids=input_ids, labels=input_ids, use_cache=False)
-            count = input_ids.shape[0] * (input_ids.shape[1] - 1)
-            nll += float(out.loss) * count
-            n_tokens += count
+            values = token_nll(model, input_ids)
+            nll += float(values.double().sum())
+            n_tokens += values.numel()
     result = sinks.result()
     return {
         "sink_ratio": float(result["sink_ratio"]),
