@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from spikesink.ablations.report import aggregate_seeds, plot_table, table_claims, table_frame
+from spikesink.ablations.report import aggregate_seeds, display_frame, plot_table, table_claims, table_frame
 from spikesink.ablations.evaluate import ablation_table
 from spikesink.ablations.variants import REGISTRY
 
@@ -34,6 +34,9 @@ def test_seeds_are_averaged_with_their_spread():
     assert frame.loc["baseline", "sink_ratio_seeds"] == "20 / 30" and frame.loc["baseline", "seeds"] == "0,1"
     assert frame.loc["baseline", "ppl"] == 16.5
     assert frame.loc["wd-0", "n_seeds"] == 1 and math.isnan(frame.loc["wd-0", "sink_ratio_sd"])
+    shown = display_frame(frame.reset_index()).set_index("variant")
+    assert shown.loc["baseline", "sink %"] == "25.0 +- 7.1" and shown.loc["wd-0", "sink %"] == "5.0"
+    assert shown.loc["baseline", "sink % paper"] == 46.0 and shown.loc["baseline", "heads x d_head"] == "4 x 16"
 
 
 def test_claims_are_labelled_with_the_data_they_were_tested_on():

@@ -52,6 +52,45 @@ def table_frame(metrics_list: list[dict], table: str) -> pd.DataFrame:
     return frame.sort_values(["table", "n_heads", "d_head", "variant"], kind="stable").reset_index(drop=True)
 
 
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table as printed (md / tex): paper beside ours, seed mean +- sd in one cell; the CSV keeps
+    every column (per-seed values, sds, positions)."""
+    def cell(row, column, digits):
+        value = row[column]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        sd = row.get(f"{column}_sd")
+        text = f"{value:.{digits}f}"
+        return text + (f" +- {sd:.{digits}f}" if sd is not None and not (isinstance(sd, float) and math.isnan(sd)) else "")
+
+    rows = []
+    for _, row in frame.iterrows():
+        rows.append({
+            "variant": row["variant"],
+            "paper setting": row.get("paper_setting") or "",
+            "heads x d_head": f"{row['n_heads']} x {row['d_head']}",
+            "seeds": int(row.get("n_seeds", 1) or 1),
+            "ppl paper": row.get("ppl_paper"),
+            "ppl": cell(row, "ppl", 2),
+            "sink % paper": row.get("sink_ratio_paper"),
+            "sink %": cell(row, "sink_ratio", 1),
+            "sink % per seed": row.get("sink_ratio_seeds", ""),
+            "key-0 attention": cell(row, "key0_mass_mean", 3),
+            "spike paper": row.get("spike_paper"),
+            "spike max abs(h)": cell(row, "spike", 1),
+            "first-token / median": cell(row, "first_token_to_median", 1),
+        })
+    return pd.DataFrame(rows)
+
+
+def write_ablation_table(frame: pd.DataFrame, stem, caption: str) -> None:
+    """stem.csv with every column, stem.md / stem.tex as display_frame prints them."""
+    from ..tables import write_table
+
+    write_table(frame, stem, caption=caption, formats=("csv",))
+    write_table(display_frame(frame), stem, caption=caption, formats=("md", "tex"))
+
+
 def _rank_agreement(frame: pd.DataFrame, column: str) -> float:
     with_paper = frame.dropna(subset=[f"{column}_paper"])
     return trend(with_paper[f"{column}_paper"].to_numpy(float), with_paper[column].to_numpy(float))
@@ -114,8 +153,8 @@ def table_claims(frame: pd.DataFrame, table: str, preset: str) -> list[Claim]:
     reference = float(base["first_token_to_median"]) if base is not None and "first_token_to_median" in base else float(first_token.max())
     has_spike = not math.isnan(reference) and reference >= SPIKE_MIN_TO_MEDIAN
     for column, label in (("sink_ratio", "sink ratio"), ("spike", "spike")):
-        if column == "spike" and not has_spike:
-            continue
+        if (column == "spike" and not has_spike) or frame[f"{column}_paper"].notna().sum() < 3:
+            continue  # no spike to order, or too few paper rows for a rank correlation
         rho = _rank_agreement(frame, column)
         claim(f"our {label} orders the variants as the paper's", "Spearman rho = 1 with itself",
               f"rho = {_fmt(rho)} over {frame[f'{column}_paper'].notna().sum()} rows", not math.isnan(rho) and rho > 0, "rho > 0")
@@ -364,7 +403,6 @@ def write_preset_tables(preset_dir: str | os.PathLike, out: str | os.PathLike, p
 
     from ..io import read_json
     from ..scorecard import write_claims
-    from ..tables import write_table
 
     preset_dir, out = Path(preset_dir), Path(out)
     preset = preset or preset_dir.name
@@ -374,7 +412,8 @@ def write_preset_tables(preset_dir: str | os.PathLike, out: str | os.PathLike, p
         frame = table_frame(metrics, table)
         data = ", ".join(data_label(s) for s in frame["data"].dropna().unique())
         stem = table_stem(table)
-        write_table(frame, out / stem, caption=f"Table {table} on {data}, preset {preset}: seed mean, *_sd, *_seeds; paper in *_paper.")
+        write_ablation_table(frame, out / stem, caption=f"Table {table} on {data}, preset {preset}: ours (mean +- sd over seeds) "
+                             "beside the paper's.")
         write_claims(out / "claims" / f"{stem}.json", table_claims(frame, table, preset))
         plot_table(frame, table, out / f"{stem}.pdf", data)
         if table == "6":
