@@ -50,7 +50,10 @@ def load_run(run: Path) -> tuple[Decoder, dict, int]:
         meta, weights = json.loads((run / "config.json").read_text()), run / "model.safetensors"
         steps = json.loads((run / "metrics.json").read_text())["steps"]
     else:
-        meta, weights = json.loads((run / "checkpoint" / "state.json").read_text()), run / "checkpoint" / "model.safetensors"
+        meta, weights = (
+            json.loads((run / "checkpoint" / "state.json").read_text()),
+            run / "checkpoint" / "model.safetensors",
+        )
         steps = meta["step"]
     model = Decoder(ModelConfig.from_dict(meta["model_config"]))
     load_model(model, str(weights))
@@ -71,7 +74,9 @@ def summarize(run: Path, data_dir: Path | None) -> dict:
     tokens = steps * train_cfg["batch_size"] * seq_len
     wall = wall_time(run)
     curve = load_curve(run)
-    sunk = curve[curve["eval_sink_ratio"] >= 20] if "eval_sink_ratio" in curve else curve.iloc[:0]  # first evaluation at >= 20 %
+    sunk = (
+        curve[curve["eval_sink_ratio"] >= 20] if "eval_sink_ratio" in curve else curve.iloc[:0]
+    )  # first evaluation at >= 20 %
     floor = data.meta.get("heldout_bayes_loss")
     return {
         "run": run_name(run),
@@ -108,10 +113,18 @@ def train_config(path: Path, root: Path, threads: int = 1) -> Path:
     run.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     corpus = cfg.get("corpus") or "resources/corpus/passages.jsonl"
-    prepare_from_config(run.parent / "_data", cfg, corpus if cfg.get("data", {}).get("source", "passages") == "passages" else None)
+    prepare_from_config(
+        run.parent / "_data", cfg, corpus if cfg.get("data", {}).get("source", "passages") == "passages" else None
+    )
     data_s = time.perf_counter() - start
-    run_variant(cfg, "baseline", run, corpus_path=corpus, data_dir=run.parent / "_data",
-                overrides={"train": {"progress": False, "threads": threads}})
+    run_variant(
+        cfg,
+        "baseline",
+        run,
+        corpus_path=corpus,
+        data_dir=run.parent / "_data",
+        overrides={"train": {"progress": False, "threads": threads}},
+    )
     wall = {"config": str(path), "data_s": data_s, "train_s": time.perf_counter() - start - data_s}
     wall["wall_s"] = wall["data_s"] + wall["train_s"]
     (run.parent / "wall.json").write_text(json.dumps(wall, indent=2))
@@ -138,7 +151,9 @@ def run_name(run: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path, help="run folders (with metrics.json or checkpoint/)")
-    parser.add_argument("--train", nargs="+", type=Path, help="search configs to train first (one after another), then summarize")
+    parser.add_argument(
+        "--train", nargs="+", type=Path, help="search configs to train first (one after another), then summarize"
+    )
     parser.add_argument("--root", type=Path, default=Path("results/search"), help="where --train puts its runs")
     parser.add_argument("--data-dir", type=Path, help="token cache (default <run>/../_data)")
     parser.add_argument("--threads", type=int, default=1)

@@ -21,18 +21,34 @@ from spikesink.ablations.model import Decoder, ModelConfig
 
 
 def build_ours(args) -> torch.nn.Module:
-    cfg = ModelConfig(vocab_size=args.vocab, max_seq_len=args.seq, d_model=args.d_model, n_layers=args.layers,
-                      n_heads=args.heads, d_head=args.d_head, d_ffn=args.d_ffn)
+    cfg = ModelConfig(
+        vocab_size=args.vocab,
+        max_seq_len=args.seq,
+        d_model=args.d_model,
+        n_layers=args.layers,
+        n_heads=args.heads,
+        d_head=args.d_head,
+        d_ffn=args.d_ffn,
+    )
     return Decoder(cfg)
 
 
 def build_llama(args) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=args.vocab, hidden_size=args.d_model, intermediate_size=args.d_ffn,
-                      num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.heads,
-                      head_dim=args.d_head, max_position_embeddings=args.seq, rms_norm_eps=1e-5, tie_word_embeddings=False,
-                      attn_implementation="sdpa")
+    cfg = LlamaConfig(
+        vocab_size=args.vocab,
+        hidden_size=args.d_model,
+        intermediate_size=args.d_ffn,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.heads,
+        head_dim=args.d_head,
+        max_position_embeddings=args.seq,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        attn_implementation="sdpa",
+    )
     return LlamaForCausalLM(cfg)
 
 
@@ -100,11 +116,15 @@ def main() -> None:
         for name, step in steps.items():
             rates[name].append(args.steps * args.batch * args.seq / time_steps(step, x, y, args.steps, device))
 
-    print(f"shape: vocab {args.vocab}, d_model {args.d_model}, layers {args.layers}, heads {args.heads}x{args.d_head}, "
-          f"ffn {args.d_ffn}; batch {args.batch}x{args.seq} on {device} ({torch.get_num_threads()} threads)")
+    print(
+        f"shape: vocab {args.vocab}, d_model {args.d_model}, layers {args.layers}, heads {args.heads}x{args.d_head}, "
+        f"ffn {args.d_ffn}; batch {args.batch}x{args.seq} on {device} ({torch.get_num_threads()} threads)"
+    )
     for name in models:
-        print(f"{name:6s} params {counts[name]:>10,d}  tokens/s min {min(rates[name]):>10,.0f}  "
-              f"median {statistics.median(rates[name]):>10,.0f}")
+        print(
+            f"{name:6s} params {counts[name]:>10,d}  tokens/s min {min(rates[name]):>10,.0f}  "
+            f"median {statistics.median(rates[name]):>10,.0f}"
+        )
     ratio = statistics.median(rates["ours"]) / statistics.median(rates["llama"])
     print(f"ratio ours / llama (medians): {ratio:.2f}x  (target >= 1.0x)")
 

@@ -37,8 +37,15 @@ from spikesink.ablations.variants import resolve
 
 # the synthetic language of the probe: the CPU preset's (config/ablations-cpu-synthetic.yaml) with
 # enough distinct training text for a GPU's few minutes (windows are drawn at random from it)
-SYNTHETIC = {"n_tokens": 64, "n_triggers": 3, "doc_len": 256, "concentration": 0.2, "train_tokens": 20_000_000,
-             "heldout_tokens": 200_000, "seed": 0}
+SYNTHETIC = {
+    "n_tokens": 64,
+    "n_triggers": 3,
+    "doc_len": 256,
+    "concentration": 0.2,
+    "train_tokens": 20_000_000,
+    "heldout_tokens": 200_000,
+    "seed": 0,
+}
 
 
 def probe_config(cfg: dict, data: str, corpus: str | None) -> dict:
@@ -51,8 +58,12 @@ def probe_config(cfg: dict, data: str, corpus: str | None) -> dict:
         if not corpus:
             raise SystemExit("--data corpus needs --corpus passages.jsonl")
         cfg["corpus"] = corpus
-        cfg["data"] = {"source": "passages", "vocab_size": cfg.get("data", {}).get("vocab_size", 32000),
-                       "heldout_frac": 0.1, "seed": 0}
+        cfg["data"] = {
+            "source": "passages",
+            "vocab_size": cfg.get("data", {}).get("vocab_size", 32000),
+            "heldout_frac": 0.1,
+            "seed": 0,
+        }
     elif data != "config":
         raise SystemExit(f"--data {data!r}: choose synthetic, corpus or config")
     return cfg
@@ -67,8 +78,16 @@ def peak_memory() -> dict:
     return out
 
 
-def run_probe(cfg: dict, out: Path, seconds: float, variant: str = "baseline", device: str | None = None,
-              eval_every: int | None = None, threads: int | None = None, corpus: str | None = None) -> dict:
+def run_probe(
+    cfg: dict,
+    out: Path,
+    seconds: float,
+    variant: str = "baseline",
+    device: str | None = None,
+    eval_every: int | None = None,
+    threads: int | None = None,
+    corpus: str | None = None,
+) -> dict:
     """Train `variant` of the preset for about `seconds` of wall time; returns (and writes) the report."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -109,10 +128,33 @@ def run_probe(cfg: dict, out: Path, seconds: float, variant: str = "baseline", d
         "tokens_per_s_wall": metrics["train_tokens"] / wall_s,
         "full_run_hours_at_this_rate": train_cfg.total_tokens / max(1e-9, metrics["train_tokens_per_s"] or 0) / 3600,
         **peak_memory(),
-        "final": {k: metrics[k] for k in ("ppl", "sink_ratio", "key0_mass_mean", "spike", "spike_to_median",
-                                          "first_token_spike_to_median", "first_token_spike_block")},
-        "evaluations": [{k: r.get(k) for k in ("step", "tokens", "eval_ppl", "eval_sink_ratio", "eval_key0_mass_mean",
-                                               "eval_spike", "eval_first_token_spike_to_median")} for r in curve],
+        "final": {
+            k: metrics[k]
+            for k in (
+                "ppl",
+                "sink_ratio",
+                "key0_mass_mean",
+                "spike",
+                "spike_to_median",
+                "first_token_spike_to_median",
+                "first_token_spike_block",
+            )
+        },
+        "evaluations": [
+            {
+                k: r.get(k)
+                for k in (
+                    "step",
+                    "tokens",
+                    "eval_ppl",
+                    "eval_sink_ratio",
+                    "eval_key0_mass_mean",
+                    "eval_spike",
+                    "eval_first_token_spike_to_median",
+                )
+            }
+            for r in curve
+        ],
     }
     (out / "probe.json").write_text(json.dumps(report, indent=2))
     (out / "probe.md").write_text(markdown(report))
@@ -140,8 +182,10 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in report["evaluations"]:
-        lines.append(f"| {r['step']} | {r['tokens']:,} | {r['eval_ppl']:.2f} | {r['eval_sink_ratio']:.1f} | "
-                     f"{r['eval_key0_mass_mean']:.3f} | {r['eval_spike']:.1f} | {r['eval_first_token_spike_to_median']:.1f} |")
+        lines.append(
+            f"| {r['step']} | {r['tokens']:,} | {r['eval_ppl']:.2f} | {r['eval_sink_ratio']:.1f} | "
+            f"{r['eval_key0_mass_mean']:.3f} | {r['eval_spike']:.1f} | {r['eval_first_token_spike_to_median']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

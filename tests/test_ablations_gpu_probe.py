@@ -16,12 +16,30 @@ spec.loader.exec_module(probe)
 
 TINY = {
     "preset": "tiny-probe",
-    "data": {"source": "bigram_backcopy",
-             "bigram_backcopy": {"n_tokens": 16, "n_triggers": 2, "doc_len": 64, "concentration": 0.3,
-                                 "train_tokens": 20_000, "heldout_tokens": 4_000, "seed": 0}},
-    "baseline": {"model": {"d_model": 16, "n_layers": 1, "n_heads": 1, "d_head": 16, "d_ffn": 32},
-                 "train": {"batch_size": 4, "seq_len": 16, "total_tokens": 10_000_000, "lr": 3e-3, "bos": True,
-                           "device": "cpu", "threads": 1}},
+    "data": {
+        "source": "bigram_backcopy",
+        "bigram_backcopy": {
+            "n_tokens": 16,
+            "n_triggers": 2,
+            "doc_len": 64,
+            "concentration": 0.3,
+            "train_tokens": 20_000,
+            "heldout_tokens": 4_000,
+            "seed": 0,
+        },
+    },
+    "baseline": {
+        "model": {"d_model": 16, "n_layers": 1, "n_heads": 1, "d_head": 16, "d_ffn": 32},
+        "train": {
+            "batch_size": 4,
+            "seq_len": 16,
+            "total_tokens": 10_000_000,
+            "lr": 3e-3,
+            "bos": True,
+            "device": "cpu",
+            "threads": 1,
+        },
+    },
     "eval": {"every": 20, "windows": 8, "batch_size": 8},
     "variants": ["baseline"],
 }
@@ -30,8 +48,20 @@ TINY = {
 def test_probe_stops_at_its_time_limit_and_reports(tmp_path):
     cfg_path = tmp_path / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump({"ablations": TINY}))
-    probe.main(["--config", str(cfg_path), "--data", "config", "--seconds", "1.5", "--device", "cpu",
-                "--out", str(tmp_path / "probe")])
+    probe.main(
+        [
+            "--config",
+            str(cfg_path),
+            "--data",
+            "config",
+            "--seconds",
+            "1.5",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "probe"),
+        ]
+    )
     report = json.loads((tmp_path / "probe" / "probe.json").read_text())
     assert report["device"] == "cpu" and report["data"] == "bigram_backcopy"
     assert 0 < report["steps_done"] < report["steps_configured"] == 10_000_000 // 64  # stopped by the clock
@@ -51,7 +81,9 @@ def test_probe_data_choices():
     gpu = yaml.safe_load((ROOT / "config" / "ablations-gpu.yaml").read_text())["ablations"]
     synthetic = probe.probe_config(gpu, "synthetic", None)
     assert synthetic["data"]["source"] == "bigram_backcopy" and synthetic["baseline"]["train"]["bos"]
-    assert synthetic["baseline"]["model"] == gpu["baseline"]["model"] and gpu["data"]["source"] == "hf"  # preset untouched
+    assert (
+        synthetic["baseline"]["model"] == gpu["baseline"]["model"] and gpu["data"]["source"] == "hf"
+    )  # preset untouched
     corpus = probe.probe_config(gpu, "corpus", "passages.jsonl")
     assert corpus["corpus"] == "passages.jsonl" and corpus["data"]["vocab_size"] == 32000
     assert probe.probe_config(gpu, "config", None)["data"] == gpu["data"]

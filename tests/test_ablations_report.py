@@ -7,18 +7,37 @@ import math
 
 import pytest
 
-from spikesink.ablations.report import aggregate_seeds, display_frame, plot_table, table_claims, table_frame
-from spikesink.ablations.evaluate import ablation_table
+from spikesink.ablations.report import (
+    ablation_table,
+    aggregate_seeds,
+    display_frame,
+    plot_table,
+    table_claims,
+    table_frame,
+)
 from spikesink.ablations.variants import REGISTRY
 
 
 def run(variant, seed, sink, spike=30.0, key0=0.1, n_heads=4, d_head=16, source="bigram_backcopy"):
     """A metrics.json as run_variant writes it, with the paper's row of the registered variant."""
     info = REGISTRY.get(variant)
-    return {"variant": variant, "table": info.table if info else "6", "paper": info.paper if info else None,
-            "paper_setting": "", "model_config": {"n_heads": n_heads, "d_head": d_head}, "train_config": {"seed": seed},
-            "data": {"source": source}, "ppl": 16.0 + seed, "sink_ratio": sink, "key0_mass_mean": key0, "spike": spike,
-            "spike_to_median": 8.0, "first_token_spike_to_median": 20.0, "spike_position": 0, "spike_block": 2}
+    return {
+        "variant": variant,
+        "table": info.table if info else "6",
+        "paper": info.paper if info else None,
+        "paper_setting": "",
+        "model_config": {"n_heads": n_heads, "d_head": d_head},
+        "train_config": {"seed": seed},
+        "data": {"source": source},
+        "ppl": 16.0 + seed,
+        "sink_ratio": sink,
+        "key0_mass_mean": key0,
+        "spike": spike,
+        "spike_to_median": 8.0,
+        "first_token_spike_to_median": 20.0,
+        "spike_position": 0,
+        "spike_block": 2,
+    }
 
 
 def claims_of(runs, table):
@@ -47,11 +66,18 @@ def test_claims_are_labelled_with_the_data_they_were_tested_on():
 
 
 def test_gating_claims_follow_the_paper_row_and_the_seed_spread():
-    runs = [run("baseline", 0, 40.0), run("baseline", 1, 44.0),
-            run("gate-cond-channel", 0, 2.0), run("gate-cond-channel", 1, 4.0),  # removes the sink
-            run("gate-cond-head", 0, 1.0), run("gate-cond-head", 1, 41.0),  # mean 21 < 0.5 x 42, but the spread is huge
-            run("gate-uncond-head", 0, 39.0), run("gate-uncond-head", 1, 43.0),  # keeps it
-            run("gate-embedding", 0, 3.0), run("gate-embedding", 1, 5.0)]  # paper keeps it (31.1 vs 46); ours does not
+    runs = [
+        run("baseline", 0, 40.0),
+        run("baseline", 1, 44.0),
+        run("gate-cond-channel", 0, 2.0),
+        run("gate-cond-channel", 1, 4.0),  # removes the sink
+        run("gate-cond-head", 0, 1.0),
+        run("gate-cond-head", 1, 41.0),  # mean 21 < 0.5 x 42, but the spread is huge
+        run("gate-uncond-head", 0, 39.0),
+        run("gate-uncond-head", 1, 43.0),  # keeps it
+        run("gate-embedding", 0, 3.0),
+        run("gate-embedding", 1, 5.0),
+    ]  # paper keeps it (31.1 vs 46); ours does not
     claims = claims_of(runs, "7")
     assert claims["Table 7: gate-cond-channel: conditional gating removes the sink"].holds
     assert not claims["Table 7: gate-cond-head: conditional gating removes the sink"].holds
@@ -68,21 +94,35 @@ def test_context_claims_collapse_for_late_loss_and_stay_for_short_context():
 
 
 def test_normalization_claims_split_spike_and_sink():
-    runs = [run("baseline", 0, 40.0, spike=100.0), run("norm-sandwich", 0, 35.0, spike=20.0), run("norm-dyt", 0, 5.0, spike=150.0)]
+    runs = [
+        run("baseline", 0, 40.0, spike=100.0),
+        run("norm-sandwich", 0, 35.0, spike=20.0),
+        run("norm-dyt", 0, 5.0, spike=150.0),
+    ]
     claims = claims_of(runs, "5")
     assert claims["Table 5: norm-sandwich: changing normalization removes the spike"].holds
     assert claims["Table 5: norm-sandwich: changing normalization keeps the sinks"].holds
     assert not claims["Table 5: norm-dyt: changing normalization removes the spike"].holds
     assert not claims["Table 5: norm-dyt: changing normalization keeps the sinks"].holds
     # no sink anywhere: 'sinks stay' cannot hold (0 is not >= 0.5 x 0 by a margin, and nothing stayed)
-    flat = [run("baseline", 0, 0.0, spike=100.0), run("baseline", 1, 0.0, spike=90.0),
-            run("norm-sandwich", 0, 0.0, spike=20.0), run("norm-sandwich", 1, 0.0, spike=30.0)]
+    flat = [
+        run("baseline", 0, 0.0, spike=100.0),
+        run("baseline", 1, 0.0, spike=90.0),
+        run("norm-sandwich", 0, 0.0, spike=20.0),
+        run("norm-sandwich", 1, 0.0, spike=30.0),
+    ]
     assert not claims_of(flat, "5")["Table 5: norm-sandwich: changing normalization keeps the sinks"].holds
 
 
 def test_optimizer_and_ffn_claims():
-    runs = [run("baseline", 0, 30.0, spike=50.0), run("wd-0", 0, 10.0, spike=80.0), run("wd-5x", 0, 45.0),
-            run("lr-025x", 0, 2.0), run("lr-05x", 0, 12.0), run("lr-2x", 0, 35.0)]
+    runs = [
+        run("baseline", 0, 30.0, spike=50.0),
+        run("wd-0", 0, 10.0, spike=80.0),
+        run("wd-5x", 0, 45.0),
+        run("lr-025x", 0, 2.0),
+        run("lr-05x", 0, 12.0),
+        run("lr-2x", 0, 35.0),
+    ]
     claims = claims_of(runs, "3")
     assert claims["Table 3: wd-0: weight decay raises sinks (none: fewer)"].holds
     assert claims["Table 3: wd-5x: weight decay raises sinks (5x: more)"].holds
@@ -92,16 +132,26 @@ def test_optimizer_and_ffn_claims():
     assert rising.holds and "x0.25: 2" in rising.ours
     falling = [run("baseline", 0, 30.0), run("lr-025x", 0, 50.0), run("lr-05x", 0, 40.0), run("lr-2x", 0, 20.0)]
     assert not claims_of(falling, "3")["Table 3: sink ratio rises with the learning rate up to 2x the baseline's"].holds
-    ffn = claims_of([run("baseline", 0, 0.0, spike=40.0), run("ffn-linear", 0, 0.0, spike=10.0),
-                     run("ffn-gelu", 0, 0.0, spike=45.0)], "4")
+    ffn = claims_of(
+        [
+            run("baseline", 0, 0.0, spike=40.0),
+            run("ffn-linear", 0, 0.0, spike=10.0),
+            run("ffn-gelu", 0, 0.0, spike=45.0),
+        ],
+        "4",
+    )
     assert ffn["Table 4: ffn-linear: the spike is smaller without the gated (SwiGLU) amplifier"].holds
     assert not ffn["Table 4: ffn-gelu: the spike is smaller without the gated (SwiGLU) amplifier"].holds
 
 
 def test_head_count_claims_at_fixed_d_head_and_fixed_width():
-    runs = [run("baseline", 0, 30.0, n_heads=4, d_head=16), run("nhead-1", 0, 5.0, n_heads=1, d_head=16),
-            run("nhead-2", 0, 15.0, n_heads=2, d_head=16), run("heads-2x32", 0, 40.0, n_heads=2, d_head=32),
-            run("heads-8x8", 0, 10.0, n_heads=8, d_head=8)]
+    runs = [
+        run("baseline", 0, 30.0, n_heads=4, d_head=16),
+        run("nhead-1", 0, 5.0, n_heads=1, d_head=16),
+        run("nhead-2", 0, 15.0, n_heads=2, d_head=16),
+        run("heads-2x32", 0, 40.0, n_heads=2, d_head=32),
+        run("heads-8x8", 0, 10.0, n_heads=8, d_head=8),
+    ]
     claims = claims_of(runs, "6")
     assert claims["Table 6: sink ratio rises with N_head at fixed d_head"].holds
     fixed = claims["Table 6: at fixed width, sink ratio rises with N_head (smaller heads)"]
@@ -109,8 +159,14 @@ def test_head_count_claims_at_fixed_d_head_and_fixed_width():
 
 
 def test_table_figure(tmp_path):
-    runs = [run("baseline", 0, 30.0), run("baseline", 1, 34.0), run("norm-sandwich", 0, 20.0), run("norm-sandwich", 1, 26.0),
-            run("norm-dyt", 0, 0.0), run("norm-dyt", 1, 2.0)]
+    runs = [
+        run("baseline", 0, 30.0),
+        run("baseline", 1, 34.0),
+        run("norm-sandwich", 0, 20.0),
+        run("norm-sandwich", 1, 26.0),
+        run("norm-dyt", 0, 0.0),
+        run("norm-dyt", 1, 2.0),
+    ]
     written = plot_table(table_frame(runs, "5"), "5", tmp_path / "table5.pdf", "synthetic Bigram-Backcopy")
     assert [p.suffix for p in written] == [".pdf", ".png"] and all(p.stat().st_size > 5000 for p in written)
 
@@ -118,11 +174,15 @@ def test_table_figure(tmp_path):
 def test_spike_claims_need_a_first_token_spike():
     """No first-token spike at the baseline (position 0 ~4x its block's median, as on the synthetic
     language): the spike claims are not tested, and one row says why."""
-    flat = [{**run("baseline", 0, 40.0, spike=12.0), "first_token_spike_to_median": 4.0},
-            {**run("norm-sandwich", 0, 38.0, spike=5.0), "first_token_spike_to_median": 4.0}]
+    flat = [
+        {**run("baseline", 0, 40.0, spike=12.0), "first_token_spike_to_median": 4.0},
+        {**run("norm-sandwich", 0, 38.0, spike=5.0), "first_token_spike_to_median": 4.0},
+    ]
     claims = claims_of(flat, "5")
     assert not any("removes the spike" in c or "spike orders" in c for c in claims)
-    missing = claims["Table 5: a first-token spike forms at the baseline (what the spike-side claims of this table need)"]
+    missing = claims[
+        "Table 5: a first-token spike forms at the baseline (what the spike-side claims of this table need)"
+    ]
     assert not missing.holds and "4x its block's median" in missing.ours
     assert claims["Table 5: norm-sandwich: changing normalization keeps the sinks"].holds
     spiky = [{**row, "first_token_spike_to_median": 25.0} for row in flat]

@@ -8,8 +8,9 @@ import pytest
 from spikesink.ablations.data import prepare_from_config, write_synthetic_corpus
 from spikesink.ablations.synthetic import SEPARATOR_ID, BigramBackcopy, bayes_loss, generate, token_stream
 
-SPEC = BigramBackcopy(n_tokens=16, n_triggers=2, doc_len=64, concentration=0.3, train_tokens=20_000,
-                      heldout_tokens=5_000, seed=3)
+SPEC = BigramBackcopy(
+    n_tokens=16, n_triggers=2, doc_len=64, concentration=0.3, train_tokens=20_000, heldout_tokens=5_000, seed=3
+)
 
 
 def test_every_token_after_a_trigger_copies_the_token_before_it():
@@ -68,12 +69,16 @@ def test_prepare_from_config_builds_and_reuses_the_synthetic_cache(tmp_path):
     prepare_from_config(tmp_path / "cache", cfg)  # same spec: reused
     assert (tmp_path / "cache" / "train.bin").stat().st_mtime_ns == mtime
     changed = {"data": {"source": "bigram_backcopy", "bigram_backcopy": {**SPEC.to_dict(), "seed": 4}}}
-    assert not np.array_equal(np.asarray(prepare_from_config(tmp_path / "cache", changed).train), np.asarray(data.train))
+    assert not np.array_equal(
+        np.asarray(prepare_from_config(tmp_path / "cache", changed).train), np.asarray(data.train)
+    )
 
 
 def test_prepare_from_config_dispatches_and_names_bad_sources(tmp_path):
     corpus = write_synthetic_corpus(tmp_path / "passages.jsonl", n_docs=4, passages_per_doc=6)
-    data = prepare_from_config(tmp_path / "text", {"corpus": str(corpus), "data": {"vocab_size": 300, "heldout_frac": 0.25}})
+    data = prepare_from_config(
+        tmp_path / "text", {"corpus": str(corpus), "data": {"vocab_size": 300, "heldout_frac": 0.25}}
+    )
     assert data.tokenizer_path is not None and data.meta["source"].startswith("sha256:")
     with pytest.raises(ValueError, match="ablations.data.source"):
         prepare_from_config(tmp_path / "x", {"data": {"source": "wiki"}})

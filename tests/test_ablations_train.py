@@ -20,8 +20,19 @@ from spikesink.metrics import sink_ratio
 torch.set_num_threads(1)
 
 MODEL = dict(max_seq_len=32, d_model=32, n_layers=2, n_heads=2, d_head=16, d_ffn=64)
-TRAIN = dict(batch_size=4, seq_len=32, total_tokens=4 * 32 * 8, lr=3e-3, eval_every=4, eval_windows=4, eval_batch_size=4,
-             checkpoint_every=2, progress=False, log_every=2, threads=1)
+TRAIN = dict(
+    batch_size=4,
+    seq_len=32,
+    total_tokens=4 * 32 * 8,
+    lr=3e-3,
+    eval_every=4,
+    eval_windows=4,
+    eval_batch_size=4,
+    checkpoint_every=2,
+    progress=False,
+    log_every=2,
+    threads=1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +172,16 @@ def test_first_token_spike_is_found_in_the_block_that_writes_it(data):
 def test_training_on_the_synthetic_language_runs_end_to_end(tmp_path):
     cfg = {
         "preset": "test",
-        "data": {"source": "bigram_backcopy",
-                 "bigram_backcopy": {"n_tokens": 16, "n_triggers": 2, "doc_len": 64, "train_tokens": 20_000, "heldout_tokens": 4_000}},
+        "data": {
+            "source": "bigram_backcopy",
+            "bigram_backcopy": {
+                "n_tokens": 16,
+                "n_triggers": 2,
+                "doc_len": 64,
+                "train_tokens": 20_000,
+                "heldout_tokens": 4_000,
+            },
+        },
         "baseline": {"model": MODEL, "train": {**TRAIN, "bos": True, "total_tokens": 4 * 32 * 30, "lr": 0.01}},
         "eval": {"every": 10, "windows": 8},
     }
@@ -179,8 +198,15 @@ def test_training_curves_figure(tmp_path):
 
     tokens = np.arange(0, 5) * 1000
     curves = {
-        name: pd.DataFrame({"tokens": tokens, "eval_ppl": 100 / (1 + tokens / 1000), "eval_sink_ratio": k * tokens / 100,
-                            "eval_key0_mass_mean": 0.05 + 0.01 * k, "eval_first_token_spike_to_median": 10 + k * tokens / 50})
+        name: pd.DataFrame(
+            {
+                "tokens": tokens,
+                "eval_ppl": 100 / (1 + tokens / 1000),
+                "eval_sink_ratio": k * tokens / 100,
+                "eval_key0_mass_mean": 0.05 + 0.01 * k,
+                "eval_first_token_spike_to_median": 10 + k * tokens / 50,
+            }
+        )
         for k, name in enumerate(["dhead-8", "dhead-16"])
     }
     written = plot_training_curves(curves, tmp_path / "curves.pdf")
@@ -223,23 +249,47 @@ def test_run_variant_and_cli(tmp_path):
     }
     metrics = run_variant(cfg, "dhead-8", tmp_path / "test" / "dhead-8", corpus_path=corpus)
     assert metrics["variant"] == "dhead-8" and metrics["model_config"]["d_head"] == 8
-    assert metrics["paper"] == {"ppl": 10.3, "sink_ratio": 37.7, "spike": 2112.0}  # half the baseline d_head <-> paper's 64
+    assert metrics["paper"] == {
+        "ppl": 10.3,
+        "sink_ratio": 37.7,
+        "spike": 2112.0,
+    }  # half the baseline d_head <-> paper's 64
     assert (tmp_path / "test" / "_data" / "meta.json").exists()
     import yaml
 
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"ablations": {**cfg, "corpus": str(corpus)}}))
-    main(["--config", str(tmp_path / "cfg.yaml"), "--variant", "norm-sandwich", "--out", str(tmp_path / "test" / "norm-sandwich")])
+    main(
+        [
+            "--config",
+            str(tmp_path / "cfg.yaml"),
+            "--variant",
+            "norm-sandwich",
+            "--out",
+            str(tmp_path / "test" / "norm-sandwich"),
+        ]
+    )
     on_disk = json.loads((tmp_path / "test" / "norm-sandwich" / "metrics.json").read_text())
     assert on_disk["model_config"]["norm"] == "sandwich" and on_disk["paper"]["spike"] == 520.0
 
 
 def test_ablation_table_and_trend():
-    from spikesink.ablations.evaluate import ablation_table, trend
+    from spikesink.ablations.report import ablation_table, trend
 
     rows = [
-        {"variant": f"dhead-{d}", "table": "6", "paper": {"ppl": 10.0, "sink_ratio": s, "spike": 1.0},
-         "model_config": {"n_heads": 4, "d_head": d}, "ppl": 20.0, "sink_ratio": s / 2, "key0_mass_mean": 0.1,
-         "spike": 5.0, "spike_to_median": 10.0, "spike_position": 0, "spike_block": 3, "paper_setting": ""}
+        {
+            "variant": f"dhead-{d}",
+            "table": "6",
+            "paper": {"ppl": 10.0, "sink_ratio": s, "spike": 1.0},
+            "model_config": {"n_heads": 4, "d_head": d},
+            "ppl": 20.0,
+            "sink_ratio": s / 2,
+            "key0_mass_mean": 0.1,
+            "spike": 5.0,
+            "spike_to_median": 10.0,
+            "spike_position": 0,
+            "spike_block": 3,
+            "paper_setting": "",
+        }
         for d, s in ((4, 4.1), (8, 9.8), (16, 27.9), (32, 37.7))
     ]
     table = ablation_table(rows)
@@ -249,17 +299,34 @@ def test_ablation_table_and_trend():
 
 
 def _metrics_row(variant, table, d_head, sink, key0, spike, paper):
-    return {"variant": variant, "table": table, "paper": {"ppl": 10.0, "sink_ratio": paper[0], "spike": paper[1]},
-            "model_config": {"n_heads": 4, "d_head": d_head}, "ppl": 100.0, "sink_ratio": sink, "key0_mass_mean": key0,
-            "spike": spike, "spike_to_median": 10.0, "first_token_spike_to_median": 20.0, "spike_position": 0,
-            "spike_block": 2, "paper_setting": ""}
+    return {
+        "variant": variant,
+        "table": table,
+        "paper": {"ppl": 10.0, "sink_ratio": paper[0], "spike": paper[1]},
+        "model_config": {"n_heads": 4, "d_head": d_head},
+        "ppl": 100.0,
+        "sink_ratio": sink,
+        "key0_mass_mean": key0,
+        "spike": spike,
+        "spike_to_median": 10.0,
+        "first_token_spike_to_median": 20.0,
+        "spike_position": 0,
+        "spike_block": 2,
+        "paper_setting": "",
+    }
 
 
 def test_table6_claims_follow_the_measured_trends():
     from spikesink.ablations.report import table_claims, table_frame
 
-    rising = [_metrics_row(f"dhead-{d}", "6", d, 0.0, k, s, p) for d, k, s, p in
-              ((8, 0.041, 30.0, (9.8, 315)), (16, 0.044, 31.0, (27.9, 829)), (64, 0.057, 33.0, (46.0, 3818)))]
+    rising = [
+        _metrics_row(f"dhead-{d}", "6", d, 0.0, k, s, p)
+        for d, k, s, p in (
+            (8, 0.041, 30.0, (9.8, 315)),
+            (16, 0.044, 31.0, (27.9, 829)),
+            (64, 0.057, 33.0, (46.0, 3818)),
+        )
+    ]
     claims = {c.claim: c for c in table_claims(table_frame(rising, "6"), "6", "test")}
     assert not claims["Table 6: sink ratio rises with d_head at fixed N_head"].holds  # flat at 0: no trend
     assert claims["Table 6: spike rises with d_head at fixed N_head"].holds

@@ -9,7 +9,15 @@ import torch
 import yaml
 
 from spikesink.ablations.model import Attention, Decoder, GeLUFFN, ModelConfig
-from spikesink.ablations.variants import REGISTRY, VARIANT_NAME, check_ablations, get_variant, resolve, seeds, sweep_names
+from spikesink.ablations.variants import (
+    REGISTRY,
+    VARIANT_NAME,
+    check_ablations,
+    get_variant,
+    resolve,
+    seeds,
+    sweep_names,
+)
 
 CFG = {
     "baseline": {
@@ -72,17 +80,43 @@ def test_variant_is_the_named_diff(name, model_changes, train_changes):
 
 def test_ffn_and_gate_variants_change_modules():
     gelu = Decoder(resolve(CFG, "ffn-gelu")[0])
-    assert isinstance(gelu.layers[0].ffn.branch.mixer, GeLUFFN) and gelu.layers[0].ffn.branch.mixer.up.weight.shape == (120, 32)
+    assert isinstance(gelu.layers[0].ffn.branch.mixer, GeLUFFN) and gelu.layers[0].ffn.branch.mixer.up.weight.shape == (
+        120,
+        32,
+    )
     attn_only = Decoder(resolve(CFG, "ffn-attn-only")[0])
     assert isinstance(attn_only.layers[0].ffn.branch.mixer, Attention)
 
 
 def test_head_sweeps_carry_paper_rows_by_ratio_to_the_baseline():
     base = resolve(CFG, "baseline")[0]  # d_head 16, 4 heads <-> the paper's d_head 128, 32 heads
-    rows = {name: (get_variant(name, base).paper or {}).get("sink_ratio") for name in
-            ("dhead-2", "dhead-4", "dhead-8", "dhead-16", "dhead-6", "nhead-1", "nhead-2", "heads-2x32", "heads-8x8", "heads-8x4")}
-    assert rows == {"dhead-2": 9.8, "dhead-4": 27.9, "dhead-8": 37.7, "dhead-16": 46.0, "dhead-6": None,
-                    "nhead-1": 37.1, "nhead-2": 41.7, "heads-2x32": 30.8, "heads-8x8": 44.1, "heads-8x4": None}
+    rows = {
+        name: (get_variant(name, base).paper or {}).get("sink_ratio")
+        for name in (
+            "dhead-2",
+            "dhead-4",
+            "dhead-8",
+            "dhead-16",
+            "dhead-6",
+            "nhead-1",
+            "nhead-2",
+            "heads-2x32",
+            "heads-8x8",
+            "heads-8x4",
+        )
+    }
+    assert rows == {
+        "dhead-2": 9.8,
+        "dhead-4": 27.9,
+        "dhead-8": 37.7,
+        "dhead-16": 46.0,
+        "dhead-6": None,
+        "nhead-1": 37.1,
+        "nhead-2": 41.7,
+        "heads-2x32": 30.8,
+        "heads-8x8": 44.1,
+        "heads-8x4": None,
+    }
     assert sweep_names("dhead", [4, 8]) == ["dhead-4", "dhead-8"]
 
 
@@ -95,8 +129,11 @@ def test_bad_or_unknown_names_are_rejected(bad):
 SEARCH_DIR = CONFIG_DIR.parent / "benchmarks" / "ablation_search"
 
 
-@pytest.mark.parametrize("path", [CONFIG_DIR / "config.yaml", *sorted(CONFIG_DIR.glob("ablations-*.yaml")),
-                                  *sorted(SEARCH_DIR.glob("*.yaml"))], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    [CONFIG_DIR / "config.yaml", *sorted(CONFIG_DIR.glob("ablations-*.yaml")), *sorted(SEARCH_DIR.glob("*.yaml"))],
+    ids=lambda p: p.name,
+)
 def test_shipped_configs_resolve(path):
     cfg = yaml.safe_load(path.read_text())["ablations"]
     assert cfg["variants"] and len(set(cfg["variants"])) == len(cfg["variants"])
@@ -119,8 +156,12 @@ def test_unknown_variant_lists_the_known_ones():
         resolve(CFG, "dhead-eight")
     message = str(err.value)
     assert message.startswith("unknown variant 'dhead-eight'; known:")
-    assert all(name in message for name in ("baseline", "wd-0", "gate-cond-channel", "lossfrom-half", "dhead-D", "heads-NxD"))
-    with pytest.raises(ValueError, match=r"ablations.variants: dhead-eight: unknown variant 'dhead-eight'; known: .*Table 7: gate-cond"):
+    assert all(
+        name in message for name in ("baseline", "wd-0", "gate-cond-channel", "lossfrom-half", "dhead-D", "heads-NxD")
+    )
+    with pytest.raises(
+        ValueError, match=r"ablations.variants: dhead-eight: unknown variant 'dhead-eight'; known: .*Table 7: gate-cond"
+    ):
         check_ablations({**CFG, "variants": ["baseline", "dhead-eight"]})
 
 
@@ -132,30 +173,47 @@ def test_gating_an_attention_free_model_is_refused():
         ModelConfig(n_heads=0, gate="conditional")
 
 
-@pytest.mark.parametrize("train,match", [
-    ({"loss_min_pos": 64}, r"loss positions \[64, None\) lie outside the sequence of 64 tokens"),
-    ({"loss_min_pos": 8, "loss_max_pos": 80}, r"loss positions \[8, 80\) lie outside"),
-    ({"loss_min_pos": 8, "loss_max_pos": 8}, r"loss positions \[8, 8\) lie outside"),
-    ({"loss_min_pos": -1}, r"loss positions \[-1, None\)"),
-])
+@pytest.mark.parametrize(
+    "train,match",
+    [
+        ({"loss_min_pos": 64}, r"loss positions \[64, None\) lie outside the sequence of 64 tokens"),
+        ({"loss_min_pos": 8, "loss_max_pos": 80}, r"loss positions \[8, 80\) lie outside"),
+        ({"loss_min_pos": 8, "loss_max_pos": 8}, r"loss positions \[8, 8\) lie outside"),
+        ({"loss_min_pos": -1}, r"loss positions \[-1, None\)"),
+    ],
+)
 def test_loss_range_outside_the_sequence_is_refused(train, match):
-    cfg = {**CFG, "baseline": {**CFG["baseline"], "train": {**CFG["baseline"]["train"], **train}}, "variants": ["baseline"]}
+    cfg = {
+        **CFG,
+        "baseline": {**CFG["baseline"], "train": {**CFG["baseline"]["train"], **train}},
+        "variants": ["baseline"],
+    }
     with pytest.raises(ValueError, match="ablations.baseline: " + match):
         check_ablations(cfg)
 
 
 def test_a_variant_that_moves_the_sequence_under_fixed_loss_positions_is_refused():
     """loss_max_pos 48 fits 64 tokens, but seq-div4 shortens the context to 16: named per variant."""
-    cfg = {**CFG, "baseline": {**CFG["baseline"], "train": {**CFG["baseline"]["train"], "loss_max_pos": 48}},
-           "variants": ["baseline", "seq-div4"]}
-    with pytest.raises(ValueError, match=r"ablations.variants: seq-div4: loss positions \[0, 48\) lie outside the sequence of 16"):
+    cfg = {
+        **CFG,
+        "baseline": {**CFG["baseline"], "train": {**CFG["baseline"]["train"], "loss_max_pos": 48}},
+        "variants": ["baseline", "seq-div4"],
+    }
+    with pytest.raises(
+        ValueError, match=r"ablations.variants: seq-div4: loss positions \[0, 48\) lie outside the sequence of 16"
+    ):
         check_ablations(cfg)
 
 
 def test_synthetic_spec_with_more_triggers_than_tokens_is_refused():
-    cfg = {**CFG, "variants": ["baseline"],
-           "data": {"source": "bigram_backcopy", "bigram_backcopy": {"n_tokens": 8, "n_triggers": 12}}}
-    with pytest.raises(ValueError, match="ablations.data.bigram_backcopy: n_triggers must be in .* got 12 triggers for 8 tokens"):
+    cfg = {
+        **CFG,
+        "variants": ["baseline"],
+        "data": {"source": "bigram_backcopy", "bigram_backcopy": {"n_tokens": 8, "n_triggers": 12}},
+    }
+    with pytest.raises(
+        ValueError, match="ablations.data.bigram_backcopy: n_triggers must be in .* got 12 triggers for 8 tokens"
+    ):
         check_ablations(cfg)
     with pytest.raises(ValueError, match="unknown bigram_backcopy config keys: triggers"):
         check_ablations({**cfg, "data": {"source": "bigram_backcopy", "bigram_backcopy": {"triggers": 2}}})

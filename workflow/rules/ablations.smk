@@ -16,11 +16,6 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def ablation_seed_metrics(table):
-    """metrics.json of every (variant, seed) run of one paper table."""
-    return expand(f"{ABL_DIR}/{{variant}}/seed{{seed}}/metrics.json", variant=ablation_tables()[table], seed=ABL_SEEDS)
-
-
 rule ablations:
     """Target: the configured preset's Section 4 tables, claims and figures (snakemake ablations --configfile ...)."""
     input:
@@ -33,12 +28,12 @@ rule ablation_data:
         unpack(ablation_corpus),
     output:
         meta=f"{ABL_DIR}/_data/meta.json",
-    params:
-        cfg=ABL_DATA,
     log:
         f"logs/ablations/{ABL.get('preset', 'tiny')}/data.log",
     conda:
         TORCH_ENV
+    params:
+        cfg=ABL_DATA,
     script:
         "../scripts/ablation_data.py"
 
@@ -51,18 +46,18 @@ rule ablation_train:
     output:
         metrics=f"{ABL_DIR}/{{variant}}/seed{{seed}}/metrics.json",
         curve=f"{ABL_DIR}/{{variant}}/seed{{seed}}/curve.csv",
-    params:
-        cfg=ABL_RUN,
     log:
         f"logs/ablations/{ABL.get('preset', 'tiny')}/{{variant}}-seed{{seed}}.log",
     benchmark:
         f"logs/benchmarks/ablations/{ABL.get('preset', 'tiny')}/{{variant}}-seed{{seed}}.tsv"
+    conda:
+        TORCH_ENV
     threads: ABL.get("threads", 1)
     resources:
         mem_mb=lambda wc, attempt: ABL.get("mem_mb", 4000) * attempt,
         gpu=1 if ABL.get("gpu", False) else 0,
-    conda:
-        TORCH_ENV
+    params:
+        cfg=ABL_RUN,
     script:
         "../scripts/ablation_train.py"
 
@@ -74,14 +69,16 @@ rule ablation_table:
     output:
         table=multiext(f"paper_tables/table{{table}}_{{name}}", ".csv", ".md", ".tex"),
         claims=f"{ABL_DIR}/claims/table{{table}}_{{name}}.json",
-        pdf=report("figures/ablations/table{table}_{name}.pdf", caption="../report/ablation_table.rst", category="Ablations"),
+        pdf=report(
+            "figures/ablations/table{table}_{name}.pdf", caption="../report/ablation_table.rst", category="Ablations"
+        ),
         png="figures/ablations/table{table}_{name}.png",
-    params:
-        preset=ABL.get("preset", "tiny"),
     log:
         f"logs/ablations/{ABL.get('preset', 'tiny')}/table{{table}}_{{name}}.log",
     conda:
         ANALYSIS_ENV
+    params:
+        preset=ABL.get("preset", "tiny"),
     script:
         "../scripts/ablation_table.py"
 
@@ -106,13 +103,15 @@ rule plot_ablation_curves:
     input:
         curves=expand(f"{ABL_DIR}/{{variant}}/seed{{seed}}/curve.csv", variant=ABL.get("variants", []), seed=ABL_SEEDS),
     output:
-        pdf=report("figures/ablations/training_curves.pdf", caption="../report/training_curves.rst", category="Ablations"),
+        pdf=report(
+            "figures/ablations/training_curves.pdf", caption="../report/training_curves.rst", category="Ablations"
+        ),
         png="figures/ablations/training_curves.png",
-    params:
-        variants=[v for v in ABL.get("variants", []) for _ in ABL_SEEDS],
     log:
         f"logs/ablations/{ABL.get('preset', 'tiny')}/plot_training_curves.log",
     conda:
         ANALYSIS_ENV
+    params:
+        variants=[v for v in ABL.get("variants", []) for _ in ABL_SEEDS],
     script:
         "../scripts/plot_ablation_curves.py"

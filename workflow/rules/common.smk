@@ -212,3 +212,8 @@ def ablation_outputs():
             else []
         ),
     ]
+
+
+def ablation_seed_metrics(table):
+    """metrics.json of every (variant, seed) run of one paper table (ABL_DIR, ABL_SEEDS: rules/ablations.smk)."""
+    return expand(f"{ABL_DIR}/{{variant}}/seed{{seed}}/metrics.json", variant=ablation_tables()[table], seed=ABL_SEEDS)

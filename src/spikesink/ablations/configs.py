@@ -57,9 +57,13 @@ class ModelConfig:
         _check_choice("gate_granularity", self.gate_granularity, GATE_GRANULARITIES)
         if self.n_heads < 1:
             if self.gate != "none":
-                raise ValueError(f"gate={self.gate!r} gates the attention output, but n_heads={self.n_heads} leaves the model "
-                                 "without attention: use gate 'none' or at least one head")
-            raise ValueError(f"n_heads must be >= 1, got {self.n_heads}: an attention-free model has no sink to measure")
+                raise ValueError(
+                    f"gate={self.gate!r} gates the attention output, but n_heads={self.n_heads} leaves the model "
+                    "without attention: use gate 'none' or at least one head"
+                )
+            raise ValueError(
+                f"n_heads must be >= 1, got {self.n_heads}: an attention-free model has no sink to measure"
+            )
         for name in ("vocab_size", "max_seq_len", "d_model", "n_layers", "d_head", "d_ffn"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -67,7 +71,7 @@ class ModelConfig:
             raise ValueError(f"d_head must be even for RoPE, got {self.d_head}")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "ModelConfig":
+    def from_dict(cls, values: dict) -> ModelConfig:
         return strict_from_dict(cls, values, "model")
 
     def to_dict(self) -> dict:
@@ -116,12 +120,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         stop = self.seq_len if self.loss_max_pos is None else self.loss_max_pos
         if not 0 <= self.loss_min_pos < stop <= self.seq_len:
-            raise ValueError(f"loss positions [{self.loss_min_pos}, {self.loss_max_pos}) lie outside the sequence of "
-                             f"{self.seq_len} tokens: need 0 <= loss_min_pos < loss_max_pos <= seq_len "
-                             "(loss_max_pos null = seq_len)")
+            raise ValueError(
+                f"loss positions [{self.loss_min_pos}, {self.loss_max_pos}) lie outside the sequence of "
+                f"{self.seq_len} tokens: need 0 <= loss_min_pos < loss_max_pos <= seq_len "
+                "(loss_max_pos null = seq_len)"
+            )
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         return strict_from_dict(cls, values, "train")
 
     @property

@@ -24,12 +24,12 @@ import hashlib
 import json
 import os
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-
 import torch
 
 from spikesink.acquisition.corpus import read_passages  # noqa: F401  (the one passages.jsonl reader; re-exported)
@@ -98,8 +98,9 @@ _WORDS = {
 }
 
 
-def write_synthetic_corpus(path: str | os.PathLike, n_docs: int = 4, passages_per_doc: int = 20,
-                           sentences_per_passage: int = 6, seed: int = 0) -> Path:
+def write_synthetic_corpus(
+    path: str | os.PathLike, n_docs: int = 4, passages_per_doc: int = 20, sentences_per_passage: int = 6, seed: int = 0
+) -> Path:
     """A small English-like passages.jsonl from templates (tests and smoke runs; no download needed)."""
     rng = np.random.default_rng(seed)
 
@@ -126,8 +127,14 @@ def hashed_split(doc: str, heldout_frac: float) -> bool:
     return (zlib.crc32(doc.encode("utf-8")) % 10_000) < heldout_frac * 10_000
 
 
-def hf_passages(name: str, split: str = "train", text_field: str = "text", config_name: str | None = None,
-                max_docs: int | None = None, id_field: str | None = None) -> Iterator[dict]:
+def hf_passages(
+    name: str,
+    split: str = "train",
+    text_field: str = "text",
+    config_name: str | None = None,
+    max_docs: int | None = None,
+    id_field: str | None = None,
+) -> Iterator[dict]:
     """Documents of a Hugging Face dataset as passages (GPU preset; needs `datasets` and network/cache).
 
     Streamed, so a large corpus is never held in memory; each document is one passage.
@@ -211,8 +218,14 @@ def is_complete_cache(cache: Path, fingerprint: str) -> bool:
     return meta_path.exists() and read_json(meta_path).get("fingerprint") == fingerprint
 
 
-def prepare_data(cache_dir: str | os.PathLike, vocab_size: int, heldout_frac: float = 0.1, seed: int = 0,
-                 corpus_path: str | os.PathLike | None = None, hf: dict | None = None) -> TokenData:
+def prepare_data(
+    cache_dir: str | os.PathLike,
+    vocab_size: int,
+    heldout_frac: float = 0.1,
+    seed: int = 0,
+    corpus_path: str | os.PathLike | None = None,
+    hf: dict | None = None,
+) -> TokenData:
     """Build (or reuse) the tokenizer and the train / held-out token files in `cache_dir`.
 
     Exactly one source: `corpus_path` (passages.jsonl) or `hf` (kwargs of hf_passages plus
@@ -221,7 +234,9 @@ def prepare_data(cache_dir: str | os.PathLike, vocab_size: int, heldout_frac: fl
     if (corpus_path is None) == (hf is None):
         raise ValueError("give exactly one data source: corpus_path or hf")
     cache = Path(cache_dir)
-    source_id = f"sha256:{sha256_file(corpus_path)}" if corpus_path is not None else "hf:" + json.dumps(hf, sort_keys=True)
+    source_id = (
+        f"sha256:{sha256_file(corpus_path)}" if corpus_path is not None else "hf:" + json.dumps(hf, sort_keys=True)
+    )
     fingerprint = data_fingerprint(source_id, vocab_size, heldout_frac, seed)
     meta_path = cache / "meta.json"
     if is_complete_cache(cache, fingerprint):
@@ -279,12 +294,14 @@ def prepare_data(cache_dir: str | os.PathLike, vocab_size: int, heldout_frac: fl
     return load_data(cache)
 
 
-def prepare_synthetic(cache_dir: str | os.PathLike, spec: "BigramBackcopy") -> TokenData:
+def prepare_synthetic(cache_dir: str | os.PathLike, spec: BigramBackcopy) -> TokenData:
     """The Bigram-Backcopy language as train / held-out token files (independent samples of one language)."""
     from .synthetic import SEPARATOR_ID, bayes_loss, token_stream
 
     cache = Path(cache_dir)
-    fingerprint = data_fingerprint("bigram_backcopy:" + json.dumps(spec.to_dict(), sort_keys=True), spec.vocab_size, 0.0, spec.seed)
+    fingerprint = data_fingerprint(
+        "bigram_backcopy:" + json.dumps(spec.to_dict(), sort_keys=True), spec.vocab_size, 0.0, spec.seed
+    )
     meta_path = cache / "meta.json"
     if is_complete_cache(cache, fingerprint):
         return load_data(cache)
@@ -312,8 +329,9 @@ def prepare_synthetic(cache_dir: str | os.PathLike, spec: "BigramBackcopy") -> T
     return load_data(cache)
 
 
-def prepare_from_config(cache_dir: str | os.PathLike, ablation_cfg: dict,
-                        corpus_path: str | os.PathLike | None = None) -> TokenData:
+def prepare_from_config(
+    cache_dir: str | os.PathLike, ablation_cfg: dict, corpus_path: str | os.PathLike | None = None
+) -> TokenData:
     """The data of an `ablations:` section: `data.source` passages (corpus_path or `corpus`), hf, or bigram_backcopy."""
     data_cfg = ablation_cfg.get("data", {})
     source = data_cfg.get("source", "passages")
@@ -321,8 +339,11 @@ def prepare_from_config(cache_dir: str | os.PathLike, ablation_cfg: dict,
         from .synthetic import BigramBackcopy
 
         return prepare_synthetic(cache_dir, BigramBackcopy.from_dict(data_cfg.get("bigram_backcopy", {})))
-    common = {"vocab_size": int(data_cfg.get("vocab_size", 4096)), "heldout_frac": float(data_cfg.get("heldout_frac", 0.1)),
-              "seed": int(data_cfg.get("seed", 0))}
+    common = {
+        "vocab_size": int(data_cfg.get("vocab_size", 4096)),
+        "heldout_frac": float(data_cfg.get("heldout_frac", 0.1)),
+        "seed": int(data_cfg.get("seed", 0)),
+    }
     if source == "hf":
         return prepare_data(cache_dir, hf=data_cfg["hf"], **common)
     if source != "passages":
@@ -351,7 +372,9 @@ def load_data(cache_dir: str | os.PathLike) -> TokenData:
 # batches
 
 
-def _windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int, bos_id: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _windows(
+    tokens: np.ndarray, starts: np.ndarray, seq_len: int, bos_id: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and next-token targets (B, T) from windows starting at `starts`.
 
     With `bos_id`, position 0 holds that token and the text fills positions 1..T-1, so the first
@@ -365,8 +388,9 @@ def _windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int, bos_id: int |
     return seq[:, :-1].contiguous(), seq[:, 1:].contiguous()
 
 
-def sample_batch(tokens: np.ndarray, batch_size: int, seq_len: int, rng: np.random.Generator,
-                 bos_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_batch(
+    tokens: np.ndarray, batch_size: int, seq_len: int, rng: np.random.Generator, bos_id: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch of random windows; the rng is the only state, so a step's batch is reproducible."""
     span = seq_len if bos_id is not None else seq_len + 1
     if len(tokens) <= span:
@@ -380,8 +404,9 @@ def step_rng(seed: int, step: int) -> np.random.Generator:
     return np.random.default_rng([seed, step])
 
 
-def heldout_batches(tokens: np.ndarray, n_windows: int, seq_len: int, batch_size: int,
-                    bos_id: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def heldout_batches(
+    tokens: np.ndarray, n_windows: int, seq_len: int, batch_size: int, bos_id: int | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Fixed, evenly spaced held-out windows (the same every evaluation), in batches."""
     span = seq_len if bos_id is not None else seq_len + 1
     if len(tokens) < span:

@@ -113,8 +113,14 @@ def recording(model: Decoder, stats: BlockStats):
 
 
 @torch.no_grad()
-def evaluate(model: Decoder, batches: list[tuple[torch.Tensor, torch.Tensor]], loss_min_pos: int = 0,
-             loss_max_pos: int | None = None, sink_eps: float = DEFAULT_SINK_EPS, autocast_dtype=None) -> dict:
+def evaluate(
+    model: Decoder,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    loss_min_pos: int = 0,
+    loss_max_pos: int | None = None,
+    sink_eps: float = DEFAULT_SINK_EPS,
+    autocast_dtype=None,
+) -> dict:
     """All held-out metrics of `model` on fixed `batches` of (inputs, targets); returns a JSON-able dict."""
     was_training = model.training
     model.eval()
@@ -180,48 +186,3 @@ def summarize(stats: BlockStats, key0_mass: np.ndarray, loss: float, loss_all: f
         "key0_mass_per_head": key0_mass.mean(axis=0).tolist(),
         "sink_ratio_per_module": [sink_ratio(key0_mass[:, i], sink_eps) for i in range(key0_mass.shape[1])],
     }
-
-
-# ----------------------------------------------------------------------------------------------
-# tables across variants
-
-
-def ablation_table(metrics_list: list[dict]) -> "pd.DataFrame":
-    """One row per run (variant and seed): the paper's ppl / sink % / spike beside ours (metrics.json dicts of run_variant)."""
-    import pandas as pd
-
-    rows = []
-    for m in metrics_list:
-        paper = m.get("paper") or {}
-        cfg = m.get("model_config", {})
-        rows.append({
-            "variant": m.get("variant"),
-            "seed": (m.get("train_config") or {}).get("seed"),
-            "data": (m.get("data") or {}).get("source"),
-            "table": m.get("table"),
-            "paper_setting": m.get("paper_setting"),
-            "n_heads": cfg.get("n_heads"),
-            "d_head": cfg.get("d_head"),
-            "ppl_paper": paper.get("ppl"),
-            "ppl": m["ppl"],
-            "sink_ratio_paper": paper.get("sink_ratio"),
-            "sink_ratio": m["sink_ratio"],
-            "key0_mass_mean": m["key0_mass_mean"],
-            "spike_paper": paper.get("spike"),
-            "spike": m["spike"],
-            "spike_to_median": m["spike_to_median"],
-            "first_token_to_median": m.get("first_token_spike_to_median"),
-            "spike_position": m["spike_position"],
-            "spike_block": m["spike_block"],
-        })
-    return pd.DataFrame(rows)
-
-
-def trend(xs, ys) -> float:
-    """Spearman rank correlation of ys with xs (the sign says whether a paper trend holds); NaN if undefined."""
-    from scipy.stats import spearmanr
-
-    if len(xs) < 3 or np.ptp(np.asarray(xs, float)) == 0 or np.ptp(np.asarray(ys, float)) == 0:
-        return float("nan")  # constant input: no ordering to compare
-    rho = spearmanr(xs, ys).statistic
-    return float(rho)

@@ -43,7 +43,6 @@ from .configs import (  # noqa: F401
     strict_from_dict,
 )
 
-
 # ----------------------------------------------------------------------------------------------
 # normalisation
 
@@ -261,9 +260,15 @@ class Branch(nn.Module):
     def __init__(self, cfg: ModelConfig, mixer: nn.Module, alpha_init: float):
         super().__init__()
         has_mixer = not isinstance(mixer, NoFFN)
-        self.pre = make_norm(cfg, cfg.d_model, alpha_init) if cfg.norm in ("pre", "sandwich") and has_mixer else nn.Identity()
+        self.pre = (
+            make_norm(cfg, cfg.d_model, alpha_init) if cfg.norm in ("pre", "sandwich") and has_mixer else nn.Identity()
+        )
         self.mixer = mixer
-        self.post = make_norm(cfg, cfg.d_model, alpha_init) if cfg.norm in ("sandwich", "output") and has_mixer else nn.Identity()
+        self.post = (
+            make_norm(cfg, cfg.d_model, alpha_init)
+            if cfg.norm in ("sandwich", "output") and has_mixer
+            else nn.Identity()
+        )
 
     def forward(self, x, cos, sin, emb):
         return self.post(self.mixer(self.pre(x), cos, sin, emb))
@@ -349,7 +354,9 @@ class Decoder(nn.Module):
         return self.head(self.final_norm(x))
 
 
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor, loss_min_pos: int = 0, loss_max_pos: int | None = None) -> torch.Tensor:
+def lm_loss(
+    logits: torch.Tensor, targets: torch.Tensor, loss_min_pos: int = 0, loss_max_pos: int | None = None
+) -> torch.Tensor:
     """Mean next-token cross-entropy over positions [loss_min_pos, loss_max_pos) (paper Table 8), in float32."""
     logits = logits[:, loss_min_pos:loss_max_pos]
     targets = targets[:, loss_min_pos:loss_max_pos]

@@ -39,8 +39,10 @@ class BigramBackcopy:
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_triggers < self.n_tokens - 1:
-            raise ValueError(f"n_triggers must be in [1, n_tokens - 1), got {self.n_triggers} triggers for {self.n_tokens} "
-                             "tokens: the triggers are tokens 1..n_triggers and documents need at least two other tokens")
+            raise ValueError(
+                f"n_triggers must be in [1, n_tokens - 1), got {self.n_triggers} triggers for {self.n_tokens} "
+                "tokens: the triggers are tokens 1..n_triggers and documents need at least two other tokens"
+            )
         if self.doc_len < 2 or self.concentration <= 0:
             raise ValueError("doc_len must be >= 2 and concentration > 0")
 
@@ -49,7 +51,7 @@ class BigramBackcopy:
         return self.n_tokens + 1
 
     @classmethod
-    def from_dict(cls, values: dict) -> "BigramBackcopy":
+    def from_dict(cls, values: dict) -> BigramBackcopy:
         return strict_from_dict(cls, values, "bigram_backcopy")
 
     def to_dict(self) -> dict:

@@ -48,8 +48,23 @@ from .evaluate import evaluate
 from .model import Decoder, lm_loss
 
 # fields that change the training trajectory: a checkpoint may only be resumed when they match
-TRAJECTORY_FIELDS = ("seed", "batch_size", "seq_len", "total_tokens", "lr", "min_lr_ratio", "warmup_frac",
-                     "weight_decay", "decay_all", "beta1", "beta2", "grad_clip", "loss_min_pos", "loss_max_pos", "bos")
+TRAJECTORY_FIELDS = (
+    "seed",
+    "batch_size",
+    "seq_len",
+    "total_tokens",
+    "lr",
+    "min_lr_ratio",
+    "warmup_frac",
+    "weight_decay",
+    "decay_all",
+    "beta1",
+    "beta2",
+    "grad_clip",
+    "loss_min_pos",
+    "loss_max_pos",
+    "bos",
+)
 
 
 def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
@@ -82,8 +97,16 @@ def pick_device(name: str) -> torch.device:
 # checkpoints
 
 
-def save_checkpoint(path: Path, model: Decoder, optimizer, step: int, model_cfg: ModelConfig,
-                    train_cfg: TrainConfig, curve: list[dict], elapsed_s: float) -> None:
+def save_checkpoint(
+    path: Path,
+    model: Decoder,
+    optimizer,
+    step: int,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    curve: list[dict],
+    elapsed_s: float,
+) -> None:
     """Write the whole training state as one folder, atomically (a kill mid-write leaves the old one)."""
     with atomic_path(path) as tmp:
         tmp.mkdir()
@@ -97,14 +120,17 @@ def save_checkpoint(path: Path, model: Decoder, optimizer, step: int, model_cfg:
             },
             tmp / "trainer.pt",
         )
-        write_json(tmp / "state.json", {
-            "step": step,
-            "seed": train_cfg.seed,
-            "model_config": model_cfg.to_dict(),
-            "train_config": asdict(train_cfg),
-            "curve": curve,
-            "elapsed_s": elapsed_s,
-        })
+        write_json(
+            tmp / "state.json",
+            {
+                "step": step,
+                "seed": train_cfg.seed,
+                "model_config": model_cfg.to_dict(),
+                "train_config": asdict(train_cfg),
+                "curve": curve,
+                "elapsed_s": elapsed_s,
+            },
+        )
 
 
 def load_checkpoint(path: Path, model: Decoder, optimizer, model_cfg: ModelConfig, train_cfg: TrainConfig):
@@ -155,8 +181,16 @@ def close_logger(logger: logging.Logger) -> None:
         handler.close()
 
 
-CURVE_EVAL_KEYS = ("ppl", "sink_ratio", "key0_mass_mean", "spike", "spike_to_median", "spike_block", "spike_position",
-                   "first_token_spike_to_median")
+CURVE_EVAL_KEYS = (
+    "ppl",
+    "sink_ratio",
+    "key0_mass_mean",
+    "spike",
+    "spike_to_median",
+    "spike_block",
+    "spike_position",
+    "first_token_spike_to_median",
+)
 
 
 def curve_eval_row(metrics: dict) -> dict:
@@ -170,8 +204,16 @@ def curve_eval_row(metrics: dict) -> dict:
 def write_curve(out_dir: Path, curve: list[dict]) -> None:
     """The curve as CSV and parquet, columns in a fixed order (rows restored from a checkpoint come back key-sorted)."""
     frame = pd.DataFrame(curve)
-    order = ["step", "tokens", "lr", "loss", "grad_norm", *(f"eval_{k}" for k in CURVE_EVAL_KEYS),
-             "eval_first_token_max", "eval_other_tokens_max"]
+    order = [
+        "step",
+        "tokens",
+        "lr",
+        "loss",
+        "grad_norm",
+        *(f"eval_{k}" for k in CURVE_EVAL_KEYS),
+        "eval_first_token_max",
+        "eval_other_tokens_max",
+    ]
     frame = frame[[c for c in order if c in frame.columns] + [c for c in frame.columns if c not in order]]
     write_parquet(out_dir / "curve.parquet", frame)
     write_text(out_dir / "curve.csv", frame.to_csv(index=False))
@@ -181,9 +223,16 @@ def write_curve(out_dir: Path, curve: list[dict]) -> None:
 # the training loop
 
 
-def train(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TokenData, out_dir: str | os.PathLike,
-          extra: dict | None = None, log: str | os.PathLike | None = None, stop_at_step: int | None = None,
-          time_limit_s: float | None = None) -> dict | None:
+def train(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    data: TokenData,
+    out_dir: str | os.PathLike,
+    extra: dict | None = None,
+    log: str | os.PathLike | None = None,
+    stop_at_step: int | None = None,
+    time_limit_s: float | None = None,
+) -> dict | None:
     """Train, evaluate and write the outputs; returns the final metrics (None when stopped early).
 
     `stop_at_step` ends the run right after that step without final outputs, as a kill would
@@ -212,8 +261,11 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TokenData, out_d
     torch.manual_seed(train_cfg.seed)
     model = Decoder(model_cfg).to(device)
     model.gradient_checkpointing = train_cfg.grad_checkpointing
-    optimizer = torch.optim.AdamW(param_groups(model, train_cfg.weight_decay, train_cfg.decay_all), lr=train_cfg.lr,
-                                  betas=(train_cfg.beta1, train_cfg.beta2))
+    optimizer = torch.optim.AdamW(
+        param_groups(model, train_cfg.weight_decay, train_cfg.decay_all),
+        lr=train_cfg.lr,
+        betas=(train_cfg.beta1, train_cfg.beta2),
+    )
     total_steps = train_cfg.total_steps
     step, curve, elapsed = 0, [], 0.0
     if (ckpt_dir / "state.json").exists():
@@ -222,13 +274,23 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TokenData, out_d
         logger.info("resumed from %s at step %d", ckpt_dir, step)
     logger.info("model %s", model_cfg.to_dict())
     logger.info("train %s", asdict(train_cfg))
-    logger.info("%d parameters (%d without the input embedding), %d steps of %d tokens on %s",
-                model.num_parameters(False), model.num_parameters(True), total_steps, train_cfg.tokens_per_step, device)
+    logger.info(
+        "%d parameters (%d without the input embedding), %d steps of %d tokens on %s",
+        model.num_parameters(False),
+        model.num_parameters(True),
+        total_steps,
+        train_cfg.tokens_per_step,
+        device,
+    )
 
-    eval_batches = heldout_batches(data.heldout, train_cfg.eval_windows, train_cfg.seq_len, train_cfg.eval_batch_size, bos_id)
+    eval_batches = heldout_batches(
+        data.heldout, train_cfg.eval_windows, train_cfg.seq_len, train_cfg.eval_batch_size, bos_id
+    )
 
     def run_eval() -> dict:
-        return evaluate(model, eval_batches, train_cfg.loss_min_pos, train_cfg.loss_max_pos, train_cfg.sink_eps, autocast_dtype)
+        return evaluate(
+            model, eval_batches, train_cfg.loss_min_pos, train_cfg.loss_max_pos, train_cfg.sink_eps, autocast_dtype
+        )
 
     if step == 0 and train_cfg.eval_every:
         curve.append({"step": 0, "tokens": 0, **curve_eval_row(run_eval())})
@@ -256,22 +318,43 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TokenData, out_d
         loss_value = float(loss.detach())
         elapsed += time.perf_counter() - t0
         window_tokens += train_cfg.tokens_per_step
-        row = {"step": step, "tokens": step * train_cfg.tokens_per_step, "lr": lr, "loss": loss_value,
-               "grad_norm": float(grad_norm)}
+        row = {
+            "step": step,
+            "tokens": step * train_cfg.tokens_per_step,
+            "lr": lr,
+            "loss": loss_value,
+            "grad_norm": float(grad_norm),
+        }
 
         if (train_cfg.eval_every and step % train_cfg.eval_every == 0) or step == total_steps:
             row.update(curve_eval_row(run_eval()))
-            logger.info("step %d eval ppl %.2f sink %.1f%% key-0 mass %.3f spike %.1f (x%.0f median, block %d, pos %d) "
-                        "first-token spike x%.0f median", step, row["eval_ppl"], row["eval_sink_ratio"],
-                        row["eval_key0_mass_mean"], row["eval_spike"], row["eval_spike_to_median"], row["eval_spike_block"],
-                        row["eval_spike_position"], row["eval_first_token_spike_to_median"])
+            logger.info(
+                "step %d eval ppl %.2f sink %.1f%% key-0 mass %.3f spike %.1f (x%.0f median, block %d, pos %d) "
+                "first-token spike x%.0f median",
+                step,
+                row["eval_ppl"],
+                row["eval_sink_ratio"],
+                row["eval_key0_mass_mean"],
+                row["eval_spike"],
+                row["eval_spike_to_median"],
+                row["eval_spike_block"],
+                row["eval_spike_position"],
+                row["eval_first_token_spike_to_median"],
+            )
         curve.append(row)
         bar.update(1)
         if step % train_cfg.log_every == 0 or step == total_steps:
             rate = window_tokens / max(1e-9, time.perf_counter() - window_start)
             bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{rate:,.0f}")
-            logger.info("step %d/%d loss %.4f lr %.3g grad_norm %.3f tokens/s %.0f", step, total_steps, loss_value, lr,
-                        float(grad_norm), rate)
+            logger.info(
+                "step %d/%d loss %.4f lr %.3g grad_norm %.3f tokens/s %.0f",
+                step,
+                total_steps,
+                loss_value,
+                lr,
+                float(grad_norm),
+                rate,
+            )
             window_start, window_tokens = time.perf_counter(), 0
         if train_cfg.checkpoint_every and (step % train_cfg.checkpoint_every == 0 or step == total_steps):
             save_checkpoint(ckpt_dir, model, optimizer, step, model_cfg, train_cfg, curve, elapsed)
@@ -290,26 +373,35 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TokenData, out_d
     # final outputs: weights, configs, curve, metrics (metrics.json last: it marks a finished run)
     metrics = run_eval()
     n_train_tokens = step * train_cfg.tokens_per_step
-    metrics.update({
-        "steps": step,
-        "time_limited": step < total_steps,
-        "train_tokens": n_train_tokens,
-        "final_train_loss": curve[-1].get("loss"),
-        "train_tokens_per_s": n_train_tokens / elapsed if elapsed > 0 else None,
-        "parameters": model.num_parameters(False),
-        "parameters_non_embedding": model.num_parameters(True),
-        "device": str(device),
-        "model_config": model_cfg.to_dict(),
-        "train_config": asdict(train_cfg),
-        **(extra or {}),
-    })
+    metrics.update(
+        {
+            "steps": step,
+            "time_limited": step < total_steps,
+            "train_tokens": n_train_tokens,
+            "final_train_loss": curve[-1].get("loss"),
+            "train_tokens_per_s": n_train_tokens / elapsed if elapsed > 0 else None,
+            "parameters": model.num_parameters(False),
+            "parameters_non_embedding": model.num_parameters(True),
+            "device": str(device),
+            "model_config": model_cfg.to_dict(),
+            "train_config": asdict(train_cfg),
+            **(extra or {}),
+        }
+    )
     with atomic_path(out / "model.safetensors") as tmp:
         save_model(model, str(tmp))
-    write_json(out / "config.json", {"model_config": model_cfg.to_dict(), "train_config": asdict(train_cfg), **(extra or {})})
+    write_json(
+        out / "config.json", {"model_config": model_cfg.to_dict(), "train_config": asdict(train_cfg), **(extra or {})}
+    )
     write_curve(out, curve)
     write_json(out / "metrics.json", metrics)
-    logger.info("done: ppl %.2f sink %.1f%% spike %.1f (x%.0f median)", metrics["ppl"], metrics["sink_ratio"],
-                metrics["spike"], metrics["spike_to_median"])
+    logger.info(
+        "done: ppl %.2f sink %.1f%% spike %.1f (x%.0f median)",
+        metrics["ppl"],
+        metrics["sink_ratio"],
+        metrics["spike"],
+        metrics["spike_to_median"],
+    )
     close_logger(logger)
     if not train_cfg.keep_checkpoint and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
@@ -320,9 +412,16 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TokenData, out_d
 # entry points
 
 
-def run_variant(ablation_cfg: dict, variant: str, out_dir: str | os.PathLike, corpus_path: str | os.PathLike | None = None,
-                log: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-                stop_at_step: int | None = None, overrides: dict | None = None) -> dict | None:
+def run_variant(
+    ablation_cfg: dict,
+    variant: str,
+    out_dir: str | os.PathLike,
+    corpus_path: str | os.PathLike | None = None,
+    log: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    stop_at_step: int | None = None,
+    overrides: dict | None = None,
+) -> dict | None:
     """Train one named variant of an `ablations:` config section into out_dir; returns its metrics.
 
     The data cache (tokenizer + token files) goes to `data_dir`, else ablations.data.cache_dir,
@@ -347,8 +446,20 @@ def run_variant(ablation_cfg: dict, variant: str, out_dir: str | os.PathLike, co
         "description": info.description,
         "paper": info.paper,
         "paper_setting": info.paper_setting,
-        "data": {k: v for k, v in data.meta.items() if k in ("source", "train_tokens", "heldout_tokens", "heldout_docs", "vocab_size",
-                                                              "bigram_backcopy", "heldout_bayes_loss")},
+        "data": {
+            k: v
+            for k, v in data.meta.items()
+            if k
+            in (
+                "source",
+                "train_tokens",
+                "heldout_tokens",
+                "heldout_docs",
+                "vocab_size",
+                "bigram_backcopy",
+                "heldout_bayes_loss",
+            )
+        },
     }
     return train(model_cfg, train_cfg, data, out_dir, extra=extra, log=log, stop_at_step=stop_at_step)
 
@@ -378,11 +489,20 @@ def main(argv: list[str] | None = None) -> None:
         train_over["threads"] = args.threads
     if args.no_progress:
         train_over["progress"] = False
-    metrics = run_variant(load_ablation_config(args.config), args.variant, args.out, corpus_path=args.corpus,
-                          log=args.log, data_dir=args.data_dir, overrides={"train": train_over})
+    metrics = run_variant(
+        load_ablation_config(args.config),
+        args.variant,
+        args.out,
+        corpus_path=args.corpus,
+        log=args.log,
+        data_dir=args.data_dir,
+        overrides={"train": train_over},
+    )
     if metrics:
-        print(f"{args.variant}: ppl {metrics['ppl']:.2f}  sink {metrics['sink_ratio']:.1f}%  spike {metrics['spike']:.1f} "
-              f"(x{metrics['spike_to_median']:.0f} median, block {metrics['spike_block']}, position {metrics['spike_position']})")
+        print(
+            f"{args.variant}: ppl {metrics['ppl']:.2f}  sink {metrics['sink_ratio']:.1f}%  spike {metrics['spike']:.1f} "
+            f"(x{metrics['spike_to_median']:.0f} median, block {metrics['spike_block']}, position {metrics['spike_position']})"
+        )
 
 
 if __name__ == "__main__":

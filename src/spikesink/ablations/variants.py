@@ -27,8 +27,8 @@ Mapping notes (where the paper's prose and the official code, savinasun/SpikeSpa
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 # torch-free imports only: the workflow resolves variants (and table names) while it builds its DAG
 from .configs import ModelConfig, TrainConfig
@@ -46,11 +46,21 @@ PAPER_BASELINE = {"ppl": 10.1, "sink_ratio": 46.0, "spike": 3818.0}
 PAPER_D_HEAD, PAPER_N_HEADS, PAPER_SEQ_LEN = 128, 32, 4096
 
 # Table 6 rows keyed by the paper's setting
-PAPER_DHEAD = {8: (11.3, 4.1, 291), 16: (10.8, 9.8, 315), 32: (10.5, 27.9, 829), 64: (10.3, 37.7, 2112),
-               128: (10.1, 46.0, 3818)}
+PAPER_DHEAD = {
+    8: (11.3, 4.1, 291),
+    16: (10.8, 9.8, 315),
+    32: (10.5, 27.9, 829),
+    64: (10.3, 37.7, 2112),
+    128: (10.1, 46.0, 3818),
+}
 PAPER_NHEAD = {8: (10.4, 37.1, 1253), 16: (10.3, 41.7, 1936), 32: (10.1, 46.0, 3818)}
-PAPER_FIXED_WIDTH = {8: (10.7, 11.0, 1205), 16: (10.4, 30.8, 1750), 32: (10.3, 41.1, 1916), 64: (10.2, 44.1, 2523),
-                     256: (10.1, 52.1, 3429)}  # keyed by N_head; d_head = 4096 / N_head
+PAPER_FIXED_WIDTH = {
+    8: (10.7, 11.0, 1205),
+    16: (10.4, 30.8, 1750),
+    32: (10.3, 41.1, 1916),
+    64: (10.2, 44.1, 2523),
+    256: (10.1, 52.1, 3429),
+}  # keyed by N_head; d_head = 4096 / N_head
 
 
 def _paper(row) -> dict | None:
@@ -102,43 +112,211 @@ def _gate(kind: str, granularity: str) -> Diff:
 STATIC: list[Variant] = [
     Variant("baseline", "", "the baseline", lambda m, t: ({}, {}), PAPER_BASELINE, "Llama baseline"),
     # Table 3: optimizer
-    Variant("lr-025x", "3", "learning rate x0.25", _train(lambda m, t: {"lr": t.lr * 0.25}), _paper((11.8, 18.6, 1447)), "lr 7.5e-5"),
-    Variant("lr-05x", "3", "learning rate x0.5", _train(lambda m, t: {"lr": t.lr * 0.5}), _paper((10.7, 31.8, 2251)), "lr 1.5e-4"),
-    Variant("lr-2x", "3", "learning rate x2", _train(lambda m, t: {"lr": t.lr * 2}), _paper((10.0, 51.5, 3773)), "lr 6e-4"),
-    Variant("lr-4x", "3", "learning rate x4", _train(lambda m, t: {"lr": t.lr * 4}), _paper((10.2, 39.2, 2723)), "lr 1.2e-3"),
-    Variant("minlr-1x", "3", "no decay: min lr = lr", _train(lambda m, t: {"min_lr_ratio": 1.0}), _paper((10.7, 56.8, 2870)), "min lr 3e-4"),
-    Variant("wd-0", "3", "no weight decay", _train(lambda m, t: {"weight_decay": 0.0}), _paper((10.4, 33.8, 12275)), "wd 0"),
-    Variant("wd-5x", "3", "weight decay x5 (not in the paper's table; Gu et al. 2025: wd 0.5 -> 41 % sinks vs 18 % at 0.1)",
-            _train(lambda m, t: {"weight_decay": t.weight_decay * 5}), None, ""),
-    Variant("beta2-090", "3", "AdamW beta2 0.9", _train(lambda m, t: {"beta2": 0.9}), _paper((10.1, 49.0, 2832)), "beta2 0.9"),
-    Variant("beta2-0999", "3", "AdamW beta2 0.999", _train(lambda m, t: {"beta2": 0.999}), _paper((10.7, 20.9, 1855)), "beta2 0.999"),
-    Variant("tokens-2x", "3", "twice the training tokens", _train(lambda m, t: {"total_tokens": t.total_tokens * 2}), _paper((9.5, 63.3, 1848)), "200B tokens"),
+    Variant(
+        "lr-025x",
+        "3",
+        "learning rate x0.25",
+        _train(lambda m, t: {"lr": t.lr * 0.25}),
+        _paper((11.8, 18.6, 1447)),
+        "lr 7.5e-5",
+    ),
+    Variant(
+        "lr-05x",
+        "3",
+        "learning rate x0.5",
+        _train(lambda m, t: {"lr": t.lr * 0.5}),
+        _paper((10.7, 31.8, 2251)),
+        "lr 1.5e-4",
+    ),
+    Variant(
+        "lr-2x", "3", "learning rate x2", _train(lambda m, t: {"lr": t.lr * 2}), _paper((10.0, 51.5, 3773)), "lr 6e-4"
+    ),
+    Variant(
+        "lr-4x", "3", "learning rate x4", _train(lambda m, t: {"lr": t.lr * 4}), _paper((10.2, 39.2, 2723)), "lr 1.2e-3"
+    ),
+    Variant(
+        "minlr-1x",
+        "3",
+        "no decay: min lr = lr",
+        _train(lambda m, t: {"min_lr_ratio": 1.0}),
+        _paper((10.7, 56.8, 2870)),
+        "min lr 3e-4",
+    ),
+    Variant(
+        "wd-0", "3", "no weight decay", _train(lambda m, t: {"weight_decay": 0.0}), _paper((10.4, 33.8, 12275)), "wd 0"
+    ),
+    Variant(
+        "wd-5x",
+        "3",
+        "weight decay x5 (not in the paper's table; Gu et al. 2025: wd 0.5 -> 41 % sinks vs 18 % at 0.1)",
+        _train(lambda m, t: {"weight_decay": t.weight_decay * 5}),
+        None,
+        "",
+    ),
+    Variant(
+        "beta2-090",
+        "3",
+        "AdamW beta2 0.9",
+        _train(lambda m, t: {"beta2": 0.9}),
+        _paper((10.1, 49.0, 2832)),
+        "beta2 0.9",
+    ),
+    Variant(
+        "beta2-0999",
+        "3",
+        "AdamW beta2 0.999",
+        _train(lambda m, t: {"beta2": 0.999}),
+        _paper((10.7, 20.9, 1855)),
+        "beta2 0.999",
+    ),
+    Variant(
+        "tokens-2x",
+        "3",
+        "twice the training tokens",
+        _train(lambda m, t: {"total_tokens": t.total_tokens * 2}),
+        _paper((9.5, 63.3, 1848)),
+        "200B tokens",
+    ),
     # Table 4: FFN
-    Variant("ffn-gelu", "4", "GeLU FFN, 1.5x hidden width", lambda m, t: ({"ffn_type": "gelu", "d_ffn": int(round(1.5 * m.d_ffn))}, {}), _paper((10.1, 69.3, 3369)), "GeLU"),
-    Variant("ffn-linear", "4", "linear FFN (one d x d map)", _model(ffn_type="linear"), _paper((12.5, 58.9, 688)), "Linear"),
-    Variant("ffn-attn-only", "4", "attention-only: a second attention replaces the FFN", _model(ffn_type="attention"), _paper((10.8, 73.9, 637)), "attention-only"),
+    Variant(
+        "ffn-gelu",
+        "4",
+        "GeLU FFN, 1.5x hidden width",
+        lambda m, t: ({"ffn_type": "gelu", "d_ffn": int(round(1.5 * m.d_ffn))}, {}),
+        _paper((10.1, 69.3, 3369)),
+        "GeLU",
+    ),
+    Variant(
+        "ffn-linear", "4", "linear FFN (one d x d map)", _model(ffn_type="linear"), _paper((12.5, 58.9, 688)), "Linear"
+    ),
+    Variant(
+        "ffn-attn-only",
+        "4",
+        "attention-only: a second attention replaces the FFN",
+        _model(ffn_type="attention"),
+        _paper((10.8, 73.9, 637)),
+        "attention-only",
+    ),
     Variant("ffn-none", "4", "no FFN at all (not in the paper)", _model(ffn_type="none"), None, ""),
     # Table 5: normalization
-    Variant("norm-sandwich", "5", "sandwich norm: x + N(f(N(x)))", _model(norm="sandwich"), _paper((9.8, 44.7, 520)), "sandwich"),
-    Variant("norm-sandwich-qk", "5", "sandwich norm + QK-norm (literal reading)", _model(norm="sandwich", qk_norm=True), _paper((10.0, 42.0, 92)), "sandwich + QK-norm"),
-    Variant("norm-qk-output", "5", "QK-norm + output norm, no input norm (official code of that row)", _model(norm="output", qk_norm=True), _paper((10.0, 42.0, 92)), "sandwich + QK-norm"),
-    Variant("norm-dyt", "5", "DynamicTanh instead of RMSNorm in the blocks", _model(norm_type="dyt"), _paper((10.0, 61.0, 153)), "DynamicTanh"),
+    Variant(
+        "norm-sandwich",
+        "5",
+        "sandwich norm: x + N(f(N(x)))",
+        _model(norm="sandwich"),
+        _paper((9.8, 44.7, 520)),
+        "sandwich",
+    ),
+    Variant(
+        "norm-sandwich-qk",
+        "5",
+        "sandwich norm + QK-norm (literal reading)",
+        _model(norm="sandwich", qk_norm=True),
+        _paper((10.0, 42.0, 92)),
+        "sandwich + QK-norm",
+    ),
+    Variant(
+        "norm-qk-output",
+        "5",
+        "QK-norm + output norm, no input norm (official code of that row)",
+        _model(norm="output", qk_norm=True),
+        _paper((10.0, 42.0, 92)),
+        "sandwich + QK-norm",
+    ),
+    Variant(
+        "norm-dyt",
+        "5",
+        "DynamicTanh instead of RMSNorm in the blocks",
+        _model(norm_type="dyt"),
+        _paper((10.0, 61.0, 153)),
+        "DynamicTanh",
+    ),
     # Table 7: gated attention
-    Variant("gate-cond-channel", "7", "conditional gate per channel", _gate("conditional", "channel"), _paper((10.0, 4.5, 202)), "conditional, channel"),
-    Variant("gate-cond-head", "7", "conditional gate per head", _gate("conditional", "head"), _paper((10.1, 6.4, 186)), "conditional, head"),
-    Variant("gate-cond-single", "7", "conditional single gate", _gate("conditional", "single"), _paper((10.2, 31.2, 316)), "conditional, single"),
-    Variant("gate-uncond-channel", "7", "learned constant gate per channel", _gate("unconditional", "channel"), _paper((10.1, 42.2, 1922)), "unconditional, channel"),
-    Variant("gate-uncond-head", "7", "learned constant gate per head", _gate("unconditional", "head"), _paper((10.1, 41.3, 1884)), "unconditional, head"),
-    Variant("gate-uncond-single", "7", "learned constant single gate", _gate("unconditional", "single"), _paper((10.2, 44.3, 1797)), "unconditional, single"),
-    Variant("gate-positional", "7", "learned constant gate per (position, channel)", _gate("positional", "channel"), _paper((10.1, 41.1, 1755)), "positional"),
-    Variant("gate-embedding", "7", "gate from the token embedding, per channel", _gate("embedding", "channel"), _paper((10.0, 31.1, 1966)), "token-embedding"),
+    Variant(
+        "gate-cond-channel",
+        "7",
+        "conditional gate per channel",
+        _gate("conditional", "channel"),
+        _paper((10.0, 4.5, 202)),
+        "conditional, channel",
+    ),
+    Variant(
+        "gate-cond-head",
+        "7",
+        "conditional gate per head",
+        _gate("conditional", "head"),
+        _paper((10.1, 6.4, 186)),
+        "conditional, head",
+    ),
+    Variant(
+        "gate-cond-single",
+        "7",
+        "conditional single gate",
+        _gate("conditional", "single"),
+        _paper((10.2, 31.2, 316)),
+        "conditional, single",
+    ),
+    Variant(
+        "gate-uncond-channel",
+        "7",
+        "learned constant gate per channel",
+        _gate("unconditional", "channel"),
+        _paper((10.1, 42.2, 1922)),
+        "unconditional, channel",
+    ),
+    Variant(
+        "gate-uncond-head",
+        "7",
+        "learned constant gate per head",
+        _gate("unconditional", "head"),
+        _paper((10.1, 41.3, 1884)),
+        "unconditional, head",
+    ),
+    Variant(
+        "gate-uncond-single",
+        "7",
+        "learned constant single gate",
+        _gate("unconditional", "single"),
+        _paper((10.2, 44.3, 1797)),
+        "unconditional, single",
+    ),
+    Variant(
+        "gate-positional",
+        "7",
+        "learned constant gate per (position, channel)",
+        _gate("positional", "channel"),
+        _paper((10.1, 41.1, 1755)),
+        "positional",
+    ),
+    Variant(
+        "gate-embedding",
+        "7",
+        "gate from the token embedding, per channel",
+        _gate("embedding", "channel"),
+        _paper((10.0, 31.1, 1966)),
+        "token-embedding",
+    ),
     # Table 8: context length and loss positions (paper baseline: 4096 tokens, loss on all)
     Variant("seq-div16", "8", "context / 16, loss on all positions", _seq(1 / 16), _paper((12.4, 42.1, 5411)), "1/256"),
     Variant("seq-div4", "8", "context / 4, loss on all positions", _seq(1 / 4), _paper((10.6, 46.3, 4442)), "1/1024"),
     Variant("lossfrom-q1", "8", "loss only from T/4 on", _seq(1, 1 / 4), _paper((10.1, 13.0, 38470)), "1024/4096"),
-    Variant("lossfrom-q1-long", "8", "context 5T/4, loss from T/4 on", _seq(5 / 4, 1 / 4), _paper((10.1, 8.0, 42365)), "1024/5120"),
+    Variant(
+        "lossfrom-q1-long",
+        "8",
+        "context 5T/4, loss from T/4 on",
+        _seq(5 / 4, 1 / 4),
+        _paper((10.1, 8.0, 42365)),
+        "1024/5120",
+    ),
     Variant("lossfrom-half", "8", "loss only from T/2 on", _seq(1, 1 / 2), _paper((10.6, 1.2, 7193)), "2048/4096"),
-    Variant("lossfrom-half-long", "8", "context 3T/2, loss from T/2 on", _seq(3 / 2, 1 / 2), _paper((10.0, 5.8, 30634)), "2048/6144"),
+    Variant(
+        "lossfrom-half-long",
+        "8",
+        "context 3T/2, loss from T/2 on",
+        _seq(3 / 2, 1 / 2),
+        _paper((10.0, 5.8, 30634)),
+        "2048/6144",
+    ),
 ]
 REGISTRY = {v.name: v for v in STATIC}
 
@@ -153,19 +331,39 @@ def parametric(name: str, base_model: ModelConfig) -> Variant | None:
     if m := re.fullmatch(r"dhead-(\d+)", name):
         d = int(m[1])
         row = _ratio_row(PAPER_DHEAD, PAPER_D_HEAD * d / base_model.d_head)
-        return Variant(name, "6", f"d_head {d} at {base_model.n_heads} heads", _model(d_head=d), _paper(row),
-                       f"d_head {round(PAPER_D_HEAD * d / base_model.d_head)}, N_head 32" if row else "")
+        return Variant(
+            name,
+            "6",
+            f"d_head {d} at {base_model.n_heads} heads",
+            _model(d_head=d),
+            _paper(row),
+            f"d_head {round(PAPER_D_HEAD * d / base_model.d_head)}, N_head 32" if row else "",
+        )
     if m := re.fullmatch(r"nhead-(\d+)", name):
         n = int(m[1])
         row = _ratio_row(PAPER_NHEAD, PAPER_N_HEADS * n / base_model.n_heads)
-        return Variant(name, "6", f"{n} heads at d_head {base_model.d_head}", _model(n_heads=n), _paper(row),
-                       f"N_head {round(PAPER_N_HEADS * n / base_model.n_heads)}, d_head 128" if row else "")
+        return Variant(
+            name,
+            "6",
+            f"{n} heads at d_head {base_model.d_head}",
+            _model(n_heads=n),
+            _paper(row),
+            f"N_head {round(PAPER_N_HEADS * n / base_model.n_heads)}, d_head 128" if row else "",
+        )
     if m := re.fullmatch(r"heads-(\d+)x(\d+)", name):
         n, d = int(m[1]), int(m[2])
         fixed_width = n * d == base_model.n_heads * base_model.d_head
         row = _ratio_row(PAPER_FIXED_WIDTH, PAPER_N_HEADS * n / base_model.n_heads) if fixed_width else None
-        return Variant(name, "6", f"{n} heads x d_head {d}", _model(n_heads=n, d_head=d), _paper(row),
-                       f"fixed width {round(PAPER_N_HEADS * n / base_model.n_heads)}/{round(4096 * base_model.n_heads / (PAPER_N_HEADS * n))}" if row else "")
+        return Variant(
+            name,
+            "6",
+            f"{n} heads x d_head {d}",
+            _model(n_heads=n, d_head=d),
+            _paper(row),
+            f"fixed width {round(PAPER_N_HEADS * n / base_model.n_heads)}/{round(4096 * base_model.n_heads / (PAPER_N_HEADS * n))}"
+            if row
+            else "",
+        )
     return None
 
 
@@ -256,8 +454,10 @@ def check_ablations(ablation_cfg: dict) -> None:
                 problems.append(f"ablations.variants: {name}: {err}")
                 continue
             if model_cfg.max_seq_len < train_cfg.seq_len:
-                problems.append(f"ablations.variants: {name}: seq_len {train_cfg.seq_len} exceeds the model's max_seq_len "
-                                f"{model_cfg.max_seq_len}")
+                problems.append(
+                    f"ablations.variants: {name}: seq_len {train_cfg.seq_len} exceeds the model's max_seq_len "
+                    f"{model_cfg.max_seq_len}"
+                )
     configured = ablation_cfg.get("seeds") or []
     if len(set(configured)) != len(configured):
         problems.append(f"ablations.seeds: {configured} repeats a seed")
