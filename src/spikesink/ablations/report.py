@@ -181,6 +181,8 @@ SPREAD = "on the seed means, by more than the seeds' combined sd"
 # a first-token spike to test spike-side claims on: position 0's largest |h| at least this many times
 # its block's median (the paper's massive activations are ~1000x; CPU-scale text reaches 20-100x)
 SPIKE_MIN_TO_MEDIAN = 10.0
+# the sink-side claims need a sink: the search's criterion, a held-out sink ratio of 20 % at the baseline
+SINK_MIN_RATIO = 20.0
 
 
 def table_claims(frame: pd.DataFrame, table: str, preset: str) -> list[Claim]:
@@ -211,9 +213,12 @@ def table_claims(frame: pd.DataFrame, table: str, preset: str) -> list[Claim]:
         else float(first_token.max())
     )
     has_spike = not math.isnan(reference) and reference >= SPIKE_MIN_TO_MEDIAN
+    sink_reference = float(base["sink_ratio"]) if base is not None else float(frame["sink_ratio"].astype(float).max())
+    has_sink = not math.isnan(sink_reference) and sink_reference >= SINK_MIN_RATIO
+    tested = {"spike": has_spike, "sink_ratio": has_sink}
     for column, label in (("sink_ratio", "sink ratio"), ("spike", "spike")):
-        if (column == "spike" and not has_spike) or frame[f"{column}_paper"].notna().sum() < 3:
-            continue  # no spike to order, or too few paper rows for a rank correlation
+        if not tested[column] or frame[f"{column}_paper"].notna().sum() < 3:
+            continue  # nothing formed to order, or too few paper rows for a rank correlation
         rho = _rank_agreement(frame, column)
         claim(
             f"our {label} orders the variants as the paper's",
@@ -230,11 +235,19 @@ def table_claims(frame: pd.DataFrame, table: str, preset: str) -> list[Claim]:
             False,
             f"first-token max abs(h) >= {SPIKE_MIN_TO_MEDIAN:g}x the median",
         )
+    if not has_sink:
+        claim(
+            "a sink forms at the baseline (what the sink-side claims of this table need)",
+            "sink ratio 46.0 % at the baseline",
+            f"sink ratio {sink_reference:.3g} % at the baseline: no sink, the sink-side claims are not tested",
+            False,
+            f"sink ratio >= {SINK_MIN_RATIO:g} %",
+        )
     rows = {r["variant"]: r for _, r in frame.iterrows()}
     paper_base = 46.0 if base is None or base.get("sink_ratio_paper") is None else float(base["sink_ratio_paper"])
 
     def versus(name: str, column: str, factor: float, direction: str, text: str, paper: str):
-        if name not in rows or base is None or (column == "spike" and not has_spike):
+        if name not in rows or base is None or not tested.get(column, True):
             return
         row = rows[name]
         label = "sink ratio" if column == "sink_ratio" else "spike"
@@ -248,7 +261,7 @@ def table_claims(frame: pd.DataFrame, table: str, preset: str) -> list[Claim]:
 
     def rises(names: list[str], x_column: str, y_column: str, text: str, paper: str):
         sweep = frame[frame["variant"].isin(names)].sort_values(x_column)
-        if len(sweep) < 3 or (y_column == "spike" and not has_spike):
+        if len(sweep) < 3 or not tested.get(y_column, True):
             return
         rho = trend(sweep[x_column].to_numpy(float), sweep[y_column].to_numpy(float))
         values = ", ".join(f"{x:g}: {v:.3g}" for x, v in zip(sweep[x_column], sweep[y_column]))
@@ -282,7 +295,7 @@ def table_claims(frame: pd.DataFrame, table: str, preset: str) -> list[Claim]:
             versus(name, "sink_ratio", 1.0, "below", "too small a learning rate suppresses sinks", paper)
         factors = {"lr-025x": 0.25, "lr-05x": 0.5, "baseline": 1.0, "lr-2x": 2.0}
         lr_frame = frame[frame["variant"].isin(factors)]
-        if len(lr_frame) >= 3:
+        if len(lr_frame) >= 3 and has_sink:
             lr = lr_frame["variant"].map(factors).to_numpy(float)
             rho = trend(lr, lr_frame["sink_ratio"].to_numpy(float))
             claim(
