@@ -249,3 +249,21 @@ def test_quantization_claims_read_n_a_when_int8_costs_nothing():
     assert claims[0].holds is None and "costs less than 1%" in claims[0].ours and claims[1].holds
     table.loc[1, "perplexity"] = 20.0
     assert quantization_claims("m", table, scales, step_up=[4])[0].holds
+
+
+def test_keeping_most_tokens_in_full_precision_is_not_an_outlier_split():
+    import pandas as pd
+
+    scales = pd.DataFrame({"module": ["a"], "role": ["down"], "block": [4], "max_scale": [5.0]})
+    # Gemma 3's pattern: every token carries a massive channel, so every token would clip
+    table = pd.DataFrame(
+        {
+            "condition": ["fp", "per_tensor", "per_tensor_keep", "per_token"],
+            "perplexity": [54.2, 70.8, 54.2, 55.6],
+            "kept_fp_share": [0, 0, 1.0, 0],
+        }
+    )
+    claim = quantization_claims("m", table, scales, step_up=[4])[0]
+    assert not claim.holds and "not an outlier split: 100% of tokens would clip" in claim.ours
+    table.loc[2, "kept_fp_share"] = 0.005  # a few spike tokens: the split the claim means
+    assert quantization_claims("m", table, scales, step_up=[4])[0].holds

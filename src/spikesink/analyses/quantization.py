@@ -186,6 +186,7 @@ def quantization_claims(
     step_up: Sequence[int],
     min_recovery: float = 0.5,
     min_cost: float = 0.01,
+    max_kept_share: float = 0.05,
 ) -> list:
     """Rows beyond the paper: what per-tensor A8 costs, how much keeping the spike tokens in full
     precision recovers, and whether the step-up block's down-projection input has the largest scale."""
@@ -210,6 +211,10 @@ def quantization_claims(
             )
         ]
     else:
+        kept = float(rows.loc["per_tensor_keep", "kept_fp_share"])
+        # an outlier split keeps a few tokens: when most tokens would clip (a model whose every token
+        # carries a massive channel, e.g. Gemma 3) keeping them is no split at all, however much it recovers
+        split = "" if kept <= max_kept_share else f"; not an outlier split: {100 * kept:.0f}% of tokens would clip"
         claims = [
             Claim(
                 SECTION,
@@ -217,10 +222,11 @@ def quantization_claims(
                 model,
                 paper,
                 f"perplexity {fp:.4g} (fp) -> {tensor:.4g} (per-tensor A8, +{cost:.4g}) -> {keep:.4g} with "
-                f"{100 * rows.loc['per_tensor_keep', 'kept_fp_share']:.2f}% of tokens in full precision "
-                f"(recovers {100 * recovered:.0f}% of the cost); per-token A8 {float(rows.loc['per_token', 'perplexity']):.4g}",
-                bool(recovered >= min_recovery),
-                f">= {100 * min_recovery:.0f}% of the per-tensor cost recovered",
+                f"{100 * kept:.2f}% of tokens in full precision "
+                f"(recovers {100 * recovered:.0f}% of the cost); per-token A8 {float(rows.loc['per_token', 'perplexity']):.4g}"
+                + split,
+                bool(recovered >= min_recovery and kept <= max_kept_share),
+                f">= {100 * min_recovery:.0f}% of the per-tensor cost recovered, keeping <= {100 * max_kept_share:g}% of tokens",
             )
         ]
     down = scales[scales["role"].isin(["down", "fc_out", "shared_down"])]
