@@ -22,6 +22,11 @@ DATA_LABELS = {
 }
 
 
+def _missing(value) -> bool:
+    """None or a float NaN: an empty cell (a single seed has no sd, a variant may have no paper row)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def data_label(source: str | None) -> str:
     """What a claim was tested on, for the scorecard: synthetic language or text."""
     return DATA_LABELS.get(source or "passages", str(source))
@@ -106,13 +111,11 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
     def cell(row, column, digits):
         value = row[column]
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if _missing(value):
             return ""
         sd = row.get(f"{column}_sd")
         text = f"{value:.{digits}f}"
-        return text + (
-            f" +- {sd:.{digits}f}" if sd is not None and not (isinstance(sd, float) and math.isnan(sd)) else ""
-        )
+        return text + ("" if _missing(sd) else f" +- {sd:.{digits}f}")
 
     rows = []
     for _, row in frame.iterrows():
@@ -150,12 +153,12 @@ def _rank_agreement(frame: pd.DataFrame, column: str) -> float:
 
 
 def _fmt(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.2f}"
+    return "n/a" if _missing(x) else f"{x:+.2f}"
 
 
 def _sd(row, column: str) -> float:
     value = row.get(f"{column}_sd", float("nan"))
-    return 0.0 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+    return 0.0 if _missing(value) else float(value)
 
 
 def _value(row, column: str) -> str:
