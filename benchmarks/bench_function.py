@@ -24,7 +24,7 @@ import torch
 from peak_memory import peak_extra, run_child
 
 from spikesink.analyses.kv_cache import windowed_nll
-from spikesink.analyses.perplexity import token_nll
+from spikesink.extraction.perplexity import token_nll
 from spikesink.analyses.quantization import activation_scales
 from spikesink.instrumentation.loading import load_model
 from spikesink.instrumentation.taps import run_decoder

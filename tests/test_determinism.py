@@ -69,7 +69,7 @@ def test_figures_differ_at_most_in_metadata(runs):
 
 
 def test_figures_are_byte_identical(runs):
-    """spikesink.plotting.save_figure fixes the PDF dates and drops the PNG Software tag, so
+    """spikesink.reporting.plotting.save_figure fixes the PDF dates and drops the PNG Software tag, so
     re-running a plot gives the same bytes: caching and checksums downstream can rely on it."""
     first, second, files = runs
     figures = [f for f in files if f.endswith((".png", ".pdf"))]

@@ -19,7 +19,7 @@ from spikesink.analyses.implicit_params import (
     site_blocks,
 )
 from spikesink.analyses.kv_cache import check_setting, kv_cache_claims, kv_cache_study, windowed_attention, windowed_nll
-from spikesink.analyses.perplexity import perplexity, token_nll
+from spikesink.extraction.perplexity import perplexity, token_nll
 from spikesink.analyses.quantization import (
     activation_scales,
     fake_quantize,

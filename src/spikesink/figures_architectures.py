@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from spikesink.plotting import PALETTE, apply_style, save_figure
+from spikesink.reporting.plotting import PALETTE, apply_style, save_figure
 
 PLACEMENT_COLOR = {
     "pre": PALETTE["ours"],

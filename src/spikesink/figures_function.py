@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from spikesink.plotting import PALETTE, apply_style, placeholder_figure, save_figure
+from spikesink.reporting.plotting import PALETTE, apply_style, placeholder_figure, save_figure
 
 MODE_COLOR = {"own_mean": PALETTE["step_up"], "zero": PALETTE["spike"], "ordinary_mean": PALETTE["top2"]}
 ROLE_STYLE = {

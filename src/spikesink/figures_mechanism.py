@@ -1,7 +1,7 @@
 """Figures for the mechanism analyses (Table 2, Fig 2, 3/8, 4, 5): one function per figure.
 
 Each takes the tables the analyses produce (never a model) and writes PDF + PNG through
-spikesink.plotting.save_figure, so a figure can be redrawn from cached results alone.
+spikesink.reporting.plotting.save_figure, so a figure can be redrawn from cached results alone.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 
-from spikesink.plotting import PALETTE, apply_style, placeholder_figure, save_figure
+from spikesink.reporting.plotting import PALETTE, apply_style, placeholder_figure, save_figure
 
 
 def _log_bins(values: np.ndarray, n: int = 60) -> np.ndarray:

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from spikesink.plotting import OURS_STYLE, PALETTE, apply_style, save_figure
+from spikesink.reporting.plotting import OURS_STYLE, PALETTE, apply_style, save_figure
 
 KIND_STYLE = {
     "q(n)": dict(color=PALETTE["ours"], marker="o", label="q(n): non-sink queries"),

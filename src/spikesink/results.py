@@ -7,14 +7,14 @@ layout is defined once:
     results/<model>/block_stats.npz + .json   BlockStats        (extraction)
     results/<model>/sinks.npz                 SinkStats         (extraction, same forward)
     results/<model>/prompts/<set>.npz + .json PromptSet         (prompt sampling)
-    results/<model>/lifecycle.json            Lifecycle         (life-cycle detection)
-    results/<model>/claims/<analysis>.json    scorecard.Claim   (every analysis)
+    results/<model>/<analysis>/               the analysis's Result (spikesink.analyses.store)
+    results/<model>/claims/<analysis>.json    scorecard.Claim   (every analysis's report)
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -84,44 +84,6 @@ def save_block_stats(stats: BlockStats, npz_path: PathLike, json_path: PathLike)
 
 def load_block_stats(npz_path: PathLike, json_path: PathLike) -> BlockStats:
     return BlockStats.from_arrays(load_npz(npz_path), read_json(json_path))
-
-
-# ------------------------------------------------------------------------------ life cycle
-
-
-@dataclass
-class Lifecycle:
-    n_blocks: int
-    massive_blocks: list[int]
-    plateau: tuple[int, int] | None  # first and last massive block
-    contiguous: bool
-    spike_channels: list[int]
-    spike_vector: list[float]  # P, on spike_channels
-    contributions: list[float]  # c_b for b = 1..n_blocks
-    step_up: list[int]
-    step_down: list[int]
-    reference_tokens: str  # "position 0" or "spike tokens"
-    peak_magnitude: float
-    peak_block: int
-    peak_median_ratio: float
-    median_at_peak: float
-    spike_token_fraction: float  # share of tokens that are massive at the middle plateau block
-    position0_spike_fraction: float
-    top1_by_block: list[float]
-    median_by_block: list[float]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def write_lifecycle(path: PathLike, lifecycle: Lifecycle) -> None:
-    write_json(path, lifecycle.to_dict())
-
-
-def read_lifecycle(path: PathLike) -> Lifecycle:
-    data = read_json(path)
-    data["plateau"] = tuple(data["plateau"]) if data.get("plateau") else None
-    return Lifecycle(**data)
 
 
 # ------------------------------------------------------------------------------ sink statistics

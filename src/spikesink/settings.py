@@ -17,6 +17,18 @@ DEFAULT_MEDIAN_RATIO = 1000.0
 DEFAULT_SINK_EPS = 0.3
 
 
+@dataclass(frozen=True)
+class SpikeRule:
+    """The massive-activation rule (the config's `spike` section): |h| above `floor` and above
+    `median_ratio` times the median |h| of the same state (spikesink.instrumentation.spikes)."""
+
+    floor: float = DEFAULT_FLOOR
+    median_ratio: float = DEFAULT_MEDIAN_RATIO
+    # the median may be estimated from every `median_stride`-th |h| of a sample: an exact
+    # median is a sort of T x d values per block and would double a forward's cost
+    median_stride: int = 1
+
+
 @dataclass
 class ExtractionSettings:
     top_k: int = 3

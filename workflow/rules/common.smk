@@ -1,17 +1,20 @@
 import re
 from pathlib import Path
 
-from snakemake.utils import validate
+from spikesink.analyses import registry
+from spikesink.analyses import jobs as analysis_jobs
+from spikesink.config import validate_config
 
-from spikesink.config import check_config, prompt_subset
-
-validate(config, schema="../schemas/config.schema.yaml")
-check_config(config, workdir=Path.cwd())
+# every default filled in, then checked (keys named, with the fix) before any job runs
+validate_config(config, workdir=Path.cwd())
 
 MODELS = sorted(config["models"])
+ANALYSES = registry()
 ANALYSIS_ENV = "../../envs/analysis.yaml"
 TORCH_ENV = "../../envs/torch.yaml"
-PROMPT_SETS = ("extraction", "heldout", "sentences", "long")
+# prompt sets: the extraction's, the held-out one, and those the analyses own (sentences, long texts)
+OWNED_PROMPT_SETS = {p.name: (entry, p) for entry in ANALYSES.values() for p in entry.prompt_sets}
+PROMPT_SETS = ("extraction", "heldout", *OWNED_PROMPT_SETS)
 
 
 wildcard_constraints:
@@ -55,36 +58,22 @@ def model_mem_mb(wildcards, attempt):
 
 def prompt_set_params(wildcards):
     """Sampling parameters of one prompt set (results/<model>/prompts/<set>.npz)."""
-    ext, heldout, silu, kv = config["extraction"], config["heldout"], config["mechanisms"]["silu"], config["kv_cache"]
-    return {
-        "extraction": {
+    name = wildcards.prompt_set
+    if name in ("extraction", "heldout"):
+        section = config[name]
+        return {
             "kind": "prompts",
-            "n": ext["n_prompts"],
-            "seq_len": ext["seq_len"],
-            "seed": ext["seed"],
-            "keys": ["extraction.n_prompts", "extraction.seq_len"],
-        },
-        "heldout": {
-            "kind": "prompts",
-            "n": heldout["n_prompts"],
-            "seq_len": heldout["seq_len"],
-            "seed": heldout["seed"],
-            "keys": ["heldout.n_prompts", "heldout.seq_len"],
-        },
-        "sentences": {
-            "kind": "sentences",
-            "n": silu["n_sentences"],
-            "seed": silu["seed"],
-            "keys": ["mechanisms.silu.n_sentences", "-"],
-        },
-        "long": {
-            "kind": "prompts",
-            "n": kv["n_texts"],
-            "seq_len": kv["n_tokens"],
-            "seed": kv["seed"],
-            "keys": ["kv_cache.n_texts", "kv_cache.n_tokens"],
-        },
-    }[wildcards.prompt_set]
+            "n": section["n_prompts"],
+            "seq_len": section["seq_len"],
+            "seed": section["seed"],
+            "keys": [f"{name}.n_prompts", f"{name}.seq_len"],
+        }
+    entry, owned = OWNED_PROMPT_SETS[name]
+    section, key = config["analyses"][entry.name], f"analyses.{entry.name}"
+    spec = {"kind": owned.kind, "n": section[owned.n], "seed": section[owned.seed], "keys": [f"{key}.{owned.n}", "-"]}
+    if owned.seq_len:
+        spec |= {"seq_len": section[owned.seq_len], "keys": [f"{key}.{owned.n}", f"{key}.{owned.seq_len}"]}
+    return spec
 
 
 def prompts(name):
@@ -125,73 +114,32 @@ def ablation_table_stems():
     return [table_stem(t) for t in ablation_tables()]
 
 
-# The per-model analyses, each with its own rule and claims file (results/<model>/claims/<name>.json)
-MODEL_ANALYSES = [
-    "lifecycle",
-    "vocab_probe",
-    "silu_regime",
-    "amplifier",
-    "rmsnorm_collapse",
-    "sink_geometry",
-    "intervention",
-    "implicit_params",
-    "attention_path",
-    "quantization",
-    "kv_cache",
-]
-
-
 def claim_files():
-    """Every analysis that checks paper claims adds its claims file here."""
+    """Every claims file: each analysis's per model (or across models), then Section 4's."""
     preset = config.get("ablations", {}).get("preset", "tiny")
-    return [
-        *expand("results/{model}/claims/{analysis}.json", model=MODELS, analysis=MODEL_ANALYSES),
-        "results/claims/architectures.json",
-        *expand("results/ablations/{preset}/claims/{stem}.json", preset=preset, stem=ablation_table_stems()),
-    ]
+    files = []
+    for entry in ANALYSES.values():
+        if analysis_jobs.has_claims(entry):
+            models = MODELS if entry.per_model else [None]
+            files += [analysis_jobs.claims_file(entry, m) for m in models]
+    return files + expand("results/ablations/{preset}/claims/{stem}.json", preset=preset, stem=ablation_table_stems())
 
 
-def figures(names, models=MODELS):
-    """PDF and PNG of per-model figures: names like 'silu/{model}'."""
-    return expand([f"figures/{name}.{{ext}}" for name in names], model=models, ext=["pdf", "png"])
-
-
-MODEL_FIGURES = [
-    "lifecycle/{model}",
-    "vocab_probe/{model}",
-    "silu/{model}",
-    "amplifier/{model}_uk_norms",
-    "amplifier/{model}_spectra",
-    "collapse/{model}",
-    "sinks/{model}_key0_heatmap",
-    "sinks/{model}_sinks_vs_spike",
-    "sinks/{model}_tsne",
-    "sinks/{model}_intervention",
-    "function/{model}_implicit_params",
-    "function/{model}_attention_path",
-    "quantization/{model}_act_scales",
-    "quantization/{model}_int8",
-    "kv_cache/{model}",
-]
-FUNCTION_TABLES = ["implicit_params", "attention_path", "quantization", "kv_cache"]
+def analysis_outputs():
+    """Every figure and table of every analysis, per model and across models."""
+    out = []
+    for entry in ANALYSES.values():
+        models = MODELS if entry.per_model else [None]
+        for model in models:
+            out += [f"{analysis_jobs.figure_stem(entry, f, model)}.{ext}" for f in entry.figures for ext in ("pdf", "png")]
+            out += [f"{analysis_jobs.table_stem(entry, t, model)}.{ext}" for t in entry.tables for ext in t.formats]
+        out += [f"{analysis_jobs.figure_stem(entry, f, None)}.{ext}" for f in entry.summary_figures for ext in ("pdf", "png")]
+        out += [f"{analysis_jobs.table_stem(entry, t, None)}.{ext}" for t in entry.summary_tables for ext in t.formats]
+    return out
 
 
 def all_outputs():
-    return [
-        *figures(MODEL_FIGURES),
-        *expand("figures/lifecycle/all_models.{ext}", ext=["pdf", "png"]),
-        *expand("figures/architectures/overview.{ext}", ext=["pdf", "png"]),
-        *expand(
-            "paper_tables/{table}.{ext}",
-            table=["table1_step_up_down", "table2_vocab_probe", "architectures"],
-            ext=["csv", "md", "tex"],
-        ),
-        *expand(
-            "paper_tables/function/{model}_{table}.{ext}", model=MODELS, table=FUNCTION_TABLES, ext=["csv", "md", "tex"]
-        ),
-        *expand("paper_tables/scorecard.{ext}", ext=["csv", "md"]),
-        *ablation_outputs(),
-    ]
+    return [*analysis_outputs(), *expand("paper_tables/scorecard.{ext}", ext=["csv", "md"]), *ablation_outputs()]
 
 
 def ablation_outputs():

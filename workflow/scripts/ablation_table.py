@@ -3,7 +3,7 @@ from pathlib import Path
 from spikesink.ablations.report import data_label, plot_table, table_claims, table_frame, write_ablation_table
 from spikesink.io import read_json
 from spikesink.logs import snakemake_logger
-from spikesink.scorecard import write_claims
+from spikesink.reporting.scorecard import write_claims
 
 snakemake_logger(snakemake)
 table = snakemake.wildcards.table

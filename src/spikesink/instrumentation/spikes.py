@@ -22,16 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..metrics import is_massive
-from ..settings import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO
-
-
-@dataclass(frozen=True)
-class SpikeRule:
-    floor: float = DEFAULT_FLOOR
-    median_ratio: float = DEFAULT_MEDIAN_RATIO
-    # the median may be estimated from every `median_stride`-th |h| of a sample: an exact
-    # median is a sort of T x d values per block and would double a forward's cost
-    median_stride: int = 1
+from ..settings import SpikeRule  # noqa: F401 (the rule is torch-free; re-exported here)
 
 
 @dataclass

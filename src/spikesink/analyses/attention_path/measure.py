@@ -1,0 +1,186 @@
+"""Does the sink come from the spike? An edit that reaches only the attention path.
+
+The paper's mechanism: the spike of the first token, through the pre-norm, becomes a
+near-constant sparse vector; its key is what every later query finds (spike -> RMSNorm ->
+near-constant sparse key -> sink). Removing the spike from the residual stream at the step-up
+block tests this badly: the step-down blocks still subtract a spike that is no longer there, and
+every later FFN sees a state it never saw in training, so whatever happens to the sinks is
+confounded.
+
+The edit here changes only what the attention blocks of the plateau read: token 0's normalised
+attention input (the vector its keys and values are computed from) is replaced by what the
+norm would output if the spike channels of its residual held the ordinary tokens' mean instead
+of the spike. The residual stream, the FFN inputs and every other token are untouched. A control
+edit does the same to as many randomly chosen non-spike channels.
+
+What it shows: whether the spike's presence in token 0's keys and values is needed for the
+sinks in the plateau layers, and what the sink costs when removed (perplexity). What it cannot
+show: that the spike is *sufficient* (other features of token 0 may also be needed), or that the
+sinks of layers before the step-up come from it; and the edited key is a vector the model never
+produced, so some change may come from the novelty itself, which the control bounds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from spikesink.extraction.perplexity import token_nll
+from spikesink.extraction.sink_stats import SinkStatistics
+from spikesink.instrumentation.blocks import block_kind, block_layer
+from spikesink.instrumentation.layout import model_layout
+from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
+from spikesink.instrumentation.taps import Taps, edit_state
+
+SECTION = "3.2 sinks"
+
+
+def plateau_attention_blocks(lifecycle: Mapping) -> list[int]:
+    """Attention blocks from the last step-up block to the end of the plateau (where the spike lives)."""
+    plateau, step_up = lifecycle.get("plateau"), lifecycle.get("step_up", [])
+    if not plateau or not step_up:
+        return []
+    return [b for b in range(int(max(step_up)) + 1, int(plateau[1]) + 1) if block_kind(b) == "attn"]
+
+
+@contextlib.contextmanager
+def strip_attention_input(
+    model: nn.Module,
+    blocks: Sequence[int],
+    channels: Sequence[int],
+    positions: str = "first",
+    rule: SpikeRule | None = None,
+) -> Iterator[dict]:
+    """Token 0's (or every spike token's) normalised attention input in `blocks`, recomputed with
+    `channels` of its residual set to the batch's ordinary-token mean."""
+    if positions not in ("first", "spike"):
+        raise ValueError("positions must be 'first' or 'spike'")
+    layout = model_layout(model)
+    rule = rule or SpikeRule()
+    inputs: dict[int, torch.Tensor] = {}
+    log = {"calls": 0, "edited_tokens": 0}
+    chans = torch.as_tensor(list(channels), dtype=torch.long)
+
+    def edit_for(block: int):
+        norm = layout.layers[block_layer(block)].attn_input_norm
+
+        def edit(normed: torch.Tensor) -> torch.Tensor:
+            h = inputs.pop(block).float()
+            spikes = spike_tokens(h, rule).mask
+            targets = torch.zeros_like(spikes)
+            targets[:, 0] = True
+            if positions == "spike":
+                targets |= spikes
+            ordinary = ~spikes & ~targets
+            index = chans.to(h.device)
+            fill = h[..., index][ordinary].mean(0) if bool(ordinary.any()) else torch.zeros(len(index), device=h.device)
+            edited = h[targets]
+            edited[:, index] = fill
+            out = normed.clone()
+            out[targets] = (layout.apply_norm(norm, edited) if norm is not None else edited).to(normed.dtype)
+            log["calls"] += 1
+            log["edited_tokens"] += int(targets.sum())
+            return out
+
+        return edit
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(Taps(model, [(b, "input") for b in blocks], lambda b, _s, t: inputs.__setitem__(b, t)))
+        for block in blocks:
+            stack.enter_context(edit_state(model, block, "normed_input", edit_for(block)))
+        yield log
+
+
+def measure(model: nn.Module, batches: Sequence[np.ndarray], layers: Sequence[int], eps: float) -> dict:
+    """Perplexity, and sink ratio / key-0 mass over all layers and over `layers` (0-based)."""
+    nll, count = 0.0, 0
+    with SinkStatistics(model, eps=eps) as sinks:
+        for batch in batches:
+            values = token_nll(model, batch)
+            nll, count = nll + float(values.double().sum()), count + values.numel()
+    key0 = sinks.result()["key0_mass"]  # (N, L, H)
+    edited = key0[:, list(layers)] if len(layers) else key0[:, :0]
+    return {
+        "perplexity": float(np.exp(nll / count)),
+        "sink_ratio": float(100 * (key0 > eps).mean()),
+        "key0_mass": float(key0.mean()),
+        "sink_ratio_edited_layers": float(100 * (edited > eps).mean()) if edited.size else np.nan,
+        "key0_mass_edited_layers": float(edited.mean()) if edited.size else np.nan,
+    }
+
+
+def attention_path_table(
+    model: nn.Module,
+    batches: Sequence[np.ndarray],
+    lifecycle: Mapping,
+    eps: float = 0.3,
+    positions: str = "first",
+    seed: int = 0,
+    rule: SpikeRule | None = None,
+) -> pd.DataFrame:
+    """Conditions none / spike channels / control channels, each measured on the same batches."""
+    blocks = plateau_attention_blocks(lifecycle)
+    channels = [int(c) for c in lifecycle["spike_channels"]]
+    layers = sorted({block_layer(b) for b in blocks})
+    d_model = model_layout(model).d_model
+    others = np.setdiff1d(np.arange(d_model), channels)
+    control = sorted(
+        np.random.default_rng(seed).choice(others, size=min(len(channels), others.size), replace=False).tolist()
+    )
+    rows = [{"condition": "none", "channels": "", "edited_tokens": 0} | measure(model, batches, layers, eps)]
+    for condition, chosen in (("spike channels", channels), ("control channels", control)):
+        with strip_attention_input(model, blocks, chosen, positions, rule) as log:
+            measured = measure(model, batches, layers, eps)
+        rows.append(
+            {"condition": condition, "channels": " ".join(map(str, chosen)), "edited_tokens": log["edited_tokens"]}
+            | measured
+        )
+    table = pd.DataFrame(rows)
+    table.insert(1, "blocks", f"{blocks[0]}-{blocks[-1]}" if blocks else "")
+    return table
+
+
+CLAIM = "the sink comes from the spike through token 0's attention input (spike -> norm -> sparse key -> sink)"
+PAPER = "Sec. 3: the normalised spike is a near-constant sparse key that later queries align with"
+
+
+def attention_path_claims(
+    model: str,
+    table: pd.DataFrame | None,
+    reason: str | None = None,
+    min_drop: float = 0.5,
+    max_control_change: float = 0.2,
+) -> list:
+    """Holds when the spike edit removes at least `min_drop` of the edited layers' sink ratio (or
+    key-0 mass when no head sinks there) and the control edit changes it by less than
+    `max_control_change`, relatively."""
+    from spikesink.reporting.scorecard import Claim, not_applicable
+
+    if reason or table is None or table.empty:
+        return [not_applicable(SECTION, CLAIM, model, PAPER, reason or "no plateau attention block to edit")]
+    rows = table.set_index("condition")
+    metric = (
+        "sink_ratio_edited_layers" if rows.loc["none", "sink_ratio_edited_layers"] > 0 else "key0_mass_edited_layers"
+    )
+    base, spike, control = (float(rows.loc[c, metric]) for c in ("none", "spike channels", "control channels"))
+    drop = 1 - spike / base if base > 0 else float("nan")
+    control_change = abs(control - base) / base if base > 0 else float("nan")
+    name = "sink ratio" if metric.startswith("sink") else "key-0 mass"
+    return [
+        Claim(
+            SECTION,
+            CLAIM,
+            model,
+            PAPER,
+            f"blocks {table['blocks'].iloc[0]}: {name} {base:.3g} -> {spike:.3g} without the spike in token 0's attention input "
+            f"(control channels: {control:.3g}); perplexity {rows.loc['none', 'perplexity']:.4g} -> "
+            f"{rows.loc['spike channels', 'perplexity']:.4g} (control {rows.loc['control channels', 'perplexity']:.4g})",
+            bool(drop >= min_drop and control_change < max_control_change),
+            f"{name} of the edited layers falls by >= {100 * min_drop:.0f}%, control changes it by < {100 * max_control_change:.0f}%",
+        )
+    ]

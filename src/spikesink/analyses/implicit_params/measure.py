@@ -1,0 +1,279 @@
+"""Massive activations as implicit parameters (the protocol of Sun et al. 2024).
+
+If a massive activation is a fixed, bias-like parameter the model computes for itself, then
+replacing it by *its own mean value over many sequences* leaves the model's perplexity unchanged,
+while setting it to zero destroys the model. Here:
+
+* sites: the FFN blocks whose post-residual state (the layer output) carries the spike: the
+  first massive block when it is an FFN block, and every step-up block. The massive activations
+  are the spike channels of the spike tokens of that state (spikesink.instrumentation.spikes);
+* calibration: on the extraction prompts, the mean of those values over every spike token, kept
+  separately for position 0 and for the other spike tokens (delimiters), plus how constant they
+  are (relative spread ||v - mean|| / ||mean||, averaged over spike tokens);
+* evaluation: on the held-out prompts (another seed), perplexity of the unedited model and with
+  the massive activations set to their own mean ("own_mean"), to zero ("zero"), or to the mean of
+  the ordinary tokens in those channels ("ordinary_mean", practically the same edit as zero).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from spikesink.extraction.perplexity import perplexity
+from spikesink.instrumentation.blocks import block_kind
+from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
+from spikesink.instrumentation.taps import capture, edit_state
+from spikesink.reporting.scorecard import ClaimSpec
+
+MODES = ("own_mean", "zero", "ordinary_mean")
+SECTION = "3.1 implicit parameters"
+
+
+@dataclass
+class SpikeSite:
+    """The calibrated massive activations of one block's post-residual state."""
+
+    block: int
+    channels: list[int]
+    first_mean: np.ndarray  # (C,) mean over position-0 spike tokens
+    other_mean: np.ndarray  # (C,) mean over non-initial spike tokens (= first_mean when there are none)
+    ordinary_mean: np.ndarray  # (C,) mean over non-spike tokens
+    spread: float  # mean over spike tokens of ||v - own mean|| / ||own mean||
+    n_first: int
+    n_other: int
+    roles: list[str] = field(default_factory=list)  # "first massive block", "step-up"
+
+    def to_dict(self) -> dict:
+        return {
+            "block": self.block,
+            "channels": self.channels,
+            "roles": self.roles,
+            "spread": self.spread,
+            "n_first": self.n_first,
+            "n_other": self.n_other,
+            "first_mean": self.first_mean.tolist(),
+            "other_mean": self.other_mean.tolist(),
+            "ordinary_mean": self.ordinary_mean.tolist(),
+        }
+
+
+def site_blocks(lifecycle: Mapping) -> tuple[dict[int, list[str]], list[str]]:
+    """{block: roles} of the editable sites, and why any candidate was skipped."""
+    sites: dict[int, list[str]] = {}
+    skipped = []
+    plateau = lifecycle.get("plateau")
+    candidates = ([(int(plateau[0]), "first massive block")] if plateau else []) + [
+        (int(b), "step-up") for b in lifecycle.get("step_up", [])
+    ]
+    for block, role in candidates:
+        if block_kind(block) != "ffn":
+            skipped.append(
+                f"block {block} ({role}) is an attention block: its post-residual cannot be edited by a hook"
+            )
+            continue
+        sites.setdefault(block, []).append(role)
+    return sites, skipped
+
+
+def calibrate(
+    model: nn.Module,
+    prompts: np.ndarray,
+    sites: Mapping[int, list[str]],
+    channels: Sequence[int],
+    rule: SpikeRule,
+    batch_size: int = 8,
+) -> list[SpikeSite]:
+    """Means and spreads of the spike channels at spike tokens, per site, on calibration prompts."""
+    blocks = sorted(sites)
+    chans = torch.as_tensor(list(channels), dtype=torch.long)
+    values = {b: {"first": [], "other": [], "ordinary": []} for b in blocks}
+    device = next(model.parameters()).device
+    for start in range(0, len(prompts), batch_size):
+        ids = torch.as_tensor(prompts[start : start + batch_size], device=device)
+        got = capture(model, [(b, "post_residual") for b in blocks], input_ids=ids)
+        for b in blocks:
+            state = got[(b, "post_residual")].float()
+            spikes = spike_tokens(state, rule).mask
+            first = torch.zeros_like(spikes)
+            first[:, 0] = True
+            picked = state[..., chans.to(state.device)]
+            values[b]["first"].append(picked[spikes & first].cpu())
+            values[b]["other"].append(picked[spikes & ~first].cpu())
+            values[b]["ordinary"].append(picked[~spikes].cpu())
+    out = []
+    for b in blocks:
+        first, other, ordinary = (torch.cat(values[b][k]) for k in ("first", "other", "ordinary"))
+        if not len(first) and not len(other):
+            raise ValueError(f"block {b}: no spike token in the calibration prompts")
+        first_mean = (first if len(first) else other).mean(0)
+        other_mean = other.mean(0) if len(other) else first_mean
+        distances = [
+            ((v - m).norm(dim=-1) / m.norm().clamp_min(1e-30))
+            for v, m in ((first, first_mean), (other, other_mean))
+            if len(v)
+        ]
+        out.append(
+            SpikeSite(
+                b,
+                [int(c) for c in channels],
+                first_mean.numpy(),
+                other_mean.numpy(),
+                ordinary.mean(0).numpy(),
+                float(torch.cat(distances).mean()),
+                len(first),
+                len(other),
+                list(sites[b]),
+            )
+        )
+    return out
+
+
+@dataclass
+class EditLog:
+    calls: int = 0
+    edited_tokens: int = 0
+
+
+@contextlib.contextmanager
+def replace_massive(model: nn.Module, site: SpikeSite, mode: str, rule: SpikeRule) -> Iterator[EditLog]:
+    """Set the spike channels of the spike tokens of `site.block`'s post-residual to their own mean,
+    to zero or to the ordinary tokens' mean, in every forward inside the context."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    log = EditLog()
+
+    def edit(state: torch.Tensor) -> torch.Tensor:
+        spikes = spike_tokens(state, rule).mask
+        if not bool(spikes.any()):
+            return state
+        chans = torch.as_tensor(site.channels, device=state.device)
+        out = state.clone()
+        first = torch.zeros_like(spikes)
+        first[:, 0] = True
+        for where, mean in ((spikes & first, site.first_mean), (spikes & ~first, site.other_mean)):
+            if not bool(where.any()):
+                continue
+            value = {"own_mean": mean, "zero": np.zeros_like(mean), "ordinary_mean": site.ordinary_mean}[mode]
+            rows = out[where]
+            rows[:, chans] = torch.as_tensor(value, dtype=state.dtype, device=state.device)
+            out[where] = rows
+        log.calls += 1
+        log.edited_tokens += int(spikes.sum())
+        return out
+
+    with edit_state(model, site.block, "post_residual", edit):
+        yield log
+
+
+def implicit_parameter_table(
+    model: nn.Module,
+    heldout: Sequence[np.ndarray],
+    sites: Sequence[SpikeSite],
+    modes: Sequence[str] = MODES,
+    rule: SpikeRule | None = None,
+) -> pd.DataFrame:
+    """One row per (site, mode) plus the unedited model: held-out perplexity and its ratio."""
+    rule = rule or SpikeRule()
+    base = perplexity(model, heldout)
+    rows = [
+        {
+            "block": 0,
+            "roles": "",
+            "mode": "none",
+            "perplexity": base,
+            "ratio": 1.0,
+            "edited_tokens": 0,
+            "spread": np.nan,
+        }
+    ]
+    for site in sites:
+        for mode in modes:
+            with replace_massive(model, site, mode, rule) as log:
+                ppl = perplexity(model, heldout)
+            rows.append(
+                {
+                    "block": site.block,
+                    "roles": ", ".join(site.roles),
+                    "mode": mode,
+                    "perplexity": ppl,
+                    "ratio": ppl / base,
+                    "edited_tokens": log.edited_tokens,
+                    "spread": site.spread,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+OWN_MEAN = ClaimSpec(
+    SECTION,
+    "setting the massive activations to their own mean keeps perplexity",
+    "unchanged perplexity (Sun et al. 2024: massive activations act as fixed biases)",
+)
+ZERO = ClaimSpec(
+    SECTION, "setting the massive activations to zero destroys the model", "perplexity explodes (Sun et al. 2024)"
+)
+CONSTANT = ClaimSpec(
+    SECTION,
+    "massive activations are nearly constant across prompts",
+    "near-constant hidden states (Sec. 3, Sun et al. 2024)",
+)
+
+
+def implicit_claims(
+    model: str,
+    table: pd.DataFrame,
+    reason: str | None = None,
+    mean_tolerance: float = 0.05,
+    zero_factor: float = 2.0,
+    max_spread: float = 0.1,
+) -> list:
+    if reason:
+        return [spec.na(model, reason) for spec in (OWN_MEAN, ZERO, CONSTANT)]
+    base = float(table.loc[table["mode"] == "none", "perplexity"].iloc[0])
+    edits = table[table["mode"] != "none"]
+
+    def listing(mode):
+        rows = edits[edits["mode"] == mode]
+        return "; ".join(
+            f"block {int(r.block)} ({r.roles}): {r.perplexity:.4g} ({r.ratio:.3g}x)" for r in rows.itertuples()
+        )
+
+    own = edits[edits["mode"] == "own_mean"]
+    zero = edits[edits["mode"] == "zero"]
+    spreads = edits.drop_duplicates("block")
+    claims = []
+    if not own.empty:
+        claims.append(
+            OWN_MEAN(
+                model,
+                f"held-out perplexity {base:.4g}; own mean: {listing('own_mean')}",
+                (abs(own["ratio"] - 1) <= mean_tolerance).all(),
+                f"within {100 * mean_tolerance:g}% at every site",
+            )
+        )
+    if not zero.empty:
+        claims.append(
+            ZERO(
+                model,
+                f"held-out perplexity {base:.4g}; zero: {listing('zero')}",
+                (zero["ratio"] >= zero_factor).all(),
+                f">= {zero_factor:g}x at every site",
+            )
+        )
+    spread_text = "; ".join(f"block {int(r.block)}: {r.spread:.3g}" for r in spreads.itertuples())
+    claims.append(
+        CONSTANT(
+            model,
+            f"relative spread ||v - mean|| / ||mean|| over spike tokens: {spread_text}",
+            (spreads["spread"] <= max_spread).all(),
+            f"spread <= {max_spread:g} at every site",
+        )
+    )
+    return claims

@@ -1,0 +1,335 @@
+"""SiLU regime of the step-up / step-down FFN blocks (paper Fig 2).
+
+The quadratic-amplifier argument needs SiLU(x) ~ x for the tokens that carry the spike, with
+x = W_gate h and h the FFN's normed input (the FFN input norm's output, norm weight included).
+The activation is the family's own (SiLU for SwiGLU; GELU-tanh for Gemma's GeGLU, labelled as
+such); a non-gated MLP (GPT-2, NeoX) has no gate and the analysis does not apply. In an MoE
+block each token is read through the gate of the expert its router ranks first.
+Per token we measure cos(SiLU(x), x) and ||SiLU(x)|| / ||x|| (both 1 in the identity regime),
+next to the FFN block's output peak max_k |FFN(h)_k| and whether the token's state is massive at
+that block (before or after it: step-up blocks create the spike, step-down blocks consume it).
+
+Everything is computed inside forward hooks in float32 and reduced to a few numbers per token
+right away; no (tokens x d_ffn) tensor outlives its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from spikesink.instrumentation.blocks import block_kind
+from spikesink.instrumentation.layout import NotApplicable, model_layout
+from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
+from spikesink.instrumentation.taps import Taps, module_inputs, run_decoder
+from spikesink.metrics import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO
+from spikesink.reporting.scorecard import ClaimSpec
+
+
+def silu_alignment(x: torch.Tensor, act=F.silu) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of x (..., d_ffn): cos(act(x), x) and ||act(x)|| / ||x||, in float32."""
+    x = x.float()
+    y = act(x)
+    x_norm = x.norm(dim=-1).clamp_min(1e-30)
+    y_norm = y.norm(dim=-1)
+    return (y * x).sum(-1) / (y_norm.clamp_min(1e-30) * x_norm), y_norm / x_norm
+
+
+def _check_blocks(blocks: Sequence[int]) -> list[int]:
+    blocks = sorted(set(int(b) for b in blocks))
+    bad = [b for b in blocks if block_kind(b) != "ffn"]
+    if not blocks or bad:
+        raise ValueError(f"SiLU regime needs FFN (even) blocks, got {blocks}")
+    return blocks
+
+
+def _top_k_index(args, kwargs) -> torch.Tensor:
+    """The experts module's routing argument (hidden_states, top_k_index, top_k_weights)."""
+    return args[1] if len(args) > 1 else kwargs["top_k_index"]
+
+
+def _capture(model, requests, experts, input_ids, mask) -> tuple[dict, dict]:
+    """One forward: the requested block states, and each MoE block's routing (top-k expert ids)."""
+    states: dict[tuple[int, str], torch.Tensor] = {}
+    routing: dict[int, torch.Tensor] = {}
+    with (
+        Taps(model, requests, lambda b, st, t: states.__setitem__((b, st), t), stop_after_last=True),
+        module_inputs(experts, lambda name, args, kwargs: routing.__setitem__(int(name), _top_k_index(args, kwargs))),
+    ):
+        run_decoder(model, input_ids=input_ids, attention_mask=mask.long())
+    return states, routing
+
+
+def _gate_preactivation(
+    layout, block: int, normed: torch.Tensor, routing: torch.Tensor | None, weights: dict
+) -> torch.Tensor:
+    """x = W_gate h per token (B, T, d_ffn) float32; MoE: each token's top-1 expert's gate."""
+    h = normed.float()
+    if routing is None:
+        return F.linear(h, weights["dense"].gate)
+    flat = h.reshape(-1, h.shape[-1])
+    top1 = routing.reshape(flat.shape[0], -1)[:, 0]
+    out = torch.zeros(flat.shape[0], weights[next(iter(weights))].gate.shape[0], device=h.device)
+    for expert in top1.unique().tolist():
+        rows = top1 == expert
+        out[rows] = F.linear(flat[rows], weights[str(expert)].gate)
+    return out.reshape(*h.shape[:-1], -1)
+
+
+def silu_regime(
+    model,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    blocks: Sequence[int],
+    floor: float = DEFAULT_FLOOR,
+    median_ratio: float = DEFAULT_MEDIAN_RATIO,
+    reference_median: Mapping[int, float] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """One row per (non-padding token, FFN block).
+
+    batches: dicts with input_ids (B, T) and optionally attention_mask (B, T), right padded.
+    Columns: sample (running index over batches), position, token_id, block, cos, norm_ratio,
+    gate_norm (||x||), out_peak (max |FFN block output|), resid_in_peak / resid_out_peak (max |h|
+    of the block's input / post-residual), is_spike (a spike token before or after the block:
+    against reference_median[block] when given, else the median of the same sequence's state).
+    Raises NotApplicable for a family without a gated FFN.
+    """
+    from tqdm.auto import tqdm
+
+    blocks = _check_blocks(blocks)
+    layout = model_layout(model)
+    if not layout.gated:
+        raise NotApplicable(f"{layout.ffn_kind}: there is no gate x = W_gate h to put through SiLU")
+    weights = {
+        block: {e: layout.gated_ffn_weights(block, e) for e in layout.experts(block) if e != "shared"}
+        for block in blocks
+    }
+    acts = {block: layout.ffn_activation(block) for block in blocks}
+    experts = {
+        str(b): getattr(layout.layer_of(b).ffn, layout.adapter.ffn_parts.experts)
+        for b in blocks
+        if layout.layer_of(b).moe
+    }
+    device = next(model.parameters()).device
+    rule = SpikeRule(floor, median_ratio)
+    requests = [(b, state) for b in blocks for state in ("input", "normed_input", "output", "post_residual")]
+    rows: list[pd.DataFrame] = []
+    sample_offset = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in tqdm(batches, desc="SiLU regime", disable=not progress, unit="batch"):
+            input_ids = batch["input_ids"].to(device)
+            mask = batch.get("attention_mask")
+            mask = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.to(device).bool()
+            states, routing = _capture(model, requests, experts, input_ids, mask)
+            for block in blocks:
+                gate = _gate_preactivation(
+                    layout, block, states[(block, "normed_input")], routing.get(block), weights[block]
+                )
+                slot = {
+                    "resid_in": states[(block, "input")].float(),
+                    "resid_out": states[(block, "post_residual")].float(),
+                    "out_peak": states[(block, "output")].float().abs().amax(dim=-1),
+                    "gate_norm": gate.norm(dim=-1),
+                }
+                slot["cos"], slot["norm_ratio"] = silu_alignment(gate, acts[block])
+                rows.append(_block_rows(block, slot, input_ids, mask, sample_offset, rule, reference_median))
+            sample_offset += input_ids.shape[0]
+    finally:
+        model.train(was_training)
+    frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    frame.attrs["activation"] = layout.activation_name
+    return frame
+
+
+def _block_rows(block, slot, input_ids, mask, sample_offset, rule: SpikeRule, reference_median) -> pd.DataFrame:
+    ref = None if reference_median is None else float(reference_median[block])
+    spike = spike_tokens(slot["resid_in"], rule, mask, ref).mask | spike_tokens(slot["resid_out"], rule, mask, ref).mask
+    batch, length = input_ids.shape
+    sample = torch.arange(batch, device=input_ids.device)[:, None].expand(batch, length) + sample_offset
+    position = torch.arange(length, device=input_ids.device)[None, :].expand(batch, length)
+    keep = mask
+    cols = {
+        "sample": sample[keep],
+        "position": position[keep],
+        "token_id": input_ids[keep],
+        "cos": slot["cos"][keep],
+        "norm_ratio": slot["norm_ratio"][keep],
+        "gate_norm": slot["gate_norm"][keep],
+        "out_peak": slot["out_peak"][keep],
+        "resid_in_peak": slot["resid_in"].abs().amax(-1)[keep],
+        "resid_out_peak": slot["resid_out"].abs().amax(-1)[keep],
+        "is_spike": spike[keep],
+    }
+    frame = pd.DataFrame({k: v.cpu().numpy() for k, v in cols.items()})
+    frame.insert(3, "block", np.int64(block))
+    return frame
+
+
+def summarize_silu(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per block and spike flag: token count and the median / 5th percentile of cos and ratio."""
+    grouped = frame.groupby(["block", "is_spike"])
+    return grouped.agg(
+        n=("cos", "size"),
+        cos_median=("cos", "median"),
+        cos_p05=("cos", lambda v: float(np.quantile(v, 0.05))),
+        norm_ratio_median=("norm_ratio", "median"),
+        out_peak_median=("out_peak", "median"),
+    ).reset_index()
+
+
+def batches_from_sequences(sequences: Sequence[Sequence[int]], batch_size: int = 8, pad_id: int = 0):
+    """Right-padded {input_ids, attention_mask} batches from token-id lists (prompts may differ in length)."""
+    for start in range(0, len(sequences), batch_size):
+        chunk = [list(s) for s in sequences[start : start + batch_size]]
+        length = max(len(s) for s in chunk)
+        ids = torch.full((len(chunk), length), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), length), dtype=torch.long)
+        for row, seq in enumerate(chunk):
+            ids[row, : len(seq)] = torch.as_tensor(seq)
+            mask[row, : len(seq)] = 1
+        yield {"input_ids": ids, "attention_mask": mask}
+
+
+# ------------------------------------------------------------------------------------------
+# Pipeline entry point and claims
+# ------------------------------------------------------------------------------------------
+
+SECTION = "3.3 quadratic amplifier"
+
+
+COLUMNS = [
+    "sample",
+    "position",
+    "token_id",
+    "block",
+    "cos",
+    "norm_ratio",
+    "gate_norm",
+    "out_peak",
+    "resid_in_peak",
+    "resid_out_peak",
+    "is_spike",
+]
+IDENTITY = ClaimSpec(
+    SECTION,
+    "SiLU acts as the identity on spike tokens in step-up/step-down blocks",
+    "cos(SiLU(x), x) ~ 1 and ||SiLU(x)|| ~ ||x|| (Fig 2)",
+)
+CLOSER = ClaimSpec(
+    SECTION,
+    "spike tokens sit closer to the SiLU identity regime than ordinary tokens",
+    "spike tokens in the linear regime, others not (Fig 2)",
+)
+
+
+def run_silu_regime(
+    model,
+    sequences: Sequence[Sequence[int]],
+    lifecycle: Mapping,
+    batch_size: int = 16,
+    pad_id: int = 0,
+    floor: float = DEFAULT_FLOOR,
+    median_ratio: float = DEFAULT_MEDIAN_RATIO,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, str | None]:
+    """Fig 2 on the detected step-up and step-down blocks (sentences, e.g. 1024 as in the paper).
+
+    Returns (frame, reason): reason says why the analysis does not apply (no gated FFN, no step
+    block detected), with an empty frame; None when it ran.
+    """
+    layout = model_layout(model)
+    blocks = sorted(set(lifecycle.get("step_up", [])) | set(lifecycle.get("step_down", [])))
+    reason = (
+        f"{layout.ffn_kind}: no gate x = W_gate h to put through an activation"
+        if not layout.gated
+        else "no step-up or step-down block was detected"
+        if not blocks
+        else None
+    )
+    if reason:
+        frame = pd.DataFrame(columns=COLUMNS)
+        frame.attrs.update(activation=layout.activation_name, not_applicable=reason)
+        return frame, reason
+    frame = silu_regime(
+        model,
+        batches_from_sequences(sequences, batch_size, pad_id),
+        blocks,
+        floor=floor,
+        median_ratio=median_ratio,
+        progress=progress,
+    )
+    return frame, None
+
+
+def silu_claims(
+    model: str,
+    frame: pd.DataFrame,
+    reason: str | None = None,
+    activation: str = "silu",
+    min_cos: float = 0.9,
+    min_norm_ratio: float = 0.8,
+) -> list:
+    """Near-identity SiLU for spike tokens in every step block, and closer to identity than others.
+
+    A gated FFN with another activation (Gemma's GeGLU) answers the same two questions for its
+    own activation in rows marked "beyond the paper"; the SiLU rows read n/a for it.
+    """
+    if reason is None and frame.empty:
+        reason = "no token was measured"
+    if reason:
+        return [IDENTITY.na(model, reason), CLOSER.na(model, reason)]
+    summary = summarize_silu(frame)
+    spikes = summary[summary["is_spike"]].set_index("block")
+    others = summary[~summary["is_spike"]].set_index("block")
+    blocks = sorted(frame["block"].unique())
+    identity, closer, claims = IDENTITY, CLOSER, []
+    if activation != "silu":
+        claims = [spec.na(model, f"the gate activation is {activation}, not SiLU") for spec in (IDENTITY, CLOSER)]
+        identity = ClaimSpec(
+            SECTION,
+            f"beyond the paper: {activation} acts as the identity on spike tokens in step blocks",
+            IDENTITY.paper,
+        )
+        closer = ClaimSpec(
+            SECTION, f"beyond the paper: spike tokens sit closer to the {activation} identity regime", CLOSER.paper
+        )
+    if spikes.empty:
+        return claims + [identity(model, "no spike token in the sample", False, "needs spike tokens")]
+    text = "; ".join(
+        f"block {b}: cos {spikes.loc[b, 'cos_median']:.3f}, norm ratio {spikes.loc[b, 'norm_ratio_median']:.3f}"
+        f" (n={int(spikes.loc[b, 'n'])}; others {others.loc[b, 'cos_median']:.3f} / "
+        f"{others.loc[b, 'norm_ratio_median']:.3f})"
+        if b in spikes.index and b in others.index
+        else f"block {b}: -"
+        for b in blocks
+    )
+    near = all(
+        b in spikes.index
+        and spikes.loc[b, "cos_median"] >= min_cos
+        and spikes.loc[b, "norm_ratio_median"] >= min_norm_ratio
+        for b in blocks
+    )
+    close = all(
+        b in spikes.index
+        and b in others.index
+        and spikes.loc[b, "norm_ratio_median"] > others.loc[b, "norm_ratio_median"]
+        and spikes.loc[b, "cos_median"] > others.loc[b, "cos_median"]
+        for b in blocks
+    )
+    return claims + [
+        identity(
+            model, text, near, f"median cos >= {min_cos} and median norm ratio >= {min_norm_ratio} in every step block"
+        ),
+        closer(
+            model,
+            text,
+            close,
+            "median cos and norm ratio of spike tokens above those of other tokens in every step block",
+        ),
+    ]

@@ -1,0 +1,1 @@
+"""Figures and tables: one plotting style, paper-style tables, the paper's numbers, the scorecard."""

@@ -1,0 +1,140 @@
+# Every analysis's rules, generated from its registry entry (spikesink.analyses): adding an analysis
+# adds a folder under src/spikesink/analyses/, no rule text. Per analysis <name>:
+#   <name>          the measurement -> results/<model>/<name>/ (loads the model once when it reads one;
+#                   an analysis across models, e.g. architectures, -> results/<name>/)
+#   <name>_report   claims, figures and tables, from the result files (never a model)
+#   <name>_summary  figures and tables across the configured models
+# Each job's params are the config it reads and a hash of the analysis's own code on that side, so a
+# changed measurement reruns its model job, a changed figure, caption or threshold only its report.
+REPORT_KEYS = analysis_jobs.REPORT_KEYS
+
+
+def job_config(entry, side):
+    """The part of the config one job of `entry` reads (its params: what reruns it)."""
+    section = config["analyses"][entry.name]
+    if side == "measure":
+        section = {k: v for k, v in section.items() if k not in REPORT_KEYS}
+    return {
+        "analyses": {entry.name: section},
+        "spike": config["spike"],
+        "sinks": config["sinks"],
+        "heldout": {"batch_size": config["heldout"]["batch_size"]},
+        "extraction": {k: config["extraction"][k] for k in ("batch_size", "device")},
+    }
+
+
+def read_files(keys, per_model=True):
+    """Input files of the read keys: of {model}, or of every configured model."""
+
+    def files(wildcards):
+        models = [wildcards.model] if per_model else MODELS
+        return {key.replace(".", "_"): [f for m in models for f in analysis_jobs.input_files(key, m)] for key in keys}
+
+    return files
+
+
+def figure_outputs(entry, figures, model):
+    out = {}
+    for figure in figures:
+        stem = analysis_jobs.figure_stem(entry, figure, model)
+        out[f"{figure.name or 'figure'}_pdf"] = report(
+            f"{stem}.pdf",
+            caption=str(entry.caption_path(figure)),
+            category=entry.title,
+            labels={"model": model or "all models", "figure": figure.title or entry.paper},
+        )
+        out[f"{figure.name or 'figure'}_png"] = f"{stem}.png"
+    return out
+
+
+def table_outputs(entry, tables, model):
+    return {
+        f"table_{t.name or 'main'}_{ext}": f"{analysis_jobs.table_stem(entry, t, model)}.{ext}"
+        for t in tables
+        for ext in t.formats
+    }
+
+
+def report_outputs(entry):
+    model = "{model}" if entry.per_model else None
+    claims = {"claims": analysis_jobs.claims_file(entry, model)} if analysis_jobs.has_claims(entry) else {}
+    return claims | figure_outputs(entry, entry.figures, model) | table_outputs(entry, entry.tables, model)
+
+
+PAPER_MODELS = {m: config["models"][m].get("paper_model") for m in MODELS}
+
+
+for entry in ANALYSES.values():
+    model_job = entry.needs_model
+    log_name = "{model}" if entry.per_model else "all"
+
+    rule:
+        name:
+            entry.name
+        input:
+            unpack(read_files(entry.reads, entry.per_model)),
+        output:
+            analysis_jobs.result_files(entry),
+        log:
+            f"logs/{entry.name}/{log_name}.log",
+        benchmark:
+            f"logs/benchmarks/{entry.name}/{log_name}.tsv"
+        conda:
+            TORCH_ENV if model_job else ANALYSIS_ENV
+        threads: config["extraction"]["threads"] if model_job else 1
+        resources:
+            mem_mb=model_mem_mb if model_job else 2000,
+            gpu=GPUS if model_job and entry.gpu else 0,
+        params:
+            analysis=entry.name,
+            models=MODELS,
+            config=job_config(entry, "measure"),
+            options=lambda wc: config["models"][wc.model] if "model" in wc.keys() else {},
+            code=analysis_jobs.source_hash(entry, "measure"),
+        script:
+            "../scripts/measure.py"
+
+    rule:
+        name:
+            f"{entry.name}_report"
+        input:
+            unpack(read_files(entry.report_reads, entry.per_model)),
+            result=analysis_jobs.result_files(entry),
+        output:
+            **report_outputs(entry),
+        log:
+            f"logs/{entry.name}_report/{log_name}.log",
+        conda:
+            ANALYSIS_ENV
+        params:
+            analysis=entry.name,
+            models=MODELS,
+            config=job_config(entry, "report"),
+            paper_models=PAPER_MODELS,
+            code=analysis_jobs.source_hash(entry, "report"),
+        script:
+            "../scripts/report.py"
+
+    if entry.summary_figures or entry.summary_tables:
+
+        rule:
+            name:
+                f"{entry.name}_summary"
+            input:
+                unpack(read_files(entry.report_reads, per_model=False)),
+                result=[f for m in MODELS for f in analysis_jobs.result_files(entry, m)],
+            output:
+                **figure_outputs(entry, entry.summary_figures, None),
+                **table_outputs(entry, entry.summary_tables, None),
+            log:
+                f"logs/{entry.name}_summary.log",
+            conda:
+                ANALYSIS_ENV
+            params:
+                analysis=entry.name,
+                models=MODELS,
+                config=job_config(entry, "report"),
+                paper_models=PAPER_MODELS,
+                code=analysis_jobs.source_hash(entry, "report"),
+            script:
+                "../scripts/summary.py"
