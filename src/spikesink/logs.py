@@ -38,4 +38,15 @@ def snakemake_logger(snakemake) -> logging.Logger:
         sys.modules["torch"].set_num_threads(int(threads))
     logger = setup_logging(snakemake.log[0] if len(snakemake.log) else None)
     logger.info("rule %s, threads %s, wildcards %s", snakemake.rule, snakemake.threads, dict(snakemake.wildcards))
+    _log_uncaught(logger)
     return logger
+
+
+def _log_uncaught(logger: logging.Logger) -> None:
+    """A job that fails writes its traceback to the rule's log (and, through the console handler,
+    to the terminal) instead of to the terminal only."""
+
+    def hook(kind, value, traceback):
+        logger.error("the job failed", exc_info=(kind, value, traceback))
+
+    sys.excepthook = hook

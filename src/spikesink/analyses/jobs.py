@@ -11,6 +11,7 @@ never reruns a model job.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Mapping
@@ -140,6 +141,8 @@ def run_measure(name: str, model: str | None, models: list[str], config: Mapping
 
     entry = get(name)
     job = make_job(entry, model, models, config, entry.reads)
+    if options.get("batch_size"):  # a model's own batch size overrides the extraction's
+        job.shared = dataclasses.replace(job.shared, extraction_batch_size=int(options["batch_size"]))
 
     def load():
         from spikesink.instrumentation.model import InstrumentedModel
@@ -173,7 +176,10 @@ def run_report(name: str, model: str | None, models: list[str], config: Mapping,
         for claim in claims:
             log.info("%s: %s (%s)", {True: "holds", False: "FAILS", None: "n/a"}[claim.holds], claim.claim, claim.ours)
     for table_name, (frame, caption) in runner.tables(result, job).items():
-        write_table(frame, table_stem(entry, _table(entry.tables, table_name, name), target), caption=caption)
+        table = _table(entry.tables, table_name, name)
+        per_model = table.per_model and target is not None
+        label = f"{target}_{entry.name}{'_' + table.name if table.name else ''}" if per_model else table.name
+        write_table(frame, table_stem(entry, table, target), caption=caption, label=label)
     runner.figures(result, job, {f.name: figure_stem(entry, f, target) for f in entry.figures})
 
 

@@ -40,7 +40,7 @@ def _read(kind: str, path: Path):
 
         return pd.read_parquet(path)
     if kind == "json":
-        return read_json(path)
+        return _int_keys(read_json(path))
     if kind == "npz":
         return load_npz(path)
     from safetensors.numpy import load_file
@@ -75,6 +75,19 @@ def load(cls: type[Result], directory: Path) -> Result:
         elif f.name in plain:
             values[f.name] = plain[f.name]
     return cls(**values)
+
+
+def _int_keys(value):
+    """JSON turns integer keys (blocks, channels) into strings: turn them back, so a loaded result
+    reads like the measured one."""
+    if isinstance(value, dict):
+        keys = list(value)
+        if keys and all(isinstance(k, str) and k.lstrip("-").isdigit() for k in keys):
+            return {int(k): _int_keys(v) for k, v in value.items()}
+        return {k: _int_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_int_keys(v) for v in value]
+    return value
 
 
 def _analysis_name(cls: type) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from spikesink.io import output_stem, with_extension, write_text
@@ -17,8 +18,8 @@ def _format(value) -> str:
         if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
             return f"{value:.3g}"
         return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_format(v) for v in value) if value else "-"
+    if isinstance(value, (list, tuple, np.ndarray)):  # a list column read back from parquet is an array
+        return ", ".join(_format(v) for v in value) if len(value) else "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
@@ -61,17 +62,18 @@ def to_latex(frame: pd.DataFrame, caption: str = "", label: str = "") -> str:
 
 
 def write_table(
-    frame: pd.DataFrame, stem: str | os.PathLike, caption: str = "", formats=("csv", "md", "tex")
+    frame: pd.DataFrame, stem: str | os.PathLike, caption: str = "", formats=("csv", "md", "tex"), label: str = ""
 ) -> list[Path]:
-    """Write `stem`.csv / .md / .tex. CSV keeps full precision; md and tex are formatted."""
+    """Write `stem`.csv / .md / .tex. CSV keeps full precision; md and tex are formatted. The LaTeX
+    label is tab:<label> (default: the file's stem)."""
     stem = output_stem(stem)
     written = []
     if "csv" in formats:
         csv_frame = frame.copy()
         for column in csv_frame.columns:
-            if csv_frame[column].map(lambda v: isinstance(v, (list, tuple))).any():
+            if csv_frame[column].map(lambda v: isinstance(v, (list, tuple, np.ndarray))).any():
                 csv_frame[column] = csv_frame[column].map(
-                    lambda v: " ".join(map(str, v)) if isinstance(v, (list, tuple)) else v
+                    lambda v: " ".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else v
                 )
         write_text(with_extension(stem, ".csv"), csv_frame.to_csv(index=False, lineterminator="\n"))
         written.append(with_extension(stem, ".csv"))
@@ -80,6 +82,6 @@ def write_table(
         write_text(with_extension(stem, ".md"), text)
         written.append(with_extension(stem, ".md"))
     if "tex" in formats:
-        write_text(with_extension(stem, ".tex"), to_latex(frame, caption, label=f"tab:{stem.name}"))
+        write_text(with_extension(stem, ".tex"), to_latex(frame, caption, label=f"tab:{label or stem.name}"))
         written.append(with_extension(stem, ".tex"))
     return written

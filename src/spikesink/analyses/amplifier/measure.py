@@ -28,10 +28,27 @@ import numpy as np
 import pandas as pd
 import torch
 
+from spikesink.analyses.amplifier.result import Amplifier
+from spikesink.analyses.lifecycle.result import Lifecycle
+from spikesink.analyses.unit import Job
 from spikesink.instrumentation.blocks import block_kind, block_layer
 from spikesink.instrumentation.layout import NotApplicable, model_layout
 from spikesink.instrumentation.taps import capture
-from spikesink.reporting.scorecard import ClaimSpec
+
+FIRST_TOKENS = 4  # tokens per prompt the position-0 check runs (after any BOS)
+
+
+def measure(job: Job) -> Amplifier:
+    """U_k norms, S_k spectra and the position-0 map on the first tokens of the extraction prompts
+    (a BOS dropped, so that the first tokens differ)."""
+    prompts = job["prompts.extraction"]
+    start = 1 if prompts.bos_added else 0
+    n = min(job.settings.n_prompts, len(prompts.ids))
+    first_tokens = torch.as_tensor(prompts.matrix(n, start + FIRST_TOKENS)[:, start:])
+    out = run_amplifier(
+        job.model.model, job["lifecycle"], first_tokens, n_control=job.settings.n_control, seed=job.settings.seed
+    )
+    return Amplifier(norms=out["norms"], spectra=out["spectra"], summary=out["summary"])
 
 # ------------------------------------------------------------------------------------------
 # Weights
@@ -292,10 +309,8 @@ def position0_attention(
 
 
 # ------------------------------------------------------------------------------------------
-# Pipeline entry point and claims
+# The whole analysis
 # ------------------------------------------------------------------------------------------
-
-SECTION = "3.3 quadratic amplifier"
 
 
 def position0_top_channels(model, input_ids: torch.Tensor, block: int, k: int = 3) -> list[int]:
@@ -315,7 +330,7 @@ def _lead_expert(norms: pd.DataFrame, block: int, channels: Sequence[int]) -> st
 
 def run_amplifier(
     model,
-    lifecycle: Mapping,
+    lifecycle: Lifecycle,
     first_token_ids: torch.Tensor,
     n_control: int = 8,
     seed: int = 0,
@@ -335,9 +350,9 @@ def run_amplifier(
     Returns dict(norms, outliers, spectra (long table), summary).
     """
     layout = model_layout(model)
-    step_up = [int(b) for b in lifecycle.get("step_up", [])]
-    step_down = [int(b) for b in lifecycle.get("step_down", [])]
-    spike_channels = [int(c) for c in lifecycle.get("spike_channels", [])]
+    step_up = [int(b) for b in lifecycle.step_up]
+    step_down = [int(b) for b in lifecycle.step_down]
+    spike_channels = [int(c) for c in lifecycle.spike_channels]
     summary: dict = {
         "step_up": step_up,
         "step_down": step_down,
@@ -428,108 +443,3 @@ def _position0_summary(model, first_token_ids, step_up_block: int, s_star) -> di
         "random_abs_cos_scale": float(1 / np.sqrt(model_layout(model).d_model)),
         "n_sequences": int(first_token_ids.shape[0]),
     }
-
-
-UK_OUTLIERS = ClaimSpec(
-    SECTION,
-    "spike channels have outlying ||U_k|| in the step-up/step-down blocks",
-    "outlying ||U_k||_F only in step-up/step-down blocks (Fig 3, 8)",
-)
-DOMINANT = ClaimSpec(SECTION, "S_k of spike channels has one dominant eigenvalue", "one dominant eigenvalue (Fig 4)")
-SHARED = ClaimSpec(SECTION, "spike channels share the top eigenvector s*", "shared s* (Fig 4)")
-FIXED_MAP = ClaimSpec(
-    SECTION, "attention at position 0 is a fixed linear map W_VO of the token", "position 0 attends only to itself"
-)
-ALIGNED = ClaimSpec(
-    SECTION,
-    "the position-0 input of the step-up block is aligned with s*",
-    "the fixed position-0 map steers the first token towards s*",
-)
-UK_CLAIMS = (UK_OUTLIERS, DOMINANT, SHARED)
-
-
-def amplifier_claims(
-    model: str,
-    summary: Mapping,
-    min_ratio: float = 5.0,
-    min_dominance: float = 2.0,
-    min_shared_cos: float = 0.9,
-    max_rel_error: float = 1e-3,
-    min_alignment: float = 0.3,
-) -> list:
-    """Fig 3/4/8 claims plus the position-0 fixed-map check (U_k rows n/a without a gated FFN)."""
-    if not summary["step_up"]:
-        return [spec.na(model, "no step-up block was detected") for spec in (*UK_CLAIMS, FIXED_MAP, ALIGNED)]
-    claims = [spec.na(model, summary["not_applicable"]) for spec in UK_CLAIMS] if summary.get("not_applicable") else []
-    step_blocks = set(summary["step_up"]) | set(summary["step_down"])
-    ratios = summary.get("uk_ratio_to_median", {})
-    if ratios and step_blocks:
-        parts, holds = [], True
-        for channel, by_block in ratios.items():
-            best = max(by_block, key=by_block.get)
-            up_ok = all(by_block.get(b, 0) >= min_ratio for b in summary["step_up"])
-            outside = max((v for b, v in by_block.items() if b not in step_blocks), default=float("nan"))
-            holds &= best in step_blocks and up_ok
-            parts.append(
-                f"ch {channel}: max {by_block[best]:.1f}x median at block {best}; step-up "
-                + ", ".join(f"{b}: {by_block.get(b, float('nan')):.1f}x" for b in summary["step_up"])
-                + "; step-down "
-                + ", ".join(f"{b}: {by_block.get(b, float('nan')):.1f}x" for b in summary["step_down"])
-                + f"; elsewhere at most {outside:.1f}x"
-            )
-        claims.append(
-            UK_OUTLIERS(
-                model,
-                "; ".join(parts),
-                holds,
-                f"largest ratio in a step block and >= {min_ratio}x the block median in every step-up block",
-            )
-        )
-    blocks = summary.get("blocks", {})
-    if blocks:
-        up = [b for b in summary["step_up"] if b in blocks]
-        dominance = {b: max(blocks[b]["top_over_second"].values()) for b in up}
-        controls = {b: blocks[b]["control_top_over_second_median"] for b in up}
-        claims.append(
-            DOMINANT(
-                model,
-                "; ".join(f"block {b}: |l1|/|l2| = {dominance[b]:.2f} (random channels {controls[b]:.2f})" for b in up),
-                all(dominance[b] >= min_dominance and dominance[b] > controls[b] for b in up),
-                f"|l1|/|l2| >= {min_dominance} and above random channels",
-            )
-        )
-        shared = {b: blocks[b]["top_vector_abs_cos_min"] for b in up}
-        claims.append(
-            SHARED(
-                model,
-                "; ".join(
-                    f"block {b}: min |cos| = {shared[b]:.3f} over channels {summary['sharing_channels']} "
-                    f"({summary['sharing_from']})"
-                    for b in up
-                ),
-                all(v >= min_shared_cos for v in shared.values()),
-                f"min |cos| >= {min_shared_cos}",
-            )
-        )
-    pos0 = summary.get("position0")
-    if pos0 and pos0["attention_blocks"]:
-        claims.append(
-            FIXED_MAP(
-                model,
-                f"max relative error {pos0['rel_error_max']:.2g} over attention blocks {pos0['attention_blocks'][0]}-"
-                f"{pos0['attention_blocks'][-1]}, {pos0['n_sequences']} first tokens",
-                pos0["rel_error_max"] <= max_rel_error,
-                f"relative error <= {max_rel_error}",
-            )
-        )
-    if pos0 and pos0.get("step_up_input_cos_s_star"):
-        align = pos0["step_up_input_cos_s_star"]["abs_median"]
-        claims.append(
-            ALIGNED(
-                model,
-                f"median |cos| = {align:.2f} (random: ~{pos0['random_abs_cos_scale']:.3f})",
-                align >= min_alignment,
-                f"median |cos| >= {min_alignment}",
-            )
-        )
-    return claims

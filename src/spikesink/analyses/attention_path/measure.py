@@ -30,19 +30,36 @@ import pandas as pd
 import torch
 from torch import nn
 
-from spikesink.extraction.perplexity import token_nll
+from spikesink.analyses.attention_path.result import AttentionPath
+from spikesink.analyses.lifecycle.result import Lifecycle
+from spikesink.analyses.unit import Job
+from spikesink.extraction.perplexity import batched, token_nll
 from spikesink.extraction.sink_stats import SinkStatistics
 from spikesink.instrumentation.blocks import block_kind, block_layer
 from spikesink.instrumentation.layout import model_layout
 from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
 from spikesink.instrumentation.taps import Taps, edit_state
 
-SECTION = "3.2 sinks"
+
+def not_applicable(job: Job) -> str | None:
+    lc = job["lifecycle"]
+    if plateau_attention_blocks(lc) and lc.spike_channels:
+        return None
+    return "no attention block after a step-up block inside the plateau"
 
 
-def plateau_attention_blocks(lifecycle: Mapping) -> list[int]:
+def measure(job: Job) -> AttentionPath:
+    s = job.settings
+    heldout = batched(job["prompts.heldout"].matrix(), job.shared.heldout_batch_size)
+    table = attention_path_table(
+        job.model.model, heldout, job["lifecycle"], job.shared.sink_eps, job.rule, positions=s.positions, seed=s.seed
+    )
+    return AttentionPath(table=table)
+
+
+def plateau_attention_blocks(lifecycle: Lifecycle) -> list[int]:
     """Attention blocks from the last step-up block to the end of the plateau (where the spike lives)."""
-    plateau, step_up = lifecycle.get("plateau"), lifecycle.get("step_up", [])
+    plateau, step_up = lifecycle.plateau, lifecycle.step_up
     if not plateau or not step_up:
         return []
     return [b for b in range(int(max(step_up)) + 1, int(plateau[1]) + 1) if block_kind(b) == "attn"]
@@ -53,15 +70,14 @@ def strip_attention_input(
     model: nn.Module,
     blocks: Sequence[int],
     channels: Sequence[int],
+    rule: SpikeRule,
     positions: str = "first",
-    rule: SpikeRule | None = None,
 ) -> Iterator[dict]:
     """Token 0's (or every spike token's) normalised attention input in `blocks`, recomputed with
     `channels` of its residual set to the batch's ordinary-token mean."""
     if positions not in ("first", "spike"):
         raise ValueError("positions must be 'first' or 'spike'")
     layout = model_layout(model)
-    rule = rule or SpikeRule()
     inputs: dict[int, torch.Tensor] = {}
     log = {"calls": 0, "edited_tokens": 0}
     chans = torch.as_tensor(list(channels), dtype=torch.long)
@@ -96,7 +112,7 @@ def strip_attention_input(
         yield log
 
 
-def measure(model: nn.Module, batches: Sequence[np.ndarray], layers: Sequence[int], eps: float) -> dict:
+def measure_condition(model: nn.Module, batches: Sequence[np.ndarray], layers: Sequence[int], eps: float) -> dict:
     """Perplexity, and sink ratio / key-0 mass over all layers and over `layers` (0-based)."""
     nll, count = 0.0, 0
     with SinkStatistics(model, eps=eps) as sinks:
@@ -117,25 +133,25 @@ def measure(model: nn.Module, batches: Sequence[np.ndarray], layers: Sequence[in
 def attention_path_table(
     model: nn.Module,
     batches: Sequence[np.ndarray],
-    lifecycle: Mapping,
-    eps: float = 0.3,
+    lifecycle: Lifecycle,
+    eps: float,
+    rule: SpikeRule,
     positions: str = "first",
     seed: int = 0,
-    rule: SpikeRule | None = None,
 ) -> pd.DataFrame:
     """Conditions none / spike channels / control channels, each measured on the same batches."""
     blocks = plateau_attention_blocks(lifecycle)
-    channels = [int(c) for c in lifecycle["spike_channels"]]
+    channels = [int(c) for c in lifecycle.spike_channels]
     layers = sorted({block_layer(b) for b in blocks})
     d_model = model_layout(model).d_model
     others = np.setdiff1d(np.arange(d_model), channels)
     control = sorted(
         np.random.default_rng(seed).choice(others, size=min(len(channels), others.size), replace=False).tolist()
     )
-    rows = [{"condition": "none", "channels": "", "edited_tokens": 0} | measure(model, batches, layers, eps)]
+    rows = [{"condition": "none", "channels": "", "edited_tokens": 0} | measure_condition(model, batches, layers, eps)]
     for condition, chosen in (("spike channels", channels), ("control channels", control)):
-        with strip_attention_input(model, blocks, chosen, positions, rule) as log:
-            measured = measure(model, batches, layers, eps)
+        with strip_attention_input(model, blocks, chosen, rule, positions) as log:
+            measured = measure_condition(model, batches, layers, eps)
         rows.append(
             {"condition": condition, "channels": " ".join(map(str, chosen)), "edited_tokens": log["edited_tokens"]}
             | measured
@@ -143,44 +159,3 @@ def attention_path_table(
     table = pd.DataFrame(rows)
     table.insert(1, "blocks", f"{blocks[0]}-{blocks[-1]}" if blocks else "")
     return table
-
-
-CLAIM = "the sink comes from the spike through token 0's attention input (spike -> norm -> sparse key -> sink)"
-PAPER = "Sec. 3: the normalised spike is a near-constant sparse key that later queries align with"
-
-
-def attention_path_claims(
-    model: str,
-    table: pd.DataFrame | None,
-    reason: str | None = None,
-    min_drop: float = 0.5,
-    max_control_change: float = 0.2,
-) -> list:
-    """Holds when the spike edit removes at least `min_drop` of the edited layers' sink ratio (or
-    key-0 mass when no head sinks there) and the control edit changes it by less than
-    `max_control_change`, relatively."""
-    from spikesink.reporting.scorecard import Claim, not_applicable
-
-    if reason or table is None or table.empty:
-        return [not_applicable(SECTION, CLAIM, model, PAPER, reason or "no plateau attention block to edit")]
-    rows = table.set_index("condition")
-    metric = (
-        "sink_ratio_edited_layers" if rows.loc["none", "sink_ratio_edited_layers"] > 0 else "key0_mass_edited_layers"
-    )
-    base, spike, control = (float(rows.loc[c, metric]) for c in ("none", "spike channels", "control channels"))
-    drop = 1 - spike / base if base > 0 else float("nan")
-    control_change = abs(control - base) / base if base > 0 else float("nan")
-    name = "sink ratio" if metric.startswith("sink") else "key-0 mass"
-    return [
-        Claim(
-            SECTION,
-            CLAIM,
-            model,
-            PAPER,
-            f"blocks {table['blocks'].iloc[0]}: {name} {base:.3g} -> {spike:.3g} without the spike in token 0's attention input "
-            f"(control channels: {control:.3g}); perplexity {rows.loc['none', 'perplexity']:.4g} -> "
-            f"{rows.loc['spike channels', 'perplexity']:.4g} (control {rows.loc['control channels', 'perplexity']:.4g})",
-            bool(drop >= min_drop and control_change < max_control_change),
-            f"{name} of the edited layers falls by >= {100 * min_drop:.0f}%, control changes it by < {100 * max_control_change:.0f}%",
-        )
-    ]

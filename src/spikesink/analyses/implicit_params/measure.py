@@ -26,14 +26,34 @@ import pandas as pd
 import torch
 from torch import nn
 
-from spikesink.extraction.perplexity import perplexity
+from spikesink.analyses.implicit_params.result import ImplicitParams
+from spikesink.analyses.lifecycle.result import Lifecycle
+from spikesink.analyses.unit import Job
+from spikesink.extraction.perplexity import batched, perplexity
 from spikesink.instrumentation.blocks import block_kind
 from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
 from spikesink.instrumentation.taps import capture, edit_state
-from spikesink.reporting.scorecard import ClaimSpec
 
 MODES = ("own_mean", "zero", "ordinary_mean")
-SECTION = "3.1 implicit parameters"
+
+
+def not_applicable(job: Job) -> str | None:
+    lc = job["lifecycle"]
+    sites, skipped = site_blocks(lc)
+    if sites and lc.spike_channels:
+        return None
+    return "no FFN block carrying a spike was detected" + (f" ({'; '.join(skipped)})" if skipped else "")
+
+
+def measure(job: Job) -> ImplicitParams:
+    """Calibrate on the first extraction prompts, evaluate on the held-out ones."""
+    lc, s = job["lifecycle"], job.settings
+    sites, skipped = site_blocks(lc)
+    calibration = job["prompts.extraction"].matrix(s.calibration_prompts)
+    calibrated = calibrate(job.model.model, calibration, sites, lc.spike_channels, job.rule)
+    heldout = batched(job["prompts.heldout"].matrix(), job.shared.heldout_batch_size)
+    table = implicit_parameter_table(job.model.model, heldout, calibrated, s.modes, job.rule)
+    return ImplicitParams(table=table, sites={"skipped": skipped, "sites": [site.to_dict() for site in calibrated]})
 
 
 @dataclass
@@ -64,13 +84,13 @@ class SpikeSite:
         }
 
 
-def site_blocks(lifecycle: Mapping) -> tuple[dict[int, list[str]], list[str]]:
+def site_blocks(lifecycle: Lifecycle) -> tuple[dict[int, list[str]], list[str]]:
     """{block: roles} of the editable sites, and why any candidate was skipped."""
     sites: dict[int, list[str]] = {}
     skipped = []
-    plateau = lifecycle.get("plateau")
+    plateau = lifecycle.plateau
     candidates = ([(int(plateau[0]), "first massive block")] if plateau else []) + [
-        (int(b), "step-up") for b in lifecycle.get("step_up", [])
+        (int(b), "step-up") for b in lifecycle.step_up
     ]
     for block, role in candidates:
         if block_kind(block) != "ffn":
@@ -176,11 +196,10 @@ def implicit_parameter_table(
     model: nn.Module,
     heldout: Sequence[np.ndarray],
     sites: Sequence[SpikeSite],
-    modes: Sequence[str] = MODES,
-    rule: SpikeRule | None = None,
+    modes: Sequence[str],
+    rule: SpikeRule,
 ) -> pd.DataFrame:
     """One row per (site, mode) plus the unedited model: held-out perplexity and its ratio."""
-    rule = rule or SpikeRule()
     base = perplexity(model, heldout)
     rows = [
         {
@@ -209,71 +228,3 @@ def implicit_parameter_table(
                 }
             )
     return pd.DataFrame(rows)
-
-
-OWN_MEAN = ClaimSpec(
-    SECTION,
-    "setting the massive activations to their own mean keeps perplexity",
-    "unchanged perplexity (Sun et al. 2024: massive activations act as fixed biases)",
-)
-ZERO = ClaimSpec(
-    SECTION, "setting the massive activations to zero destroys the model", "perplexity explodes (Sun et al. 2024)"
-)
-CONSTANT = ClaimSpec(
-    SECTION,
-    "massive activations are nearly constant across prompts",
-    "near-constant hidden states (Sec. 3, Sun et al. 2024)",
-)
-
-
-def implicit_claims(
-    model: str,
-    table: pd.DataFrame,
-    reason: str | None = None,
-    mean_tolerance: float = 0.05,
-    zero_factor: float = 2.0,
-    max_spread: float = 0.1,
-) -> list:
-    if reason:
-        return [spec.na(model, reason) for spec in (OWN_MEAN, ZERO, CONSTANT)]
-    base = float(table.loc[table["mode"] == "none", "perplexity"].iloc[0])
-    edits = table[table["mode"] != "none"]
-
-    def listing(mode):
-        rows = edits[edits["mode"] == mode]
-        return "; ".join(
-            f"block {int(r.block)} ({r.roles}): {r.perplexity:.4g} ({r.ratio:.3g}x)" for r in rows.itertuples()
-        )
-
-    own = edits[edits["mode"] == "own_mean"]
-    zero = edits[edits["mode"] == "zero"]
-    spreads = edits.drop_duplicates("block")
-    claims = []
-    if not own.empty:
-        claims.append(
-            OWN_MEAN(
-                model,
-                f"held-out perplexity {base:.4g}; own mean: {listing('own_mean')}",
-                (abs(own["ratio"] - 1) <= mean_tolerance).all(),
-                f"within {100 * mean_tolerance:g}% at every site",
-            )
-        )
-    if not zero.empty:
-        claims.append(
-            ZERO(
-                model,
-                f"held-out perplexity {base:.4g}; zero: {listing('zero')}",
-                (zero["ratio"] >= zero_factor).all(),
-                f">= {zero_factor:g}x at every site",
-            )
-        )
-    spread_text = "; ".join(f"block {int(r.block)}: {r.spread:.3g}" for r in spreads.itertuples())
-    claims.append(
-        CONSTANT(
-            model,
-            f"relative spread ||v - mean|| / ||mean|| over spike tokens: {spread_text}",
-            (spreads["spread"] <= max_spread).all(),
-            f"spread <= {max_spread:g} at every site",
-        )
-    )
-    return claims

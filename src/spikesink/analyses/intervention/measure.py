@@ -36,8 +36,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from spikesink import metrics
-from spikesink.extraction.perplexity import token_nll
+from spikesink.analyses.intervention.result import Intervention
+from spikesink.analyses.unit import Job
+from spikesink.extraction.perplexity import batched, token_nll
 from spikesink.extraction.sink_stats import SinkStatistics
 from spikesink.instrumentation.layout import model_layout
 from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
@@ -47,11 +48,36 @@ MODES = ("zero", "mean")
 SITES = {"block_output": "output", "residual": "post_residual"}  # site -> edited block state
 
 
-def spike_token_mask(
-    hidden: torch.Tensor, floor: float = metrics.DEFAULT_FLOOR, median_ratio: float = metrics.DEFAULT_MEDIAN_RATIO
-) -> torch.Tensor:
+def not_applicable(job: Job) -> str | None:
+    lc = job["lifecycle"]
+    return None if lc.step_up and lc.spike_channels else "no step-up block or spike channel was detected"
+
+
+def measure(job: Job) -> Intervention:
+    """Each chosen step-up block edited in turn, measured on the held-out prompts."""
+    s, lc = job.settings, job["lifecycle"]
+    blocks = {"first": lc.step_up[:1], "last": lc.step_up[-1:], "all": lc.step_up}[s.which_step_up]
+    batches = batched(job["prompts.heldout"].matrix(), job.shared.heldout_batch_size)
+    tables = [
+        intervention_table(
+            job.model.model,
+            batches,
+            block,
+            lc.spike_channels,
+            job.rule,
+            modes=tuple(s.modes),
+            site=s.site,
+            positions=s.positions,
+            eps=job.shared.sink_eps,
+        )
+        for block in blocks
+    ]
+    return Intervention(table=pd.concat(tables, ignore_index=True))
+
+
+def spike_token_mask(hidden: torch.Tensor, rule: SpikeRule) -> torch.Tensor:
     """(B, T) bool: the spike tokens of a (B, T, d) state (the median is the sample's whole state)."""
-    return spike_tokens(hidden.detach(), SpikeRule(floor, median_ratio)).mask
+    return spike_tokens(hidden.detach(), rule).mask
 
 
 def replacement_values(hidden: torch.Tensor, channels: torch.Tensor, mode: str, spikes: torch.Tensor) -> torch.Tensor:
@@ -87,11 +113,10 @@ def spike_intervention(
     model: nn.Module,
     block: int,
     channels: Sequence[int],
+    rule: SpikeRule,
     mode: str = "zero",
     site: str = "block_output",
     positions: str = "first",
-    floor: float = metrics.DEFAULT_FLOOR,
-    median_ratio: float = metrics.DEFAULT_MEDIAN_RATIO,
 ) -> Iterator[InterventionLog]:
     """Forward hook on `block` that rewrites `channels` of the first (or every spike) token."""
     if mode not in MODES:
@@ -111,7 +136,7 @@ def spike_intervention(
 
     def edit(hidden):
         index = chans.to(hidden.device)
-        spikes = spike_token_mask(hidden, floor, median_ratio)
+        spikes = spike_token_mask(hidden, rule)
         targets = torch.zeros_like(spikes)
         targets[:, 0] = True
         if positions == "spike":
@@ -156,9 +181,7 @@ def _residual_spike_monitor(model: nn.Module) -> Iterator[dict]:
         yield record
 
 
-def measure_condition(
-    model: nn.Module, batches: Sequence[torch.Tensor], eps: float = metrics.DEFAULT_SINK_EPS
-) -> dict[str, float]:
+def measure_condition(model: nn.Module, batches: Sequence[torch.Tensor], eps: float) -> dict[str, float]:
     """Sink ratio, key-0 mass, perplexity and spike size of the model as it is (hooks included)."""
     nll, n_tokens = 0.0, 0
     with SinkStatistics(model, eps=eps) as sinks, _residual_spike_monitor(model) as spikes:
@@ -182,12 +205,11 @@ def intervention_table(
     batches: Iterable,
     block: int,
     channels: Sequence[int],
+    rule: SpikeRule,
+    eps: float,
     modes: Sequence[str] = ("zero", "mean"),
     site: str = "block_output",
     positions: str = "first",
-    eps: float = metrics.DEFAULT_SINK_EPS,
-    floor: float = metrics.DEFAULT_FLOOR,
-    median_ratio: float = metrics.DEFAULT_MEDIAN_RATIO,
 ) -> pd.DataFrame:
     """One row per condition ("none" first, then each mode) with absolute values and deltas.
 
@@ -202,7 +224,7 @@ def intervention_table(
         | measure_condition(model, batches, eps)
     ]
     for mode in modes:
-        with spike_intervention(model, block, channels, mode, site, positions, floor, median_ratio) as log:
+        with spike_intervention(model, block, channels, rule, mode, site, positions) as log:
             measured = measure_condition(model, batches, eps)
         rows.append(
             {

@@ -22,12 +22,26 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from spikesink.analyses.lifecycle.result import Lifecycle
+from spikesink.analyses.silu_regime.result import COLUMNS, SiluRegime
+from spikesink.analyses.unit import Job
 from spikesink.instrumentation.blocks import block_kind
 from spikesink.instrumentation.layout import NotApplicable, model_layout
 from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
 from spikesink.instrumentation.taps import Taps, module_inputs, run_decoder
-from spikesink.metrics import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO
-from spikesink.reporting.scorecard import ClaimSpec
+
+
+def measure(job: Job) -> SiluRegime:
+    """Fig 2 on the detected step-up and step-down blocks, over the sentences prompt set."""
+    frame, reason = run_silu_regime(
+        job.model.model,
+        job["prompts.sentences"].lists(),
+        job["lifecycle"],
+        job.rule,
+        batch_size=job.settings.batch_size,
+        pad_id=job.model.pad_id,
+    )
+    return SiluRegime(frame=frame, activation=job.model.layout.activation_name, not_applicable=reason)
 
 
 def silu_alignment(x: torch.Tensor, act=F.silu) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,8 +98,7 @@ def silu_regime(
     model,
     batches: Iterable[Mapping[str, torch.Tensor]],
     blocks: Sequence[int],
-    floor: float = DEFAULT_FLOOR,
-    median_ratio: float = DEFAULT_MEDIAN_RATIO,
+    rule: SpikeRule,
     reference_median: Mapping[int, float] | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -115,7 +128,6 @@ def silu_regime(
         if layout.layer_of(b).moe
     }
     device = next(model.parameters()).device
-    rule = SpikeRule(floor, median_ratio)
     requests = [(b, state) for b in blocks for state in ("input", "normed_input", "output", "post_residual")]
     rows: list[pd.DataFrame] = []
     sample_offset = 0
@@ -171,18 +183,6 @@ def _block_rows(block, slot, input_ids, mask, sample_offset, rule: SpikeRule, re
     return frame
 
 
-def summarize_silu(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per block and spike flag: token count and the median / 5th percentile of cos and ratio."""
-    grouped = frame.groupby(["block", "is_spike"])
-    return grouped.agg(
-        n=("cos", "size"),
-        cos_median=("cos", "median"),
-        cos_p05=("cos", lambda v: float(np.quantile(v, 0.05))),
-        norm_ratio_median=("norm_ratio", "median"),
-        out_peak_median=("out_peak", "median"),
-    ).reset_index()
-
-
 def batches_from_sequences(sequences: Sequence[Sequence[int]], batch_size: int = 8, pad_id: int = 0):
     """Right-padded {input_ids, attention_mask} batches from token-id lists (prompts may differ in length)."""
     for start in range(0, len(sequences), batch_size):
@@ -197,45 +197,17 @@ def batches_from_sequences(sequences: Sequence[Sequence[int]], batch_size: int =
 
 
 # ------------------------------------------------------------------------------------------
-# Pipeline entry point and claims
+# The whole analysis
 # ------------------------------------------------------------------------------------------
-
-SECTION = "3.3 quadratic amplifier"
-
-
-COLUMNS = [
-    "sample",
-    "position",
-    "token_id",
-    "block",
-    "cos",
-    "norm_ratio",
-    "gate_norm",
-    "out_peak",
-    "resid_in_peak",
-    "resid_out_peak",
-    "is_spike",
-]
-IDENTITY = ClaimSpec(
-    SECTION,
-    "SiLU acts as the identity on spike tokens in step-up/step-down blocks",
-    "cos(SiLU(x), x) ~ 1 and ||SiLU(x)|| ~ ||x|| (Fig 2)",
-)
-CLOSER = ClaimSpec(
-    SECTION,
-    "spike tokens sit closer to the SiLU identity regime than ordinary tokens",
-    "spike tokens in the linear regime, others not (Fig 2)",
-)
 
 
 def run_silu_regime(
     model,
     sequences: Sequence[Sequence[int]],
-    lifecycle: Mapping,
+    lifecycle: Lifecycle,
+    rule: SpikeRule,
     batch_size: int = 16,
     pad_id: int = 0,
-    floor: float = DEFAULT_FLOOR,
-    median_ratio: float = DEFAULT_MEDIAN_RATIO,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, str | None]:
     """Fig 2 on the detected step-up and step-down blocks (sentences, e.g. 1024 as in the paper).
@@ -244,7 +216,7 @@ def run_silu_regime(
     block detected), with an empty frame; None when it ran.
     """
     layout = model_layout(model)
-    blocks = sorted(set(lifecycle.get("step_up", [])) | set(lifecycle.get("step_down", [])))
+    blocks = sorted(set(lifecycle.step_up) | set(lifecycle.step_down))
     reason = (
         f"{layout.ffn_kind}: no gate x = W_gate h to put through an activation"
         if not layout.gated
@@ -253,83 +225,12 @@ def run_silu_regime(
         else None
     )
     if reason:
-        frame = pd.DataFrame(columns=COLUMNS)
-        frame.attrs.update(activation=layout.activation_name, not_applicable=reason)
-        return frame, reason
+        return pd.DataFrame(columns=COLUMNS), reason
     frame = silu_regime(
         model,
         batches_from_sequences(sequences, batch_size, pad_id),
         blocks,
-        floor=floor,
-        median_ratio=median_ratio,
+        rule,
         progress=progress,
     )
     return frame, None
-
-
-def silu_claims(
-    model: str,
-    frame: pd.DataFrame,
-    reason: str | None = None,
-    activation: str = "silu",
-    min_cos: float = 0.9,
-    min_norm_ratio: float = 0.8,
-) -> list:
-    """Near-identity SiLU for spike tokens in every step block, and closer to identity than others.
-
-    A gated FFN with another activation (Gemma's GeGLU) answers the same two questions for its
-    own activation in rows marked "beyond the paper"; the SiLU rows read n/a for it.
-    """
-    if reason is None and frame.empty:
-        reason = "no token was measured"
-    if reason:
-        return [IDENTITY.na(model, reason), CLOSER.na(model, reason)]
-    summary = summarize_silu(frame)
-    spikes = summary[summary["is_spike"]].set_index("block")
-    others = summary[~summary["is_spike"]].set_index("block")
-    blocks = sorted(frame["block"].unique())
-    identity, closer, claims = IDENTITY, CLOSER, []
-    if activation != "silu":
-        claims = [spec.na(model, f"the gate activation is {activation}, not SiLU") for spec in (IDENTITY, CLOSER)]
-        identity = ClaimSpec(
-            SECTION,
-            f"beyond the paper: {activation} acts as the identity on spike tokens in step blocks",
-            IDENTITY.paper,
-        )
-        closer = ClaimSpec(
-            SECTION, f"beyond the paper: spike tokens sit closer to the {activation} identity regime", CLOSER.paper
-        )
-    if spikes.empty:
-        return claims + [identity(model, "no spike token in the sample", False, "needs spike tokens")]
-    text = "; ".join(
-        f"block {b}: cos {spikes.loc[b, 'cos_median']:.3f}, norm ratio {spikes.loc[b, 'norm_ratio_median']:.3f}"
-        f" (n={int(spikes.loc[b, 'n'])}; others {others.loc[b, 'cos_median']:.3f} / "
-        f"{others.loc[b, 'norm_ratio_median']:.3f})"
-        if b in spikes.index and b in others.index
-        else f"block {b}: -"
-        for b in blocks
-    )
-    near = all(
-        b in spikes.index
-        and spikes.loc[b, "cos_median"] >= min_cos
-        and spikes.loc[b, "norm_ratio_median"] >= min_norm_ratio
-        for b in blocks
-    )
-    close = all(
-        b in spikes.index
-        and b in others.index
-        and spikes.loc[b, "norm_ratio_median"] > others.loc[b, "norm_ratio_median"]
-        and spikes.loc[b, "cos_median"] > others.loc[b, "cos_median"]
-        for b in blocks
-    )
-    return claims + [
-        identity(
-            model, text, near, f"median cos >= {min_cos} and median norm ratio >= {min_norm_ratio} in every step block"
-        ),
-        closer(
-            model,
-            text,
-            close,
-            "median cos and norm ratio of spike tokens above those of other tokens in every step block",
-        ),
-    ]

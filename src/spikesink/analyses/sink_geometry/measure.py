@@ -26,8 +26,26 @@ import pandas as pd
 import torch
 from torch import nn
 
+from spikesink.analyses.sink_geometry.result import SinkGeometry
+from spikesink.analyses.unit import Job
 from spikesink.instrumentation.attention import AttentionObserver
 from spikesink.instrumentation.taps import run_decoder
+
+
+def measure(job: Job) -> SinkGeometry:
+    """Fig 6 on the first extraction prompts (at most n_prompts x seq_len)."""
+    s, prompts = job.settings, job["prompts.extraction"]
+    n, length = min(s.n_prompts, len(prompts.ids)), min(s.seq_len, min(len(r) for r in prompts.ids))
+    ids = prompts.matrix(n, length)
+    tables = sink_geometry(
+        job.model.model,
+        np.array_split(ids, max(1, len(ids) // s.batch_size)),
+        job["sinks"].key0_mass_layer_head,
+        max_prompts=n,
+        tsne_points=s.tsne_points,
+        seed=s.seed,
+    )
+    return SinkGeometry(**tables, bos_added=prompts.bos_added)
 
 ROLES = ("sink", "non_sink")
 KINDS = ("q(n)", "k(n)", "k(s)")  # non-sink queries, non-sink keys, sink keys (paper Fig 6 legend)

@@ -1,14 +1,23 @@
-"""Table 2 and the vocabulary-probe claims, from the probe's summary (torch-free: the table job
-runs in the analysis environment)."""
+"""The vocabulary-probe claims, from the probe's summary."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
-import pandas as pd
 
-SECTION = "3.2 spike tokens"
+from spikesink.analyses.unit import Job
+from spikesink.analyses.vocab_probe import ANALYSIS
+from spikesink.analyses.vocab_probe.result import VocabProbe
+
+SECTION = ANALYSIS.section
+
+
+def claims(result: VocabProbe, job: Job) -> list:
+    c = job.settings.claims
+    return vocab_probe_claims(
+        job.model_name, result.summary, job.paper_model, c.min_ratio_pos0, c.max_ratio_later, c.min_auroc
+    )
 
 
 def vocab_probe_claims(
@@ -70,42 +79,3 @@ def vocab_probe_claims(
             )
         )
     return claims
-
-
-def table2(rows: Sequence[Mapping]) -> pd.DataFrame:
-    """Table 2 with the paper's rows beside ours. rows: dicts with model, paper_model, summary."""
-    from spikesink.reporting import paper
-
-    out, present = [], set()
-    for row in rows:
-        s, ref = row["summary"], paper.TABLE2.get(row.get("paper_model") or "")
-        present.add(row.get("paper_model"))
-        out.append(
-            {
-                "model": row["model"],
-                "paper model": row.get("paper_model") or "-",
-                "vocab": s["vocab_size"],
-                "probed": s["n_probed"],
-                "spike tokens pos 0": s["n_spike_pos0"],
-                "ratio pos 0 (%)": 100 * s["ratio_pos0"],
-                "ratio later (%)": 100 * s["ratio_later"] if "ratio_later" in s else None,
-                "paper spike tokens": ref["spike_tokens"] if ref else None,
-                "paper ratio (%)": 100 * ref["spike_tokens"] / ref["vocab"] if ref else None,
-            }
-        )
-    for name, ref in paper.TABLE2.items():
-        if name not in present:
-            out.append(
-                {
-                    "model": "-",
-                    "paper model": name,
-                    "vocab": ref["vocab"],
-                    "probed": None,
-                    "spike tokens pos 0": None,
-                    "ratio pos 0 (%)": None,
-                    "ratio later (%)": None,
-                    "paper spike tokens": ref["spike_tokens"],
-                    "paper ratio (%)": 100 * ref["spike_tokens"] / ref["vocab"],
-                }
-            )
-    return pd.DataFrame(out, dtype=object)  # object: counts stay integers beside the missing cells

@@ -14,6 +14,7 @@ float32 whatever the model dtype (bf16 on CUDA is fine).
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections.abc import Mapping, Sequence
 
@@ -21,12 +22,31 @@ import numpy as np
 import pandas as pd
 import torch
 
+from spikesink.analyses.lifecycle.result import Lifecycle
+from spikesink.analyses.unit import Job
+from spikesink.analyses.vocab_probe.result import VocabProbe
 from spikesink.instrumentation.layout import model_layout
 from spikesink.instrumentation.spikes import SpikeRule, spike_tokens, state_median
 from spikesink.instrumentation.taps import block_taps, run_decoder
-from spikesink.metrics import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO
 
-DEFAULT_PREFIX = "The following text is plain English.\n"
+log = logging.getLogger(__name__)
+
+
+def measure(job: Job) -> VocabProbe:
+    s = job.settings
+    frame, summary = run_vocab_probe(
+        job.model.model,
+        job.model.tokenizer,
+        job.rule,
+        lifecycle=job["lifecycle"],
+        blocks=s.blocks,
+        prefix=s.prefix,
+        batch_size=s.batch_size,
+        limit=s.limit,
+    )
+    # wall-clock seconds go to the log, not into a result that must be identical across runs
+    log.info("probe seconds: %s", summary.pop("seconds", None))
+    return VocabProbe(frame=frame, summary=summary)
 
 
 def default_probe_blocks(total_blocks: int) -> list[int]:
@@ -129,10 +149,9 @@ def probe_peaks(
     model,
     token_ids: Sequence[int],
     blocks: Sequence[int],
+    rule: SpikeRule,
     prefix_ids: Sequence[int] | None = None,
     batch_size: int = 512,
-    floor: float = DEFAULT_FLOOR,
-    median_ratio: float = DEFAULT_MEDIAN_RATIO,
     reference_median: Mapping[int, float] | None = None,
     progress: bool = True,
     desc: str = "vocab probe",
@@ -155,7 +174,7 @@ def probe_peaks(
     starts = range(0, len(ids), batch_size)
     for start in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
         chunk = torch.as_tensor(ids[start : start + batch_size], device=device)[:, None]
-        recorder = _PeakRecorder(len(chunk), SpikeRule(floor, median_ratio), device, reference_median)
+        recorder = _PeakRecorder(len(chunk), rule, device, reference_median)
         inputs = {"input_ids": chunk, "use_cache": kv is not None}
         if kv is not None:
             inputs[cache_name] = _expanded_cache(model, kv, len(chunk))
@@ -209,14 +228,13 @@ def exception_correlation(is_exception: np.ndarray, values: np.ndarray) -> dict[
 
 def vocab_probe(
     model,
-    tokenizer=None,
+    tokenizer,
+    rule: SpikeRule,
     blocks: Sequence[int] | None = None,
-    prefix: str | None = DEFAULT_PREFIX,
+    prefix: str | None = None,
     prefix_ids: Sequence[int] | None = None,
     token_ids: Sequence[int] | None = None,
     batch_size: int = 512,
-    floor: float = DEFAULT_FLOOR,
-    median_ratio: float = DEFAULT_MEDIAN_RATIO,
     median_source: str = "reference",
     reference_median: Mapping[int, float] | None = None,
     later: bool = True,
@@ -253,9 +271,7 @@ def vocab_probe(
                 raise ValueError("median_source='reference' needs reference_median or a prefix")
             reference_median = reference_medians(model, prefix_ids, blocks)
         reference = reference_median if median_source == "reference" else None
-        common = dict(
-            batch_size=batch_size, floor=floor, median_ratio=median_ratio, reference_median=reference, progress=progress
-        )
+        common = dict(rule=rule, batch_size=batch_size, reference_median=reference, progress=progress)
         seconds = {}
         start = time.perf_counter()
         pos0 = probe_peaks(model, ids, blocks, desc="probe pos 0", **common)
@@ -269,7 +285,7 @@ def vocab_probe(
 
     frame = probe_frame(model, tokenizer, ids, pos0, later_stats if later else None)
     frame["is_exception"] = ~frame["is_spike_pos0"]
-    summary = summarize_probe(frame, vocab, blocks, prefix_ids if later else None, floor, median_ratio, max_listed)
+    summary = summarize_probe(frame, vocab, blocks, prefix_ids if later else None, rule, max_listed)
     summary["median_source"] = median_source
     summary["seconds"] = seconds
     summary["reference_median"] = {int(b): float(v) for b, v in reference.items()} if reference is not None else None
@@ -309,8 +325,7 @@ def summarize_probe(
     vocab_size: int,
     blocks: Sequence[int],
     prefix_ids,
-    floor: float,
-    median_ratio: float,
+    rule: SpikeRule,
     max_listed: int = 500,
 ) -> dict:
     """Counts and ratios as in Table 2, plus who the exceptions are and how their embeddings sit."""
@@ -325,8 +340,8 @@ def summarize_probe(
         "n_spike_pos0_own_median": int(frame["is_spike_pos0_own_median"].sum()),
         "n_exceptions": int(len(exceptions)),
         "blocks": [int(b) for b in blocks],
-        "floor": float(floor),
-        "median_ratio": float(median_ratio),
+        "floor": float(rule.floor),
+        "median_ratio": float(rule.median_ratio),
         "median_peak_pos0": float(frame["peak_pos0"].median()) if n else float("nan"),
         "exception_vs_distance": exception_correlation(frame["is_exception"], frame["embedding_distance"]),
         "exception_vs_norm": exception_correlation(frame["is_exception"], frame["embedding_norm"]),
@@ -353,21 +368,21 @@ def summarize_probe(
 
 
 # ------------------------------------------------------------------------------------------
-# Pipeline entry points: blocks from the life cycle, claims, Table 2
+# The pipeline's choices: blocks and reference medians from the life cycle
 # ------------------------------------------------------------------------------------------
 
 
 PLATEAU_START_BLOCKS = 4
 
 
-def probe_blocks_from_lifecycle(lifecycle: Mapping, total_blocks: int, which: str = "plateau") -> list[int]:
+def probe_blocks_from_lifecycle(lifecycle: Lifecycle | None, total_blocks: int, which: str = "plateau") -> list[int]:
     """Blocks to probe: the detected plateau (first to last massive block) or all intermediate ones.
 
     The plateau is where a position-0 spike lives in the corpus, so probing it decides every
     id; it also lets the forward stop at the plateau's end. Falls back to the intermediate
     blocks when no plateau was detected.
     """
-    plateau = lifecycle.get("plateau") if lifecycle else None
+    plateau = lifecycle.plateau if lifecycle else None
     if which == "plateau" and plateau:
         return list(range(int(plateau[0]), int(plateau[1]) + 1))
     if which == "plateau_start" and plateau:
@@ -379,21 +394,20 @@ def probe_blocks_from_lifecycle(lifecycle: Mapping, total_blocks: int, which: st
     return default_probe_blocks(total_blocks)
 
 
-def lifecycle_reference_median(lifecycle: Mapping) -> dict[int, float] | None:
-    """Per-block corpus median |h| (whole-prompt median, mean over prompts) from lifecycle.json."""
-    medians = lifecycle.get("median_by_block") if lifecycle else None
+def lifecycle_reference_median(lifecycle: Lifecycle | None) -> dict[int, float] | None:
+    """Per-block corpus median |h| (whole-prompt median, mean over prompts) from the life cycle."""
+    medians = lifecycle.median_by_block if lifecycle else None
     return {b: float(v) for b, v in enumerate(medians, start=1)} if medians else None
 
 
 def run_vocab_probe(
     model,
     tokenizer,
-    lifecycle: Mapping | None = None,
+    rule: SpikeRule,
+    lifecycle: Lifecycle | None = None,
     blocks: str | Sequence[int] = "plateau",
-    prefix: str = DEFAULT_PREFIX,
+    prefix: str | None = None,
     median_source: str = "reference",
-    floor: float = DEFAULT_FLOOR,
-    median_ratio: float = DEFAULT_MEDIAN_RATIO,
     batch_size: int = 512,
     limit: int | None = None,
     later: bool = True,
@@ -405,20 +419,19 @@ def run_vocab_probe(
     """
     total = model_layout(model).n_blocks
     chosen = (
-        list(blocks) if not isinstance(blocks, str) else probe_blocks_from_lifecycle(lifecycle or {}, total, blocks)
+        list(blocks) if not isinstance(blocks, str) else probe_blocks_from_lifecycle(lifecycle, total, blocks)
     )
-    reference = lifecycle_reference_median(lifecycle or {}) if median_source == "reference" else None
+    reference = lifecycle_reference_median(lifecycle) if median_source == "reference" else None
     vocab = model.get_input_embeddings().weight.shape[0]
     ids = None if limit is None else np.arange(min(int(limit), vocab))
     frame, summary = vocab_probe(
         model,
         tokenizer,
+        rule,
         blocks=chosen,
         prefix=prefix,
         token_ids=ids,
         batch_size=batch_size,
-        floor=floor,
-        median_ratio=median_ratio,
         median_source=median_source,
         reference_median=reference,
         later=later,

@@ -1,15 +1,16 @@
-"""Cross-architecture figure: spike relative to the median and sink ratio of every configured
-model, coloured by norm placement, beside the paper's Table 5 (trained from scratch)."""
+"""Every configured model's spike and sinks beside the paper's Table 5 (trained from scratch)."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from spikesink.analyses.architectures.result import Architectures
+from spikesink.analyses.unit import Job
 from spikesink.reporting.plotting import PALETTE, apply_style, save_figure
 
 PLACEMENT_COLOR = {
@@ -18,7 +19,7 @@ PLACEMENT_COLOR = {
     "sandwich": PALETTE["step_up"],
     "post": PALETTE["top2"],
 }
-# paper Table 5 (spike = max |h|, sink ratio %), from-scratch 7B ablations
+
 PAPER_TABLE5 = [
     ("pre-norm baseline", "pre", 3818, 46.0),
     ("sandwich", "sandwich", 520, 44.7),
@@ -26,7 +27,19 @@ PAPER_TABLE5 = [
 ]
 
 
-def plot_architectures(frame: pd.DataFrame, path: str | os.PathLike) -> list[Path]:
+
+def tables(result: Architectures, job: Job) -> dict:
+    caption = "Every configured model: norm placement, FFN, spike and sinks (beyond the paper; the real-weights view of Table 5)."
+    return {"architectures": (result.table, caption)}
+
+
+def draw(result: Architectures, job: Job, paths: Mapping[str, os.PathLike]) -> dict:
+    return {"overview": plot_architectures(result.table, paths["overview"])}
+
+
+def plot_architectures(frame: pd.DataFrame, path: str | os.PathLike) -> dict:
+    """Peak/median and sink ratio per model, coloured by norm placement, beside the paper's Table 5.
+    Returns the bars drawn and the paper's points."""
     apply_style()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
     names = list(frame["model"])
@@ -64,4 +77,9 @@ def plot_architectures(frame: pd.DataFrame, path: str | os.PathLike) -> list[Pat
         bbox_to_anchor=(0.5, 1.06),
     )
     fig.tight_layout()
-    return save_figure(fig, path)
+    save_figure(fig, path)
+    return {
+        "peak / median": frame.set_index("model")["peak / median"],
+        "sink ratio (%)": frame.set_index("model")["sink ratio (%)"],
+        "paper": pd.DataFrame(PAPER_TABLE5, columns=["label", "placement", "spike", "sink ratio (%)"]),
+    }

@@ -1,26 +1,37 @@
-"""Figures of the sink analysis: key-0 heat map, sinks vs spikes over depth, t-SNE (paper Fig 6),
-intervention bars. Every function takes small arrays / tables and a path, writes PDF + PNG
-through plotting.save_figure and returns the written paths.
-"""
+"""Attention on key 0 per (layer, head), and sinks over depth beside the spike."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from spikesink.analyses.sinks.result import Sinks
+from spikesink.analyses.unit import Job
 from spikesink.reporting.plotting import OURS_STYLE, PALETTE, apply_style, save_figure
 
-KIND_STYLE = {
-    "q(n)": dict(color=PALETTE["ours"], marker="o", label="q(n): non-sink queries"),
-    "k(n)": dict(color=PALETTE["other"], marker="s", label="k(n): non-sink keys"),
-    "k(s)": dict(color=PALETTE["spike"], marker="*", label="k(s): sink keys"),
-}
 ROLE_TITLE = {"sink": "sink head", "non_sink": "non-sink head"}
+
+
+def draw(result: Sinks, job: Job, paths: Mapping[str, os.PathLike]) -> dict:
+    lc, name = job["lifecycle"], job.model_name
+    return {
+        "key0_heatmap": plot_key0_heatmap(
+            result.per_head["key0_mass_layer_head"], paths["key0_heatmap"], title=f"{name}: mean attention on key 0"
+        ),
+        "sinks_vs_spike": plot_sink_vs_spike(
+            result.per_head["sink_ratio_layer"],
+            result.per_head["key0_mass_layer"],
+            np.asarray(lc.top1_by_block),
+            paths["sinks_vs_spike"],
+            title=f"{name}: spikes and sinks over depth",
+            step_up=lc.step_up,
+            step_down=lc.step_down,
+        ),
+    }
 
 
 def plot_key0_heatmap(
@@ -28,8 +39,9 @@ def plot_key0_heatmap(
     path: str | os.PathLike,
     title: str | None = None,
     highlight: dict[str, tuple[int, int]] | None = None,
-) -> list[Path]:
-    """Mean attention on key 0 per (layer, head); optionally outline chosen heads (role -> (layer, head))."""
+) -> dict:
+    """Mean attention on key 0 per (layer, head); optionally outline chosen heads (role -> (layer, head)).
+    Returns the (layer x head) matrix drawn."""
     apply_style()
     mass = np.asarray(key0_mass_layer_head, dtype=np.float32)
     n_layers, n_heads = mass.shape
@@ -68,7 +80,8 @@ def plot_key0_heatmap(
             frameon=False,
         )
     ax.set_title(title or "Attention on the first token")
-    return save_figure(fig, path)
+    save_figure(fig, path)
+    return {"key0_mass": mass}
 
 
 def plot_sink_vs_spike(
@@ -79,8 +92,9 @@ def plot_sink_vs_spike(
     title: str | None = None,
     step_up: Sequence[int] = (),
     step_down: Sequence[int] = (),
-) -> list[Path]:
+) -> dict:
     """Spike magnitude (top-1 |h| per block, post-residual) above, sinks per layer below, same depth axis.
+    Returns the three curves drawn.
 
     x is the paper's block number; a layer's sink statistics sit at its attention block 2l+1
     (0-based l). top1_per_block comes from the extraction (length 2L).
@@ -115,67 +129,9 @@ def plot_sink_vs_spike(
     bottom.legend(handles, [h.get_label() for h in handles], loc="lower right", fontsize=8)
     bottom.set_xlabel("block (odd = attention, even = FFN)")
     top.set_title(title or "Spikes and sinks over depth")
-    return save_figure(fig, path)
-
-
-def plot_tsne(tsne: pd.DataFrame, path: str | os.PathLike, title: str | None = None) -> list[Path]:
-    """Paper Fig 6: q(n), k(n), k(s) of the sink head (left) and the non-sink head (right)."""
-    apply_style()
-    roles = [role for role in ("sink", "non_sink") if role in set(tsne["role"])]
-    fig, axes = plt.subplots(1, len(roles), figsize=(4.2 * len(roles), 4.0), squeeze=False)
-    for ax, role in zip(axes[0], roles):
-        part = tsne[tsne["role"] == role]
-        for kind, style in KIND_STYLE.items():
-            points = part[part["kind"] == kind]
-            size = 40 if kind == "k(s)" else 10
-            ax.scatter(points["x"], points["y"], s=size, alpha=0.7, linewidths=0, **style)
-        layer, head = int(part["layer"].iloc[0]), int(part["head"].iloc[0])
-        ax.set_title(f"{ROLE_TITLE[role]} (layer {layer}, head {head})")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0][0].legend(loc="best", fontsize=7, markerscale=1.2)
-    if title:
-        fig.suptitle(title)
-    return save_figure(fig, path)
-
-
-def plot_intervention(table: pd.DataFrame, path: str | os.PathLike, title: str | None = None) -> list[Path]:
-    """Bars per condition: sink ratio, mean key-0 mass, perplexity, spike at the first token."""
-    apply_style()
-    panels = [
-        ("sink_ratio", "sink ratio (%)"),
-        ("key0_mass", "mean attention on key 0"),
-        ("perplexity", "perplexity"),
-        ("spike_first_token", "spike: max |h| at token 0"),
-    ]
-    panels = [panel for panel in panels if panel[0] in table.columns]
-    several_blocks = table["block"].nunique() > 1
-    if several_blocks:  # one table per block concatenated: one "none" bar, edits labelled by block
-        table = pd.concat([table[table["condition"] == "none"].iloc[:1], table[table["condition"] != "none"]])
-    conditions = [
-        f"{row.condition}\nb{row.block}" if several_blocks and row.condition != "none" else row.condition
-        for row in table.itertuples()
-    ]
-    colors = [PALETTE["other"] if c == "none" else PALETTE["ours"] for c in table["condition"]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), layout="constrained")
-    for ax, (column, label) in zip(np.atleast_1d(axes), panels):
-        values = table[column].to_numpy(dtype=float)
-        ax.bar(range(len(conditions)), values, color=colors)
-        positive = values[values > 0]
-        if len(positive) == len(values) and positive.max() / positive.min() > 50:
-            ax.set_yscale("log")  # e.g. perplexity exploding after an edit
-            label += " (log)"
-        ax.set_xticks(range(len(conditions)), conditions)
-        ax.set_title(label, fontsize=9)
-        for x, value in enumerate(values):
-            ax.annotate(f"{value:.3g}", (x, value), ha="center", va="bottom", fontsize=7)
-    first = table.iloc[-1]
-    where = (
-        "blocks " + ", ".join(str(b) for b in sorted(set(table["block"])))
-        if several_blocks
-        else f"block {first['block']}"
-    )
-    channels = first["channels"] if table["channels"].nunique() == 1 else "the spike channels"
-    default = f"Edit of channels {channels} at {where} ({first['site']}, {first['positions']} token)"
-    fig.suptitle(title or default, fontsize=10)
-    return save_figure(fig, path)
+    save_figure(fig, path)
+    return {
+        "top1_by_block": pd.Series(top1, index=blocks),
+        "sink_ratio_by_layer": pd.Series(ratio, index=attention_blocks),
+        "key0_mass_by_layer": pd.Series(mass, index=attention_blocks),
+    }

@@ -1,0 +1,16 @@
+"""Attention sinks per layer and head from the extraction's forward (paper Sec. 3.2, Fig. 6 left)."""
+
+from spikesink.analyses.unit import Analysis, Figure
+
+ANALYSIS = Analysis(
+    name="sinks",
+    title="Attention sinks per layer and head, beside the spike over depth",
+    paper="Sec. 3.2",
+    section="3.2 sinks",
+    reads=("sinks",),
+    report_reads=("lifecycle",),
+    figures=(
+        Figure("key0_heatmap", "caption_key0_heatmap.rst", "attention on key 0"),
+        Figure("sinks_vs_spike", "caption_sinks_vs_spike.rst", "sinks vs spike over depth"),
+    ),
+)

@@ -1,0 +1,14 @@
+"""Vocabulary probe (paper Table 2): which vocabulary items become spike tokens at position 0."""
+
+from spikesink.analyses.unit import Analysis, Figure, Table
+
+ANALYSIS = Analysis(
+    name="vocab_probe",
+    title="Vocabulary probe: spike tokens at position 0 and after a prefix",
+    paper="Table 2",
+    section="3.2 spike tokens",
+    reads=("model", "lifecycle"),
+    figures=(Figure("", "caption.rst", "vocabulary probe"),),
+    summary_tables=(Table("table2_vocab_probe", per_model=False),),
+    gpu=True,
+)
