@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from analysis_helpers import figure_files, make_job
 
 from spikesink.acquisition.planted import build_planted_llama
-from spikesink.analyses.amplifier import (
+from spikesink.analyses import runner
+from spikesink.analyses.amplifier.claims import amplifier_claims
+from spikesink.analyses.amplifier.figure import plot_spectra, plot_uk_norms
+from spikesink.analyses.amplifier.measure import (
     attention_vo_matrix,
+    block_norms,
     ffn_weights,
     position0_attention,
+    run_amplifier,
     shared_direction,
     spectra_table,
     uk_matrix,
@@ -18,6 +25,13 @@ from spikesink.analyses.amplifier import (
     uk_norms_from_weights,
     uk_outliers,
 )
+from spikesink.analyses.lifecycle.result import Lifecycle
+from spikesink.analyses.rmsnorm_collapse.figure import plot_cosine_collapse
+from spikesink.analyses.silu_regime.claims import silu_claims
+from spikesink.analyses.silu_regime.figure import plot_silu_regime
+from spikesink.analyses.silu_regime.measure import run_silu_regime
+from spikesink.instrumentation.spikes import SpikeRule
+from spikesink.results import PromptSet
 
 torch.set_num_threads(1)
 
@@ -135,64 +149,108 @@ def test_planted_position0_alignment(planted):
 
 
 def test_pipeline_entry_claims_and_figures(planted, tmp_path):
-    from spikesink.analyses.amplifier import amplifier_claims, run_amplifier
-    from spikesink.figures_mechanism import plot_spectra, plot_uk_norms
-
     model, info = planted
-    lifecycle = {
-        "step_up": info["step_up_blocks"],
-        "step_down": info["step_down_blocks"],
-        "spike_channels": info["spike_channels"],
-    }
+    lifecycle = Lifecycle(
+        step_up=info["step_up_blocks"], step_down=info["step_down_blocks"], spike_channels=info["spike_channels"]
+    )
     ids = torch.tensor(info["trigger_token_ids"][:16])[:, None]
     result = run_amplifier(model, lifecycle, ids, n_control=4, progress=False)
     assert abs(float(result["s_star"][info["step_up_blocks"][0]] @ info["s_star"])) > 0.99
     claims = amplifier_claims("planted", result["summary"])
     assert len(claims) == 5 and all(c.holds for c in claims), [c for c in claims if not c.holds]
     # a wrong life cycle (step-up at a random block) must fail the outlier claim
-    wrong = run_amplifier(model, dict(lifecycle, step_up=[6]), ids, n_control=4, progress=False)
+    wrong = run_amplifier(
+        model, Lifecycle(step_up=[6], step_down=lifecycle.step_down, spike_channels=lifecycle.spike_channels), ids,
+        n_control=4, progress=False,
+    )  # fmt: skip
     assert not {c.claim: c for c in amplifier_claims("planted", wrong["summary"])}[
         "spike channels have outlying ||U_k|| in the step-up/step-down blocks"
     ].holds
-    for written in (
-        plot_uk_norms(
-            result["norms"],
-            tmp_path / "uk",
-            info["spike_channels"],
-            info["step_up_blocks"],
-            info["step_down_blocks"],
-            "planted",
-        ),
-        plot_spectra(result["spectra"], tmp_path / "spectra", model="planted"),
-    ):
-        assert all(p.stat().st_size > 0 for p in written)
+
+    # Fig 3/8: the heat map is ||U_k|| per (FFN block, channel), the spike channels outlying in the step blocks
+    drawn = plot_uk_norms(
+        result["norms"], tmp_path / "uk", info["spike_channels"], info["step_up_blocks"], info["step_down_blocks"],
+        "planted",
+    )  # fmt: skip
+    figure_files(tmp_path / "uk")
+    matrix = drawn["matrix"]
+    norms = result["norms"]
+    assert list(matrix.index) == sorted(set(norms["block"])) == [2, 4, 6, 8, 10, 12]
+    assert matrix.shape == (6, model.config.hidden_size)
+    for row in norms.itertuples():
+        assert matrix.loc[row.block, row.channel] == row.uk_norm
+    for block in info["step_up_blocks"] + info["step_down_blocks"]:
+        assert set(matrix.loc[block].nlargest(2).index) == set(info["spike_channels"])
+
+    # Fig 4: each step block's curves are the spectra table's |lambda_i| / |lambda_1| by rank
+    drawn = plot_spectra(result["spectra"], tmp_path / "spectra", model="planted")
+    figure_files(tmp_path / "spectra")
+    assert sorted(drawn) == sorted(info["step_up_blocks"] + info["step_down_blocks"])
+    for block, curves in drawn.items():
+        rows = result["spectra"][result["spectra"]["block"] == block]
+        expected = rows[rows["rank"] <= 32][["channel", "kind", "rank", "abs_normalised"]].reset_index(drop=True)
+        pd.testing.assert_frame_equal(curves, expected)
+        spike = curves[(curves["kind"] == "spike") & (curves["rank"] == 2)]
+        assert (spike["abs_normalised"] < 0.01).all()  # one dominant eigenvalue on the spike channels
+        assert set(curves.loc[curves["kind"] == "spike", "channel"]) == set(info["spike_channels"])
+        assert (curves.loc[curves["rank"] == 1, "abs_normalised"] == 1.0).all()
+
+
+def test_the_report_draws_the_result_it_reads(planted, tmp_path):
+    """measure(job) -> Amplifier -> files -> draw(result, job): the figures show the stored tables."""
+    model, info = planted
+    lifecycle = Lifecycle(
+        step_up=info["step_up_blocks"], step_down=info["step_down_blocks"], spike_channels=info["spike_channels"]
+    )
+    ids = [np.array([t, 101, 102, 103, 104]) for t in info["trigger_token_ids"][:8]]
+    prompts = PromptSet("extraction", ids, {"bos_added": False})
+    job = make_job("amplifier", {"lifecycle": lifecycle, "prompts.extraction": prompts}, model, {"n_control": 3})
+    result = runner.measure(job)
+    result.save(tmp_path / "amplifier")
+    loaded = type(result).load(tmp_path / "amplifier")
+    assert loaded.summary["step_up"] == info["step_up_blocks"]
+    pd.testing.assert_frame_equal(loaded.norms, result.norms)
+    assert all(c.holds for c in runner.claims(loaded, job))
+    drawn = runner.figures(loaded, job, {"uk_norms": tmp_path / "uk", "spectra": tmp_path / "spectra"})
+    for stem in ("uk", "spectra"):
+        figure_files(tmp_path / stem)
+    expected = block_norms(loaded.norms).pivot(index="block", columns="channel", values="uk_norm")
+    np.testing.assert_array_equal(drawn["uk_norms"]["matrix"].to_numpy(), expected.to_numpy())
+    for block, curves in drawn["spectra"].items():
+        rows = loaded.spectra[(loaded.spectra["block"] == block) & (loaded.spectra["rank"] <= 32)]
+        np.testing.assert_array_equal(curves["abs_normalised"].to_numpy(), rows["abs_normalised"].to_numpy())
+        assert (curves["kind"] == "control").sum() == 3 * min(32, model.config.hidden_size)
 
 
 def test_a_model_without_a_spike_gets_empty_results_and_placeholder_figures(tmp_path):
     """A life cycle with no step-up block (random model): every entry point runs, nothing is claimed."""
-    import pandas as pd
-
-    from spikesink.analyses.amplifier import amplifier_claims, run_amplifier
-    from spikesink.analyses.rmsnorm_collapse import collapse_claims, run_collapse
-    from spikesink.analyses.silu_regime import run_silu_regime, silu_claims
-    from spikesink.figures_mechanism import plot_cosine_collapse, plot_silu_regime, plot_spectra
-
     model = tiny_random()
-    lifecycle = {"step_up": [], "step_down": [], "spike_channels": [], "plateau": None}
+    lifecycle = Lifecycle()
     ids = torch.randint(0, 64, (4, 6))
-    amp = run_amplifier(model, lifecycle, ids, progress=False)
-    # no spike: every claim is an explicit n/a row with the reason, never a zero or a silent gap
-    for claims in (amplifier_claims("tiny", amp["summary"]),):
-        assert claims and all(c.holds is None and c.ours.startswith("n/a: no step-up") for c in claims)
-    assert amp["spectra"].empty
-    silu, reason = run_silu_regime(model, ids.tolist(), lifecycle, progress=False)
+    extraction = PromptSet("extraction", list(ids.numpy()), {"bos_added": False})
+    sentences = PromptSet("sentences", list(ids.numpy()), {})
+    inputs = {"lifecycle": lifecycle, "prompts.extraction": extraction, "prompts.sentences": sentences}
+    for name in ("amplifier", "silu_regime", "rmsnorm_collapse"):
+        job = make_job(name, inputs, model, model_name="tiny")
+        result = runner.measure(job)
+        claims = runner.claims(result, job)
+        # no spike: every claim is an explicit n/a row with the reason, never a zero or a silent gap
+        assert claims and all(c.holds is None and c.ours.startswith("n/a: no step-up") for c in claims), name
+        paths = {f.name: tmp_path / f"{name}_{f.name}" for f in job.analysis.figures}
+        drawn = runner.figures(result, job, paths)
+        for path in paths.values():
+            figure_files(path)
+        if name == "amplifier":
+            assert result.not_applicable is None and result.spectra.empty and result.summary["step_up"] == []
+            # the U_k norms need no life cycle: drawn; the spectra are a placeholder, nothing drawn
+            assert drawn["spectra"] == {} and drawn["uk_norms"]["matrix"].shape == (2, 32)
+        else:
+            assert result.not_applicable.startswith("no step-up") and drawn[""] == {}
+    silu, reason = run_silu_regime(model, ids.tolist(), lifecycle, SpikeRule(), progress=False)
     assert silu.empty and reason == "no step-up or step-down block was detected"
     assert all(c.holds is None for c in silu_claims("tiny", silu, reason))
-    col = run_collapse(model, None, ids.numpy(), lifecycle)
-    assert all(c.holds is None and "no step-up" in c.ours for c in collapse_claims("tiny", col["summary"]))
-    for written in (
-        plot_silu_regime(pd.DataFrame(), tmp_path / "a"),
-        plot_spectra(pd.DataFrame(), tmp_path / "b"),
-        plot_cosine_collapse(col["matrices"], tmp_path / "c"),
-    ):
-        assert all(p.stat().st_size > 0 for p in written)
+    assert plot_silu_regime(pd.DataFrame(), tmp_path / "a") == {}
+    assert plot_spectra(pd.DataFrame(), tmp_path / "b") == {}
+    assert plot_cosine_collapse({}, tmp_path / "c") == {}
+    for stem in "abc":
+        figure_files(tmp_path / stem)

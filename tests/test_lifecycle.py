@@ -2,11 +2,18 @@
 
 import numpy as np
 import pytest
+from analysis_helpers import figure_files, make_job
 from conftest import tiny_model
 
-from spikesink.analyses.lifecycle import LifecycleSettings, detect_lifecycle
-from spikesink.analyses.lifecycle_report import lifecycle_claims, table1, table1_row
+from spikesink.analyses import runner
+from spikesink.analyses.lifecycle import figure as lifecycle_figure
+from spikesink.analyses.lifecycle.claims import lifecycle_claims
+from spikesink.analyses.lifecycle.figure import plot_lifecycle, table1, table1_row
+from spikesink.analyses.lifecycle.measure import detect_lifecycle
+from spikesink.analyses.lifecycle.result import Lifecycle
+from spikesink.config import ConfigError, Section, analysis_settings
 from spikesink.extraction.block_stats import extract_block_stats
+from spikesink.results import OUTPUT, RESIDUAL
 
 
 def planted_prompts(info, n=8, seq_len=32, seed=0):
@@ -28,6 +35,7 @@ def planted_case(planted):
 
 def test_recovers_planted_blocks_and_channels(planted_case):
     info, stats, lc = planted_case
+    assert isinstance(lc, Lifecycle) and lc.not_applicable is None
     assert lc.step_up == list(info["step_up_blocks"])
     assert lc.step_down == list(info["step_down_blocks"])
     assert sorted(lc.spike_channels) == sorted(info["spike_channels"])
@@ -58,10 +66,34 @@ def test_claims_hold_on_planted_model(planted_case):
     assert all(c.holds for c in claims.values()), [c for c in claims.values() if not c.holds]
 
 
+def test_claims_of_a_job_read_their_thresholds_from_the_config_section(planted_case):
+    """claims(result, job): the schema's `claims:` subsection decides (defaults = the old Python defaults)."""
+    _, stats, lc = planted_case
+    defaults = analysis_settings("lifecycle").claims
+    assert (defaults.max_channels, defaults.max_token_fraction) == (10, 0.05)
+    assert (defaults.early_fraction, defaults.late_fraction) == pytest.approx((1 / 3, 2 / 3), abs=1e-4)
+    by_default = runner.claims(lc, make_job("lifecycle", {"block_stats": stats}, model_name="planted"))
+    expected = lifecycle_claims("planted", lc, 10, 0.05, defaults.early_fraction, defaults.late_fraction)
+    assert [c.to_dict() for c in by_default] == [c.to_dict() for c in expected]
+    assert len(by_default) == 6 and all(c.holds for c in by_default), [c for c in by_default if not c.holds]
+    # the planted step-up (block 4 of 12) is early under the default third, not in the first quarter
+    strict = make_job("lifecycle", {"block_stats": stats}, settings={"claims": {"early_fraction": 0.25}})
+    holds = {c.claim: c.holds for c in runner.claims(lc, strict)}
+    assert not holds["the spike is injected by one or two early FFN blocks (step-up)"]
+    assert sum(holds.values()) == 5
+
+
 def test_stricter_step_fraction_drops_partial_blocks(planted_case):
     _, stats, _ = planted_case
-    lc = detect_lifecycle(stats, LifecycleSettings(step_fraction=1.5))
+    # the schema caps step_fraction at 1 (a share of the spike); 1.5 is given to the detector
+    # directly, as a Section, to ask for more than any block can add
+    with pytest.raises(ConfigError, match="analyses.lifecycle.step_fraction"):
+        analysis_settings("lifecycle", {"step_fraction": 1.5})
+    strict = Section({**analysis_settings("lifecycle").to_dict(), "step_fraction": 1.5})
+    lc = detect_lifecycle(stats, settings=strict)
     assert lc.step_up == [] and lc.step_down == []
+    # and the detector reads its settings: the default fraction finds both blocks again
+    assert detect_lifecycle(stats, settings=analysis_settings("lifecycle", {"step_fraction": 0.15})).step_up == [4]
 
 
 def test_random_model_has_no_spike_and_claims_fail():
@@ -73,9 +105,78 @@ def test_random_model_has_no_spike_and_claims_fail():
     assert not any(c.holds for c in claims)
 
 
+def test_measure_of_a_job_is_detect_lifecycle(planted_case):
+    _, stats, lc = planted_case
+    measured = runner.measure(make_job("lifecycle", {"block_stats": stats}))
+    assert measured == lc
+
+
+def test_result_round_trips_through_its_files(planted_case, tmp_path):
+    _, _, lc = planted_case
+    written = lc.save(tmp_path / "lifecycle")
+    assert [p.name for p in written] == ["result.json"]
+    loaded = Lifecycle.load(tmp_path / "lifecycle")
+    assert loaded == lc and isinstance(loaded.plateau, tuple)
+
+
 def test_table1_puts_paper_rows_beside_ours(planted_case):
     _, _, lc = planted_case
     frame = table1([table1_row("mine", lc, "Llama-2-7B")])
     row = frame[frame["model"] == "mine"].iloc[0]
     assert row["paper step-up"] == [4] and row["paper blocks"] == 64
+    assert row["step-up"] == lc.step_up and row["peak |h|"] == lc.peak_magnitude
     assert len(frame) == 7  # our row plus the six other paper models
+
+
+def test_summary_table_has_one_row_per_model_with_its_paper_model(planted_case):
+    _, stats, lc = planted_case
+    jobs = {
+        name: make_job("lifecycle", {"block_stats": stats}, model_name=name, paper_model=paper)
+        for name, paper in (("a", "Llama-2-7B"), ("b", None))
+    }
+    ((name, (frame, caption)),) = lifecycle_figure.summary_tables({"a": lc, "b": lc}, jobs).items()
+    assert name == "table1_step_up_down" and caption.startswith("Table 1")
+    assert list(frame["model"][:2]) == ["a", "b"] and list(frame["paper model"][:2]) == ["Llama-2-7B", "-"]
+    assert len(frame) == 2 + 6  # the paper's rows of the six models not configured
+
+
+def test_lifecycle_figure_draws_the_block_statistics(planted_case, tmp_path):
+    """Figure 1: the top-k lines are the block statistics' mean over prompts, per block and kind."""
+    _, stats, lc = planted_case
+    drawn = plot_lifecycle(stats, lc, "planted", tmp_path / "lc", top_k=3, show_median=True)
+    figure_files(tmp_path / "lc")
+    blocks = np.arange(1, stats.n_blocks + 1)
+    for panel, kind in (("post_residual", RESIDUAL), ("block_output", OUTPUT)):
+        frame = drawn[panel]
+        assert list(frame.index) == list(blocks) and list(frame.columns) == ["top-1", "top-2", "top-3", "median"]
+        for i in range(3):
+            np.testing.assert_allclose(frame[f"top-{i + 1}"], stats.topk_abs[kind, :, :, i].mean(axis=1), rtol=1e-6)
+        np.testing.assert_allclose(frame["median"], stats.median[kind].mean(axis=1), rtol=1e-6)
+    # the post-residual top-1 line is the life cycle's own per-block reading
+    np.testing.assert_allclose(drawn["post_residual"]["top-1"], lc.top1_by_block, rtol=1e-6)
+    np.testing.assert_allclose(drawn["post_residual"]["median"], lc.median_by_block, rtol=1e-6)
+    assert drawn["post_residual"]["top-1"].idxmax() == lc.peak_block
+    assert drawn["step_up"] == lc.step_up == [4] and drawn["step_down"] == lc.step_down == [10]
+
+
+def test_figure_options_change_what_is_drawn(planted_case, tmp_path):
+    _, stats, lc = planted_case
+    drawn = plot_lifecycle(stats, lc, "planted", tmp_path / "lc", top_k=1, show_median=False)
+    assert list(drawn["post_residual"].columns) == ["top-1"]
+
+
+def test_report_of_a_job_draws_figure_1_and_figure_7(planted_case, tmp_path):
+    """runner.figures / draw_summary: the workflow's report and summary jobs, with the config's figure options."""
+    _, stats, lc = planted_case
+    job = make_job("lifecycle", {"block_stats": stats}, settings={"figure": {"top_k": 2}}, model_name="planted")
+    drawn = runner.figures(lc, job, {"": tmp_path / "planted"})
+    figure_files(tmp_path / "planted")
+    assert list(drawn) == [""] and list(drawn[""]["post_residual"].columns) == ["top-1", "top-2", "median"]
+    np.testing.assert_allclose(drawn[""]["post_residual"]["top-1"], lc.top1_by_block, rtol=1e-6)
+    jobs = {"planted": job, "again": make_job("lifecycle", {"block_stats": stats}, model_name="again")}
+    grid = lifecycle_figure.draw_summary({"planted": lc, "again": lc}, jobs, {"all_models": tmp_path / "all_models"})
+    figure_files(tmp_path / "all_models")
+    assert list(grid["all_models"]) == ["planted", "again"]
+    for frame in grid["all_models"].values():
+        np.testing.assert_allclose(frame["top-1"], lc.top1_by_block, rtol=1e-6)
+        np.testing.assert_allclose(frame["median"], lc.median_by_block, rtol=1e-6)

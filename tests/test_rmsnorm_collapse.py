@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from analysis_helpers import figure_files, make_job
 
 from spikesink.acquisition.planted import build_planted_llama, planted_tokenizer
-from spikesink.analyses.rmsnorm_collapse import (
+from spikesink.analyses import runner
+from spikesink.analyses.lifecycle.result import Lifecycle
+from spikesink.analyses.rmsnorm_collapse.claims import collapse_claims
+from spikesink.analyses.rmsnorm_collapse.figure import plot_cosine_collapse
+from spikesink.analyses.rmsnorm_collapse.measure import (
     collapse_summary,
     collect_spike_states,
     cosine_matrices,
     delimiter_self_attention,
     energy_fraction,
+    is_delimiter_text,
     next_norm,
     nonfirst_spike_counts,
     pairwise_cosine,
     rms_normalize,
     rmsnorm_bound,
+    run_collapse,
     spike_mask_at,
 )
-from spikesink.analyses.silu_regime import batches_from_sequences
+from spikesink.analyses.rmsnorm_collapse.result import Collapse
+from spikesink.analyses.silu_regime.measure import batches_from_sequences
+from spikesink.instrumentation.spikes import SpikeRule
+from spikesink.results import PromptSet
 
 torch.set_num_threads(1)
 
@@ -86,7 +97,9 @@ def planted():
 @pytest.fixture(scope="module")
 def collapsed(planted):
     model, info, tok, seqs = planted
-    states = collect_spike_states(model, batches_from_sequences(seqs, batch_size=3), info["step_up_blocks"])
+    states = collect_spike_states(
+        model, batches_from_sequences(seqs, batch_size=3), info["step_up_blocks"], SpikeRule()
+    )
     return states, collapse_summary(states, info["spike_channels"], next_norm(model, info["step_up_blocks"][0]))
 
 
@@ -133,7 +146,7 @@ def test_cosine_matrices_shapes(planted, collapsed):
 def test_delimiters_attend_to_themselves_in_the_first_layer(planted):
     model, info, _, seqs = planted
     batch = next(batches_from_sequences(seqs, batch_size=len(seqs)))
-    mask = spike_mask_at(model, batch, info["step_up_blocks"][0])
+    mask = spike_mask_at(model, batch, info["step_up_blocks"][0], SpikeRule())
     assert mask[:, 0].all()
     before = model.config._attn_implementation
     frame = delimiter_self_attention(model, batch, mask, layers=[0, 1])
@@ -144,19 +157,44 @@ def test_delimiters_attend_to_themselves_in_the_first_layer(planted):
 
 
 def test_pipeline_entry_claims_and_figure(planted, tmp_path):
-    from spikesink.analyses.rmsnorm_collapse import collapse_claims, is_delimiter_text, run_collapse
-    from spikesink.figures_mechanism import plot_cosine_collapse
-
     model, info, tok, seqs = planted
     ids = np.array([(s + list(b" filler text"))[:24] for s in seqs])
-    lifecycle = {"step_up": info["step_up_blocks"], "spike_channels": info["spike_channels"]}
-    result = run_collapse(model, tok, ids, lifecycle, attention_prompts=4)
+    lifecycle = Lifecycle(step_up=info["step_up_blocks"], spike_channels=info["spike_channels"])
+    result = run_collapse(model, tok, ids, lifecycle, SpikeRule(), attention_prompts=4)
     claims = collapse_claims("planted", result["summary"], result["self_attention"])
     assert len(claims) == 5 and all(c.holds for c in claims), [c for c in claims if not c.holds]
     assert set(result["delimiters"].text) <= {".", "\n"}
     # dropping a (pretend) BOS column changes the first tokens, not the logic
-    dropped = run_collapse(model, tok, ids, lifecycle, bos_added=True, attention_prompts=2)
+    dropped = run_collapse(model, tok, ids, lifecycle, SpikeRule(), bos_added=True, attention_prompts=2)
     assert dropped["summary"]["bos_dropped"] and dropped["summary"]["seq_len"] == 23
     assert is_delimiter_text(".\n") and not is_delimiter_text("a.")
-    written = plot_cosine_collapse(result["matrices"], tmp_path / "collapse", "planted")
-    assert all(p.stat().st_size > 0 for p in written)
+    drawn = plot_cosine_collapse(result["matrices"], tmp_path / "collapse", "planted")
+    figure_files(tmp_path / "collapse")
+    # three panels: the spike tokens' cosines before, after, after the next norm; the same tokens throughout
+    assert list(drawn) == ["before", "after", "after_normed"]
+    for name, matrix in drawn.items():
+        np.testing.assert_array_equal(matrix, result["matrices"][name])
+        assert matrix.shape == (result["summary"]["n_spike_sampled"],) * 2
+    off = ~np.eye(len(drawn["after"]), dtype=bool)
+    assert drawn["after"][off].min() > 0.999 and np.median(drawn["before"][off]) < 0.8
+
+
+def test_measure_and_report_of_a_job(planted, tmp_path):
+    """measure(job) on the extraction prompts; the report's figure is the stored matrices."""
+    model, info, tok, seqs = planted
+    prompts = PromptSet("extraction", [np.array((s + list(b" filler text"))[:24]) for s in seqs], {"bos_added": False})
+    lifecycle = Lifecycle(step_up=info["step_up_blocks"], spike_channels=info["spike_channels"])
+    inputs = {"lifecycle": lifecycle, "prompts.extraction": prompts}
+    job = make_job("rmsnorm_collapse", inputs, model, {"n_prompts": 8, "seq_len": 20}, model_name="planted")
+    job.model.tokenizer = tok
+    result = runner.measure(job)
+    assert result.summary["n_prompts"] == 8 and result.summary["seq_len"] == 20
+    result.save(tmp_path / "collapse")
+    loaded = Collapse.load(tmp_path / "collapse")
+    assert set(loaded.matrices) == {"before", "after", "after_normed", "other_after"}
+    pd.testing.assert_frame_equal(loaded.delimiters, result.delimiters)
+    assert all(c.holds for c in runner.claims(loaded, job))
+    drawn = runner.figures(loaded, job, {"": tmp_path / "planted"})[""]
+    figure_files(tmp_path / "planted")
+    for name, matrix in drawn.items():
+        np.testing.assert_array_equal(matrix, result.matrices[name])

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from analysis_helpers import figure_files, make_job
 
 from spikesink.acquisition.planted import build_planted_llama, planted_tokenizer
-from spikesink.analyses.silu_regime import batches_from_sequences, silu_alignment, silu_regime, summarize_silu
+from spikesink.analyses import runner
+from spikesink.analyses.lifecycle.result import Lifecycle
+from spikesink.analyses.silu_regime.claims import silu_claims, summarize_silu
+from spikesink.analyses.silu_regime.figure import plot_silu_regime
+from spikesink.analyses.silu_regime.measure import batches_from_sequences, silu_alignment, silu_regime
+from spikesink.analyses.silu_regime.result import SiluRegime
+from spikesink.instrumentation.spikes import SpikeRule
+from spikesink.results import PromptSet
 
 torch.set_num_threads(1)
 
@@ -29,7 +38,7 @@ def regime():
     texts = ["Hello there, my friend. How are you", "A cat sat\nthere", "Quick brown fox", "Numbers 123 and 456"]
     seqs = [tok(t)["input_ids"] for t in texts]
     blocks = info["step_up_blocks"] + [6] + info["step_down_blocks"]
-    frame = silu_regime(model, batches_from_sequences(seqs, batch_size=3), blocks, progress=False)
+    frame = silu_regime(model, batches_from_sequences(seqs, batch_size=3), blocks, SpikeRule(), progress=False)
     return frame, info, seqs
 
 
@@ -61,27 +70,60 @@ def test_identity_regime_only_for_spike_tokens_in_planted_blocks(regime):
 def test_padding_is_dropped():
     model, info = build_planted_llama(seed=2)
     seqs = [[72, 101, 108], [72]]
-    frame = silu_regime(model, batches_from_sequences(seqs, batch_size=2), [4], progress=False)
+    frame = silu_regime(model, batches_from_sequences(seqs, batch_size=2), [4], SpikeRule(), progress=False)
     assert len(frame) == 4
-    alone = silu_regime(model, batches_from_sequences([[72]], batch_size=1), [4], progress=False)
+    alone = silu_regime(model, batches_from_sequences([[72]], batch_size=1), [4], SpikeRule(), progress=False)
     np.testing.assert_allclose(frame[frame["sample"] == 1].cos.values, alone.cos.values, rtol=1e-5)
 
 
 def test_attention_blocks_are_refused():
     model, _ = build_planted_llama(seed=2)
     with pytest.raises(ValueError):
-        silu_regime(model, batches_from_sequences([[1, 2]]), [3], progress=False)
+        silu_regime(model, batches_from_sequences([[1, 2]]), [3], SpikeRule(), progress=False)
 
 
 def test_pipeline_entry_claims_and_figure(regime, tmp_path):
-    from spikesink.analyses.silu_regime import silu_claims
-    from spikesink.figures_mechanism import plot_silu_regime
-
     frame, _, _ = regime
     steps = frame[frame.block != 6]
     claims = silu_claims("planted", steps)
     assert len(claims) == 2 and all(c.holds for c in claims)
     # the random block fails the identity claim: the claim can fail
     assert not silu_claims("planted", frame)[0].holds
-    written = plot_silu_regime(frame, tmp_path / "silu", "planted")
-    assert all(p.stat().st_size > 0 for p in written)
+    drawn = plot_silu_regime(frame, tmp_path / "silu", "planted")
+    figure_files(tmp_path / "silu")
+    # one panel per block, every token of it drawn (fewer than max_points ordinary tokens here)
+    assert sorted(drawn) == sorted(frame["block"].unique())
+    columns = ["norm_ratio", "cos", "out_peak", "is_spike"]
+    for block, points in drawn.items():
+        rows = frame[frame["block"] == block]
+        expected = pd.concat([rows[~rows["is_spike"]], rows[rows["is_spike"]]])[columns]
+        pd.testing.assert_frame_equal(points, expected)
+
+
+def test_figure_subsamples_only_the_ordinary_tokens(regime, tmp_path):
+    frame, _, _ = regime
+    drawn = plot_silu_regime(frame, tmp_path / "few", max_points=5)
+    for block, points in drawn.items():
+        rows = frame[frame["block"] == block]
+        assert (~points["is_spike"]).sum() == 5
+        pd.testing.assert_frame_equal(points[points["is_spike"]], rows[rows["is_spike"]][points.columns])
+        assert points[~points["is_spike"]].index.isin(rows[~rows["is_spike"]].index).all()
+
+
+def test_measure_and_report_of_a_job(tmp_path):
+    """measure(job) reads the life cycle's step blocks and the sentences; the report draws the stored frame."""
+    model, info = build_planted_llama(seed=1)
+    tok = planted_tokenizer()
+    sentences = PromptSet("sentences", [np.array(tok(t)["input_ids"]) for t in ("A cat sat.", "Hello there")], {})
+    lifecycle = Lifecycle(step_up=info["step_up_blocks"], step_down=info["step_down_blocks"])
+    job = make_job("silu_regime", {"lifecycle": lifecycle, "prompts.sentences": sentences}, model, model_name="planted")
+    result = runner.measure(job)
+    assert result.activation == "silu" and result.not_applicable is None
+    assert set(result.frame["block"]) == set(info["step_up_blocks"] + info["step_down_blocks"])
+    result.save(tmp_path / "silu")
+    loaded = SiluRegime.load(tmp_path / "silu")
+    pd.testing.assert_frame_equal(loaded.frame, result.frame)
+    assert [c.holds for c in runner.claims(loaded, job)] == [True, True]
+    drawn = runner.figures(loaded, job, {"": tmp_path / "planted"})[""]
+    figure_files(tmp_path / "planted")
+    assert sum(len(points) for points in drawn.values()) == len(loaded.frame)
