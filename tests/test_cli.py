@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from spikesink.cli import main
-from spikesink.results import read_lifecycle
+from spikesink.analyses.lifecycle.result import Lifecycle
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = REPO / ".test" / "texts"
@@ -61,9 +61,9 @@ def test_scan_finds_the_planted_spike_and_writes_the_workflow_files(planted_dir,
     assert summary["step_up"] == [4] and summary["step_down"] == [10] and summary["spike_channels"][:2] == [7, 23]
     assert summary["family"] == "Llama" and summary["norm_placement"] == "pre"
     # the same files, in the same layout, as results/<model>/ of the workflow
-    for name in ("lifecycle.json", "block_stats.npz", "block_stats.json", "sinks.npz", "prompts/extraction.npz"):
+    for name in ("lifecycle/result.json", "block_stats.npz", "block_stats.json", "sinks.npz", "prompts/extraction.npz"):
         assert (out / name).is_file(), name
-    assert read_lifecycle(out / "lifecycle.json").step_up == [4]
+    assert Lifecycle.load(out / "lifecycle").step_up == [4]
 
 
 def test_scan_of_a_random_model_by_config_name(tmp_path, capsys):

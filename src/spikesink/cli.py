@@ -83,46 +83,33 @@ def _passages(corpus: Path | None, cache: Path) -> list[dict]:
 
 
 def scan(args: argparse.Namespace) -> dict:
-    from spikesink.analyses.lifecycle import detect_lifecycle
-    from spikesink.extraction.block_stats import extract_block_stats
-    from spikesink.extraction.prompts import sample_prompt_set
-    from spikesink.instrumentation.layout import model_layout
-    from spikesink.instrumentation.loading import load_model, max_positions
-    from spikesink.results import SinkStats, save_block_stats, write_lifecycle, write_prompts, write_sink_stats
-    from spikesink.settings import ExtractionSettings
+    """The public API's extraction and life cycle on a few prompts (spikesink.api)."""
+    from spikesink.api import Study, load_model
+    from spikesink.results import save_block_stats, write_prompts, write_sink_stats
 
     started = time.perf_counter()
     name, spec = _spec_for(args.model, Path(args.config))
     model_dir = _acquired_dir(name, spec, Path(args.cache))
-    model, tokenizer, manifest = load_model(model_dir, dtype=args.dtype, device=args.device)
-    prompts = sample_prompt_set(
-        "extraction",
-        _passages(args.corpus, Path(args.cache)),
-        tokenizer,
-        kind="prompts",
-        n=args.prompts,
-        seq_len=args.seq_len,
-        seed=args.seed,
-        max_positions=max_positions(model),
-    )
-    settings = ExtractionSettings(floor=args.floor, median_ratio=args.median_ratio)
-    stats = extract_block_stats(
-        model,
-        prompts.matrix(),
-        batch_size=args.batch_size,
-        settings=settings,
-        meta={"model": name, "bos_added": prompts.bos_added, "manifest": manifest},
-        collect_sinks=True,
-        progress=not args.quiet,
-    )
-    lifecycle = detect_lifecycle(stats)
-    sinks = SinkStats.from_arrays(stats.sinks)
+    model = load_model(model_dir, dtype=args.dtype, device=args.device, name=name)
+    settings = {
+        "extraction": {
+            "n_prompts": args.prompts,
+            "seq_len": args.seq_len,
+            "seed": args.seed,
+            "batch_size": min(args.batch_size, args.prompts),
+        },
+        "spike": {"floor": args.floor, "median_ratio": args.median_ratio},
+    }
+    study = Study(model, _passages(args.corpus, Path(args.cache)), config=settings, progress=not args.quiet)
+    prompts = study.prompts("extraction")
+    stats, sinks = study.extraction()
+    lifecycle = study.run("lifecycle")
     out = Path(args.out or f"results/scan/{name}")
     write_prompts(out / "prompts" / "extraction", prompts)
     save_block_stats(stats, out / "block_stats.npz", out / "block_stats.json")
     write_sink_stats(out / "sinks.npz", sinks)
-    write_lifecycle(out / "lifecycle.json", lifecycle)
-    arch = model_layout(model).describe()
+    lifecycle.save(out / "lifecycle")
+    arch = model.describe()
     summary = {
         "model": name,
         "family": arch["family"],

@@ -4,6 +4,7 @@ from pathlib import Path
 from spikesink.analyses import registry
 from spikesink.analyses import jobs as analysis_jobs
 from spikesink.config import validate_config
+from spikesink.extraction.prompts import prompt_set_spec
 
 # every default filled in, then checked (keys named, with the fix) before any job runs
 validate_config(config, workdir=Path.cwd())
@@ -58,22 +59,7 @@ def model_mem_mb(wildcards, attempt):
 
 def prompt_set_params(wildcards):
     """Sampling parameters of one prompt set (results/<model>/prompts/<set>.npz)."""
-    name = wildcards.prompt_set
-    if name in ("extraction", "heldout"):
-        section = config[name]
-        return {
-            "kind": "prompts",
-            "n": section["n_prompts"],
-            "seq_len": section["seq_len"],
-            "seed": section["seed"],
-            "keys": [f"{name}.n_prompts", f"{name}.seq_len"],
-        }
-    entry, owned = OWNED_PROMPT_SETS[name]
-    section, key = config["analyses"][entry.name], f"analyses.{entry.name}"
-    spec = {"kind": owned.kind, "n": section[owned.n], "seed": section[owned.seed], "keys": [f"{key}.{owned.n}", "-"]}
-    if owned.seq_len:
-        spec |= {"seq_len": section[owned.seq_len], "keys": [f"{key}.{owned.n}", f"{key}.{owned.seq_len}"]}
-    return spec
+    return prompt_set_spec(config, wildcards.prompt_set)
 
 
 def prompts(name):

@@ -40,9 +40,7 @@ rule extract_block_stats:
         mem_mb=model_mem_mb,
         gpu=GPUS,
     params:
-        extraction=config["extraction"],
-        spike=config["spike"],
-        sink_eps=config["sinks"]["eps"],
+        config={k: config[k] for k in ("extraction", "spike", "sinks")},
         dtype=model_param("dtype", "auto"),
         batch_size=lambda wc: config["models"][wc.model].get("batch_size") or config["extraction"]["batch_size"],
     script:

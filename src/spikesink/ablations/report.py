@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from ..scorecard import Claim
+from ..reporting.scorecard import Claim
 from .variants import TABLE_NAMES, table_stem  # noqa: F401  (torch-free home, read by the workflow)
 
 SECTION = "4 ablations (CPU scale)"
@@ -141,7 +141,7 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 def write_ablation_table(frame: pd.DataFrame, stem, caption: str) -> None:
     """stem.csv with every column, stem.md / stem.tex as display_frame prints them."""
-    from ..tables import write_table
+    from ..reporting.tables import write_table
 
     write_table(frame, stem, caption=caption, formats=("csv",))
     write_table(display_frame(frame), stem, caption=caption, formats=("md", "tex"))
@@ -403,7 +403,7 @@ def plot_head_dim(frame: pd.DataFrame, path: str | os.PathLike):
     value, since scales differ ~100x)."""
     import matplotlib.pyplot as plt
 
-    from ..plotting import OURS_STYLE, PAPER_STYLE, apply_style, save_figure
+    from ..reporting.plotting import OURS_STYLE, PAPER_STYLE, apply_style, save_figure
 
     apply_style()
     sweep = frame[frame["variant"].str.startswith("dhead-") | (frame["variant"] == "baseline")]
@@ -476,7 +476,7 @@ def plot_table(frame: pd.DataFrame, table: str, path: str | os.PathLike, data: s
     absolute spikes differ ~100x between the paper's 7B model and ours."""
     import matplotlib.pyplot as plt
 
-    from ..plotting import PALETTE, apply_style, save_figure
+    from ..reporting.plotting import PALETTE, apply_style, save_figure
 
     apply_style()
     frame = pd.concat([frame[frame["variant"] == "baseline"], frame[frame["variant"] != "baseline"]], ignore_index=True)
@@ -547,7 +547,7 @@ def plot_training_curves(curves: dict[str, pd.DataFrame | list[pd.DataFrame]], p
     """
     import matplotlib.pyplot as plt
 
-    from ..plotting import apply_style, save_figure
+    from ..reporting.plotting import apply_style, save_figure
 
     apply_style()
     panels = (
@@ -606,7 +606,7 @@ def write_preset_tables(preset_dir: str | os.PathLike, out: str | os.PathLike, p
     from pathlib import Path
 
     from ..io import read_json
-    from ..scorecard import write_claims
+    from ..reporting.scorecard import write_claims
 
     preset_dir, out = Path(preset_dir), Path(out)
     preset = preset or preset_dir.name

@@ -125,7 +125,9 @@ def make_job(
     else:
         inputs = {key: {m: read_input(key, m) for m in models} for key in keys}
     paper_model = (paper_models or {}).get(model) if model is not None else None
-    job = Job(entry, model or "all", settings(config, entry.name), Shared.from_config(config), inputs, None, paper_model)
+    job = Job(
+        entry, model or "all", settings(config, entry.name), Shared.from_config(config), inputs, None, paper_model
+    )
     job.paper_models = dict(paper_models or {})
     return job
 

@@ -86,12 +86,16 @@ def _validator_with_defaults():
     return validators.extend(Draft202012Validator, {"properties": fill})
 
 
-def validate_config(config: dict, workdir: str | os.PathLike = ".") -> dict:
-    """Fill the defaults into `config` (in place) and check it; raise ConfigError naming the keys."""
+def validate_config(config: dict, workdir: str | os.PathLike = ".", models: bool = True) -> dict:
+    """Fill the defaults into `config` (in place) and check it; raise ConfigError naming the keys.
+    models=False: settings only, no `models` section (the public API's config)."""
     problems = _moved_keys(config)
     raw = copy.deepcopy(config)  # what the user wrote, before the defaults
     if not problems:
-        validator = _validator_with_defaults()(schema())
+        full = schema()
+        if not models:
+            full = {**full, "required": [r for r in full.get("required", []) if r != "models"]}
+        validator = _validator_with_defaults()(full)
         for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
             where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
             problems.append(f"{where}: {error.message}")
@@ -132,9 +136,9 @@ def defaults() -> dict:
 
 @cache
 def _defaults() -> dict:
-    config: dict = {"models": {"api": {"source": "local", "path": "."}}}
-    _validator_with_defaults()(schema()).validate(config)
-    config.pop("models")
+    config: dict = {}
+    schema_without_models = {**schema(), "required": []}
+    _validator_with_defaults()(schema_without_models).validate(config)
     return config
 
 

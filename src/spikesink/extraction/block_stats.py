@@ -217,3 +217,23 @@ def extract_block_stats(
     stats = acc.finish(input_ids, meta)
     stats.sinks = sinks.result() if sinks is not None else None
     return stats
+
+
+def run_extraction(model, prompts, config, name: str, batch_size: int | None = None, progress: bool = True):
+    """The extraction stage on an instrumented model: (BlockStats, SinkStats) of the prompt set,
+    with the validated config's extraction settings and sink eps (the workflow's extraction rule
+    and the public API both call this). `batch_size` overrides extraction.batch_size."""
+    from spikesink.config import extraction_settings
+    from spikesink.results import SinkStats
+
+    stats = extract_block_stats(
+        model.model,
+        prompts.matrix(),
+        batch_size=batch_size or config["extraction"]["batch_size"],
+        settings=extraction_settings(config),
+        meta={"model": name, "bos_added": prompts.bos_added, "manifest": model.manifest},
+        collect_sinks=True,
+        sink_eps=config["sinks"]["eps"],
+        progress=progress,
+    )
+    return stats, SinkStats.from_arrays(stats.sinks)

@@ -8,7 +8,7 @@ writes the prompts it sampled (results/<model>/prompts.json); later stages reuse
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -214,3 +214,30 @@ def sample_prompt_set(
         ids = [np.asarray(_encode(tokenizer, text, add_special_tokens=True), dtype=np.int64) for text in sentences]
         return PromptSet(name, ids, {"params": params, "bos_added": before > 0, "texts": sentences})
     raise ValueError(f"prompt set kind must be 'prompts' or 'sentences', got {kind!r}")
+
+
+def prompt_set_spec(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Sampling parameters of one prompt set from a validated config: the extraction's and the
+    held-out set from their sections, the others (sentences, long texts) from the section of the
+    analysis that owns them (its entry's `prompt_sets`). `keys` name the config keys in errors."""
+    if name in ("extraction", "heldout"):
+        section = config[name]
+        return {
+            "kind": "prompts",
+            "n": section["n_prompts"],
+            "seq_len": section["seq_len"],
+            "seed": section["seed"],
+            "keys": [f"{name}.n_prompts", f"{name}.seq_len"],
+        }
+    from spikesink.analyses import registry
+
+    for entry in registry().values():
+        for owned in entry.prompt_sets:
+            if owned.name != name:
+                continue
+            section, key = config["analyses"][entry.name], f"analyses.{entry.name}"
+            spec = {"kind": owned.kind, "n": section[owned.n], "seed": section[owned.seed]}
+            if owned.seq_len:
+                return spec | {"seq_len": section[owned.seq_len], "keys": [f"{key}.{owned.n}", f"{key}.{owned.seq_len}"]}
+            return spec | {"keys": [f"{key}.{owned.n}", "-"]}
+    raise ValueError(f"no prompt set named {name!r}: extraction, heldout or one an analysis owns")

@@ -24,7 +24,6 @@ ROLE_STYLE = {
 }
 
 
-
 def draw(result: ActScales, job: Job, paths: Mapping[str, os.PathLike]) -> dict:
     return {"": plot_act_scales(result.summary, paths[""], job["lifecycle"].step_up, job.model_name)}
 

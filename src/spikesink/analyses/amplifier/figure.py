@@ -24,7 +24,9 @@ def draw(result: Amplifier, job: Job, paths: Mapping[str, os.PathLike]) -> dict:
         "uk_norms": plot_uk_norms(
             result.norms, paths["uk_norms"], s["spike_channels"], s["step_up"], s["step_down"], job.model_name, reason
         ),
-        "spectra": plot_spectra(result.spectra, paths["spectra"], model=job.model_name, channels_label=label, reason=reason),
+        "spectra": plot_spectra(
+            result.spectra, paths["spectra"], model=job.model_name, channels_label=label, reason=reason
+        ),
     }
 
 

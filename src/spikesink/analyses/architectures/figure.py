@@ -27,7 +27,6 @@ PAPER_TABLE5 = [
 ]
 
 
-
 def tables(result: Architectures, job: Job) -> dict:
     caption = "Every configured model: norm placement, FFN, spike and sinks (beyond the paper; the real-weights view of Table 5)."
     return {"architectures": (result.table, caption)}

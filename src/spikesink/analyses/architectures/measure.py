@@ -18,6 +18,7 @@ import pandas as pd
 
 from spikesink.analyses.architectures.result import Architectures
 from spikesink.analyses.unit import Job
+
 COLUMNS = [
     "model",
     "family",

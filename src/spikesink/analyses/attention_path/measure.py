@@ -23,7 +23,7 @@ produced, so some change may come from the novelty itself, which the control bou
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd

@@ -16,7 +16,6 @@ from spikesink.reporting.plotting import PALETTE, apply_style, placeholder_figur
 MODE_COLOR = {"own_mean": PALETTE["step_up"], "zero": PALETTE["spike"], "ordinary_mean": PALETTE["top2"]}
 
 
-
 def tables(result: ImplicitParams, job: Job) -> dict:
     table = result.table if not result.table.empty else pd.DataFrame(columns=COLUMNS)
     caption = (

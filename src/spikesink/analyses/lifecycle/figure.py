@@ -28,7 +28,9 @@ def draw(result: Lifecycle, job: Job, paths: Mapping[str, os.PathLike]) -> dict:
 
 def summary_tables(results: Mapping[str, Lifecycle], jobs: Mapping[str, Job]) -> dict:
     rows = [table1_row(name, lc, jobs[name].paper_model) for name, lc in results.items()]
-    caption = "Table 1: blocks, step-up and step-down blocks (paper numbering: block 2l-1 = attention, 2l = FFN of layer l)."
+    caption = (
+        "Table 1: blocks, step-up and step-down blocks (paper numbering: block 2l-1 = attention, 2l = FFN of layer l)."
+    )
     return {"table1_step_up_down": (table1(rows), caption)}
 
 

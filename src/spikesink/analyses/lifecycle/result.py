@@ -31,4 +31,3 @@ class Lifecycle(Result):
     def __post_init__(self) -> None:
         if self.plateau is not None:
             self.plateau = tuple(self.plateau)
-

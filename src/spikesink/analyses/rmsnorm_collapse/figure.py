@@ -26,7 +26,9 @@ def plot_cosine_collapse(matrices: Mapping[str, np.ndarray], path: str | os.Path
     matrices it drew, by panel."""
     names = [k for k in ("before", "after", "after_normed") if k in matrices and np.asarray(matrices[k]).size]
     if not names:
-        placeholder_figure(path, f"Spike-token cosines{' - ' + model if model else ''}", "no spike token / no step-up block")
+        placeholder_figure(
+            path, f"Spike-token cosines{' - ' + model if model else ''}", "no spike token / no step-up block"
+        )
         return {}
     apply_style()
     titles = {"before": "before step-up", "after": "after step-up", "after_normed": "after RMSNorm (weight)"}

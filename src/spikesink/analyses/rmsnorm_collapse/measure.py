@@ -39,6 +39,7 @@ from spikesink.instrumentation.layout import model_layout
 from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
 from spikesink.instrumentation.taps import capture, run_decoder
 
+
 def not_applicable(job: Job) -> str | None:
     return None if job["lifecycle"].step_up else "no step-up block detected"
 
@@ -58,6 +59,7 @@ def measure(job: Job) -> Collapse:
         seed=s.seed,
     )
     return Collapse(**out)
+
 
 # ------------------------------------------------------------------------------------------
 # Pure functions

@@ -16,9 +16,7 @@ from spikesink.reporting.plotting import PALETTE, apply_style, placeholder_figur
 
 
 def draw(result: SiluRegime, job: Job, paths: Mapping[str, os.PathLike]) -> dict:
-    return {
-        "": plot_silu_regime(result.frame, paths[""], job.model_name, result.activation, result.not_applicable)
-    }
+    return {"": plot_silu_regime(result.frame, paths[""], job.model_name, result.activation, result.not_applicable)}
 
 
 def plot_silu_regime(

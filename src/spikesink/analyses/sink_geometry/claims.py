@@ -81,5 +81,3 @@ def geometry_claims(
             )
         )
     return claims
-
-

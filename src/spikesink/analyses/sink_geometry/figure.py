@@ -21,7 +21,6 @@ KIND_STYLE = {
 ROLE_TITLE = {"sink": "sink head", "non_sink": "non-sink head"}
 
 
-
 def draw(result: SinkGeometry, job: Job, paths: Mapping[str, os.PathLike]) -> dict:
     return {"": plot_tsne(result.tsne, paths[""], title=f"{job.model_name}: queries and keys (t-SNE)")}
 

@@ -47,6 +47,7 @@ def measure(job: Job) -> SinkGeometry:
     )
     return SinkGeometry(**tables, bos_added=prompts.bos_added)
 
+
 ROLES = ("sink", "non_sink")
 KINDS = ("q(n)", "k(n)", "k(s)")  # non-sink queries, non-sink keys, sink keys (paper Fig 6 legend)
 

@@ -8,7 +8,13 @@ import numpy as np
 from spikesink.analyses.sinks.result import Sinks
 from spikesink.analyses.unit import Job
 
-PER_HEAD = ("key0_mass_layer_head", "sink_ratio_layer_head", "spike_mass_layer_head", "key0_mass_layer", "sink_ratio_layer")
+PER_HEAD = (
+    "key0_mass_layer_head",
+    "sink_ratio_layer_head",
+    "spike_mass_layer_head",
+    "key0_mass_layer",
+    "sink_ratio_layer",
+)
 
 
 def measure(job: Job) -> Sinks:

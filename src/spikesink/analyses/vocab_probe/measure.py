@@ -418,9 +418,7 @@ def run_vocab_probe(
     limit probes only the first `limit` ids (smoke runs); the summary records it.
     """
     total = model_layout(model).n_blocks
-    chosen = (
-        list(blocks) if not isinstance(blocks, str) else probe_blocks_from_lifecycle(lifecycle, total, blocks)
-    )
+    chosen = list(blocks) if not isinstance(blocks, str) else probe_blocks_from_lifecycle(lifecycle, total, blocks)
     reference = lifecycle_reference_median(lifecycle) if median_source == "reference" else None
     vocab = model.get_input_embeddings().weight.shape[0]
     ids = None if limit is None else np.arange(min(int(limit), vocab))
