@@ -12,11 +12,13 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import FAMILY_BASE, FAMILY_CONFIGS, tiny_config_dict
 
 from spikesink.acquisition.models import acquire_model
+from spikesink.extraction.block_stats import NonFiniteHiddenState, extract_block_stats
 from spikesink.instrumentation.loading import ModelLoadError, load_model
 
 SPEC = {
@@ -154,3 +156,30 @@ def test_leftover_buffers_of_older_checkpoints_are_no_false_alarm(root, tmp_path
         weights[name] = torch.ones(4)
         save_file(weights, raw / "model.safetensors", metadata={"format": "pt"})
         load_model(acquire_local(raw))
+
+
+# ------------------------------------------------------------------------------------------
+# non-finite hidden states during the extraction forward
+
+
+def ids(n: int = 3, seq_len: int = 12) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(n, seq_len))
+
+
+def test_a_nan_hidden_state_stops_the_extraction_at_its_first_block(good):
+    model, _, _ = load_model(good)
+    with torch.no_grad():  # a NaN that appears after loading (the load check would refuse it)
+        model.get_parameter(DOWN)[3, 5] = float("nan")
+    with pytest.raises(NonFiniteHiddenState, match=r"block 4 \(output\).*prompt 0"):
+        extract_block_stats(model, ids(), batch_size=2, progress=False)
+
+
+def test_an_overflow_to_inf_stops_the_extraction(good):
+    # what a spike of 1e5 does in float16 (largest value 65504), here in float32: with gate = up = 1
+    # every FFN unit computes silu(s) * s >= 0 of the same s, so the sum of 64 of them times 3e38 is inf
+    model, _, _ = load_model(good)
+    with torch.no_grad():
+        for name, value in (("gate_proj", 1.0), ("up_proj", 1.0), ("down_proj", 3e38)):
+            model.get_parameter(f"model.layers.0.mlp.{name}.weight").fill_(value)
+    with pytest.raises(NonFiniteHiddenState, match=r"block 2 \(output\).*bfloat16 or float32"):
+        extract_block_stats(model, ids(), batch_size=3, progress=False, collect_sinks=True)
