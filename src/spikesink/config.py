@@ -16,6 +16,8 @@ from spikesink.instrumentation.families import BY_MODEL_TYPE, unsupported_messag
 # the torch-free settings module: the workflow imports this file while it builds its DAG
 from spikesink.settings import ExtractionSettings, LifecycleSettings
 
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
 
 class ConfigError(ValueError):
     pass
@@ -25,31 +27,7 @@ def check_config(config: dict, workdir: str | os.PathLike = ".") -> None:
     problems = []
     workdir = Path(workdir)
     for name, spec in config.get("models", {}).items():
-        key = f"models.{name}"
-        source = spec.get("source")
-        if source == "local":
-            path = Path(spec["path"])
-            path = path if path.is_absolute() else workdir / path
-            if not path.is_dir():
-                problems.append(
-                    f"{key}.path: directory {spec['path']!r} does not exist; point it at a Hugging Face model directory (config.json + *.safetensors + tokenizer)"
-                )
-            elif (path / "config.json").is_file():
-                model_type = json.loads((path / "config.json").read_text()).get("model_type")
-                if model_type not in BY_MODEL_TYPE:
-                    problems.append(f"{key}.path: {unsupported_message(model_type)}")
-        if source == "pypi_gguf" and len(spec.get("files", [])) != len(spec.get("packages", [])):
-            problems.append(
-                f"{key}.files: give one file glob per entry of {key}.packages ({len(spec.get('files', []))} globs for {len(spec.get('packages', []))} packages)"
-            )
-        if source == "random":
-            if spec.get("model_type") not in BY_MODEL_TYPE:
-                problems.append(f"{key}.model_type: {unsupported_message(spec.get('model_type'))}")
-            cfg = spec.get("config", {})
-            if "num_hidden_layers" in cfg and cfg["num_hidden_layers"] < 1:
-                problems.append(f"{key}.config.num_hidden_layers must be >= 1")
-        if spec.get("trust_remote_code") and source != "hub":
-            problems.append(f"{key}.trust_remote_code only applies to source: hub")
+        problems += _model_problems(name, spec, workdir)
     corpus = config.get("corpus", {})
     if corpus.get("source") == "local":
         path = corpus.get("path")
@@ -63,6 +41,53 @@ def check_config(config: dict, workdir: str | os.PathLike = ".") -> None:
     problems += _prompt_subset_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _model_problems(name: str, spec: dict, workdir: Path) -> list[str]:
+    """What the schema cannot say about one (schema-valid) models: entry."""
+    problems = []
+    key = f"models.{name}"
+    source = spec.get("source")
+    if source == "local":
+        path = Path(spec["path"])
+        path = path if path.is_absolute() else workdir / path
+        if not path.is_dir():
+            problems.append(
+                f"{key}.path: directory {spec['path']!r} does not exist; point it at a Hugging Face model directory (config.json + *.safetensors + tokenizer)"
+            )
+        elif (path / "config.json").is_file():
+            model_type = json.loads((path / "config.json").read_text()).get("model_type")
+            if model_type not in BY_MODEL_TYPE:
+                problems.append(f"{key}.path: {unsupported_message(model_type)}")
+    if source == "pypi_gguf" and len(spec.get("files", [])) != len(spec.get("packages", [])):
+        problems.append(
+            f"{key}.files: give one file glob per entry of {key}.packages ({len(spec.get('files', []))} globs for {len(spec.get('packages', []))} packages)"
+        )
+    if source == "random":
+        if spec.get("model_type") not in BY_MODEL_TYPE:
+            problems.append(f"{key}.model_type: {unsupported_message(spec.get('model_type'))}")
+        cfg = spec.get("config", {})
+        if "num_hidden_layers" in cfg and cfg["num_hidden_layers"] < 1:
+            problems.append(f"{key}.config.num_hidden_layers must be >= 1")
+    if spec.get("trust_remote_code") and source != "hub":
+        problems.append(f"{key}.trust_remote_code only applies to source: hub")
+    return problems
+
+
+def model_entry_problems(name: str, spec, workdir: str | os.PathLike = ".") -> list[str]:
+    """What the workflow's start-up (schema, then check_config) says about one `models:` entry,
+    each problem led by its key: `spikesink scan` checks the entry it runs as the workflow would."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    # the model definition as the root, its $refs (#/definitions/...) resolved in the same document
+    entry = {**schema["definitions"]["model"], "definitions": schema["definitions"], "$schema": schema["$schema"]}
+    validator = jsonschema.validators.validator_for(schema)(entry)
+    errors = sorted(validator.iter_errors(spec), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        return [".".join(["models", name, *map(str, e.absolute_path)]) + f": {e.message}" for e in errors]
+    return _model_problems(name, spec, Path(workdir))
 
 
 # analyses that read the first n extraction prompts, cut to seq_len tokens: (n, seq_len) when unset
