@@ -7,7 +7,7 @@ import re
 import pandas as pd
 import pytest
 import yaml
-from workflow_helpers import MODELS, RANDOM_MODEL, baseline_run, snakemake
+from workflow_helpers import MODELS, RANDOM_MODEL, baseline_run, snakemake, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +93,24 @@ def test_changing_one_analysis_reruns_only_that_analysis(run):
 
 
 @pytest.mark.slow
-def test_bad_config_fails_before_any_work(run, tmp_path):
-    work, _ = run
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    (bad / "config.yaml").write_text(yaml.safe_dump({"models": {"m": {"source": "local", "path": str(bad / "nope")}}}))
-    result = snakemake(bad, "-n", check=False)
-    assert result.returncode != 0
-    assert "models.m.path" in result.stdout + result.stderr
-    (bad / "config.yaml").write_text(yaml.safe_dump({"models": {"m": {"source": "pypi"}}}))
-    result = snakemake(bad, "-n", check=False)
-    assert result.returncode != 0 and "source" in result.stdout + result.stderr
-    assert not (bad / "results").exists()
+@pytest.mark.parametrize(
+    "models, named",
+    [
+        ({"m": {"source": "local", "path": "nope"}}, "models.m.path: directory 'nope' does not exist"),
+        ({"m": {"source": "pypi"}}, "'pypi' is not one of ['pypi_gguf'"),  # the schema's enum ...
+        ({"m": {"source": "random", "model_type": "opt", "seed": 0}}, "models.m.model_type: model_type 'opt'"),
+    ],
+)
+def test_bad_config_fails_before_any_work(tmp_path, models, named):
+    """A real run (not -n, whose "nothing written" holds for any config) stops at start-up: no job runs."""
+    config = tiny_config()
+    config["models"] = models
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and named in out, out[-3000:]
+    if "pypi" in named:
+        assert "['models']['m']['source']" in out  # ... and the key it applies to
+    assert "Job stats" not in out and "rule acquire" not in out
+    for generated in ("results", "resources", "logs", "figures", "paper_tables"):
+        assert not (tmp_path / generated).exists(), generated

@@ -86,18 +86,27 @@ def acquired_directory(source: str | os.PathLike, cache: Path, name: str | None 
         spec = {"source": "gguf_file", "path": str(path.resolve())}
     else:
         raise APIError(f"{source!s} is neither a model directory nor a .gguf file")
-    label = name or (path.stem if path.is_file() else path.resolve().name)
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
-    target = cache / "models" / f"{label}-{key}"
+    return acquire_spec(name or (path.stem if path.is_file() else path.resolve().name), spec, cache)
+
+
+def acquire_spec(name: str, spec: Mapping, cache: Path) -> Path:
+    """The acquired directory of a model spec (a `models:` entry, or a .gguf file as source
+    `gguf_file`), acquired into `cache` on first use and reused afterwards."""
+    from spikesink.acquisition.spec import MANIFEST
+
+    if spec["source"] == "local" and (Path(spec["path"]) / MANIFEST).is_file():
+        return Path(spec["path"])  # already an acquired directory (e.g. resources/models/<name>)
+    key = hashlib.sha256(json.dumps(dict(spec), sort_keys=True).encode()).hexdigest()[:10]
+    target = Path(cache) / "models" / f"{name}-{key}"
     if not (target / MANIFEST).is_file():
         if spec["source"] == "gguf_file":
             from spikesink.acquisition.gguf import acquire_gguf_file
 
-            acquire_gguf_file(label, path, target)
+            acquire_gguf_file(name, Path(spec["path"]), target)
         else:
             from spikesink.acquisition.models import acquire_model
 
-            acquire_model(label, spec, target, cache / "cache")
+            acquire_model(name, dict(spec), target, Path(cache) / "cache")
     return target
 
 

@@ -13,6 +13,8 @@ import argparse
 import hashlib
 import json
 import logging
+import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,6 +25,10 @@ DEFAULT_CONFIG = Path("config/config.yaml")
 DEFAULT_CORPUS = Path("resources/corpus/passages.jsonl")
 
 
+class ScanError(Exception):
+    """A problem with what was asked for; main prints it as one line."""
+
+
 def _spec_for(target: str, config_path: Path) -> tuple[str, dict]:
     """(model name, acquisition spec) for a directory, a .gguf file or a configured model name."""
     path = Path(target).expanduser()
@@ -30,41 +36,31 @@ def _spec_for(target: str, config_path: Path) -> tuple[str, dict]:
         return path.resolve().name, {"source": "local", "path": str(path.resolve())}
     if path.is_file() and path.suffix == ".gguf":
         return path.stem, {"source": "gguf_file", "path": str(path.resolve())}
-    if config_path.is_file():
-        import yaml
-
-        models = (yaml.safe_load(config_path.read_text()) or {}).get("models", {})
-        if target in models:
-            return target, models[target]
-        known = ", ".join(sorted(models)) or "none"
-        raise SystemExit(
-            f"spikesink scan: {target!r} is neither a directory, a .gguf file nor a model of "
-            f"{config_path} (models there: {known})"
+    if "/" in target or target.startswith(("~", ".")) or path.suffix == ".gguf":
+        raise ScanError(f"{target} does not exist; give a model directory, a .gguf file or a model name of --config")
+    if not config_path.is_file():
+        raise ScanError(
+            f"{target!r} is neither a directory nor a .gguf file, and there is no config {config_path} "
+            "naming models (pass --config)"
         )
-    raise SystemExit(
-        f"spikesink scan: {target!r} is neither a directory nor a .gguf file, and no config "
-        f"{config_path} names models (pass --config)"
-    )
+    import yaml
 
+    from spikesink.config import model_entry_problems
 
-def _acquired_dir(name: str, spec: dict, cache: Path) -> Path:
-    """The acquired model directory (acquired on first use, reused afterwards)."""
-    from spikesink.acquisition.models import acquire_model
-    from spikesink.acquisition.spec import MANIFEST
-
-    if spec["source"] == "local" and (Path(spec["path"]) / MANIFEST).is_file():
-        return Path(spec["path"])  # already an acquired directory (e.g. resources/models/<name>)
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
-    target = cache / "models" / f"{name}-{key}"
-    if not (target / MANIFEST).is_file():
-        log.info("acquiring %s (%s) into %s", name, spec["source"], target)
-        if spec["source"] == "gguf_file":
-            from spikesink.acquisition.gguf import acquire_gguf_file
-
-            acquire_gguf_file(name, Path(spec["path"]), target)
-        else:
-            acquire_model(name, spec, target, cache / "cache")
-    return target
+    try:
+        models = (yaml.safe_load(config_path.read_text()) or {}).get("models") or {}
+    except (yaml.YAMLError, AttributeError) as error:
+        raise ScanError(f"{config_path} is not a YAML mapping ({' '.join(str(error).split())})") from None
+    if target not in models:
+        known = ", ".join(sorted(models)) or "none"
+        raise ScanError(
+            f"{target!r} is neither a directory, a .gguf file nor a model of {config_path} (models there: {known})"
+        )
+    # the checks of the workflow's start-up, so that no error names a key derived from a bad entry
+    problems = model_entry_problems(target, models[target])
+    if problems:
+        raise ScanError(f"{config_path}: {'; '.join(problems)} (config/README.md describes every key)")
+    return target, models[target]
 
 
 def _passages(corpus: Path | None, cache: Path) -> list[dict]:
@@ -84,13 +80,21 @@ def _passages(corpus: Path | None, cache: Path) -> list[dict]:
 
 def scan(args: argparse.Namespace) -> dict:
     """The public API's extraction and life cycle on a few prompts (spikesink.api)."""
-    from spikesink.api import Study, load_model
+    from spikesink.api import Study, acquire_spec, load_model
+    from spikesink.instrumentation.loading import ModelLoadError
     from spikesink.results import save_block_stats, write_prompts, write_sink_stats
 
     started = time.perf_counter()
     name, spec = _spec_for(args.model, Path(args.config))
-    model_dir = _acquired_dir(name, spec, Path(args.cache))
-    model = load_model(model_dir, dtype=args.dtype, device=args.device, name=name)
+    log.info("model %s (%s)", name, spec["source"])
+    model_dir = acquire_spec(name, spec, Path(args.cache))
+    try:
+        model = load_model(model_dir, dtype=args.dtype, device=args.device, name=name)
+    except ModelLoadError as error:
+        if model_dir.is_relative_to(Path(args.cache)):
+            shutil.rmtree(model_dir)  # a cached copy of bad weights: the next scan acquires the fixed ones
+        # name what the user gave, not the cache copy it was acquired into
+        raise ModelLoadError(str(error).replace(str(model_dir), args.model)) from error
     settings = {
         "extraction": {
             "n_prompts": args.prompts,
@@ -161,6 +165,24 @@ def _print(summary: dict) -> None:
     )
 
 
+def _user_error(error: Exception, target: str) -> str | None:
+    """One line for an error that is the input's fault (the message says what to do); None for a bug."""
+    message = " ".join(str(error).split())
+    if isinstance(error, ScanError):
+        return message
+    from spikesink.acquisition.spec import ModelSourceError
+    from spikesink.extraction.block_stats import NonFiniteHiddenState
+    from spikesink.instrumentation.loading import ModelLoadError
+
+    if not isinstance(error, (ModelSourceError, ModelLoadError, NonFiniteHiddenState)):
+        return None
+    if isinstance(error, ModelSourceError) and Path(target).expanduser().exists():
+        # acquisition names config keys (models.<name>.path: ...); a model given as a path has none
+        message = re.sub(r"^models\.\S+?: ", "", message)
+        message = message if target in message else f"{target}: {message}"
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="spikesink", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -191,9 +213,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="results directory (default: results/scan/<model>)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
-    summary = scan(args)
+    if args.quiet:
+        import transformers
+
+        transformers.logging.disable_progress_bar()
+    try:
+        summary = scan(args)
+    except Exception as error:
+        message = _user_error(error, args.model)
+        if message is None or args.debug:
+            raise
+        print(f"spikesink scan: {message}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -257,7 +257,23 @@ def check_config(config: dict, workdir: str | os.PathLike = ".", raw: Mapping | 
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
 
+def model_entry_problems(name: str, spec, workdir: str | os.PathLike = ".") -> list[str]:
+    """What the workflow's start-up (schema, then check_config) says about one `models:` entry,
+    each problem led by its key: `spikesink scan` checks the entry it runs as the workflow would."""
+    from jsonschema import validators
+
+    full = schema()
+    # the model definition as the root, its $refs (#/definitions/...) resolved in the same document
+    entry = {**full["definitions"]["model"], "definitions": full["definitions"], "$schema": full["$schema"]}
+    validator = validators.validator_for(full)(entry)
+    errors = sorted(validator.iter_errors(spec), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        return [".".join(["models", name, *map(str, e.absolute_path)]) + f": {e.message}" for e in errors]
+    return _model_problems(f"models.{name}", spec, Path(workdir))
+
+
 def _model_problems(key: str, spec: Mapping, workdir: Path) -> list[str]:
+    """What the schema cannot say about one (schema-valid) models: entry."""
     problems = []
     source = spec.get("source")
     if source == "local":

@@ -36,6 +36,11 @@ from spikesink.results import OUTPUT, RESIDUAL, BlockStats
 from spikesink.settings import ExtractionSettings
 
 log = logging.getLogger(__name__)
+STATES = {RESIDUAL: "post_residual", OUTPUT: "output"}
+
+
+class NonFiniteHiddenState(FloatingPointError):
+    """A hidden state holds NaN or inf: every statistic after it would be NaN and look finished."""
 
 
 class _Accumulator:
@@ -102,8 +107,21 @@ class _Accumulator:
         self.topk_channel[kind, b, r] = top_channel.cpu().numpy()
         self.median[kind, b, r] = spikes.median.cpu().numpy()
         self.token_max[kind, b, r] = token_max.cpu().numpy()
+        # max |h| propagates NaN and inf, so this (B, T) copy, already on the CPU, shows any
+        # non-finite entry of the state for free; raising here stops the forward at its first one
+        if not np.isfinite(self.token_max[kind, b, r]).all():
+            self._non_finite(kind, block)
         self.pos0_sum[kind, b] += hidden[:, 0].float().sum(0)
         return spikes
+
+    def _non_finite(self, kind: int, block: int) -> None:
+        prompt, position = np.argwhere(~np.isfinite(self.token_max[kind, block - 1, self._rows]))[0]
+        raise NonFiniteHiddenState(
+            f"non-finite hidden state (NaN or inf) at block {block} ({STATES[kind]}), first seen at prompt "
+            f"{self._rows.start + prompt}, position {position}: a weight is NaN or the state overflowed its "
+            "dtype (float16 ends at 65504, below many spikes); load the model in bfloat16 or float32 and "
+            "check its weights"
+        )
 
     def block_output(self, block: int, output: torch.Tensor) -> None:
         self._per_prompt(OUTPUT, block, output)
