@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from analysis_helpers import figure_files, make_job
 
 from spikesink.acquisition.planted import build_planted_llama, planted_tokenizer
-from spikesink.analyses.vocab_probe import default_probe_blocks, probe_peaks, vocab_probe
+from spikesink.analyses import runner
+from spikesink.analyses.lifecycle.result import Lifecycle
+from spikesink.analyses.vocab_probe.claims import vocab_probe_claims
+from spikesink.analyses.vocab_probe.figure import plot_vocab_probe, summary_tables, table2
+from spikesink.analyses.vocab_probe.measure import (
+    default_probe_blocks,
+    probe_blocks_from_lifecycle,
+    probe_peaks,
+    run_vocab_probe,
+    vocab_probe,
+)
+from spikesink.analyses.vocab_probe.result import VocabProbe
+from spikesink.config import analysis_settings
+from spikesink.instrumentation.spikes import SpikeRule
 from spikesink.instrumentation.taps import block_taps, run_decoder
 
 torch.set_num_threads(1)
@@ -22,7 +37,9 @@ def planted():
 @pytest.fixture(scope="module")
 def probed(planted):
     model, info, tokenizer = planted
-    return vocab_probe(model, tokenizer, prefix="Some words here, then more ", batch_size=64, progress=False)
+    return vocab_probe(
+        model, tokenizer, SpikeRule(), prefix="Some words here, then more ", batch_size=64, progress=False
+    )
 
 
 def test_position_zero_spike_tokens_are_exactly_the_triggers(planted, probed):
@@ -63,7 +80,7 @@ def test_cached_prefix_equals_full_sequences(planted):
     prefix = tokenizer("a b. c", add_special_tokens=False)["input_ids"]
     ids = [5, 46, 97, 250]
     blocks = default_probe_blocks(12)
-    fast = probe_peaks(model, ids, blocks, prefix_ids=prefix, batch_size=3, progress=False)
+    fast = probe_peaks(model, ids, blocks, SpikeRule(), prefix_ids=prefix, batch_size=3, progress=False)
     full = {"peak": [], "massive": []}
     for token in ids:
         peaks = []
@@ -83,7 +100,9 @@ def test_forward_stops_after_the_last_probed_block(planted):
     called = []
     handle = model.model.layers[3].register_forward_pre_hook(lambda *a: called.append(3))
     try:
-        out = probe_peaks(model, [1, 2], blocks=[4, 5], progress=False)  # layer 2's attention is the last
+        out = probe_peaks(
+            model, [1, 2], blocks=[4, 5], rule=SpikeRule(), progress=False
+        )  # layer 2's attention is the last
     finally:
         handle.remove()
     assert not called
@@ -92,30 +111,36 @@ def test_forward_stops_after_the_last_probed_block(planted):
 
 def test_thresholds_are_parameters(planted):
     model, info, _ = planted
-    out = probe_peaks(
-        model, info["trigger_token_ids"][:8], blocks=[4], floor=10 * info["spike_magnitude"], progress=False
-    )
+    triggers = info["trigger_token_ids"][:8]
+    assert probe_peaks(model, triggers, blocks=[4], rule=SpikeRule(), progress=False)["massive"].all()
+    out = probe_peaks(model, triggers, blocks=[4], rule=SpikeRule(floor=10 * info["spike_magnitude"]), progress=False)
+    assert not out["massive"].any()
+    out = probe_peaks(model, triggers, [4], SpikeRule(median_ratio=1e9), reference_median={4: 1.0}, progress=False)
     assert not out["massive"].any()
 
 
 def test_bad_blocks_are_refused(planted):
     model, _, _ = planted
     with pytest.raises(ValueError):
-        probe_peaks(model, [1], blocks=[0], progress=False)
+        probe_peaks(model, [1], blocks=[0], rule=SpikeRule(), progress=False)
     with pytest.raises(ValueError):
-        probe_peaks(model, [1], blocks=[13], progress=False)
+        probe_peaks(model, [1], blocks=[13], rule=SpikeRule(), progress=False)
+
+
+# the corpus median per block: the probed plateau (blocks 4-9) sits near 1, the blocks outside it far lower
+MEDIANS = [0.05, 0.05, 0.05, 1.2, 1.0, 1.3, 1.5, 1.1, 1.4, 0.02, 0.05, 0.05]
 
 
 def test_pipeline_entry_claims_table_and_figure(planted, tmp_path):
-    from spikesink.analyses.vocab_probe import run_vocab_probe
-    from spikesink.analyses.vocab_probe_report import table2, vocab_probe_claims
-    from spikesink.figures_mechanism import plot_vocab_probe
-
     model, info, tokenizer = planted
-    lifecycle = {"plateau": [4, 9], "median_by_block": [1.0] * 12}
-    frame, summary = run_vocab_probe(model, tokenizer, lifecycle, batch_size=128, progress=False)
+    lifecycle = Lifecycle(plateau=(4, 9), median_by_block=MEDIANS)
+    prefix = analysis_settings("vocab_probe").prefix  # the schema's default prefix
+    frame, summary = run_vocab_probe(
+        model, tokenizer, SpikeRule(), lifecycle, prefix=prefix, batch_size=128, progress=False
+    )
     assert summary["blocks"] == list(range(4, 10))
     assert summary["reference_from"] == "lifecycle corpus medians"
+    assert summary["reference_median"] == {b: m for b, m in enumerate(MEDIANS, start=1)}
     assert summary["n_spike_pos0"] == len(info["trigger_token_ids"])
     claims = {c.claim: c for c in vocab_probe_claims("planted", summary)}
     assert not claims["almost every vocabulary item is a spike token at position 0"].holds  # 240/256 = 93.75%
@@ -131,22 +156,70 @@ def test_pipeline_entry_claims_table_and_figure(planted, tmp_path):
         "Qwen3-8B",
         "Qwen3-14B",
     ]
-    written = plot_vocab_probe(frame, summary, tmp_path / "vocab", "planted")
-    assert all(p.stat().st_size > 0 for p in written)
+    assert table.loc[0, "spike tokens pos 0"] == len(info["trigger_token_ids"]) and table.loc[0, "probed"] == 256
+
+    drawn = plot_vocab_probe(frame, summary, tmp_path / "vocab", "planted")
+    figure_files(tmp_path / "vocab")
+    # two histograms over the same bins, each counting every probed id once
+    assert set(drawn["counts"]) == {"peak_pos0", "peak_later"}
+    for column, counts in drawn["counts"].items():
+        assert len(counts) == len(drawn["bins"]) - 1 and counts.sum() == summary["n_probed"] == len(frame)
+        expected, _ = np.histogram(frame[column].clip(lower=drawn["bins"][0]), bins=drawn["bins"])
+        np.testing.assert_array_equal(counts, expected)
+    # the threshold lines: the floor, and median_ratio x the smallest reference median of the PROBED blocks
+    # (1.0 at block 5, not the 0.02 of block 10 outside the plateau)
+    assert drawn["lines"]["floor"] == summary["floor"] == 100.0
+    assert drawn["lines"]["median_ratio x reference median"] == pytest.approx(1000.0 * 1.0)
+    # every spike token's peak lies right of the line, every exception's left of it
+    line = drawn["lines"]["median_ratio x reference median"]
+    assert (frame.loc[frame.is_spike_pos0, "peak_pos0"] > line).all()
+    assert (frame.loc[~frame.is_spike_pos0, "peak_pos0"] < line).all()
+
+
+def test_measure_and_report_of_a_job(planted, tmp_path):
+    """measure(job) with the config section's blocks / prefix / limit; the report reads the stored result."""
+    model, info, tokenizer = planted
+    lifecycle = Lifecycle(plateau=(4, 9), median_by_block=MEDIANS)
+    job = make_job("vocab_probe", {"lifecycle": lifecycle}, model, {"limit": 64, "blocks": "plateau_start"}, "planted")
+    job.model.tokenizer = tokenizer
+    result = runner.measure(job)
+    summary = result.summary
+    assert summary["limit"] == 64 and summary["n_probed"] == 64 and summary["blocks"] == [4, 5, 6, 7]
+    assert "seconds" not in summary  # wall-clock time goes to the log: results are identical across runs
+    expected_ids = tokenizer(job.settings.prefix, add_special_tokens=False)["input_ids"]
+    assert summary["prefix_ids"] == expected_ids
+    assert summary["n_spike_pos0"] == len([t for t in info["trigger_token_ids"] if t < 64])
+    result.save(tmp_path / "probe")
+    loaded = VocabProbe.load(tmp_path / "probe")
+    assert loaded.summary["reference_median"] == summary["reference_median"]  # integer block keys restored
+    pd.testing.assert_frame_equal(loaded.frame, result.frame)
+    claims = runner.claims(loaded, job)
+    assert [c.claim for c in claims] == [c.claim for c in vocab_probe_claims("planted", summary)]
+    assert "(first 64 ids only)" in claims[0].ours
+    drawn = runner.figures(loaded, job, {"": tmp_path / "planted"})[""]
+    figure_files(tmp_path / "planted")
+    assert all(counts.sum() == 64 for counts in drawn["counts"].values())
+    assert drawn["lines"]["median_ratio x reference median"] == pytest.approx(1000.0 * 1.0)  # min over blocks 4-7
+    jobs = {"planted": make_job("vocab_probe", model_name="planted", paper_model="Llama-3-8B")}
+    ((name, (table, _)),) = summary_tables({"planted": loaded}, jobs).items()
+    assert name == "table2_vocab_probe"
+    row = table.iloc[0]
+    assert row["paper model"] == "Llama-3-8B" and row["probed"] == 64
+    assert row["ratio pos 0 (%)"] == pytest.approx(100 * summary["ratio_pos0"])
 
 
 def test_bfloat16_model_gives_float32_statistics():
     """The CUDA path runs bf16 weights; statistics must still be float32 and find the same tokens."""
     model, info = build_planted_llama(seed=3)
     model = model.to(torch.bfloat16)
-    out = probe_peaks(model, list(range(256)), blocks=[4, 5, 6], batch_size=128, progress=False)
+    out = probe_peaks(model, list(range(256)), blocks=[4, 5, 6], rule=SpikeRule(), batch_size=128, progress=False)
     assert out["peak"].dtype == np.float32
     assert set(np.flatnonzero(out["massive"])) == set(info["trigger_token_ids"])
 
 
 def test_plateau_start_probes_the_first_plateau_blocks_only():
-    from spikesink.analyses.vocab_probe import probe_blocks_from_lifecycle
-
-    assert probe_blocks_from_lifecycle({"plateau": [24, 57]}, 60, "plateau_start") == [24, 25, 26, 27]
-    assert probe_blocks_from_lifecycle({"plateau": [4, 5]}, 12, "plateau_start") == [4, 5]
-    assert probe_blocks_from_lifecycle({"plateau": [24, 57]}, 60, "plateau") == list(range(24, 58))
+    assert probe_blocks_from_lifecycle(Lifecycle(plateau=(24, 57)), 60, "plateau_start") == [24, 25, 26, 27]
+    assert probe_blocks_from_lifecycle(Lifecycle(plateau=(4, 5)), 12, "plateau_start") == [4, 5]
+    assert probe_blocks_from_lifecycle(Lifecycle(plateau=(24, 57)), 60, "plateau") == list(range(24, 58))
+    # no plateau: the intermediate blocks
+    assert probe_blocks_from_lifecycle(Lifecycle(), 12, "plateau") == default_probe_blocks(12) == list(range(3, 11))
