@@ -5,21 +5,31 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from analysis_helpers import figure_files, make_job
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from spikesink.analyses.intervention import (
+from spikesink.analyses import runner
+from spikesink.analyses.intervention.figure import plot_intervention
+from spikesink.analyses.intervention.measure import (
     intervention_table,
     replacement_values,
     spike_intervention,
     spike_token_mask,
 )
+from spikesink.analyses.intervention.result import Intervention
+from spikesink.analyses.lifecycle.result import Lifecycle
 from spikesink.extraction.sink_stats import sink_statistics
+from spikesink.instrumentation.spikes import SpikeRule
 from spikesink.instrumentation.taps import NotEditable
+from spikesink.results import PromptSet
 
 torch.set_num_threads(1)
 CHANNELS = [3, 17]
+RULE = SpikeRule()
+EPS = 0.3  # the schema's sinks.eps
 
 
 def tiny_model(seed=0):
@@ -65,7 +75,7 @@ def test_zero_mode_edits_only_the_first_token_channels():
         seen, handle = capture_output(mlp)
         model(input_ids=ids)
         handle.remove()
-        with spike_intervention(model, 2, CHANNELS, "zero") as log:
+        with spike_intervention(model, 2, CHANNELS, RULE, "zero") as log:
             seen_edit, handle = capture_output(mlp)
             model(input_ids=ids)
             handle.remove()
@@ -89,7 +99,7 @@ def test_spike_token_mask_and_mean_values_on_planted_state():
     hidden = torch.randn(2, 6, 16, generator=gen)
     hidden[0, 0, 5] = 4000.0
     hidden[1, 3, 5] = -4000.0
-    spikes = spike_token_mask(hidden)
+    spikes = spike_token_mask(hidden, RULE)
     expected = torch.zeros(2, 6, dtype=torch.bool)
     expected[0, 0] = expected[1, 3] = True
     assert torch.equal(spikes, expected)
@@ -104,7 +114,7 @@ def test_spike_token_mask_and_mean_values_on_planted_state():
     dense = torch.randn(1, 40, 16, generator=gen)
     dense[0, 0] = 300.0
     dense[0, 0, 7] = 2e4
-    assert spike_token_mask(dense)[0].tolist() == [True] + [False] * 39
+    assert spike_token_mask(dense, RULE)[0].tolist() == [True] + [False] * 39
 
 
 def test_spike_positions_mode_edits_every_planted_spike_token():
@@ -112,7 +122,7 @@ def test_spike_positions_mode_edits_every_planted_spike_token():
     ids = torch.randint(0, 97, (1, 8), generator=torch.Generator().manual_seed(3))
     mlp = model.model.layers[1].mlp  # block 4
     plant = plant_spikes(mlp, [0, 4])
-    with torch.no_grad(), spike_intervention(model, 4, [5], "mean", positions="spike") as log:
+    with torch.no_grad(), spike_intervention(model, 4, [5], RULE, "mean", positions="spike") as log:
         seen, handle = capture_output(mlp)
         model(input_ids=ids)
         handle.remove()
@@ -129,16 +139,16 @@ def test_residual_site_and_errors():
     model = tiny_model()
     # an attention block's post-residual is read by two consumers: no hook can edit it faithfully
     with pytest.raises(NotEditable, match="post_residual of FFN"):
-        with spike_intervention(model, 3, CHANNELS, site="residual"):
+        with spike_intervention(model, 3, CHANNELS, RULE, site="residual"):
             pass
     with pytest.raises(ValueError, match="out of range"):
-        with spike_intervention(model, 7, CHANNELS):
+        with spike_intervention(model, 7, CHANNELS, RULE):
             pass
     with pytest.raises(ValueError, match="channels"):
-        with spike_intervention(model, 2, [32]):
+        with spike_intervention(model, 2, [32], RULE):
             pass
     ids = torch.randint(0, 97, (1, 6))
-    with torch.no_grad(), spike_intervention(model, 4, CHANNELS, "zero", site="residual"):
+    with torch.no_grad(), spike_intervention(model, 4, CHANNELS, RULE, "zero", site="residual"):
         seen, handle = capture_output(model.model.layers[1])
         model(input_ids=ids)
         handle.remove()
@@ -149,7 +159,7 @@ def test_table_matches_direct_measurements():
     model = tiny_model(seed=4)
     gen = torch.Generator().manual_seed(5)
     batches = [torch.randint(0, 97, (3, 12), generator=gen) for _ in range(2)]
-    table = intervention_table(model, batches, block=2, channels=CHANNELS, modes=("zero",))
+    table = intervention_table(model, batches, block=2, channels=CHANNELS, rule=RULE, eps=EPS, modes=("zero",))
     assert list(table["condition"]) == ["none", "zero"]
 
     def direct():
@@ -181,11 +191,7 @@ def test_table_matches_direct_measurements():
     assert set(table["block"]) == {2} and set(table["channels"]) == {"3,17"}
 
 
-def test_intervention_figure_is_written(tmp_path):
-    import pandas as pd
-
-    from spikesink.figures_sinks import plot_intervention
-
+def test_intervention_figure_draws_the_table(tmp_path):
     table = pd.DataFrame(
         {
             "condition": ["none", "zero", "mean"], "block": 4, "channels": "507", "site": "block_output",
@@ -193,9 +199,46 @@ def test_intervention_figure_is_written(tmp_path):
             "perplexity": [12.0, 30.0, 18.0], "spike_first_token": [2e4, 50.0, 60.0],
         }
     )  # fmt: skip
-    written = plot_intervention(table, tmp_path / "bars.pdf")
-    assert [p.name for p in written] == ["bars.pdf", "bars.png"] and all(p.stat().st_size > 1000 for p in written)
-    # tables of several step-up blocks concatenated (one "none" row each)
+    drawn = plot_intervention(table, tmp_path / "bars.pdf")
+    figure_files(tmp_path / "bars")
+    panels = ["sink_ratio", "key0_mass", "perplexity", "spike_first_token"]
+    assert list(drawn) == panels
+    for column in panels:
+        assert list(drawn[column].index) == ["none", "zero", "mean"]
+        np.testing.assert_array_equal(drawn[column].to_numpy(), table[column].to_numpy())
+    # tables of several step-up blocks concatenated (one "none" row each): one "none" bar, edits by block
     second = table.assign(block=6, perplexity=[12.0, 15.0, 13.0])
-    written = plot_intervention(pd.concat([second, table]), tmp_path / "two_blocks")
-    assert all(p.stat().st_size > 1000 for p in written)
+    drawn = plot_intervention(pd.concat([second, table]), tmp_path / "two_blocks")
+    figure_files(tmp_path / "two_blocks")
+    assert list(drawn["perplexity"].index) == ["none", "zero\nb6", "mean\nb6", "zero\nb4", "mean\nb4"]
+    assert list(drawn["perplexity"]) == [12.0, 15.0, 13.0, 30.0, 18.0]
+    assert list(drawn["sink_ratio"]) == [70.0, 20.0, 35.0, 20.0, 35.0]
+
+
+def test_measure_and_report_of_a_job(tmp_path):
+    """measure(job): every step-up block edited in turn on the held-out prompts; n/a without a spike."""
+    model = tiny_model(seed=4)
+    gen = torch.Generator().manual_seed(6)
+    heldout = PromptSet("heldout", list(torch.randint(0, 97, (4, 10), generator=gen).numpy()), {})
+    lifecycle = Lifecycle(step_up=[2, 4], spike_channels=CHANNELS, plateau=(2, 5))
+    job = make_job("intervention", {"lifecycle": lifecycle, "prompts.heldout": heldout}, model, {"modes": ["zero"]})
+    result = runner.measure(job)
+    table = result.table
+    assert list(zip(table["condition"], table["block"])) == [("none", 2), ("zero", 2), ("none", 4), ("zero", 4)]
+    assert set(table["site"]) == {"residual"} and set(table["channels"]) == {"3,17"}  # the schema's default site
+    result.save(tmp_path / "intervention")
+    loaded = Intervention.load(tmp_path / "intervention")
+    pd.testing.assert_frame_equal(loaded.table, table)
+    claims = runner.claims(loaded, job)
+    assert [c.claim for c in claims] == [f"removing the spike (zero at block {b}) removes the sink" for b in (2, 4)]
+    drawn = runner.figures(loaded, job, {"": tmp_path / "m"})[""]
+    figure_files(tmp_path / "m")
+    assert list(drawn["key0_mass"]) == [table.loc[0, "key0_mass"], table.loc[1, "key0_mass"], table.loc[3, "key0_mass"]]
+    # no spike: an explicit n/a row and a labelled placeholder, the model never run
+    none = make_job("intervention", {"lifecycle": Lifecycle(), "prompts.heldout": heldout})
+    na = runner.measure(none)
+    assert na.not_applicable == "no step-up block or spike channel was detected"
+    (claim,) = runner.claims(na, none)
+    assert claim.holds is None and claim.ours == "n/a: no step-up block or spike channel was detected"
+    assert runner.figures(na, none, {"": tmp_path / "na"}) == {"": {}}
+    figure_files(tmp_path / "na")

@@ -6,9 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from analysis_helpers import figure_files, make_job
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
-from spikesink.analyses.sink_geometry import (
+from spikesink.analyses import runner
+from spikesink.analyses.sink_geometry.figure import plot_tsne
+from spikesink.analyses.sink_geometry.measure import (
     HeadChoice,
     QKCapture,
     choose_heads,
@@ -19,7 +22,9 @@ from spikesink.analyses.sink_geometry import (
     spectrum,
     tsne_table,
 )
+from spikesink.analyses.sink_geometry.result import SinkGeometry
 from spikesink.extraction.sink_stats import sink_statistics
+from spikesink.results import PromptSet, SinkStats
 
 torch.set_num_threads(1)
 
@@ -155,9 +160,7 @@ def test_sink_geometry_end_to_end_is_reproducible():
     np.testing.assert_array_equal(first[["x", "y"]].to_numpy(), second[["x", "y"]].to_numpy())
 
 
-def test_tsne_figure_is_written(tmp_path):
-    from spikesink.figures_sinks import plot_tsne
-
+def test_tsne_figure_draws_the_points_of_each_head(tmp_path):
     rng = np.random.default_rng(0)
     frames = []
     for role, layer, head in (("sink", 3, 1), ("non_sink", 4, 2)):
@@ -166,5 +169,41 @@ def test_tsne_figure_is_written(tmp_path):
             frames.append(
                 pd.DataFrame({"role": role, "layer": layer, "head": head, "kind": kind, "x": xy[:, 0], "y": xy[:, 1]})
             )
-    written = plot_tsne(pd.concat(frames), tmp_path / "tsne")
-    assert [p.suffix for p in written] == [".pdf", ".png"] and all(p.stat().st_size > 1000 for p in written)
+    tsne = pd.concat(frames, ignore_index=True)
+    drawn = plot_tsne(tsne, tmp_path / "tsne")
+    figure_files(tmp_path / "tsne")
+    assert list(drawn) == ["sink", "non_sink"]  # sink head left, non-sink head right
+    for role, points in drawn.items():
+        expected = tsne[tsne["role"] == role][["kind", "x", "y"]].reset_index(drop=True)
+        pd.testing.assert_frame_equal(points, expected)
+        assert points.groupby("kind").size().to_dict() == {"k(n)": 15, "k(s)": 15, "q(n)": 15}
+
+
+def test_measure_and_report_of_a_job(tmp_path):
+    """measure(job) chooses the heads from the extraction's sink statistics; the report draws its t-SNE."""
+    model = tiny_model(seed=4)
+    gen = torch.Generator().manual_seed(5)
+    ids = torch.randint(0, 97, (12, 16), generator=gen)
+    stats = sink_statistics(model, [ids[:6], ids[6:]])
+    sinks = SinkStats.from_arrays({"eps": 0.3, **stats})
+    prompts = PromptSet("extraction", list(ids.numpy()), {"bos_added": False})
+    settings = {"n_prompts": 12, "seq_len": 12, "batch_size": 4, "tsne_points": 10}
+    job = make_job("sink_geometry", {"sinks": sinks, "prompts.extraction": prompts}, model, settings)
+    result = runner.measure(job)
+    heads = result.heads.set_index("role")
+    expected = choose_heads(stats["key0_mass_layer_head"])
+    assert (heads.loc["sink", "layer"], heads.loc["sink", "head"]) == (expected["sink"].layer, expected["sink"].head)
+    assert (result.subspace["n_vectors"] == 12).all() and not result.bos_added
+    result.save(tmp_path / "geometry")
+    loaded = SinkGeometry.load(tmp_path / "geometry")
+    pd.testing.assert_frame_equal(loaded.tsne, result.tsne)
+    claims = runner.claims(loaded, job)
+    assert [c.claim for c in claims] == [
+        "sink keys live in a 1-2 dimensional subspace",
+        "in sink heads non-sink queries sit closer to the sink key than to non-sink keys",
+    ]
+    drawn = runner.figures(loaded, job, {"": tmp_path / "m"})[""]
+    figure_files(tmp_path / "m")
+    for role, points in drawn.items():
+        expected = loaded.tsne[loaded.tsne["role"] == role][["kind", "x", "y"]].reset_index(drop=True)
+        pd.testing.assert_frame_equal(points, expected)
