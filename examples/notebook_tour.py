@@ -53,7 +53,9 @@ def main(argv=None) -> dict:
     held = scorecard["holds"].eq(True).sum()
     print(f"{held} of {scorecard['holds'].notna().sum()} checked claims hold")
     drawn = study.figure("lifecycle", Path(args.out) / f"{model.name}_lifecycle")
-    print(f"figure: {args.out}/{model.name}_lifecycle.{{pdf,png}}, top-1 peak {drawn[''][ 'post_residual']['top-1'].max():.4g}")
+    print(
+        f"figure: {args.out}/{model.name}_lifecycle.{{pdf,png}}, top-1 peak {drawn['']['post_residual']['top-1'].max():.4g}"
+    )
     return {"study": study, "results": results, "scorecard": scorecard, "drawn": drawn}
 
 

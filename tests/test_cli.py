@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from spikesink.cli import main
 from spikesink.analyses.lifecycle.result import Lifecycle
+from spikesink.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = REPO / ".test" / "texts"

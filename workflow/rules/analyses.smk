@@ -6,61 +6,6 @@
 #   <name>_summary  figures and tables across the configured models
 # Each job's params are the config it reads and a hash of the analysis's own code on that side, so a
 # changed measurement reruns its model job, a changed figure, caption or threshold only its report.
-REPORT_KEYS = analysis_jobs.REPORT_KEYS
-
-
-def job_config(entry, side):
-    """The part of the config one job of `entry` reads (its params: what reruns it)."""
-    section = config["analyses"][entry.name]
-    if side == "measure":
-        section = {k: v for k, v in section.items() if k not in REPORT_KEYS}
-    return {
-        "analyses": {entry.name: section},
-        "spike": config["spike"],
-        "sinks": config["sinks"],
-        "heldout": {"batch_size": config["heldout"]["batch_size"]},
-        "extraction": {k: config["extraction"][k] for k in ("batch_size", "device")},
-    }
-
-
-def read_files(keys, per_model=True):
-    """Input files of the read keys: of {model}, or of every configured model."""
-
-    def files(wildcards):
-        models = [wildcards.model] if per_model else MODELS
-        return {key.replace(".", "_"): [f for m in models for f in analysis_jobs.input_files(key, m)] for key in keys}
-
-    return files
-
-
-def figure_outputs(entry, figures, model):
-    out = {}
-    for figure in figures:
-        stem = analysis_jobs.figure_stem(entry, figure, model)
-        out[f"{figure.name or 'figure'}_pdf"] = report(
-            f"{stem}.pdf",
-            caption=str(entry.caption_path(figure)),
-            category=entry.title,
-            labels={"model": model or "all models", "figure": figure.title or entry.paper},
-        )
-        out[f"{figure.name or 'figure'}_png"] = f"{stem}.png"
-    return out
-
-
-def table_outputs(entry, tables, model):
-    return {
-        f"table_{t.name or 'main'}_{ext}": f"{analysis_jobs.table_stem(entry, t, model)}.{ext}"
-        for t in tables
-        for ext in t.formats
-    }
-
-
-def report_outputs(entry):
-    model = "{model}" if entry.per_model else None
-    claims = {"claims": analysis_jobs.claims_file(entry, model)} if analysis_jobs.has_claims(entry) else {}
-    return claims | figure_outputs(entry, entry.figures, model) | table_outputs(entry, entry.tables, model)
-
-
 PAPER_MODELS = {m: config["models"][m].get("paper_model") for m in MODELS}
 
 

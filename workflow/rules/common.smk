@@ -117,9 +117,15 @@ def analysis_outputs():
     for entry in ANALYSES.values():
         models = MODELS if entry.per_model else [None]
         for model in models:
-            out += [f"{analysis_jobs.figure_stem(entry, f, model)}.{ext}" for f in entry.figures for ext in ("pdf", "png")]
+            out += [
+                f"{analysis_jobs.figure_stem(entry, f, model)}.{ext}" for f in entry.figures for ext in ("pdf", "png")
+            ]
             out += [f"{analysis_jobs.table_stem(entry, t, model)}.{ext}" for t in entry.tables for ext in t.formats]
-        out += [f"{analysis_jobs.figure_stem(entry, f, None)}.{ext}" for f in entry.summary_figures for ext in ("pdf", "png")]
+        out += [
+            f"{analysis_jobs.figure_stem(entry, f, None)}.{ext}"
+            for f in entry.summary_figures
+            for ext in ("pdf", "png")
+        ]
         out += [f"{analysis_jobs.table_stem(entry, t, None)}.{ext}" for t in entry.summary_tables for ext in t.formats]
     return out
 
@@ -151,3 +157,56 @@ def ablation_outputs():
 def ablation_seed_metrics(table):
     """metrics.json of every (variant, seed) run of one paper table (ABL_DIR, ABL_SEEDS: rules/ablations.smk)."""
     return expand(f"{ABL_DIR}/{{variant}}/seed{{seed}}/metrics.json", variant=ablation_tables()[table], seed=ABL_SEEDS)
+
+
+# ---- the rules generated per analysis (rules/analyses.smk)
+def job_config(entry, side):
+    """The part of the config one job of `entry` reads (its params: what reruns it)."""
+    section = config["analyses"][entry.name]
+    if side == "measure":
+        section = {k: v for k, v in section.items() if k not in analysis_jobs.REPORT_KEYS}
+    return {
+        "analyses": {entry.name: section},
+        "spike": config["spike"],
+        "sinks": config["sinks"],
+        "heldout": {"batch_size": config["heldout"]["batch_size"]},
+        "extraction": {k: config["extraction"][k] for k in ("batch_size", "device")},
+    }
+
+
+def read_files(keys, per_model=True):
+    """Input files of the read keys: of {model}, or of every configured model."""
+
+    def files(wildcards):
+        models = [wildcards.model] if per_model else MODELS
+        return {key.replace(".", "_"): [f for m in models for f in analysis_jobs.input_files(key, m)] for key in keys}
+
+    return files
+
+
+def figure_outputs(entry, figures, model):
+    out = {}
+    for figure in figures:
+        stem = analysis_jobs.figure_stem(entry, figure, model)
+        out[f"{figure.name or 'figure'}_pdf"] = report(
+            f"{stem}.pdf",
+            caption=str(entry.caption_path(figure)),
+            category=entry.title,
+            labels={"model": model or "all models", "figure": figure.title or entry.paper},
+        )
+        out[f"{figure.name or 'figure'}_png"] = f"{stem}.png"
+    return out
+
+
+def table_outputs(entry, tables, model):
+    return {
+        f"table_{t.name or 'main'}_{ext}": f"{analysis_jobs.table_stem(entry, t, model)}.{ext}"
+        for t in tables
+        for ext in t.formats
+    }
+
+
+def report_outputs(entry):
+    model = "{model}" if entry.per_model else None
+    claims = {"claims": analysis_jobs.claims_file(entry, model)} if analysis_jobs.has_claims(entry) else {}
+    return claims | figure_outputs(entry, entry.figures, model) | table_outputs(entry, entry.tables, model)

@@ -238,6 +238,9 @@ def prompt_set_spec(config: Mapping[str, Any], name: str) -> dict[str, Any]:
             section, key = config["analyses"][entry.name], f"analyses.{entry.name}"
             spec = {"kind": owned.kind, "n": section[owned.n], "seed": section[owned.seed]}
             if owned.seq_len:
-                return spec | {"seq_len": section[owned.seq_len], "keys": [f"{key}.{owned.n}", f"{key}.{owned.seq_len}"]}
+                return spec | {
+                    "seq_len": section[owned.seq_len],
+                    "keys": [f"{key}.{owned.n}", f"{key}.{owned.seq_len}"],
+                }
             return spec | {"keys": [f"{key}.{owned.n}", "-"]}
     raise ValueError(f"no prompt set named {name!r}: extraction, heldout or one an analysis owns")
