@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from analysis_helpers import figure_files
 from conftest import tiny_config
 from transformers import LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
 
@@ -272,19 +273,26 @@ def test_summarise_sinks_on_planted_masses():
     assert summarise_sinks(mass, eps=0.95)["sink_ratio"] == 0.0
 
 
-def test_sink_figures_are_written(tmp_path):
-    from spikesink.figures_sinks import plot_key0_heatmap, plot_sink_vs_spike
+def test_sink_figures_draw_the_statistics(tmp_path):
+    from spikesink.analyses.sinks.figure import plot_key0_heatmap, plot_sink_vs_spike
 
     rng = np.random.default_rng(0)
     mass = rng.uniform(0, 1, size=(6, 4)).astype(np.float32)
-    written = plot_key0_heatmap(mass, tmp_path / "heat.pdf", highlight={"sink": (2, 1), "non_sink": (3, 0)})
+    drawn = plot_key0_heatmap(mass, tmp_path / "heat.pdf", highlight={"sink": (2, 1), "non_sink": (3, 0)})
+    np.testing.assert_array_equal(drawn["key0_mass"], mass)
     summary = summarise_sinks(rng.uniform(0, 1, size=(5, 6, 4)))
-    written += plot_sink_vs_spike(
-        summary["sink_ratio_layer"], summary["key0_mass_layer"], np.geomspace(1, 1e4, 12), tmp_path / "depth",
-        step_up=[4], step_down=[11],
-    )  # fmt: skip
-    assert sorted(p.name for p in written) == ["depth.pdf", "depth.png", "heat.pdf", "heat.png"]
-    assert all(p.stat().st_size > 1000 for p in written)
+    top1 = np.geomspace(1, 1e4, 12)
+    depth = plot_sink_vs_spike(
+        summary["sink_ratio_layer"], summary["key0_mass_layer"], top1, tmp_path / "depth", step_up=[4], step_down=[11]
+    )
+    for stem in ("heat", "depth"):
+        figure_files(tmp_path / stem)
+    # the spike per block 1..2L above, each layer's sinks at its attention block 2l+1 below
+    assert list(depth["top1_by_block"].index) == list(range(1, 13))
+    np.testing.assert_array_equal(depth["top1_by_block"], top1)
+    for curve, values in (("sink_ratio_by_layer", "sink_ratio_layer"), ("key0_mass_by_layer", "key0_mass_layer")):
+        assert list(depth[curve].index) == [1, 3, 5, 7, 9, 11]
+        np.testing.assert_allclose(depth[curve], summary[values])
     with pytest.raises(ValueError, match="2L"):
         plot_sink_vs_spike(summary["sink_ratio_layer"], summary["key0_mass_layer"], np.ones(6), tmp_path / "bad")
 
