@@ -12,12 +12,18 @@ from spikesink.analyses.act_scales.result import ActScales
 from spikesink.analyses.unit import Job
 from spikesink.reporting.plotting import PALETTE, apply_style, save_figure
 
+# q, k and v (gate and up) read the same tensor: one line each, under one label
 ROLE_STYLE = {
     "q": ("q / k / v input", PALETTE["ours"]),
+    "k": ("q / k / v input", PALETTE["ours"]),
+    "v": ("q / k / v input", PALETTE["ours"]),
     "qkv": ("q / k / v input", PALETTE["ours"]),
     "o": ("o input", PALETTE["other"]),
     "gate": ("gate / up input", PALETTE["step_down"]),
+    "up": ("gate / up input", PALETTE["step_down"]),
     "gate_up": ("gate / up input", PALETTE["step_down"]),
+    "shared_gate": ("shared expert gate / up input", PALETTE["top3"]),
+    "shared_up": ("shared expert gate / up input", PALETTE["top3"]),
     "fc_in": ("fc_in input", PALETTE["step_down"]),
     "down": ("down input", PALETTE["spike"]),
     "fc_out": ("fc_out input", PALETTE["spike"]),
