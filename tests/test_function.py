@@ -6,30 +6,39 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from analysis_helpers import figure_files, make_job
 from conftest import family_model
 
-from spikesink.analyses.attention_path import attention_path_claims, plateau_attention_blocks, strip_attention_input
-from spikesink.analyses.implicit_params import (
+from spikesink.analyses import runner
+from spikesink.analyses.act_scales.figure import plot_act_scales
+from spikesink.analyses.act_scales.measure import activation_scales, scale_table
+from spikesink.analyses.attention_path.claims import attention_path_claims
+from spikesink.analyses.attention_path.figure import plot_attention_path
+from spikesink.analyses.attention_path.measure import plateau_attention_blocks, strip_attention_input
+from spikesink.analyses.implicit_params.claims import implicit_claims
+from spikesink.analyses.implicit_params.figure import plot_implicit_params
+from spikesink.analyses.implicit_params.measure import (
+    MODES,
     calibrate,
-    implicit_claims,
     implicit_parameter_table,
     replace_massive,
     site_blocks,
 )
-from spikesink.analyses.kv_cache import check_setting, kv_cache_claims, kv_cache_study, windowed_attention, windowed_nll
+from spikesink.analyses.kv_cache.claims import kv_cache_claims
+from spikesink.analyses.kv_cache.figure import plot_kv_cache
+from spikesink.analyses.kv_cache.measure import check_setting, kv_cache_study, windowed_attention, windowed_nll
+from spikesink.analyses.lifecycle.result import Lifecycle
+from spikesink.analyses.quantization.claims import quantization_claims
+from spikesink.analyses.quantization.figure import plot_quantization
+from spikesink.analyses.quantization.measure import fake_quantize, quantization_table
 from spikesink.extraction.perplexity import perplexity, token_nll
-from spikesink.analyses.quantization import (
-    activation_scales,
-    fake_quantize,
-    quantization_claims,
-    quantization_table,
-    scale_table,
-)
 from spikesink.instrumentation.layout import model_layout
 from spikesink.instrumentation.spikes import SpikeRule
 from spikesink.instrumentation.taps import capture, edit_state
+from spikesink.results import PromptSet
 
 IDS = torch.randint(1, 128, (4, 16), generator=torch.Generator().manual_seed(3))
 CHANNELS = [3, 11]
@@ -77,7 +86,7 @@ def test_implicit_parameter_table_and_claims():
     rule = SpikeRule()
     with constant_spike(model):
         sites = calibrate(model, IDS.numpy(), {2: ["step-up"]}, CHANNELS, rule)
-        table = implicit_parameter_table(model, [IDS.numpy()], sites, rule=rule)
+        table = implicit_parameter_table(model, [IDS.numpy()], sites, MODES, rule)
     assert list(table["mode"]) == ["none", "own_mean", "zero", "ordinary_mean"]
     assert table.loc[1, "ratio"] == pytest.approx(1.0, abs=1e-6)
     claims = {c.claim: c for c in implicit_claims("m", table)}
@@ -87,7 +96,7 @@ def test_implicit_parameter_table_and_claims():
 
 
 def test_sites_skip_attention_blocks_with_a_reason():
-    sites, skipped = site_blocks({"plateau": (3, 9), "step_up": [3, 4]})
+    sites, skipped = site_blocks(Lifecycle(plateau=(3, 9), step_up=[3, 4]))
     assert sites == {4: ["step-up"]} and "block 3" in skipped[0] and "attention block" in skipped[0]
 
 
@@ -97,7 +106,7 @@ def test_attention_input_edit_reaches_only_token_0s_normed_attention_input():
     rule = SpikeRule()
     with constant_spike(model):
         plain = capture(model, [(3, "input"), (3, "normed_input"), (4, "normed_input")], stop=False, input_ids=IDS)
-        with strip_attention_input(model, [3], CHANNELS, rule=rule) as log:
+        with strip_attention_input(model, [3], CHANNELS, rule) as log:
             edited = capture(model, [(3, "input"), (3, "normed_input"), (4, "normed_input")], stop=False, input_ids=IDS)
     assert log["edited_tokens"] == len(IDS)
     torch.testing.assert_close(edited[(3, "input")], plain[(3, "input")], rtol=0, atol=0)  # residual untouched
@@ -131,7 +140,7 @@ def test_attention_path_claim_needs_a_drop_and_a_quiet_control():
     assert not attention_path_claims("m", table(10.0, 20.0))[0].holds  # the control moved too: not specific
     assert not attention_path_claims("m", table(55.0, 60.0))[0].holds
     assert attention_path_claims("m", None, "no plateau")[0].holds is None
-    assert plateau_attention_blocks({"plateau": (4, 10), "step_up": [4]}) == [5, 7, 9]
+    assert plateau_attention_blocks(Lifecycle(plateau=(4, 10), step_up=[4])) == [5, 7, 9]
 
 
 def test_int8_with_the_true_absmax_round_trips_a_constant():
@@ -226,12 +235,17 @@ def test_kv_cache_study_and_its_bad_input():
 
 
 def test_function_config_errors_name_the_key():
-    from spikesink.config import ConfigError, check_config
+    from spikesink.config import ConfigError, validate_config
 
-    with pytest.raises(ConfigError, match=r"kv_cache.n_tokens: 100 < 2 x kv_cache.window = 256"):
-        check_config({"models": {}, "kv_cache": {"window": 128, "n_tokens": 100}})
-    with pytest.raises(ConfigError, match=r"implicit_params.calibration_prompts: 99 > extraction.n_prompts = 64"):
-        check_config({"models": {}, "extraction": {"n_prompts": 64}, "implicit_params": {"calibration_prompts": 99}})
+    def config(**sections):
+        return {"models": {"m": {"source": "planted", "planted": {}}}, **sections}
+
+    with pytest.raises(ConfigError, match=r"analyses.kv_cache.n_tokens: 100 < 2 x analyses.kv_cache.window = 256"):
+        validate_config(config(analyses={"kv_cache": {"window": 128, "n_tokens": 100}}))
+    with pytest.raises(
+        ConfigError, match=r"analyses.implicit_params.calibration_prompts: 99 > extraction.n_prompts = 64"
+    ):
+        validate_config(config(extraction={"n_prompts": 64}, analyses={"implicit_params": {"calibration_prompts": 99}}))
 
 
 def test_quantization_claims_read_n_a_when_int8_costs_nothing():
@@ -267,3 +281,152 @@ def test_keeping_most_tokens_in_full_precision_is_not_an_outlier_split():
     assert not claim.holds and "not an outlier split: 100% of tokens would clip" in claim.ours
     table.loc[2, "kept_fp_share"] = 0.005  # a few spike tokens: the split the claim means
     assert quantization_claims("m", table, scales, step_up=[4])[0].holds
+
+
+# ------------------------------------------------------------------------------------------
+# measure(job) -> result -> claims, tables and figures, as the workflow's jobs run them
+# ------------------------------------------------------------------------------------------
+
+PLANTED_LIFECYCLE = Lifecycle(plateau=(2, 5), step_up=[2], spike_channels=CHANNELS, massive_blocks=[2, 3, 4, 5])
+
+
+def prompt_set(name, ids):
+    return PromptSet(name, list(np.asarray(ids)), {"bos_added": False})
+
+
+def test_implicit_params_job_and_its_figure(tmp_path):
+    model = family_model("qwen2")
+    inputs = {
+        "lifecycle": PLANTED_LIFECYCLE,
+        "prompts.extraction": prompt_set("extraction", IDS),
+        "prompts.heldout": prompt_set("heldout", IDS[:2]),
+    }
+    job = make_job("implicit_params", inputs, model, {"calibration_prompts": 4})
+    with constant_spike(model):
+        result = runner.measure(job)
+    table = result.table
+    assert list(table["mode"]) == ["none", "own_mean", "zero", "ordinary_mean"] and set(table["block"]) == {0, 2}
+    assert result.sites["sites"][0]["first_mean"] == SPIKE.tolist() and result.sites["skipped"] == []
+    ((name, (frame, caption)),) = runner.tables(result, job).items()
+    assert name == "" and frame is table and "held-out perplexity" in caption
+    claims = {c.claim: c.holds for c in runner.claims(result, job)}
+    assert claims["setting the massive activations to their own mean keeps perplexity"]
+    drawn = runner.figures(result, job, {"": tmp_path / "implicit"})[""]
+    figure_files(tmp_path / "implicit")
+    # one bar per (edit, site): the perplexity ratio of the table's row
+    assert list(drawn) == ["own_mean", "zero", "ordinary_mean"]
+    for mode, bars in drawn.items():
+        rows = table[table["mode"] == mode].set_index("block")["ratio"]
+        pd.testing.assert_series_equal(bars, rows)
+    assert drawn["own_mean"].loc[2] == pytest.approx(1.0, abs=1e-6)
+    # the figure of a model without a site is a labelled placeholder, nothing drawn
+    assert plot_implicit_params(table, tmp_path / "none", reason="no FFN block carrying a spike") == {}
+    figure_files(tmp_path / "none")
+    na_job = make_job("implicit_params", {**inputs, "lifecycle": Lifecycle(plateau=(3, 5), step_up=[3])})
+    na = runner.measure(na_job)
+    assert na.not_applicable.startswith("no FFN block carrying a spike was detected (block 3 (first massive block)")
+    assert all(c.holds is None for c in runner.claims(na, na_job))
+
+
+def test_attention_path_job_and_its_figure(tmp_path):
+    model = family_model("llama")
+    inputs = {"lifecycle": PLANTED_LIFECYCLE, "prompts.heldout": prompt_set("heldout", IDS)}
+    job = make_job("attention_path", inputs, model)
+    with constant_spike(model):
+        result = runner.measure(job)
+    table = result.table
+    assert list(table["condition"]) == ["none", "spike channels", "control channels"]
+    assert set(table["blocks"]) == {"3-5"} and table.loc[1, "channels"] == "3 11"
+    assert table.loc[1, "edited_tokens"] == 2 * len(IDS)  # token 0 in each of the two edited blocks
+    (claim,) = runner.claims(result, job)
+    assert claim.holds is not None and claim.ours.startswith("blocks 3-5:")
+    drawn = runner.figures(result, job, {"": tmp_path / "path"})[""]
+    figure_files(tmp_path / "path")
+    for column in ("sink_ratio_edited_layers", "key0_mass_edited_layers", "perplexity"):
+        pd.testing.assert_series_equal(drawn[column], table.set_index("condition")[column])
+    assert plot_attention_path(table, tmp_path / "na", reason="no plateau") == {}
+    no_plateau = make_job("attention_path", {**inputs, "lifecycle": Lifecycle(step_up=[2], spike_channels=CHANNELS)})
+    assert runner.measure(no_plateau).not_applicable == "no attention block after a step-up block inside the plateau"
+
+
+def test_act_scales_and_quantization_jobs_and_their_figures(tmp_path):
+    from spikesink.extraction.block_stats import extract_block_stats
+
+    model = family_model("llama")
+    with constant_spike(model):
+        stats = extract_block_stats(model, IDS.numpy(), batch_size=2, progress=False)
+        inputs = {"block_stats": stats, "lifecycle": PLANTED_LIFECYCLE, "prompts.extraction": prompt_set("e", IDS)}
+        scales_job = make_job("act_scales", inputs, model, {"calibration_prompts": 3})
+        scales = runner.measure(scales_job)
+    summary = scales.summary
+    assert set(scales.scales) == set(summary["module"]) == set(scales.non_spike)
+    assert (summary["max_scale"] >= summary["max_scale_non_spike"]).all()
+    # the extraction's spike tokens are exactly the planted position 0: the same scales as a direct run
+    # on the first 3 prompts with that mask
+    first = np.zeros((3, IDS.shape[1]), dtype=bool)
+    first[:, 0] = True
+    with constant_spike(model):
+        direct = activation_scales(model, IDS[:3].numpy(), first, batch_size=2)
+    for name, values in direct["scales"].items():
+        np.testing.assert_array_equal(scales.scales[name], values["all"])
+        np.testing.assert_array_equal(scales.non_spike[name], values["non_spike"])
+    np.testing.assert_allclose(summary["max_scale"], np.maximum(summary["spike_token_max"], summary["other_token_max"]))
+    assert (summary["max_from_spike_tokens"] == (summary["spike_token_max"] > summary["other_token_max"])).all()
+    scales.save(tmp_path / "act_scales")
+    loaded = type(scales).load(tmp_path / "act_scales")
+    for name, values in scales.scales.items():
+        np.testing.assert_array_equal(loaded.scales[name], values)
+    drawn = runner.figures(loaded, scales_job, {"": tmp_path / "scales"})[""]
+    figure_files(tmp_path / "scales")
+    assert set(drawn) == {"q / k / v input", "o input", "gate / up input", "down input"}
+    for label, roles in (("q / k / v input", {"q", "k", "v"}), ("down input", {"down"})):
+        rows = summary[summary["role"].isin(roles)]
+        pd.testing.assert_series_equal(drawn[label], rows.groupby("block")["max_scale"].max(), check_names=False)
+
+    job = make_job("quantization", {"act_scales": loaded, "lifecycle": PLANTED_LIFECYCLE}, model)
+    job.inputs["prompts.heldout"] = prompt_set("heldout", IDS[:2])
+    with constant_spike(model):
+        result = runner.measure(job)
+    table = result.table
+    assert list(table["condition"]) == ["fp", "per_tensor", "per_tensor_keep", "per_token"]
+    assert table.loc[0, "perplexity"] == pytest.approx(perplexity_with_spike(model, IDS[:2]), rel=1e-6)
+    claims = runner.claims(result, job)
+    assert [c.claim for c in claims] == [
+        "keeping the spike tokens in full precision recovers per-tensor INT8 activations",
+        "the step-up block's down-projection input has the largest activation scale",
+    ]
+    assert runner.tables(result, job)[""][0] is table
+    drawn = runner.figures(result, job, {"": tmp_path / "int8"})[""]
+    figure_files(tmp_path / "int8")
+    pd.testing.assert_series_equal(drawn["perplexity"], table.set_index("condition")["perplexity"])
+    assert plot_quantization(table.iloc[:2], tmp_path / "two")["perplexity"].index.tolist() == ["fp", "per_tensor"]
+    assert plot_act_scales(summary, tmp_path / "plain", step_up=[2])["down input"].index.tolist() == [2, 4, 6]
+
+
+def perplexity_with_spike(model, ids):
+    with constant_spike(model):
+        return perplexity(model, [np.asarray(ids)])
+
+
+def test_kv_cache_job_and_its_figure(tmp_path):
+    model = family_model("llama")
+    texts = torch.randint(1, 128, (1, 40), generator=torch.Generator().manual_seed(1)).numpy()
+    settings = {"window": 8, "keep": [0, 1], "n_tokens": 40, "bin": 8}
+    job = make_job("kv_cache", {"prompts.long": prompt_set("long", texts)}, model, settings)
+    result = runner.measure(job)
+    summary, curve = kv_cache_study(model, texts, window=8, keep=(0, 1), bin_size=8)
+    pd.testing.assert_frame_equal(result.summary, summary)
+    pd.testing.assert_frame_equal(result.curve, curve)
+    assert [c.claim for c in runner.claims(result, job)] == [c.claim for c in kv_cache_claims("m", summary)]
+    assert runner.tables(result, job)[""][0] is result.summary
+    drawn = runner.figures(result, job, {"": tmp_path / "kv"})[""]
+    figure_files(tmp_path / "kv")
+    # one line per condition: the result's perplexity per position bin
+    assert list(drawn) == ["full", "window 8 + 0 kept", "window 8 + 1 kept"]
+    for condition, line in drawn.items():
+        rows = curve[curve["condition"] == condition]
+        np.testing.assert_array_equal(line.index, rows["position"])
+        np.testing.assert_array_equal(line.to_numpy(), rows["perplexity"].to_numpy())
+    assert list(plot_kv_cache(curve.iloc[:5], summary, tmp_path / "one")) == ["full"]
+    with pytest.raises(ValueError, match="shorter than 2 x kv_cache.window"):
+        runner.measure(make_job("kv_cache", {"prompts.long": prompt_set("long", texts)}, model, {"window": 32}))
