@@ -17,17 +17,22 @@ import torch
 import torch.nn.functional as F
 from conftest import FAMILY_CONFIGS, family_model
 
-from spikesink.analyses.amplifier import amplifier_claims, position0_attention, run_amplifier
-from spikesink.analyses.intervention import intervention_table
-from spikesink.analyses.lifecycle import detect_lifecycle
-from spikesink.analyses.rmsnorm_collapse import collapse_claims, run_collapse
-from spikesink.analyses.silu_regime import run_silu_regime, silu_claims
-from spikesink.analyses.sink_geometry import sink_geometry
-from spikesink.analyses.vocab_probe import run_vocab_probe
+from spikesink.analyses.amplifier.claims import amplifier_claims
+from spikesink.analyses.amplifier.figure import plot_uk_norms
+from spikesink.analyses.amplifier.measure import ffn_weights, position0_attention, run_amplifier, uk_norms_from_weights
+from spikesink.analyses.intervention.measure import intervention_table
+from spikesink.analyses.lifecycle.measure import detect_lifecycle
+from spikesink.analyses.rmsnorm_collapse.claims import collapse_claims
+from spikesink.analyses.rmsnorm_collapse.measure import run_collapse
+from spikesink.analyses.silu_regime.claims import silu_claims
+from spikesink.analyses.silu_regime.measure import run_silu_regime
+from spikesink.analyses.sink_geometry.measure import sink_geometry
+from spikesink.analyses.vocab_probe.measure import run_vocab_probe
 from spikesink.extraction.block_stats import extract_block_stats
 from spikesink.extraction.sink_stats import sink_statistics
 from spikesink.instrumentation.families import SUPPORTED_MODEL_TYPES
 from spikesink.instrumentation.layout import NotApplicable, model_layout
+from spikesink.instrumentation.spikes import SpikeRule
 from spikesink.instrumentation.taps import Taps, edit_state
 
 FAMILIES = sorted(FAMILY_CONFIGS)
@@ -215,19 +220,21 @@ def planted_spike(model, up: int = 2, down: int = 6, magnitude: float = 2e4):
         yield state
 
 
-def test_every_analysis_runs_and_finds_the_planted_spike(family):
+def test_every_analysis_runs_and_finds_the_planted_spike(family, tmp_path):
     model_type, model = family
     layout = model_layout(model)
+    rule = SpikeRule()
     with planted_spike(model):
         stats = extract_block_stats(model, IDS.numpy(), batch_size=3, collect_sinks=True, progress=False)
-        lifecycle = detect_lifecycle(stats).to_dict()
-        assert lifecycle["step_up"] == [2] and lifecycle["step_down"] == [6], lifecycle
-        assert lifecycle["spike_channels"][:2] == list(SPIKE_CHANNELS)
-        assert lifecycle["plateau"] == (2, 5) and lifecycle["position0_spike_fraction"] == 1.0
+        lifecycle = detect_lifecycle(stats)
+        assert lifecycle.step_up == [2] and lifecycle.step_down == [6], lifecycle
+        assert lifecycle.spike_channels[:2] == list(SPIKE_CHANNELS)
+        assert lifecycle.plateau == (2, 5) and lifecycle.position0_spike_fraction == 1.0
 
         frame, summary = run_vocab_probe(
             model,
             None,
+            rule,
             lifecycle,
             blocks="plateau",
             prefix="",
@@ -238,8 +245,8 @@ def test_every_analysis_runs_and_finds_the_planted_spike(family):
         )
         assert summary["n_spike_pos0"] == 40  # every id carries the planted spike at position 0
 
-        silu, reason = run_silu_regime(model, IDS.tolist(), lifecycle, progress=False)
-        claims = silu_claims(model_type, silu, reason, activation=silu.attrs["activation"])
+        silu, reason = run_silu_regime(model, IDS.tolist(), lifecycle, rule, progress=False)
+        claims = silu_claims(model_type, silu, reason, activation=layout.activation_name)
         if layout.gated:
             assert reason is None and set(silu["block"]) == {2, 6} and silu["is_spike"].sum() == 2 * len(IDS)
         else:
@@ -254,7 +261,7 @@ def test_every_analysis_runs_and_finds_the_planted_spike(family):
         else:
             assert amp["norms"].empty and [c.holds for c in amp_claims[:3]] == [None, None, None]
 
-        collapse = run_collapse(model, None, IDS.numpy(), lifecycle, attention_prompts=2)
+        collapse = run_collapse(model, None, IDS.numpy(), lifecycle, rule, attention_prompts=2)
         col_claims = collapse_claims(model_type, collapse["summary"], collapse["self_attention"])
         assert collapse["summary"]["rmsnorm_bound"]["holds"]
         assert collapse["summary"]["no_norm_reads_state"] == (model_type == "olmo2")
@@ -264,10 +271,23 @@ def test_every_analysis_runs_and_finds_the_planted_spike(family):
         geometry = sink_geometry(model, [IDS], stats.sinks["key0_mass_layer_head"], max_prompts=3, tsne_points=12)
         assert set(geometry["heads"]["role"]) == {"sink", "non_sink"}
 
-        table = intervention_table(model, [IDS], 2, list(SPIKE_CHANNELS), modes=("zero",))
+        table = intervention_table(model, [IDS], 2, list(SPIKE_CHANNELS), rule, eps=0.3, modes=("zero",))
         # the edit removed the planted write (the planted cancel at block 6 then overshoots)
         assert table.loc[1, "max_before"] == pytest.approx(2e4, rel=1e-3) and table.loc[1, "max_after"] == 0
         assert table.loc[1, "edited_tokens"] == len(IDS)
+
+    # Fig 3/8 draws, per (FFN block, channel), the largest ||U_k|| over a block's experts
+    drawn = plot_uk_norms(amp["norms"], tmp_path / "uk", SPIKE_CHANNELS, [2], [6], model_type, reason="no gate")
+    if not layout.gated:
+        assert drawn == {}  # a labelled placeholder
+        return
+    matrix = drawn["matrix"]
+    assert list(matrix.index) == [2, 4, 6] and list(matrix.columns) == list(range(layout.d_model))
+    for block in (2, 4, 6):
+        per_expert = [uk_norms_from_weights(*ffn_weights(model, block, True, e)).numpy() for e in layout.experts(block)]
+        np.testing.assert_allclose(matrix.loc[block].to_numpy(), np.max(per_expert, axis=0), rtol=1e-5)
+        if len(per_expert) > 1:  # an MoE block: not any single expert's norms
+            assert not any(np.allclose(matrix.loc[block].to_numpy(), e) for e in per_expert)
 
 
 def test_a_model_that_does_not_match_its_adapter_names_the_module():
@@ -290,7 +310,7 @@ def test_a_model_that_does_not_match_its_adapter_names_the_module():
 def test_unknown_model_types_fail_at_start_up_naming_the_key(tmp_path):
     import json
 
-    from spikesink.config import ConfigError, check_config
+    from spikesink.config import ConfigError, validate_config
 
     local = tmp_path / "opt-dir"
     local.mkdir()
@@ -302,7 +322,7 @@ def test_unknown_model_types_fail_at_start_up_naming_the_key(tmp_path):
         }
     }
     with pytest.raises(ConfigError) as error:
-        check_config(config)
+        validate_config(config)  # the workflow's start-up: defaults filled, then checked
     text = str(error.value)
     assert "models.r.model_type: model_type 'bloom' has no family adapter" in text
     assert "models.l.path: model_type 'opt' has no family adapter" in text and "Adding a model family" in text
