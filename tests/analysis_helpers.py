@@ -49,3 +49,18 @@ def figure_files(stem: str | Path) -> list[Path]:
     assert pdf.read_bytes()[:5] == b"%PDF-", f"{pdf} is not a PDF"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{png} is not a PNG"
     return [pdf, png]
+
+
+def capture_figures(monkeypatch) -> list:
+    """The matplotlib figures saved while the test runs (spikesink.reporting.plotting.save_figure),
+    for figure functions that return their paths rather than what they drew (Section 4's)."""
+    from spikesink.reporting import plotting
+
+    figures, save = [], plotting.save_figure
+
+    def capture(fig, path):
+        figures.append(fig)
+        return save(fig, path)
+
+    monkeypatch.setattr(plotting, "save_figure", capture)
+    return figures

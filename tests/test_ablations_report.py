@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
+from analysis_helpers import capture_figures, figure_files
 
 from spikesink.ablations.report import (
     ablation_table,
@@ -165,7 +168,7 @@ def test_head_count_claims_at_fixed_d_head_and_fixed_width():
     assert not fixed.holds and "2: 40" in fixed.ours  # ours falls with N_head at fixed width
 
 
-def test_table_figure(tmp_path):
+def test_table_figure(tmp_path, monkeypatch):
     runs = [
         run("baseline", 0, 30.0),
         run("baseline", 1, 34.0),
@@ -174,8 +177,23 @@ def test_table_figure(tmp_path):
         run("norm-dyt", 0, 0.0),
         run("norm-dyt", 1, 2.0),
     ]
-    written = plot_table(table_frame(runs, "5"), "5", tmp_path / "table5.pdf", "synthetic Bigram-Backcopy")
-    assert [p.suffix for p in written] == [".pdf", ".png"] and all(p.stat().st_size > 5000 for p in written)
+    drawn = capture_figures(monkeypatch)
+    frame = table_frame(runs, "5")
+    written = plot_table(frame, "5", tmp_path / "table5.pdf", "synthetic Bigram-Backcopy")
+    assert [p.suffix for p in written] == [".pdf", ".png"] and figure_files(tmp_path / "table5") == written
+    (fig,) = drawn
+    sink, key0, spike = fig.axes
+    frame = pd.concat([frame[frame["variant"] == "baseline"], frame[frame["variant"] != "baseline"]])
+    variants = [t.get_text() for t in sink.get_xticklabels()]
+    assert variants == list(frame["variant"]) and variants[0] == "baseline"
+    # sink ratio: the paper's bar, then ours (the seed mean), per variant
+    heights = [bar.get_height() for bar in sink.patches]
+    np.testing.assert_allclose(heights[: len(frame)], frame["sink_ratio_paper"].astype(float))
+    assert dict(zip(variants, heights[len(frame) :])) == {"baseline": 32.0, "norm-sandwich": 23.0, "norm-dyt": 1.0}
+    np.testing.assert_allclose([bar.get_height() for bar in key0.patches], frame["key0_mass_mean"])
+    # the spike relative to the baseline's, ours and the paper's
+    ours = [bar.get_height() for bar in spike.patches][len(frame) :]
+    np.testing.assert_allclose(ours, frame["spike"] / frame["spike"].iloc[0])
 
 
 def test_spike_claims_need_a_first_token_spike():

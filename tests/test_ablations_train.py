@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from analysis_helpers import capture_figures, figure_files
 from safetensors.torch import load_file
 
 from spikesink.ablations.data import prepare_data, write_synthetic_corpus
@@ -193,7 +194,7 @@ def test_training_on_the_synthetic_language_runs_end_to_end(tmp_path):
     assert "eval_first_token_spike_to_median" in curve
 
 
-def test_training_curves_figure(tmp_path):
+def test_training_curves_figure(tmp_path, monkeypatch):
     from spikesink.ablations.report import plot_training_curves
 
     tokens = np.arange(0, 5) * 1000
@@ -209,8 +210,18 @@ def test_training_curves_figure(tmp_path):
         )
         for k, name in enumerate(["dhead-8", "dhead-16"])
     }
+    drawn = capture_figures(monkeypatch)
     written = plot_training_curves(curves, tmp_path / "curves.pdf")
-    assert [p.suffix for p in written] == [".pdf", ".png"] and all(p.stat().st_size > 5000 for p in written)
+    assert [p.suffix for p in written] == [".pdf", ".png"] and figure_files(tmp_path / "curves") == written
+    (fig,) = drawn
+    columns = ["eval_ppl", "eval_sink_ratio", "eval_key0_mass_mean", "eval_first_token_spike_to_median"]
+    assert len(fig.axes) == 4
+    for ax, column in zip(fig.axes, columns):
+        lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+        assert set(lines) == set(curves)  # one line per variant, labelled by it
+        for name, curve in curves.items():
+            np.testing.assert_allclose(lines[name].get_xdata(), curve["tokens"] / 1e6)
+            np.testing.assert_allclose(lines[name].get_ydata(), curve[column])
 
 
 def test_evaluate_sink_ratio_on_a_planted_sink(data):
