@@ -17,6 +17,7 @@ from workflow_helpers import (
     pdf_without_metadata,
     png_chunks,
     resumed_run,
+    safetensors_equal,
 )
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,10 @@ def test_tables_scorecard_and_json_are_byte_identical(runs):
         "paper_tables/scorecard.md",
         "paper_tables/table1_step_up_down.tex",
         "results/planted/block_stats.json",
-        "results/planted/lifecycle.json",
+        "results/planted/lifecycle/result.json",
+        "results/planted/claims/lifecycle.json",
+        "results/planted/vocab_probe/summary.json",
+        "results/claims/architectures.json",
     } <= set(text)
     differ = differing_files(first, second, text)
     assert not differ, differ
@@ -48,11 +52,23 @@ def test_tables_scorecard_and_json_are_byte_identical(runs):
 def test_arrays_have_identical_values(runs):
     first, second, files = runs
     arrays = [f for f in files if f.endswith(".npz")]
-    assert arrays
+    assert arrays and "results/planted/rmsnorm_collapse/matrices.npz" in arrays
     for rel in arrays:
         assert npz_equal(first / rel, second / rel), rel
+    tensors = [f for f in files if f.endswith(".safetensors")]
+    assert "results/planted/act_scales/scales.safetensors" in tensors
+    for rel in tensors:
+        assert safetensors_equal(first / rel, second / rel), rel
     # reported, not required: np.savez_compressed writes fixed zip dates, so the bytes match too
     print("npz byte-identical:", not differing_files(first, second, arrays))
+
+
+def test_result_tables_are_byte_identical(runs):
+    first, second, files = runs
+    tables = [f for f in files if f.endswith((".parquet", ".safetensors"))]
+    assert "results/planted/kv_cache/curve.parquet" in tables
+    differ = differing_files(first, second, tables)
+    assert not differ, differ
 
 
 def test_figures_differ_at_most_in_metadata(runs):

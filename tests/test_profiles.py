@@ -89,13 +89,18 @@ def paper_like(tmp_path_factory):
 
 
 def model_rules_on_gpu() -> set[str]:
-    """Rules that run a model and so ask for the GPU when extraction.device is cuda (gpu=GPUS)."""
+    """Rules that run a model and so ask for the GPU when extraction.device is cuda: the written-out
+    rules with gpu=GPUS, and the generated measure rule of every analysis that reads a model and
+    runs on the GPU (its registry entry's `gpu`)."""
+    from spikesink.analyses import registry
+
     rules = set()
     for path in (REPO / "workflow" / "rules").glob("*.smk"):
         for block in re.split(r"^rule ", path.read_text(), flags=re.MULTILINE)[1:]:
             if re.search(r"^\s+gpu=GPUS,", block, flags=re.MULTILINE):
                 rules.add(block.split(":", 1)[0])
-    return rules
+    assert "gpu=GPUS if model_job and entry.gpu else 0" in (REPO / "workflow/rules/analyses.smk").read_text()
+    return rules | {name for name, entry in registry().items() if entry.needs_model and entry.gpu}
 
 
 class _PluginJob:

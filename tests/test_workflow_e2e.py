@@ -4,10 +4,50 @@ output, then the caching guarantees."""
 
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from workflow_helpers import MODELS, RANDOM_MODEL, baseline_run, snakemake, tiny_config
+from analysis_helpers import figure_files
+from workflow_helpers import MODELS, PLANTED, RANDOM_MODEL, baseline_run, png_chunks, snakemake, tiny_config
+
+from spikesink.analyses import get, registry, runner
+from spikesink.analyses import jobs as analysis_jobs
+from spikesink.config import validate_config
+
+# every per-model figure of the analysis units: figures/<analysis>/<model>[_<figure>]
+PER_MODEL_FIGURES = (
+    "lifecycle/{m}",
+    "vocab_probe/{m}",
+    "silu_regime/{m}",
+    "amplifier/{m}_uk_norms",
+    "amplifier/{m}_spectra",
+    "rmsnorm_collapse/{m}",
+    "sinks/{m}_key0_heatmap",
+    "sinks/{m}_sinks_vs_spike",
+    "sink_geometry/{m}",
+    "intervention/{m}",
+    "implicit_params/{m}",
+    "attention_path/{m}",
+    "act_scales/{m}",
+    "quantization/{m}",
+    "kv_cache/{m}",
+)
+PER_MODEL_TABLES = ("implicit_params/{m}", "attention_path/{m}", "quantization/{m}", "kv_cache/{m}")
+CROSS_MODEL = (
+    "figures/lifecycle/all_models.pdf",
+    "figures/lifecycle/all_models.png",
+    "figures/architectures/overview.pdf",
+    "figures/architectures/overview.png",
+    "results/claims/architectures.json",
+    "results/architectures/result.json",
+    "paper_tables/scorecard.md",
+    "paper_tables/scorecard.csv",
+) + tuple(
+    f"paper_tables/{t}.{ext}"
+    for t in ("table1_step_up_down", "table2_vocab_probe", "architectures")
+    for ext in ("csv", "md", "tex")
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,23 +62,69 @@ def run(tmp_path_factory):
 def test_every_default_output_exists(run):
     work, _ = run
     for model in MODELS:  # every per-model figure under its full (dotted) name
-        for figure in (
-            "lifecycle/{m}",
-            "vocab_probe/{m}",
-            "silu/{m}",
-            "amplifier/{m}_uk_norms",
-            "amplifier/{m}_spectra",
-            "collapse/{m}",
-            "sinks/{m}_key0_heatmap",
-            "sinks/{m}_sinks_vs_spike",
-            "sinks/{m}_tsne",
-            "sinks/{m}_intervention",
-        ):
-            for ext in ("pdf", "png"):
-                assert (work / f"figures/{figure.format(m=model)}.{ext}").stat().st_size > 1000
-    for ext in ("csv", "md", "tex"):
-        assert (work / f"paper_tables/table1_step_up_down.{ext}").exists()
-    assert (work / "paper_tables/scorecard.md").exists()
+        for figure in PER_MODEL_FIGURES:
+            for path in figure_files(work / f"figures/{figure.format(m=model)}"):
+                assert path.stat().st_size > 1000, path
+        for table in PER_MODEL_TABLES:
+            for ext in ("csv", "md", "tex"):
+                assert (work / f"paper_tables/{table.format(m=model)}.{ext}").is_file()
+        for name, entry in registry().items():  # every analysis's result, and its claims where it has some
+            if entry.per_model:
+                assert (work / f"results/{model}/{name}/result.json").is_file(), name
+                assert (work / f"results/{model}/claims/{name}.json").is_file() == analysis_jobs.has_claims(entry)
+    for rel in CROSS_MODEL:
+        assert (work / rel).is_file(), rel
+    for old in ("figures/silu", "figures/collapse", "figures/function", "paper_tables/function"):
+        assert not (work / old).exists(), f"{old}: a path of the old layout"
+
+
+def report_job(work, name, model, monkeypatch):
+    """The report job of one analysis as the workflow builds it, reading the run's result files."""
+    config = validate_config(yaml.safe_load((work / "config.yaml").read_text()), work)
+    monkeypatch.chdir(work)
+    entry = get(name)
+    paper_models = {m: config["models"][m].get("paper_model") for m in MODELS}
+    job = analysis_jobs.make_job(entry, model, list(MODELS), config, entry.report_reads, paper_models)
+    result = entry.result_class.load(work / analysis_jobs.result_dir(entry, model))
+    return job, result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lifecycle", "sinks", "kv_cache", "implicit_params", "vocab_probe"])
+def test_each_figure_shows_its_stored_result(run, name, tmp_path, monkeypatch):
+    """Redrawn from the run's result files, a figure has the very pixels the workflow wrote: what a
+    figure shows is its analysis's stored result (and the data drawn is that result's)."""
+    work, _ = run
+    job, result = report_job(work, name, PLANTED, monkeypatch)
+    entry = job.analysis
+    paths = {f.name: tmp_path / (f.name or "main") for f in entry.figures}
+    drawn = runner.figures(result, job, paths)
+    for figure in entry.figures:
+        ours = png_chunks((tmp_path / f"{figure.name or 'main'}.png").read_bytes())
+        workflow = png_chunks((work / f"{analysis_jobs.figure_stem(entry, figure, PLANTED)}.png").read_bytes())
+        assert dict(ours)[b"IDAT"] == dict(workflow)[b"IDAT"], f"{name} {figure.name}: other pixels"
+    if name == "lifecycle":
+        np.testing.assert_allclose(drawn[""]["post_residual"]["top-1"], result.top1_by_block, rtol=1e-5)
+        assert drawn[""]["step_up"] == [4] and drawn[""]["step_down"] == [10]
+    elif name == "sinks":
+        np.testing.assert_array_equal(drawn["key0_heatmap"]["key0_mass"], result.per_head["key0_mass_layer_head"])
+        np.testing.assert_array_equal(drawn["sinks_vs_spike"]["top1_by_block"], job["lifecycle"].top1_by_block)
+    elif name == "kv_cache":
+        for condition, line in drawn[""].items():
+            rows = result.curve[result.curve["condition"] == condition]
+            np.testing.assert_array_equal(line.to_numpy(), rows["perplexity"].to_numpy())
+        assert len(drawn[""]) == 4  # full attention and the window keeping 0, 1, 4 first tokens
+    elif name == "implicit_params":
+        for mode, bars in drawn[""].items():
+            rows = result.table[result.table["mode"] == mode].set_index("block")["ratio"]
+            pd.testing.assert_series_equal(bars, rows)
+        table = pd.read_csv(work / f"paper_tables/implicit_params/{PLANTED}.csv")
+        np.testing.assert_allclose(table["ratio"], result.table["ratio"])
+    else:
+        summary = result.summary
+        assert all(counts.sum() == summary["n_probed"] for counts in drawn[""]["counts"].values())
+        reference = min(summary["reference_median"][b] for b in summary["blocks"])
+        assert drawn[""]["lines"]["median_ratio x reference median"] == pytest.approx(1000.0 * reference)
 
 
 @pytest.mark.slow
@@ -60,6 +146,10 @@ def test_planted_model_is_recovered_through_the_workflow(run):
     assert na["ours"].str.startswith("n/a: ").all()
 
 
+def dry_run_jobs(output: str) -> set[str]:
+    return set(re.findall(r"^(?:local)?rule (\w+):", output, flags=re.MULTILINE))
+
+
 @pytest.mark.slow
 def test_figure_target_is_cached_and_plot_change_reruns_only_the_plot(run):
     work, _ = run
@@ -67,28 +157,28 @@ def test_figure_target_is_cached_and_plot_change_reruns_only_the_plot(run):
     assert "Nothing to be done" in dry.stdout + dry.stderr
     # a changed copy of the config: the run directory is shared and must stay as it was
     config = yaml.safe_load((work / "config.yaml").read_text())
-    config["plots"] = {"lifecycle": {"height": 6.0}}
+    config.setdefault("analyses", {}).setdefault("lifecycle", {})["figure"] = {"height": 6.0}
     changed = work.parent / f"{work.name}-plot-config.yaml"
     changed.write_text(yaml.safe_dump(config))
     dry = snakemake(work, "figures/lifecycle/planted.png", "-n", configfile=changed)
     out = dry.stdout + dry.stderr
-    assert "plot_lifecycle" in out
+    assert dry_run_jobs(out) == {"lifecycle_report"}, out[-3000:]
     for upstream in ("extract_block_stats", "acquire_model", "rule lifecycle:"):
         assert upstream not in out, f"{upstream} must not rerun for a plotting change"
 
 
 @pytest.mark.slow
 def test_changing_one_analysis_reruns_only_that_analysis(run):
-    """One rule per analysis: new SiLU sentences rerun the sentence prompts, the SiLU rule, its
-    figure and the scorecard, nothing else."""
+    """One rule per analysis: new SiLU sentences rerun the sentence prompts, the SiLU measurement,
+    its report and the scorecard, nothing else."""
     work, _ = run
     config = yaml.safe_load((work / "config.yaml").read_text())
-    config["mechanisms"]["silu"]["seed"] = 5
+    config["analyses"]["silu_regime"]["seed"] = 5
     changed = work.parent / f"{work.name}-silu-config.yaml"
     changed.write_text(yaml.safe_dump(config))
     dry = snakemake(work, "-n", configfile=changed)
-    jobs = set(re.findall(r"^rule (\w+):", dry.stdout + dry.stderr, flags=re.MULTILINE))
-    assert jobs == {"prompts", "silu_regime", "plot_silu_regime", "scorecard", "all"}, jobs
+    jobs = dry_run_jobs(dry.stdout + dry.stderr)
+    assert jobs == {"prompts", "silu_regime", "silu_regime_report", "scorecard", "all"}, jobs
     assert "wildcards: model=planted, prompt_set=sentences" in dry.stdout + dry.stderr
 
 
@@ -110,7 +200,7 @@ def test_bad_config_fails_before_any_work(tmp_path, models, named):
     out = result.stdout + result.stderr
     assert result.returncode != 0 and named in out, out[-3000:]
     if "pypi" in named:
-        assert "['models']['m']['source']" in out  # ... and the key it applies to
+        assert "models.m.source: 'pypi' is not one of" in out  # ... and the key it applies to
     assert "Job stats" not in out and "rule acquire" not in out
     for generated in ("results", "resources", "logs", "figures", "paper_tables"):
         assert not (tmp_path / generated).exists(), generated

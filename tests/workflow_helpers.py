@@ -247,6 +247,7 @@ def output_files(workdir: Path) -> list[str]:
         "results/**/*.json",
         "results/**/*.npz",
         "results/**/*.parquet",
+        "results/**/*.safetensors",
         "resources/corpus/*",
         "resources/models/*/*",
     )
@@ -265,6 +266,16 @@ def npz_equal(a: Path, b: Path) -> bool:
             and np.array_equal(x[k], y[k], equal_nan=x[k].dtype.kind in "fc")
             for k in x.files
         )
+
+
+def safetensors_equal(a: Path, b: Path) -> bool:
+    """Same tensor names, dtypes, shapes and values."""
+    from safetensors.numpy import load_file
+
+    x, y = load_file(str(a)), load_file(str(b))
+    return sorted(x) == sorted(y) and all(
+        x[k].dtype == y[k].dtype and x[k].shape == y[k].shape and np.array_equal(x[k], y[k], equal_nan=True) for k in x
+    )
 
 
 def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -300,6 +311,9 @@ def differing_files(a: Path, b: Path, files: list[str]) -> dict[str, str]:
             continue
         if rel.endswith(".npz"):
             out[rel] = "npz bytes differ, arrays equal" if npz_equal(a / rel, b / rel) else "npz arrays differ"
+        elif rel.endswith(".safetensors"):
+            same = safetensors_equal(a / rel, b / rel)
+            out[rel] = f"safetensors bytes differ, tensors {'equal' if same else 'differ'}"
         elif rel.endswith(".png"):
             cx, cy = png_chunks(x), png_chunks(y)
             pixels = dict(cx).get(b"IDAT") == dict(cy).get(b"IDAT")
