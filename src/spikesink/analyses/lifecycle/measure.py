@@ -23,6 +23,7 @@ import numpy as np
 
 from spikesink import metrics
 from spikesink.analyses.lifecycle.result import Lifecycle
+from spikesink.analyses.lifecycle.stages import detect_stages, spike_levels
 from spikesink.analyses.unit import Job
 from spikesink.results import OUTPUT, RESIDUAL, BlockStats
 
@@ -91,6 +92,10 @@ def detect_lifecycle(stats: BlockStats, rule=None, settings=None) -> Lifecycle:
     spike_vector, contributions = block_contributions(vectors, plateau_index, spike_channels)
     step_up = [int(b) + 1 for b in np.flatnonzero(contributions >= s.step_fraction)]
     step_down = [int(b) + 1 for b in np.flatnonzero(contributions <= -s.step_fraction)]
+    stages = []
+    if spike_channels:
+        levels, steps = spike_levels(vectors, spike_channels, spike_vector)
+        stages = detect_stages(levels, steps, median, step_up, n_blocks, rule.floor, s.stage_min_ratio, s.step_fraction)
     return Lifecycle(
         plateau=plateau,
         contiguous=contiguous,
@@ -102,6 +107,7 @@ def detect_lifecycle(stats: BlockStats, rule=None, settings=None) -> Lifecycle:
         reference_tokens=reference,
         spike_token_fraction=float(token_massive.mean()),
         position0_spike_fraction=position0_fraction,
+        stages=stages,
         **common,
     )
 

@@ -27,6 +27,8 @@ class Lifecycle(Result):
     position0_spike_fraction: float = 0.0
     top1_by_block: list[float] = field(default_factory=list)
     median_by_block: list[float] = field(default_factory=list)
+    # every stage of the spike, earliest first; the last is the main (massive) one (stages.py)
+    stages: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.plateau is not None:
