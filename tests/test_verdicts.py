@@ -49,7 +49,9 @@ def test_bootstrap_resamples_aligned_units_together():
 
 def test_share_interval_is_wilson():
     est = share_estimate(98, 100)
-    assert est.value == 0.98 and est.low == pytest.approx(0.9300, abs=1e-3) and est.high == pytest.approx(0.9945, abs=1e-3)
+    assert (
+        est.value == 0.98 and est.low == pytest.approx(0.9300, abs=1e-3) and est.high == pytest.approx(0.9945, abs=1e-3)
+    )
     assert share_estimate(0, 10).low == 0.0
 
 
