@@ -50,8 +50,8 @@ def main(argv=None) -> dict:
     for name, result in results.items():
         print(f"  {name:18s} {'n/a: ' + result.not_applicable if result.not_applicable else 'measured'}")
     scorecard = study.scorecard()
-    held = scorecard["holds"].eq(True).sum()
-    print(f"{held} of {scorecard['holds'].notna().sum()} checked claims hold")
+    verdicts = scorecard[scorecard["kind"] == "finding"]["verdict"].value_counts()
+    print("claims: " + ", ".join(f"{n} {verdict}" for verdict, n in verdicts.items()))
     drawn = study.figure("lifecycle", Path(args.out) / f"{model.name}_lifecycle")
     print(
         f"figure: {args.out}/{model.name}_lifecycle.{{pdf,png}}, top-1 peak {drawn['']['post_residual']['top-1'].max():.4g}"

@@ -51,7 +51,7 @@ def test_every_analysis_runs_and_reports_like_the_workflow(planted_study, tmp_pa
     scorecard = study.scorecard()
     assert {"3.1 life cycle", "3.4 normalization", "3.2 sinks"} <= set(scorecard["section"])
     collapse = scorecard[scorecard["claim"] == "spike tokens become nearly identical after the step-up block"]
-    assert collapse["holds"].tolist() == [True]
+    assert collapse["verdict"].tolist() == ["holds"]
     drawn = study.figure("kv_cache", tmp_path / "kv")
     assert (tmp_path / "kv.pdf").is_file() and (tmp_path / "kv.png").is_file()
     curve = results["kv_cache"].curve

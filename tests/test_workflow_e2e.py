@@ -141,8 +141,8 @@ def test_planted_model_is_recovered_through_the_workflow(run):
     assert len(planted_claims) >= 6
     # the random model has no spike: its claims must fail or read n/a, never pass vacuously
     random_claims = scorecard[scorecard["model"] == RANDOM_MODEL]
-    assert set(random_claims["holds"]) <= {"NO", "n/a"} and (random_claims["holds"] == "n/a").any()
-    na = random_claims[random_claims["holds"] == "n/a"]
+    assert set(random_claims["verdict"]) <= {"fails", "n/a"} and (random_claims["verdict"] == "n/a").any()
+    na = random_claims[random_claims["verdict"] == "n/a"]
     assert na["ours"].str.startswith("n/a: ").all()
 
 

@@ -131,7 +131,12 @@ def analysis_outputs():
 
 
 def all_outputs():
-    return [*analysis_outputs(), *expand("paper_tables/scorecard.{ext}", ext=["csv", "md"]), *ablation_outputs()]
+    return [
+        *analysis_outputs(),
+        *expand("paper_tables/scorecard{part}.{ext}", part=["", "_counts"], ext=["csv", "md"]),
+        *expand("figures/scorecard/overview.{ext}", ext=["pdf", "png"]),
+        *ablation_outputs(),
+    ]
 
 
 def ablation_outputs():

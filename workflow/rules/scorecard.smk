@@ -5,6 +5,11 @@ rule scorecard:
     output:
         csv=report("paper_tables/scorecard.csv", caption="../report/scorecard.rst", category="Scorecard"),
         md="paper_tables/scorecard.md",
+        counts=multiext("paper_tables/scorecard_counts", ".csv", ".md"),
+        figure=report(
+            "figures/scorecard/overview.pdf", caption="../report/scorecard_overview.rst", category="Scorecard"
+        ),
+        figure_png="figures/scorecard/overview.png",
     log:
         "logs/scorecard.log",
     conda:

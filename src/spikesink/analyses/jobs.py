@@ -176,7 +176,7 @@ def run_report(name: str, model: str | None, models: list[str], config: Mapping,
         claims = runner.claims(result, job)
         write_claims(claims_file(entry, target), claims)
         for claim in claims:
-            log.info("%s: %s (%s)", {True: "holds", False: "FAILS", None: "n/a"}[claim.holds], claim.claim, claim.ours)
+            log.info("%s: %s (%s)", claim.verdict, claim.claim, claim.ours)
     for table_name, (frame, caption) in runner.tables(result, job).items():
         table = _table(entry.tables, table_name, name)
         per_model = table.per_model and target is not None
