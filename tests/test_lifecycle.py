@@ -62,8 +62,13 @@ def test_only_position_zero_spikes(planted_case):
 
 def test_claims_hold_on_planted_model(planted_case):
     _, _, lc = planted_case
-    claims = {c.claim: c for c in lifecycle_claims("planted", lc, early_fraction=0.5, late_fraction=0.5)}
+    claims = {c.claim: c for c in lifecycle_claims("planted", lc, 10, 0.05, early_fraction=0.5, late_fraction=0.5)}
     assert all(c.holds for c in claims.values()), [c for c in claims.values() if not c.holds]
+    one = claims["the spike rises, stays and falls once (one stage)"]
+    assert "1 stage(s)" in one.ours and "blocks 4 ->" in one.ours
+    # the token share carries its interval over prompts (every prompt: exactly its first token)
+    tokens = claims["property (v): massive activations sit on few tokens"]
+    assert tokens.value == pytest.approx(1 / 32) and tokens.low == tokens.high == pytest.approx(1 / 32)
 
 
 def test_claims_of_a_job_read_their_thresholds_from_the_config_section(planted_case):
@@ -75,12 +80,12 @@ def test_claims_of_a_job_read_their_thresholds_from_the_config_section(planted_c
     by_default = runner.claims(lc, make_job("lifecycle", {"block_stats": stats}, model_name="planted"))
     expected = lifecycle_claims("planted", lc, 10, 0.05, defaults.early_fraction, defaults.late_fraction)
     assert [c.to_dict() for c in by_default] == [c.to_dict() for c in expected]
-    assert len(by_default) == 6 and all(c.holds for c in by_default), [c for c in by_default if not c.holds]
+    assert len(by_default) == 7 and all(c.holds for c in by_default), [c for c in by_default if not c.holds]
     # the planted step-up (block 4 of 12) is early under the default third, not in the first quarter
     strict = make_job("lifecycle", {"block_stats": stats}, settings={"claims": {"early_fraction": 0.25}})
     holds = {c.claim: c.holds for c in runner.claims(lc, strict)}
     assert not holds["the spike is injected by one or two early FFN blocks (step-up)"]
-    assert sum(holds.values()) == 5
+    assert sum(holds.values()) == 6
 
 
 def test_stricter_step_fraction_drops_partial_blocks(planted_case):
@@ -96,13 +101,14 @@ def test_stricter_step_fraction_drops_partial_blocks(planted_case):
     assert detect_lifecycle(stats, settings=analysis_settings("lifecycle", {"step_fraction": 0.15})).step_up == [4]
 
 
-def test_random_model_has_no_spike_and_claims_fail():
+def test_a_model_without_spike_fails_appear_and_reads_na_for_every_spike_claim():
     model = tiny_model()
     stats = extract_block_stats(model, np.random.default_rng(0).integers(0, 128, (4, 12)), progress=False)
     lc = detect_lifecycle(stats)
-    assert lc.massive_blocks == [] and lc.plateau is None and lc.step_up == []
-    claims = lifecycle_claims("random", lc)
-    assert not any(c.holds for c in claims)
+    assert lc.massive_blocks == [] and lc.plateau is None and lc.step_up == [] and lc.stages == []
+    claims = lifecycle_claims("random", lc, 10, 0.05, 1 / 3, 2 / 3)
+    assert [c.verdict for c in claims] == ["fails"] + ["n/a"] * 6
+    assert all(c.ours.startswith("n/a: the model has no spike: no massive block") for c in claims[1:])
 
 
 def test_measure_of_a_job_is_detect_lifecycle(planted_case):
@@ -180,3 +186,24 @@ def test_report_of_a_job_draws_figure_1_and_figure_7(planted_case, tmp_path):
     for frame in grid["all_models"].values():
         np.testing.assert_allclose(frame["top-1"], lc.top1_by_block, rtol=1e-5)
         np.testing.assert_allclose(frame["median"], lc.median_by_block, rtol=1e-5)
+
+
+def test_two_stages_are_found_in_order_each_against_its_own_peak():
+    """SmolLM2's shape: blocks 4 and 6 write ~780 that blocks 18-22 cancel, then block 24 writes
+    the 2.3e4 spike that blocks 58 and 60 cancel (values from its block statistics, rounded)."""
+    from spikesink.analyses.lifecycle.stages import detect_stages
+
+    steps = np.zeros(60)
+    steps[[1, 2, 3, 5]] = [14, 24, 149, 593]  # blocks 2, 3, 4, 6
+    steps[[17, 19, 21]] = [-109, -501, -101]  # blocks 18, 20, 22
+    steps[[23, 57, 59]] = [22991, -14181, -5410]  # blocks 24, 58, 60
+    levels = np.cumsum(steps)
+    medians = np.linspace(0.1, 15, 60)
+    stages = detect_stages(levels, steps, medians, [24], 60, 100, 100, 0.15)
+    assert [s["main"] for s in stages] == [False, True]
+    early, main = stages
+    assert early["step_up"] == [4, 6] and early["step_down"] == [20] and early["peak_block"] == 6
+    assert early["cancelled_share"] == pytest.approx(711 / 780, abs=0.01)
+    assert main["step_up"] == [24] and main["step_down"] == [58, 60]
+    # an earlier bump below stage_min_ratio x its median is not a stage
+    assert [s["main"] for s in detect_stages(levels, steps, medians * 10, [24], 60, 100, 100, 0.15)] == [True]

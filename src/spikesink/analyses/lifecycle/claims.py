@@ -1,4 +1,10 @@
-"""Life-cycle claims for the scorecard, from a detected Lifecycle."""
+"""Life-cycle claims for the scorecard, from a detected Lifecycle.
+
+Without a massive block the model has no spike: "massive activations appear" fails and every
+claim about the spike (its layers, channels, tokens, blocks, stages) reads n/a with that reason.
+The step-up and step-down claims read the main stage (the massive spike); earlier stages are
+named in the row and tested by the one-stage claim.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,42 @@ from spikesink.analyses.lifecycle import ANALYSIS
 from spikesink.analyses.lifecycle.result import Lifecycle
 from spikesink.analyses.unit import Job
 from spikesink.instrumentation.blocks import block_kind
-from spikesink.reporting.scorecard import Claim
+from spikesink.reporting.scorecard import Claim, ClaimSpec
+from spikesink.reporting.verdicts import mean_estimate
 
 SECTION = ANALYSIS.section
+APPEAR = ClaimSpec(
+    SECTION,
+    "massive activations appear (rise - plateau - fall)",
+    "top magnitudes rise in 1-2 blocks, stay flat, then fall",
+)
+LAYERS = ClaimSpec(
+    SECTION,
+    "property (i): massive activations only in intermediate layers",
+    "absent in the first layer and after the last layer",
+)
+CHANNELS = ClaimSpec(
+    SECTION,
+    "property (ii): massive activations live in few channels",
+    "a handful of fixed channels (e.g. 3 in Llama-3-8B)",
+)
+TOKENS = ClaimSpec(
+    SECTION, "property (v): massive activations sit on few tokens", "the first token and a few delimiters"
+)
+STEP_UP = ClaimSpec(
+    SECTION,
+    "the spike is injected by one or two early FFN blocks (step-up)",
+    "1-2 FFN blocks in the first layers (Table 1)",
+)
+STEP_DOWN = ClaimSpec(
+    SECTION,
+    "late blocks cancel the spike with the opposite sign (step-down)",
+    "late blocks write the opposite sign on the spike channels (Table 1)",
+)
+ONE_STAGE = ClaimSpec(
+    SECTION, "the spike rises, stays and falls once (one stage)", "one rise, one plateau, one fall (Fig. 1, Table 1)"
+)
+SPIKE_CLAIMS = (LAYERS, CHANNELS, TOKENS, STEP_UP, STEP_DOWN, ONE_STAGE)
 
 
 def claims(result: Lifecycle, job: Job) -> list[Claim]:
@@ -22,72 +61,100 @@ def _blocks(blocks) -> str:
     return ", ".join(map(str, blocks)) if blocks else "none"
 
 
+def _stage_text(stage: dict) -> str:
+    return (
+        f"blocks {_blocks(stage['step_up'])} -> {stage['peak_level']:.3g} at block {stage['peak_block']}, "
+        f"cancelled {100 * stage['cancelled_share']:.0f}% by {_blocks(stage['step_down'])}"
+    )
+
+
 def lifecycle_claims(
     model: str,
     lc: Lifecycle,
-    max_channels: int = 10,
-    max_token_fraction: float = 0.05,
-    early_fraction: float = 1 / 3,
-    late_fraction: float = 2 / 3,
+    max_channels: int,
+    max_token_fraction: float,
+    early_fraction: float,
+    late_fraction: float,
 ) -> list[Claim]:
-    n = lc.n_blocks
-    plateau = lc.plateau
-    claims = []
-
-    def add(claim, paper_value, ours, holds, tolerance):
-        claims.append(Claim(SECTION, claim, model, paper_value, ours, bool(holds), tolerance))
-
-    has_plateau = plateau is not None
-    add(
-        "massive activations appear (rise - plateau - fall)",
-        "top magnitudes rise in 1-2 blocks, stay flat, then fall",
-        f"massive blocks {plateau[0]}-{plateau[1]} of {n}, contiguous={lc.contiguous}, peak {lc.peak_magnitude:.4g} "
-        f"= {lc.peak_median_ratio:.3g}x median"
-        if has_plateau
-        else "no massive block",
-        has_plateau and lc.contiguous and plateau[0] > 1 and plateau[1] < n,
-        "one contiguous run of massive blocks, not touching block 1 or the last block",
-    )
-    add(
-        "property (i): massive activations only in intermediate layers",
-        "absent in the first layer and after the last layer",
-        f"first massive block {plateau[0]}, last {plateau[1]}, of {n}" if has_plateau else "no massive block",
-        has_plateau and plateau[0] > 2 and plateau[1] < n,
-        "no massive block in layer 1 (blocks 1-2) nor at block 2L",
-    )
-    add(
-        "property (ii): massive activations live in few channels",
-        "a handful of fixed channels (e.g. 3 in Llama-3-8B)",
-        f"{len(lc.spike_channels)} channel(s): {_blocks(lc.spike_channels)}",
-        0 < len(lc.spike_channels) <= max_channels,
-        f"1 to {max_channels} spike channels",
-    )
-    add(
-        "property (v): massive activations sit on few tokens",
-        "the first token and a few delimiters",
-        f"{100 * lc.spike_token_fraction:.2f}% of tokens; position 0 spikes in {100 * lc.position0_spike_fraction:.0f}% of prompts",
-        0 < lc.spike_token_fraction <= max_token_fraction,
+    n, plateau = lc.n_blocks, lc.plateau
+    if plateau is None:
+        reason = f"no massive block (top-1 at most {max(lc.top1_by_block, default=0):.3g} = {lc.peak_median_ratio:.3g}x median)"
+        return [APPEAR(model, reason, False, "one contiguous run of massive blocks")] + [
+            spec.na(model, "the model has no spike: " + reason) for spec in SPIKE_CLAIMS
+        ]
+    rows = [
+        APPEAR(
+            model,
+            f"massive blocks {plateau[0]}-{plateau[1]} of {n}, contiguous={lc.contiguous}, peak {lc.peak_magnitude:.4g} "
+            f"= {lc.peak_median_ratio:.3g}x median",
+            lc.contiguous and plateau[0] > 1 and plateau[1] < n,
+            "one contiguous run of massive blocks, not touching block 1 or the last block",
+        ),
+        LAYERS(
+            model,
+            f"first massive block {plateau[0]}, last {plateau[1]}, of {n}",
+            plateau[0] > 2 and plateau[1] < n,
+            "no massive block in layer 1 (blocks 1-2) nor at block 2L",
+        ),
+        CHANNELS(
+            model,
+            f"{len(lc.spike_channels)} channel(s): {_blocks(lc.spike_channels)}",
+            0 < len(lc.spike_channels) <= max_channels,
+            f"1 to {max_channels} spike channels",
+        ),
+    ]
+    share = mean_estimate(lc.spike_token_fraction_by_prompt or [lc.spike_token_fraction])
+    tokens_ok = TOKENS.judge(
+        model,
+        f"{share.text('{:.4f}')} of tokens (mean over prompts, 95% interval); position 0 spikes in "
+        f"{100 * lc.position0_spike_fraction:.0f}% of prompts",
+        share,
+        max_token_fraction,
+        "<=",
         f"0 < share of massive tokens <= {100 * max_token_fraction:.0f}%",
     )
+    if share.value <= 0:  # no spike token at all in the middle plateau block
+        tokens_ok.verdict = "fails"
+    rows.append(tokens_ok)
+    earlier = [s for s in lc.stages if not s["main"]]
+    before = f"; earlier stage(s): {'; '.join(_stage_text(s) for s in earlier)}" if earlier else ""
     up = lc.step_up
-    add(
-        "the spike is injected by one or two early FFN blocks (step-up)",
-        "1-2 FFN blocks in the first layers (Table 1)",
-        f"step-up {_blocks(up)} ({', '.join(block_kind(b) for b in up) or '-'}), carrying "
-        + ", ".join(f"{lc.contributions[b - 1]:.2f}" for b in up)
-        + " of the spike"
-        if up
-        else "no step-up block",
-        1 <= len(up) <= 2 and all(block_kind(b) == "ffn" and b <= round(early_fraction * n) for b in up),
-        f"1-2 step-up blocks, all FFN, all in the first {early_fraction:.0%} of blocks",
+    rows.append(
+        STEP_UP(
+            model,
+            (
+                f"main stage: step-up {_blocks(up)} ({', '.join(block_kind(b) for b in up)}), carrying "
+                + ", ".join(f"{lc.contributions[b - 1]:.2f}" for b in up)
+                + " of the spike"
+                if up
+                else "no step-up block"
+            )
+            + before,
+            1 <= len(up) <= 2 and all(block_kind(b) == "ffn" and b <= round(early_fraction * n) for b in up),
+            f"1-2 step-up blocks of the main (massive) stage, all FFN, all in the first {early_fraction:.0%} of blocks",
+        )
     )
     down = lc.step_down
     cancelled = -sum(lc.contributions[b - 1] for b in down)
-    add(
-        "late blocks cancel the spike with the opposite sign (step-down)",
-        "late blocks write the opposite sign on the spike channels (Table 1)",
-        f"step-down {_blocks(down)}, cancelling {cancelled:.2f} of the spike" if down else "no step-down block",
-        bool(down) and all(b >= round(late_fraction * n) for b in down) and cancelled >= 0.5,
-        f"step-down blocks in the last {1 - late_fraction:.0%} of blocks, together cancelling >= 50%",
+    rows.append(
+        STEP_DOWN(
+            model,
+            f"main stage: step-down {_blocks(down)}, cancelling {cancelled:.2f} of the spike"
+            if down
+            else "no step-down block",
+            bool(down) and all(b >= round(late_fraction * n) for b in down) and cancelled >= 0.5,
+            f"step-down blocks in the last {1 - late_fraction:.0%} of blocks, together cancelling >= 50%",
+        )
     )
-    return claims
+    stages = "; ".join(f"{'main' if s['main'] else 'earlier'}: {_stage_text(s)}" for s in lc.stages)
+    rows.append(
+        ONE_STAGE(
+            model,
+            f"{len(lc.stages)} stage(s): {stages}" if lc.stages else "no step-up block: no stage",
+            len(lc.stages) == 1,
+            "one stage: no earlier spike (>= stage_min_ratio x its block median) rises and is cancelled first",
+        )
+        if lc.stages
+        else ONE_STAGE.na(model, "no step-up block was detected: the stages cannot be told apart")
+    )
+    return rows

@@ -21,7 +21,15 @@ def draw(result: Lifecycle, job: Job, paths: Mapping[str, os.PathLike]) -> dict:
     fig = job.settings.figure
     return {
         "": plot_lifecycle(
-            job["block_stats"], result, job.model_name, paths[""], fig.top_k, fig.show_median, fig.height, fig.width
+            job["block_stats"],
+            result,
+            job.model_name,
+            paths[""],
+            fig.top_k,
+            fig.show_median,
+            fig.height,
+            fig.width,
+            paper_model=job.paper_model,
         )
     }
 
@@ -84,10 +92,13 @@ def plot_lifecycle(
     show_median: bool = True,
     height: float = 5.2,
     width: float = 7.0,
+    paper_model: str | None = None,
 ):
     """Top panel: top-k magnitudes of the post-residual state per block; bottom: of each block's
-    output. Green solid lines: step-up blocks; purple dashed lines: step-down blocks.
-    Returns what it drew: each panel's lines per block, and the marked blocks."""
+    output. Green solid lines: step-up blocks; purple dashed lines: step-down blocks (of the main
+    stage; an earlier stage's dotted); the paper's step-up / step-down blocks of `paper_model`
+    (Table 1) as triangles on the top axis. Returns what it drew: each panel's lines per block,
+    and the marked blocks."""
     apply_style()
     fig, (top_ax, bottom_ax) = plt.subplots(2, 1, figsize=(width, height), sharex=True)
     drawn = {
@@ -95,7 +106,24 @@ def plot_lifecycle(
         "block_output": _panel(bottom_ax, stats, OUTPUT, lc, show_median, top_k),
         "step_up": list(lc.step_up),
         "step_down": list(lc.step_down),
+        "earlier_stages": [(s["step_up"], s["step_down"]) for s in lc.stages if not s["main"]],
     }
+    for up, down in drawn["earlier_stages"]:
+        for ax in (top_ax, bottom_ax):
+            for block in up:
+                ax.axvline(block, color=PALETTE["step_up"], linewidth=1.0, linestyle=":", alpha=0.8)
+            for block in down:
+                ax.axvline(block, color=PALETTE["step_down"], linewidth=1.0, linestyle=":", alpha=0.8)
+    reference = paper.TABLE1.get(paper_model or "")
+    if reference:  # the paper's Table 1 blocks for the same model, on the top edge
+        drawn["paper"] = {"step_up": reference["step_up"], "step_down": reference["step_down"]}
+        for blocks, color in (
+            (reference["step_up"], PALETTE["step_up"]),
+            (reference["step_down"], PALETTE["step_down"]),
+        ):
+            top_ax.plot(
+                blocks, [1.0] * len(blocks), "v", color=color, markersize=7, transform=top_ax.get_xaxis_transform()
+            )
     top_ax.set_ylabel("|h| post-residual")
     bottom_ax.set_ylabel("|block output|")
     bottom_ax.set_xlabel("block (odd = attention, even = FFN)")
@@ -107,6 +135,12 @@ def plot_lifecycle(
         plt.Line2D([], [], color=PALETTE["step_down"], linestyle="--"),
     ]
     labels += [f"step-up {lc.step_up}", f"step-down {lc.step_down}"]
+    if drawn["earlier_stages"]:
+        handles.append(plt.Line2D([], [], color=PALETTE["step_up"], linestyle=":"))
+        labels.append("earlier stage: " + "; ".join(f"up {u}, down {d}" for u, d in drawn["earlier_stages"]))
+    if reference:
+        handles.append(plt.Line2D([], [], color=PALETTE["paper"], marker="v", linestyle=""))
+        labels.append(f"paper ({paper_model}): up {reference['step_up']}, down {reference['step_down']}")
     top_ax.legend(handles, labels, fontsize=7, loc="upper left", ncol=2, frameon=True)
     fig.tight_layout()
     save_figure(fig, path)

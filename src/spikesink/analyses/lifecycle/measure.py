@@ -106,6 +106,7 @@ def detect_lifecycle(stats: BlockStats, rule=None, settings=None) -> Lifecycle:
         step_down=step_down,
         reference_tokens=reference,
         spike_token_fraction=float(token_massive.mean()),
+        spike_token_fraction_by_prompt=token_massive.mean(axis=1).astype(float).tolist(),
         position0_spike_fraction=position0_fraction,
         stages=stages,
         **common,

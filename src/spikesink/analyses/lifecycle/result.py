@@ -24,6 +24,7 @@ class Lifecycle(Result):
     peak_median_ratio: float = 0.0
     median_at_peak: float = 0.0
     spike_token_fraction: float = 0.0  # share of tokens that are massive at the middle plateau block
+    spike_token_fraction_by_prompt: list[float] = field(default_factory=list)  # the same per prompt
     position0_spike_fraction: float = 0.0
     top1_by_block: list[float] = field(default_factory=list)
     median_by_block: list[float] = field(default_factory=list)
