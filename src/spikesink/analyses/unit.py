@@ -76,7 +76,10 @@ class Analysis:
     prompt_sets: tuple[PromptSet, ...] = ()
     per_model: bool = True  # False: one result across all models (the architectures table)
     gpu: bool = False  # runs on the GPU when the extraction does
-    check: Callable[[Mapping, Mapping], list[str]] | None = None  # config problems (section, config)
+    # keys of its section that count extraction prompts / tokens (n_prompts, seq_len, calibration_prompts):
+    # a value the user sets above what the extraction samples fails at start-up
+    subset_keys: tuple[str, ...] = ()
+    check: Callable[[Mapping, Mapping], list[str]] | None = None  # other config problems (section, config)
 
     @property
     def needs_model(self) -> bool:

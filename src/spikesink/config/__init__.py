@@ -309,8 +309,11 @@ def _analysis_problems(config: Mapping, raw: Mapping) -> list[str]:
 
     problems = []
     for name, entry in registry().items():
+        section = (raw.get("analyses") or {}).get(name) or {}
+        if entry.subset_keys:
+            problems += prompt_subset_problems(name, section, config, entry.subset_keys)
         if entry.check is not None:
-            problems += entry.check((raw.get("analyses") or {}).get(name) or {}, config)
+            problems += entry.check(section, config)
     return problems
 
 

@@ -2,13 +2,6 @@
 
 from spikesink.analyses.unit import Analysis, Figure
 
-
-def _check(section, config):
-    from spikesink.config import prompt_subset_problems
-
-    return prompt_subset_problems("act_scales", section, config, keys=("calibration_prompts",))
-
-
 ANALYSIS = Analysis(
     name="act_scales",
     title="Activation scales of every Linear input",
@@ -18,5 +11,5 @@ ANALYSIS = Analysis(
     report_reads=("lifecycle",),
     figures=(Figure("", "caption.rst", "activation scales"),),
     gpu=True,
-    check=_check,
+    subset_keys=("calibration_prompts",),
 )

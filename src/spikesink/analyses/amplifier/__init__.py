@@ -2,13 +2,6 @@
 
 from spikesink.analyses.unit import Analysis, Figure
 
-
-def _check(section, config):
-    from spikesink.config import prompt_subset_problems
-
-    return prompt_subset_problems("amplifier", section, config, keys=("n_prompts",))
-
-
 ANALYSIS = Analysis(
     name="amplifier",
     title="The quadratic amplifier: U_k norms and S_k spectra",
@@ -20,5 +13,5 @@ ANALYSIS = Analysis(
         Figure("spectra", "caption_spectra.rst", "S_k spectra"),
     ),
     gpu=True,
-    check=_check,
+    subset_keys=("n_prompts",),
 )

@@ -2,13 +2,6 @@
 
 from spikesink.analyses.unit import Analysis, Figure, Table
 
-
-def _check(section, config):
-    from spikesink.config import prompt_subset_problems
-
-    return prompt_subset_problems("implicit_params", section, config, keys=("calibration_prompts",))
-
-
 ANALYSIS = Analysis(
     name="implicit_params",
     title="Massive activations as implicit parameters: own mean, zero, ordinary mean",
@@ -18,5 +11,5 @@ ANALYSIS = Analysis(
     figures=(Figure("", "caption.rst", "implicit parameters"),),
     tables=(Table(""),),
     gpu=True,
-    check=_check,
+    subset_keys=("calibration_prompts",),
 )

@@ -2,13 +2,6 @@
 
 from spikesink.analyses.unit import Analysis, Figure
 
-
-def _check(section, config):
-    from spikesink.config import prompt_subset_problems
-
-    return prompt_subset_problems("rmsnorm_collapse", section, config)
-
-
 ANALYSIS = Analysis(
     name="rmsnorm_collapse",
     title="RMSNorm bound, sparsity and cosine collapse of the spike tokens",
@@ -17,5 +10,5 @@ ANALYSIS = Analysis(
     reads=("model", "lifecycle", "prompts.extraction"),
     figures=(Figure("", "caption.rst", "cosine collapse"),),
     gpu=True,
-    check=_check,
+    subset_keys=("n_prompts", "seq_len"),
 )

@@ -2,13 +2,6 @@
 
 from spikesink.analyses.unit import Analysis, Figure
 
-
-def _check(section, config):
-    from spikesink.config import prompt_subset_problems
-
-    return prompt_subset_problems("sink_geometry", section, config)
-
-
 ANALYSIS = Analysis(
     name="sink_geometry",
     title="Sink-key subspace, query-key distances and t-SNE of a sink and a non-sink head",
@@ -17,5 +10,5 @@ ANALYSIS = Analysis(
     reads=("model", "sinks", "prompts.extraction"),
     figures=(Figure("", "caption.rst", "t-SNE of queries and keys"),),
     gpu=True,
-    check=_check,
+    subset_keys=("n_prompts", "seq_len"),
 )
