@@ -47,7 +47,7 @@ MODEL = {"m": {"source": "planted", "planted": {}}}
 
 
 def test_the_registry_finds_every_analysis_folder():
-    assert set(names()) == ANALYSES == set(registry())
+    assert ANALYSES <= set(names()) == set(registry())
     for name, entry in registry().items():
         assert entry.name == name and entry.folder.name == name and (entry.folder / "__init__.py").is_file()
         assert entry.package == f"spikesink.analyses.{name}"
@@ -55,7 +55,7 @@ def test_the_registry_finds_every_analysis_folder():
             assert entry.caption_path(figure).is_file(), (name, figure)
     # every folder of the package with an ANALYSIS entry is registered, and nothing else
     folders = {p.parent.name for p in get("lifecycle").folder.parent.glob("*/__init__.py")}
-    assert folders == ANALYSES
+    assert folders == set(names())
 
 
 def test_every_analysis_comes_after_what_it_reads():
@@ -218,7 +218,7 @@ def test_stored_refuses_an_unknown_kind():
 
 def test_validate_config_fills_every_analysis_section():
     config = validate_config({"models": dict(MODEL)})
-    assert set(config["analyses"]) == ANALYSES
+    assert set(config["analyses"]) == set(names()) >= ANALYSES
     assert config["analyses"]["lifecycle"]["step_fraction"] == 0.15
     assert config["analyses"]["lifecycle"]["claims"] == {
         "max_channels": 10,
