@@ -10,6 +10,7 @@ import torch
 
 from spikesink.acquisition.planted import build_planted_llama, planted_tokenizer, save_planted
 from spikesink.metrics import is_massive
+from spikesink.settings import SpikeRule
 
 torch.set_num_threads(1)
 
@@ -45,8 +46,8 @@ def post_residual_states(model, input_ids):
 
 
 def massive_mask(state):
-    mag = state.abs()
-    return is_massive(mag.max(-1).values, mag.median(-1).values)
+    mag, rule = state.abs(), SpikeRule()  # the config's spike rule
+    return is_massive(mag.max(-1).values, mag.median(-1).values, rule.floor, rule.median_ratio)
 
 
 def test_position_zero_spikes_exactly_for_trigger_tokens(planted):

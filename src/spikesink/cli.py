@@ -183,6 +183,12 @@ def _user_error(error: Exception, target: str) -> str | None:
     return message
 
 
+def default_spike_rule():
+    from spikesink.config import default_rule
+
+    return default_rule()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="spikesink", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -201,9 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, default=128, help="tokens per prompt (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--floor", type=float, default=100.0, help="massive: above this |h| ... (default: %(default)s)")
+    spike = default_spike_rule()
+    p.add_argument("--floor", type=float, default=spike.floor, help="massive: above this |h| ... (default: %(default)s)")
     p.add_argument(
-        "--median-ratio", type=float, default=1000.0, help="... and this many times the median (default: %(default)s)"
+        "--median-ratio",
+        type=float,
+        default=spike.median_ratio,
+        help="... and this many times the median (default: %(default)s)",
     )
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -13,23 +13,22 @@ from __future__ import annotations
 
 import numpy as np
 
-# the defaults live in the torch-free settings module (read when the workflow builds its DAG)
-from spikesink.settings import DEFAULT_FLOOR, DEFAULT_MEDIAN_RATIO, DEFAULT_SINK_EPS  # noqa: F401
+# the thresholds are the config's `spike` and `sinks` sections (defaults in the config schema)
 
 
-def is_massive(magnitude, median, floor: float = DEFAULT_FLOOR, median_ratio: float = DEFAULT_MEDIAN_RATIO):
+def is_massive(magnitude, median, floor: float, median_ratio: float):
     """Elementwise: magnitude > floor and magnitude > median_ratio * median. Works on numpy or torch."""
     return (magnitude > floor) & (magnitude > median_ratio * median)
 
 
-def massive_threshold(median, floor: float = DEFAULT_FLOOR, median_ratio: float = DEFAULT_MEDIAN_RATIO):
+def massive_threshold(median, floor: float, median_ratio: float):
     """The smallest magnitude that counts as massive for a state with this median."""
     if hasattr(median, "clamp"):  # a torch tensor (this module stays torch-free for the figure jobs)
         return (median * median_ratio).clamp(min=floor)
     return np.maximum(np.asarray(median, dtype=np.float64) * median_ratio, floor)
 
 
-def sink_ratio(key0_mass, eps: float = DEFAULT_SINK_EPS) -> float:
+def sink_ratio(key0_mass, eps: float) -> float:
     """Percent of entries (any shape, e.g. samples x layers x heads) whose mean attention on key 0 exceeds eps."""
     mass = np.asarray(key0_mass, dtype=np.float64)
     if mass.size == 0:

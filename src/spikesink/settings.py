@@ -1,20 +1,24 @@
-"""Settings dataclasses and default thresholds, kept free of torch.
+"""Settings dataclasses shared by the extraction and the analyses, kept free of torch.
 
-The workflow reads these while it builds its DAG (spikesink.config, imported by
-workflow/rules/common.smk), so importing this module must not import torch (nor transformers);
-tests/test_imports.py checks that. The modules that use them re-export them:
-`spikesink.metrics` the defaults, `spikesink.extraction.block_stats` ExtractionSettings and
-`spikesink.analyses.lifecycle` LifecycleSettings.
+Their defaults are the config schema's (src/spikesink/config/schema.yaml, read when a dataclass
+is built without a value): every default is written there once. The workflow reads this module
+while it builds its DAG, so importing it must not import torch (tests/test_imports.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-# defaults of the paper's two central definitions (see metrics.py)
-DEFAULT_FLOOR = 100.0
-DEFAULT_MEDIAN_RATIO = 1000.0
-DEFAULT_SINK_EPS = 0.3
+
+def schema_default(section: str, key: str):
+    """A dataclass field whose default is the config schema's `section.key`."""
+
+    def read():
+        from spikesink.config import defaults
+
+        return defaults()[section][key]
+
+    return field(default_factory=read)
 
 
 @dataclass(frozen=True)
@@ -22,29 +26,20 @@ class SpikeRule:
     """The massive-activation rule (the config's `spike` section): |h| above `floor` and above
     `median_ratio` times the median |h| of the same state (spikesink.instrumentation.spikes)."""
 
-    floor: float = DEFAULT_FLOOR
-    median_ratio: float = DEFAULT_MEDIAN_RATIO
-    # the median may be estimated from every `median_stride`-th |h| of a sample: an exact
-    # median is a sort of T x d values per block and would double a forward's cost
+    floor: float = schema_default("spike", "floor")
+    median_ratio: float = schema_default("spike", "median_ratio")
+    # the median may be estimated from every `median_stride`-th |h| of a sample (1: exact): an
+    # exact median is a sort of T x d values per block and would double a forward's cost
     median_stride: int = 1
 
 
 @dataclass
 class ExtractionSettings:
-    top_k: int = 3
+    """What the statistics forward keeps (the config's `extraction` and `spike` sections)."""
+
+    top_k: int = schema_default("extraction", "top_k")
     # the median is estimated from every `median_stride`-th entry of each prompt's (T x d)
     # magnitudes: an exact median is a sort per block and would double the forward's cost
-    median_stride: int = 7
-    floor: float = DEFAULT_FLOOR
-    median_ratio: float = DEFAULT_MEDIAN_RATIO
-
-
-@dataclass
-class LifecycleSettings:
-    floor: float = DEFAULT_FLOOR
-    median_ratio: float = DEFAULT_MEDIAN_RATIO
-    min_prompt_fraction: float = 0.5
-    min_plateau_fraction: float = 0.5
-    step_fraction: float = 0.15
-    channel_fraction: float = 0.1
-    max_spike_channels: int = 16
+    median_stride: int = schema_default("extraction", "median_stride")
+    floor: float = schema_default("spike", "floor")
+    median_ratio: float = schema_default("spike", "median_ratio")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from spikesink.metrics import DEFAULT_SINK_EPS, sink_ratio
+from spikesink.metrics import sink_ratio
 
 from .model import Decoder, lm_loss
 
@@ -118,10 +118,15 @@ def evaluate(
     batches: list[tuple[torch.Tensor, torch.Tensor]],
     loss_min_pos: int = 0,
     loss_max_pos: int | None = None,
-    sink_eps: float = DEFAULT_SINK_EPS,
+    sink_eps: float | None = None,
     autocast_dtype=None,
 ) -> dict:
-    """All held-out metrics of `model` on fixed `batches` of (inputs, targets); returns a JSON-able dict."""
+    """All held-out metrics of `model` on fixed `batches` of (inputs, targets); returns a JSON-able dict.
+    sink_eps None: the config's sinks.eps default."""
+    if sink_eps is None:
+        from spikesink.config import default
+
+        sink_eps = float(default("sinks", "eps"))
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

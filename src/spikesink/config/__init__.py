@@ -215,6 +215,11 @@ def default_rule():
     return spike_rule(defaults())
 
 
+def default(section: str, key: str):
+    """One of the schema's defaults, e.g. default("sinks", "eps") (for functions called without a config)."""
+    return defaults()[section][key]
+
+
 def default_shared() -> Shared:
     return Shared.from_config(defaults())
 

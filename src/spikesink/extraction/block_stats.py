@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from spikesink import metrics
 from spikesink.instrumentation.layout import model_layout
 from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
 from spikesink.instrumentation.taps import Taps, run_decoder
@@ -189,7 +188,7 @@ def extract_block_stats(
     meta: dict | None = None,
     progress: bool = True,
     collect_sinks: bool = False,
-    sink_eps: float = metrics.DEFAULT_SINK_EPS,
+    sink_eps: float | None = None,
 ) -> BlockStats:
     """Run `input_ids` (N, T) through `model` once, in batches, and return the block statistics.
 

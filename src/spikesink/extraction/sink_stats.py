@@ -104,12 +104,13 @@ def attention_masses(
     return AttentionMasses(key0=key0, spike=spike, n_queries=n_valid)
 
 
-def summarise_sinks(key0_mass: np.ndarray, eps: float = metrics.DEFAULT_SINK_EPS) -> dict[str, np.ndarray]:
+def summarise_sinks(key0_mass: np.ndarray, eps: float | None = None) -> dict[str, np.ndarray]:
     """Means and sink ratios of a (samples, layers, heads) key-0 mass array.
 
     The overall ratio goes through metrics.sink_ratio so that every number called 'sink ratio'
-    in the project is the same definition (Gu et al., eps 0.3 by default).
+    in the project is the same definition (Gu et al.; eps None: the config's sinks.eps default).
     """
+    eps = _eps(eps)
     mass = np.asarray(key0_mass, dtype=np.float32)
     if mass.ndim != 3:
         raise ValueError(f"key0_mass must be (samples, layers, heads), got shape {mass.shape}")
@@ -122,6 +123,12 @@ def summarise_sinks(key0_mass: np.ndarray, eps: float = metrics.DEFAULT_SINK_EPS
         "sink_ratio": np.float32(metrics.sink_ratio(mass, eps)),  # scalar, percent
         "key0_mass_mean": np.float32(mass.mean()),
     }
+
+
+def _eps(eps: float | None) -> float:
+    from spikesink.config import default
+
+    return float(default("sinks", "eps") if eps is None else eps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,11 +152,11 @@ class SinkStatistics(AttentionObserver):
         model: nn.Module,
         spike_positions: torch.Tensor | np.ndarray | None = None,
         *,
-        eps: float = metrics.DEFAULT_SINK_EPS,
+        eps: float | None = None,
         max_chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     ):
         super().__init__(model)
-        self.eps = float(eps)
+        self.eps = _eps(eps)
         self.max_chunk_elements = int(max_chunk_elements)
         self._key0: list[torch.Tensor] = []  # one (B, L, H) per forward
         self._spike: list[torch.Tensor] = []
