@@ -1,13 +1,22 @@
 from pathlib import Path
 
-from spikesink.ablations.report import data_label, plot_table, table_claims, table_frame, write_ablation_table
+from spikesink.ablations.claims import claim_thresholds
+from spikesink.ablations.report import (
+    ablation_table,
+    data_label,
+    plot_table,
+    table_claims,
+    table_frame,
+    write_ablation_table,
+)
 from spikesink.io import read_json
 from spikesink.logs import snakemake_logger
 from spikesink.reporting.scorecard import write_claims
 
 snakemake_logger(snakemake)
 table = snakemake.wildcards.table
-frame = table_frame([read_json(path) for path in snakemake.input.metrics], table)
+metrics = [read_json(path) for path in snakemake.input.metrics]
+frame = table_frame(metrics, table)
 data = ", ".join(data_label(s) for s in frame["data"].dropna().unique())
 seeds = int(frame["n_seeds"].max())
 write_ablation_table(
@@ -16,5 +25,7 @@ write_ablation_table(
     caption=f"Table {table} ({snakemake.wildcards.name}) on {data}: ours (ppl, sink ratio %, spike; mean +- sd over {seeds} "
     f"seed(s), each seed's sink ratio) beside the paper's, preset {snakemake.params.preset}. The CSV has every column.",
 )
-write_claims(snakemake.output.claims, table_claims(frame, table, snakemake.params.preset))
+# the claims' thresholds: ablations.claims of the config (every default and its reason in schema.yaml)
+thresholds = claim_thresholds((snakemake.config.get("ablations") or {}).get("claims"))
+write_claims(snakemake.output.claims, table_claims(ablation_table(metrics), table, snakemake.params.preset, thresholds))
 plot_table(frame, table, snakemake.output.pdf, data)

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 
 from ..reporting.scorecard import Claim
+from .claims import Thresholds, claim_thresholds, evaluate
 from .variants import TABLE_NAMES, table_stem  # noqa: F401  (torch-free home, read by the workflow)
-
-SECTION = "4 ablations (CPU scale)"
 
 # the columns averaged over seeds (each also gets <column>_sd and <column>_seeds)
 SEED_COLUMNS = ("ppl", "sink_ratio", "key0_mass_mean", "spike", "spike_to_median", "first_token_to_median")
@@ -98,6 +97,27 @@ def aggregate_seeds(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def runs_from_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (variant, seed) back from a written table (`table<N>_*.csv`: one row per variant, each
+    seed's value in `<column>_seeds`, at 3 significant digits): to re-score archived tables without their runs."""
+    rows = []
+    for _, row in frame.iterrows():
+        seeds = [s for s in str(row.get("seeds", "")).split(",") if s.strip() not in ("", "nan")]
+        kept = {k: v for k, v in row.items() if not k.endswith(("_sd", "_seeds")) and k not in ("n_seeds", "seeds")}
+        for i in range(int(row.get("n_seeds", 1) or 1)):
+            run = {**kept, "seed": int(float(seeds[i])) if i < len(seeds) else i}
+            for column in SEED_COLUMNS:
+                values = row.get(f"{column}_seeds")
+                if isinstance(values, str) and values:
+                    run[column] = float(values.split(" / ")[i])
+                elif not _missing(values):
+                    run[column] = float(values)  # one seed: read back as a number
+            rows.append(run)
+    runs = pd.DataFrame(rows)
+    runs["table"] = runs["table"].map(lambda t: "" if _missing(t) or t == "" else str(int(float(t))))
+    return runs
+
+
 def table_frame(metrics_list: list[dict], table: str) -> pd.DataFrame:
     """Rows of one paper table (and the baseline, which every table compares against), seeds averaged."""
     runs = ablation_table([m for m in metrics_list if m.get("table") in (table, "")])
@@ -147,254 +167,13 @@ def write_ablation_table(frame: pd.DataFrame, stem, caption: str) -> None:
     write_table(display_frame(frame), stem, caption=caption, formats=("md", "tex"))
 
 
-def _rank_agreement(frame: pd.DataFrame, column: str) -> float:
-    with_paper = frame.dropna(subset=[f"{column}_paper"])
-    return trend(with_paper[f"{column}_paper"].to_numpy(float), with_paper[column].to_numpy(float))
-
-
-def _fmt(x: float) -> str:
-    return "n/a" if _missing(x) else f"{x:+.2f}"
-
-
-def _sd(row, column: str) -> float:
-    value = row.get(f"{column}_sd", float("nan"))
-    return 0.0 if _missing(value) else float(value)
-
-
-def _value(row, column: str) -> str:
-    """'mean +- sd (n seeds)' or the single value."""
-    n = int(row.get("n_seeds", 1) or 1)
-    if n > 1:
-        return f"{row[column]:.3g} +- {_sd(row, column):.2g} ({n} seeds)"
-    return f"{row[column]:.3g}"
-
-
-def _beyond(row, base, column: str, factor: float, direction: str) -> bool:
-    """Is row's mean `direction` ('below' / 'above') factor x the baseline's mean by more than the seeds'
-    combined sd? (With one seed each, the plain comparison; 'above' accepts equality then.) 'Above'
-    needs something to keep: a baseline mean above zero by more than its own sd."""
-    if direction == "above" and not float(base[column]) > _sd(base, column):
-        return False
-    threshold, margin = factor * float(base[column]), _sd(row, column) + factor * _sd(base, column)
-    diff = float(row[column]) - threshold if direction == "above" else threshold - float(row[column])
-    return diff > margin if margin > 0 or direction == "below" else diff >= 0
-
-
-SPREAD = "on the seed means, by more than the seeds' combined sd"
-# a first-token spike to test spike-side claims on: position 0's largest |h| at least this many times
-# its block's median (the paper's massive activations are ~1000x; CPU-scale text reaches 20-100x)
-SPIKE_MIN_TO_MEDIAN = 10.0
-# the sink-side claims need a sink: the search's criterion, a held-out sink ratio of 20 % at the baseline
-SINK_MIN_RATIO = 20.0
-
-
-def table_claims(frame: pd.DataFrame, table: str, preset: str) -> list[Claim]:
-    """The table's claims, each labelled with the data it was tested on (the `model` column).
-
-    Spearman agreement with the paper's ordering (sink ratio, spike) for every table, then the
-    table's own qualitative claims: Table 3 (weight decay and learning rate), 4 (FFN type and the
-    spike), 5 (normalization: spike falls, sinks stay), 6 (head dimension and count), 7 (gating) and
-    8 (loss positions). Sign claims compare seed means and must clear the seeds' spread.
-    """
-    claims = []
-    sources = frame["data"].dropna().unique() if "data" in frame else []
+def table_claims(runs: pd.DataFrame, table: str, preset: str, thresholds: Thresholds) -> list[Claim]:
+    """The claims of paper table `table` (spikesink.ablations.claims.CLAIMS: definitions, evaluated over
+    seeds) on one row per run (`ablation_table`, or `runs_from_table` for a written table), each labelled
+    with the data it was tested on (the `model` column); `thresholds`: `ablations.claims` of the config."""
+    sources = runs["data"].dropna().unique() if "data" in runs else []
     model = f"ablations/{preset} ({', '.join(data_label(s) for s in sources) or data_label(None)})"
-
-    def claim(text, paper, ours, holds, tolerance):
-        claims.append(Claim(SECTION, f"Table {table}: {text}", model, paper, ours, bool(holds), tolerance))
-
-    baseline = frame[frame["variant"] == "baseline"]
-    base = baseline.iloc[0] if len(baseline) else None  # comparisons with the baseline need it configured
-    # the spike-side claims need a spike: position 0 standing out from its block's median at the
-    # baseline (or, without one, in some variant)
-    first_token = (
-        frame["first_token_to_median"].astype(float) if "first_token_to_median" in frame else pd.Series([np.nan])
-    )
-    reference = (
-        float(base["first_token_to_median"])
-        if base is not None and "first_token_to_median" in base
-        else float(first_token.max())
-    )
-    has_spike = not math.isnan(reference) and reference >= SPIKE_MIN_TO_MEDIAN
-    sink_reference = float(base["sink_ratio"]) if base is not None else float(frame["sink_ratio"].astype(float).max())
-    has_sink = not math.isnan(sink_reference) and sink_reference >= SINK_MIN_RATIO
-    tested = {"spike": has_spike, "sink_ratio": has_sink}
-    for column, label in (("sink_ratio", "sink ratio"), ("spike", "spike")):
-        if not tested[column] or frame[f"{column}_paper"].notna().sum() < 3:
-            continue  # nothing formed to order, or too few paper rows for a rank correlation
-        rho = _rank_agreement(frame, column)
-        claim(
-            f"our {label} orders the variants as the paper's",
-            "Spearman rho = 1 with itself",
-            f"rho = {_fmt(rho)} over {frame[f'{column}_paper'].notna().sum()} rows",
-            not math.isnan(rho) and rho > 0,
-            "rho > 0",
-        )
-    if not has_spike and table in ("3", "4", "5", "6"):
-        claim(
-            "a first-token spike forms at the baseline (what the spike-side claims of this table need)",
-            "spike 3818 at the baseline (massive: > 100 and ~1000x the median)",
-            f"position 0's largest abs(h) is {reference:.3g}x its block's median: no spike, the spike-side claims are not tested",
-            False,
-            f"first-token max abs(h) >= {SPIKE_MIN_TO_MEDIAN:g}x the median",
-        )
-    if not has_sink:
-        claim(
-            "a sink forms at the baseline (what the sink-side claims of this table need)",
-            "sink ratio 46.0 % at the baseline",
-            f"sink ratio {sink_reference:.3g} % at the baseline: no sink, the sink-side claims are not tested",
-            False,
-            f"sink ratio >= {SINK_MIN_RATIO:g} %",
-        )
-    rows = {r["variant"]: r for _, r in frame.iterrows()}
-    paper_base = 46.0 if base is None or base.get("sink_ratio_paper") is None else float(base["sink_ratio_paper"])
-
-    def versus(name: str, column: str, factor: float, direction: str, text: str, paper: str):
-        if name not in rows or base is None or not tested.get(column, True):
-            return
-        row = rows[name]
-        label = "sink ratio" if column == "sink_ratio" else "spike"
-        claim(
-            f"{name}: {text}",
-            paper,
-            f"{label} {_value(row, column)} vs baseline {_value(base, column)}",
-            _beyond(row, base, column, factor, direction),
-            f"{direction} {factor:g}x baseline {SPREAD}",
-        )
-
-    def rises(names: list[str], x_column: str, y_column: str, text: str, paper: str):
-        sweep = frame[frame["variant"].isin(names)].sort_values(x_column)
-        if len(sweep) < 3 or not tested.get(y_column, True):
-            return
-        rho = trend(sweep[x_column].to_numpy(float), sweep[y_column].to_numpy(float))
-        values = ", ".join(f"{x:g}: {v:.3g}" for x, v in zip(sweep[x_column], sweep[y_column]))
-        claim(
-            text,
-            paper,
-            f"Spearman({x_column}, {y_column}) = {_fmt(rho)}; means {values}",
-            not math.isnan(rho) and rho > 0.5,
-            "Spearman > 0.5 on the seed means",
-        )
-
-    if table == "3":
-        versus(
-            "wd-0",
-            "sink_ratio",
-            1.0,
-            "below",
-            "weight decay raises sinks (none: fewer)",
-            "sink 33.8 vs 46.0 (wd 0 vs 0.1)",
-        )
-        versus(
-            "wd-5x",
-            "sink_ratio",
-            1.0,
-            "above",
-            "weight decay raises sinks (5x: more)",
-            "Gu et al. 2025: 41 % vs 18 % (wd 0.5 vs 0.1)",
-        )
-        versus("wd-0", "spike", 1.0, "above", "no weight decay gives a bigger spike", "spike 12275 vs 3818")
-        for name, paper in (("lr-025x", "sink 18.6 vs 46.0"), ("lr-05x", "sink 31.8 vs 46.0")):
-            versus(name, "sink_ratio", 1.0, "below", "too small a learning rate suppresses sinks", paper)
-        factors = {"lr-025x": 0.25, "lr-05x": 0.5, "baseline": 1.0, "lr-2x": 2.0}
-        lr_frame = frame[frame["variant"].isin(factors)]
-        if len(lr_frame) >= 3 and has_sink:
-            lr = lr_frame["variant"].map(factors).to_numpy(float)
-            rho = trend(lr, lr_frame["sink_ratio"].to_numpy(float))
-            claim(
-                "sink ratio rises with the learning rate up to 2x the baseline's",
-                "18.6 / 31.8 / 46.0 / 51.5 % for lr x0.25 / x0.5 / x1 / x2",
-                f"Spearman(lr, sink ratio) = {_fmt(rho)}; means "
-                + ", ".join(f"x{a:g}: {b:.3g}" for a, b in sorted(zip(lr, lr_frame["sink_ratio"]))),
-                not math.isnan(rho) and rho > 0.5,
-                "Spearman > 0.5 on the seed means",
-            )
-    if table == "4":
-        for name, factor, paper in (
-            ("ffn-gelu", 1.0, "spike 3369 vs 3818"),
-            ("ffn-linear", 0.5, "spike 688 vs 3818"),
-            ("ffn-attn-only", 0.5, "spike 637 vs 3818"),
-        ):
-            versus(name, "spike", factor, "below", "the spike is smaller without the gated (SwiGLU) amplifier", paper)
-    if table == "5":
-        for name in [n for n in rows if n.startswith("norm-")]:
-            row = rows[name]
-            versus(
-                name,
-                "spike",
-                0.5,
-                "below",
-                "changing normalization removes the spike",
-                f"spike {row['spike_paper']} vs 3818",
-            )
-            versus(
-                name,
-                "sink_ratio",
-                0.5,
-                "above",
-                "changing normalization keeps the sinks",
-                f"sink {row['sink_ratio_paper']} vs 46.0",
-            )
-    if table == "6":
-        dhead = [n for n in rows if n.startswith("dhead-")] + ["baseline"]
-        sweep = frame[frame["variant"].isin(dhead)].drop_duplicates("d_head")
-        for column, label in (("sink_ratio", "sink ratio"), ("spike", "spike")):
-            rises(
-                list(sweep["variant"]),
-                "d_head",
-                column,
-                f"{label} rises with d_head at fixed N_head",
-                "rises (Table 6: sink 4.1 -> 46.0 %, spike 291 -> 3818 for d_head 8 -> 128)",
-            )
-        # below the sink threshold the ratio is flat at 0; the mean attention on key 0 still moves
-        rises(
-            list(sweep["variant"]),
-            "d_head",
-            "key0_mass_mean",
-            "attention on key 0 rises with d_head at fixed N_head (sink proxy)",
-            "sink ratio rises with d_head (Table 6)",
-        )
-        nhead = [n for n in rows if n.startswith("nhead-")] + ["baseline"]
-        rises(
-            nhead,
-            "n_heads",
-            "sink_ratio",
-            "sink ratio rises with N_head at fixed d_head",
-            "rises (Table 6: 37.1 / 41.7 / 46.0 % for N_head 8 / 16 / 32)",
-        )
-        width = None if base is None else base["n_heads"] * base["d_head"]
-        fixed = [n for n in rows if n.startswith("heads-") and rows[n]["n_heads"] * rows[n]["d_head"] == width] + [
-            "baseline"
-        ]
-        rises(
-            fixed,
-            "n_heads",
-            "sink_ratio",
-            "at fixed width, sink ratio rises with N_head (smaller heads)",
-            "rises (Table 6, width 4096: 11.0 / 30.8 / 41.1 / 44.1 / 52.1 % for N_head 8 / 16 / 32 / 64 / 256)",
-        )
-    if table in ("7", "8"):
-        # the paper's own row says whether the change removes the sink (< 0.5x its baseline) or keeps it
-        for name, row in rows.items():
-            if name == "baseline" or row.get("sink_ratio_paper") is None or math.isnan(float(row["sink_ratio_paper"])):
-                continue
-            removes = float(row["sink_ratio_paper"]) < 0.5 * paper_base
-            what = (
-                ("conditional gating removes the sink" if name.startswith("gate-cond") else "the gate keeps the sink")
-                if table == "7"
-                else ("loss only on late positions collapses the sink" if removes else "the sink stays")
-            )
-            if table == "7" and name.startswith("gate-cond") and not removes:
-                what = "a conditional single gate keeps most of the sink"
-            versus(
-                name,
-                "sink_ratio",
-                0.5,
-                "below" if removes else "above",
-                what,
-                f"sink {row['sink_ratio_paper']} vs {paper_base}",
-            )
-    return claims
+    return evaluate(runs, table, model, thresholds)
 
 
 def plot_head_dim(frame: pd.DataFrame, path: str | os.PathLike):
@@ -596,12 +375,17 @@ def plot_training_curves(curves: dict[str, pd.DataFrame | list[pd.DataFrame]], p
     return save_figure(fig, path)
 
 
-def write_preset_tables(preset_dir: str | os.PathLike, out: str | os.PathLike, preset: str | None = None) -> list[str]:
+def write_preset_tables(
+    preset_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    preset: str | None = None,
+    thresholds: Thresholds | None = None,
+) -> list[str]:
     """Every paper table of the finished runs under <preset_dir>/<variant>/seed<N>/metrics.json, as the
     workflow writes them (tables, claims, a figure per table, the head-dimension figure), into `out`.
 
     For rebuilding one preset's outputs outside Snakemake (e.g. while another preset runs there);
-    returns the table stems written.
+    `thresholds`: the claims' (None: the schema's defaults). Returns the table stems written.
     """
     from pathlib import Path
 
@@ -611,6 +395,7 @@ def write_preset_tables(preset_dir: str | os.PathLike, out: str | os.PathLike, p
     preset_dir, out = Path(preset_dir), Path(out)
     preset = preset or preset_dir.name
     metrics = [read_json(p) for p in sorted(preset_dir.glob("*/seed*/metrics.json"))]
+    runs, thresholds = ablation_table(metrics), thresholds or claim_thresholds()
     stems = []
     for table in sorted({m["table"] for m in metrics if m.get("table")}):
         frame = table_frame(metrics, table)
@@ -621,7 +406,7 @@ def write_preset_tables(preset_dir: str | os.PathLike, out: str | os.PathLike, p
             out / stem,
             caption=f"Table {table} on {data}, preset {preset}: ours (mean +- sd over seeds) beside the paper's.",
         )
-        write_claims(out / "claims" / f"{stem}.json", table_claims(frame, table, preset))
+        write_claims(out / "claims" / f"{stem}.json", table_claims(runs, table, preset, thresholds))
         plot_table(frame, table, out / f"{stem}.pdf", data)
         if table == "6":
             plot_head_dim(frame, out / "head_dim.pdf")
@@ -635,5 +420,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=write_preset_tables.__doc__.splitlines()[0])
     parser.add_argument("preset_dir", help="results/ablations/<preset>")
     parser.add_argument("--out", required=True, help="folder for the tables, claims/ and figures")
+    parser.add_argument(
+        "--configfile", help="a config whose ablations.claims thresholds to use (default: the schema's)"
+    )
     args = parser.parse_args()
-    print(", ".join(write_preset_tables(args.preset_dir, args.out)))
+    claims = None
+    if args.configfile:
+        import yaml
+
+        with open(args.configfile) as handle:
+            claims = (yaml.safe_load(handle) or {}).get("ablations", {}).get("claims")
+    print(", ".join(write_preset_tables(args.preset_dir, args.out, thresholds=claim_thresholds(claims))))
