@@ -79,6 +79,7 @@ rule ablation_table:
         ANALYSIS_ENV
     params:
         preset=ABL.get("preset", "tiny"),
+        claims=ABL.get("claims"),  # the thresholds: changing one reruns the tables' claims
     script:
         "../scripts/ablation_table.py"
 

@@ -26,6 +26,6 @@ write_ablation_table(
     f"seed(s), each seed's sink ratio) beside the paper's, preset {snakemake.params.preset}. The CSV has every column.",
 )
 # the claims' thresholds: ablations.claims of the config (every default and its reason in schema.yaml)
-thresholds = claim_thresholds((snakemake.config.get("ablations") or {}).get("claims"))
+thresholds = claim_thresholds(snakemake.params.claims)
 write_claims(snakemake.output.claims, table_claims(ablation_table(metrics), table, snakemake.params.preset, thresholds))
 plot_table(frame, table, snakemake.output.pdf, data)
