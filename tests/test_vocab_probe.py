@@ -223,3 +223,78 @@ def test_plateau_start_probes_the_first_plateau_blocks_only():
     assert probe_blocks_from_lifecycle(Lifecycle(plateau=(24, 57)), 60, "plateau") == list(range(24, 58))
     # no plateau: the intermediate blocks
     assert probe_blocks_from_lifecycle(Lifecycle(), 12, "plateau") == default_probe_blocks(12) == list(range(3, 11))
+
+
+# ------------------------------------------------------------------------------------------
+# The claims: Wilson intervals, every claim a row, thresholds from the config
+# ------------------------------------------------------------------------------------------
+
+
+def probe_summary(n=1000, pos0=990, later=3, exceptions=None, auroc=0.9, **extra):
+    """A probe summary with the fields the claims read."""
+    exceptions = n - pos0 if exceptions is None else exceptions
+    return {
+        "n_probed": n,
+        "n_spike_pos0": pos0,
+        "ratio_pos0": pos0 / n,
+        "n_spike_pos0_own_median": pos0,
+        "n_spike_later": later,
+        "ratio_later": later / n,
+        "n_exceptions": exceptions,
+        "exception_vs_distance": {"auroc_smaller": auroc, "spearman": -0.3},
+        **extra,
+    }
+
+
+def test_shares_carry_wilson_intervals_and_a_straddling_interval_is_inconclusive():
+    from spikesink.reporting.verdicts import share_estimate
+
+    pos0, later, exceptions = vocab_probe_claims("m", probe_summary())
+    expected = share_estimate(990, 1000)
+    assert (pos0.value, pos0.low, pos0.high) == (expected.value, expected.low, expected.high)
+    assert pos0.verdict == "holds" and f"[{100 * expected.low:.2f}, {100 * expected.high:.2f}]" in pos0.ours
+    assert later.verdict == "holds" and later.high < 0.05 and "[" in later.ours
+    assert exceptions.verdict == "holds" and exceptions.low < 0.9 < exceptions.high
+    # 95 of 100 ids: Wilson 88.8-97.8 %, straddling the 95 % bar: neither holds nor fails
+    straddling = vocab_probe_claims("m", probe_summary(n=100, pos0=95, later=1))[0]
+    assert straddling.low < 0.95 < straddling.high and straddling.verdict == "inconclusive"
+    assert vocab_probe_claims("m", probe_summary(n=100, pos0=80, later=1))[0].verdict == "fails"
+
+
+def test_auroc_interval_is_hanley_mcneil():
+    from spikesink.analyses.vocab_probe.claims import auroc_estimate
+
+    est = auroc_estimate(0.9, 50, 50)
+    assert est.low == pytest.approx(0.837, abs=1e-3) and est.high == pytest.approx(0.963, abs=1e-3)
+    assert auroc_estimate(1.0, 16, 240).low == 1.0  # perfect separation: no spread left
+    assert np.isnan(auroc_estimate(float("nan"), 3, 5).value)
+
+
+def test_every_claim_yields_a_row_with_its_reason():
+    reasons = lambda claims: [(c.verdict, c.ours) for c in claims]  # noqa: E731
+    # no exceptions: every id spikes
+    *_, row = vocab_probe_claims("m", probe_summary(pos0=1000, exceptions=0, auroc=float("nan")))
+    assert row.verdict == "n/a" and "no exceptions" in row.ours
+    # an undefined AUROC
+    *_, row = vocab_probe_claims("m", probe_summary(auroc=float("nan")))
+    assert row.verdict == "n/a" and "AUROC is undefined" in row.ours
+    # position 0 itself rarely spikes: no contrast with later positions
+    _, row, _ = vocab_probe_claims("m", probe_summary(pos0=100))
+    assert row.verdict == "n/a" and "no contrast" in row.ours
+    # the control not run
+    summary = probe_summary()
+    del summary["ratio_later"]
+    assert "not run" in vocab_probe_claims("m", summary)[1].ours
+    # a model without a spike: every row n/a, not a failure
+    claims = vocab_probe_claims("m", probe_summary(pos0=0), lifecycle=Lifecycle())
+    assert len(claims) == 3 and all(v == "n/a" and "has no spike" in o for v, o in reasons(claims))
+
+
+def test_thresholds_come_from_the_config_section():
+    strict = analysis_settings("vocab_probe", {"claims": {"min_ratio_pos0": 0.999, "min_auroc": 0.99}}).claims
+    pos0, _, exceptions = vocab_probe_claims("m", probe_summary(auroc=0.75), thresholds=strict)
+    assert pos0.verdict == "fails" and "99.9%" in pos0.tolerance
+    assert exceptions.verdict == "fails" and "0.99" in exceptions.tolerance
+    job = make_job("vocab_probe", {"lifecycle": Lifecycle(plateau=(4, 9))}, settings={"claims": {"min_auroc": 0.99}})
+    rows = runner.claims(VocabProbe(frame=pd.DataFrame(), summary=probe_summary(auroc=0.75)), job)
+    assert rows[2].verdict == "fails" and vocab_probe_claims("m", probe_summary(auroc=0.75))[2].verdict != "fails"

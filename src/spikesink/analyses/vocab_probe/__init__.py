@@ -8,6 +8,7 @@ ANALYSIS = Analysis(
     paper="Table 2",
     section="3.2 spike tokens",
     reads=("model", "lifecycle"),
+    report_reads=("lifecycle",),  # the claims read n/a for a model without a spike
     figures=(Figure("", "caption.rst", "vocabulary probe"),),
     summary_tables=(Table("table2_vocab_probe", per_model=False),),
     gpu=True,
