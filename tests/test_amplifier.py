@@ -25,6 +25,7 @@ from spikesink.analyses.amplifier.measure import (
     uk_norms_from_weights,
     uk_outliers,
 )
+from spikesink.analyses.amplifier.result import Amplifier
 from spikesink.analyses.lifecycle.result import Lifecycle
 from spikesink.analyses.rmsnorm_collapse.figure import plot_cosine_collapse
 from spikesink.analyses.silu_regime.claims import silu_claims
@@ -157,7 +158,16 @@ def test_pipeline_entry_claims_and_figures(planted, tmp_path):
     result = run_amplifier(model, lifecycle, ids, n_control=4, progress=False)
     assert abs(float(result["s_star"][info["step_up_blocks"][0]] @ info["s_star"])) > 0.99
     claims = amplifier_claims("planted", result["summary"])
-    assert len(claims) == 5 and all(c.holds for c in claims), [c for c in claims if not c.holds]
+    # U_k outliers, S_k dominance and shared s* in the step-up and in the step-down blocks, the fixed map, s*
+    assert len(claims) == 7 and all(c.holds for c in claims), [c for c in claims if not c.holds]
+    by_claim = {c.claim: c for c in claims}
+    down = by_claim["S_k of spike channels has one dominant eigenvalue in the step-down blocks"]
+    assert down.ours.startswith(f"block {info['step_down_blocks'][0]}:") and down.value > 100  # rank one, planted
+    assert by_claim["spike channels share the top eigenvector s* in the step-down blocks"].value > 0.99
+    aligned = by_claim["the position-0 input of the step-up block is aligned with s*"]
+    assert aligned.low <= aligned.value <= aligned.high and aligned.value == pytest.approx(
+        info["pos0_alignment"], abs=0.03
+    )
     # a wrong life cycle (step-up at a random block) must fail the outlier claim
     wrong = run_amplifier(
         model, Lifecycle(step_up=[6], step_down=lifecycle.step_down, spike_channels=lifecycle.spike_channels), ids,
@@ -254,3 +264,74 @@ def test_a_model_without_a_spike_gets_empty_results_and_placeholder_figures(tmp_
     assert plot_cosine_collapse({}, tmp_path / "c") == {}
     for stem in "abc":
         figure_files(tmp_path / stem)
+
+
+def amplifier_summary(step_down=(6,), down_dominance=1.5, down_cos=0.3) -> dict:
+    """A run_amplifier summary with one step-up block (4) and the given step-down blocks."""
+    spectra = {
+        4: {
+            "top_over_second": {7: 50.0, 23: 40.0},
+            "control_top_over_second_median": 1.1,
+            "top_vector_abs_cos_min": 0.99,
+        }
+    }
+    for block in step_down:
+        spectra[block] = {
+            "top_over_second": {7: down_dominance, 23: 30.0},
+            "control_top_over_second_median": 1.1,
+            "top_vector_abs_cos_min": down_cos,
+        }
+    ratios = {ch: {2: 1.0, 4: 80.0, **{b: 60.0 for b in step_down}} for ch in (7, 23)}
+    return {
+        "step_up": [4],
+        "step_down": list(step_down),
+        "spike_channels": [7, 23],
+        "uk_ratio_to_median": ratios,
+        "blocks": spectra,
+        "sharing_channels": [7, 23],
+        "sharing_from": "spike channels",
+        "position0": {
+            "attention_blocks": [1, 3],
+            "rel_error_max": 1e-7,
+            "n_sequences": 4,
+            "random_abs_cos_scale": 0.1,
+            "step_up_input_cos_s_star": {"abs_median": 0.7, "abs_values": [0.6, 0.7, 0.7, 0.8]},
+        },
+    }
+
+
+def test_the_step_down_blocks_have_rows_of_their_own():
+    """Fig. 4 in the step-down blocks: every spike channel's S_k must be dominated by one eigenvalue
+    there too; a step-down block where one channel's is not fails that row only."""
+    claims = {c.claim: c for c in amplifier_claims("m", amplifier_summary())}
+    up = claims["S_k of spike channels has one dominant eigenvalue in the step-up blocks"]
+    down = claims["S_k of spike channels has one dominant eigenvalue in the step-down blocks"]
+    assert up.verdict == "holds" and up.value == 40.0  # the weakest spike channel decides
+    assert down.verdict == "fails" and down.value == 1.5 and "block 6" in down.ours
+    assert claims["spike channels share the top eigenvector s* in the step-down blocks"].verdict == "fails"
+    assert claims["spike channels share the top eigenvector s* in the step-up blocks"].verdict == "holds"
+    aligned = claims["the position-0 input of the step-up block is aligned with s*"]
+    assert aligned.verdict == "holds" and aligned.low >= 0.6 and aligned.high <= 0.8  # bootstrap over 4 tokens
+    # without a step-down block the step-down rows stay, n/a with the reason
+    claims = {c.claim: c for c in amplifier_claims("m", amplifier_summary(step_down=()))}
+    assert len(claims) == 7
+    for name in (
+        "S_k of spike channels has one dominant eigenvalue in the step-down blocks",
+        "spike channels share the top eigenvector s* in the step-down blocks",
+    ):
+        assert claims[name].verdict == "n/a" and claims[name].ours == "n/a: no step-down block was detected"
+
+
+def test_every_amplifier_claim_yields_a_row():
+    summary = amplifier_summary()
+    del summary["position0"]
+    summary["uk_ratio_to_median"] = {}
+    rows = amplifier_claims("m", summary)
+    assert len(rows) == 7
+    assert [
+        c.verdict for c in rows if c.claim.startswith(("spike channels have", "attention at", "the position-0"))
+    ] == ["n/a"] * 3
+    # the thresholds are the config's
+    strict = make_job("amplifier", settings={"claims": {"min_dominance": 60.0}})
+    rows = runner.claims(Amplifier(summary=amplifier_summary()), strict)
+    assert rows[1].verdict == "fails" and "60" in rows[1].tolerance

@@ -305,6 +305,7 @@ def position0_attention(
             "median": float(cos_in.median()),
             "min": float(cos_in.min()),
             "abs_median": float(cos_in.abs().median()),
+            "abs_values": [float(v) for v in cos_in.abs().cpu()],  # per sequence: the claim's interval
         }
     return frame
 
