@@ -162,7 +162,14 @@ def test_pipeline_entry_claims_and_figure(planted, tmp_path):
     lifecycle = Lifecycle(step_up=info["step_up_blocks"], spike_channels=info["spike_channels"])
     result = run_collapse(model, tok, ids, lifecycle, SpikeRule(), attention_prompts=4)
     claims = collapse_claims("planted", result["summary"], result["self_attention"])
-    assert len(claims) == 5 and all(c.holds for c in claims), [c for c in claims if not c.holds]
+    # the planted delimiters spike through self-attention alone: every norm gain is 1, so a(x) = 1 for
+    # every id and the gain-alignment mechanism fails with a ratio of exactly 1
+    gain = claims[-1]
+    assert gain.claim.startswith("delimiter embeddings align with the first norm's gain") and gain.verdict == "fails"
+    assert gain.value == pytest.approx(1.0, abs=1e-6) and gain.low == pytest.approx(1.0, abs=1e-6)
+    assert len(claims) == 6 and all(c.holds for c in claims[:-1]), [c for c in claims if not c.holds]
+    delimiters = claims[3]
+    assert delimiters.value == 1.0 and 0.5 < delimiters.low < 1.0 and delimiters.high == 1.0  # Wilson
     assert set(result["delimiters"].text) <= {".", "\n"}
     # dropping a (pretend) BOS column changes the first tokens, not the logic
     dropped = run_collapse(model, tok, ids, lifecycle, SpikeRule(), bos_added=True, attention_prompts=2)
@@ -193,8 +200,88 @@ def test_measure_and_report_of_a_job(planted, tmp_path):
     loaded = Collapse.load(tmp_path / "collapse")
     assert set(loaded.matrices) == {"before", "after", "after_normed", "other_after"}
     pd.testing.assert_frame_equal(loaded.delimiters, result.delimiters)
-    assert all(c.holds for c in runner.claims(loaded, job))
+    claims = runner.claims(loaded, job)
+    assert [c.verdict for c in claims] == ["holds"] * 5 + ["fails"]  # all gains 1: no gain alignment (above)
     drawn = runner.figures(loaded, job, {"": tmp_path / "planted"})[""]
     figure_files(tmp_path / "planted")
     for name, matrix in drawn.items():
         np.testing.assert_array_equal(matrix, result.matrices[name])
+
+
+def test_gain_alignment_is_one_for_unit_gains_and_reads_the_norm_output_magnitude():
+    from spikesink.analyses.rmsnorm_collapse.gain import gain_alignment
+
+    x = torch.tensor([[3.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0], [0.0, 2.0, -2.0, 0.0]])
+    torch.testing.assert_close(gain_alignment(x, torch.ones(4)), torch.ones(3))
+    gain = torch.tensor([2.0, 0.0, 0.0, 0.0])
+    # all the energy on the one gained channel: ||g * x / rms(x)|| = 2 * sqrt(4), ||g|| = 2
+    torch.testing.assert_close(gain_alignment(x, gain), torch.tensor([2.0, 1.0, 0.0]))
+    # LayerNorm centres first: a constant row has no direction left
+    assert gain_alignment(x[1:2], torch.ones(4), center=True).item() == 0.0
+
+
+def test_delimiter_embeddings_aligned_with_the_gain_make_the_claim_hold(planted):
+    """Known answer: give the planted first norm a gain that follows the delimiters' embedding
+    direction (the planted key direction e_d, beside s*): their a(x) rises above the ordinary ids'."""
+    import copy
+
+    from spikesink.analyses.rmsnorm_collapse.claims import GAIN, gain_ratio_estimate
+    from spikesink.analyses.rmsnorm_collapse.gain import delimiter_gain_alignment
+
+    model, info, _, seqs = planted
+    ids = np.array([(s + list(b" filler text"))[:24] for s in seqs])
+    unit = delimiter_gain_alignment(model, ids, info["delimiter_token_ids"])
+    assert unit["delimiter_ids"] == sorted(info["delimiter_token_ids"])
+    assert not set(unit["ordinary_ids"]) & set(info["delimiter_token_ids"])
+    np.testing.assert_allclose(unit["delimiter"] + unit["ordinary"], 1.0, rtol=1e-5)
+    aligned = copy.deepcopy(model)
+    with torch.no_grad():
+        aligned.model.layers[0].input_layernorm.weight.copy_(
+            1 + 8 * torch.as_tensor(info["delimiter_key_direction"]).abs()
+        )
+    found = delimiter_gain_alignment(aligned, ids, info["delimiter_token_ids"])
+    ratio = gain_ratio_estimate(found["delimiter"], found["ordinary"])
+    assert ratio.value > 1.1 and ratio.low <= ratio.value <= ratio.high
+    summary = {"n_nonfirst_spike": 3, "gain_alignment": found}
+    row = collapse_claims("planted", _minimal_summary() | summary)[-1]
+    assert row.claim == GAIN.claim and row.verdict == "holds" and row.value == pytest.approx(ratio.value)
+
+
+def _minimal_summary() -> dict:
+    """A collapse summary with the fields every row reads (what run_collapse writes)."""
+    stats = {"median": 0.99}
+    return {
+        "cos_before": {"median": 0.3},
+        "cos_after": stats,
+        "n_spike_sampled": 8,
+        "rmsnorm_bound": {"sqrt_d": 8.0, "max_abs_no_weight": 7.0, "holds": True},
+        "energy_share_spike": 0.9,
+        "energy_share_spike_weighted": 0.9,
+        "energy_share_other": 0.01,
+        "n_tokens_total": 100,
+        "n_nonfirst_spike": 0,
+        "nonfirst_spike_delimiter_share": 1.0,
+        "nonfirst_spike_counted": 3,
+    }
+
+
+def test_every_claim_yields_a_row_without_later_spike_tokens():
+    claims = collapse_claims("m", _minimal_summary(), pd.DataFrame())
+    assert [c.verdict for c in claims] == ["holds", "holds", "holds", "n/a", "n/a", "n/a"]
+    assert all(c.ours.startswith("n/a: no token after position 0 spikes") for c in claims[3:])
+    na = runner.claims(Collapse.na("no step-up block detected"), make_job("rmsnorm_collapse"))
+    assert len(na) == 6 and all(c.verdict == "n/a" for c in na)
+
+
+def test_the_thresholds_come_from_the_config():
+    summary = _minimal_summary()
+    strict = analysis_settings_claims(min_cos_after=0.999, min_energy_share=0.95)
+    claims = collapse_claims("m", summary, None, strict)
+    assert [c.verdict for c in claims[:3]] == ["fails", "holds", "fails"]
+    assert "0.999" in claims[0].tolerance and "0.95" in claims[2].tolerance
+
+
+def analysis_settings_claims(**overrides):
+    from spikesink.config import analysis_settings
+
+    return analysis_settings("rmsnorm_collapse", {"claims": overrides}).claims

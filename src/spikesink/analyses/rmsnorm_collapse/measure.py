@@ -11,9 +11,11 @@ Claims checked here:
   after it: pairwise cosine similarity goes to ~1. RMSNorm *without* weight rescales each vector
   by a scalar, so it leaves cosines unchanged (reported as a check); *with* the next layer's norm
   weight the cosines are those the next attention block actually sees.
-* Delimiters: which non-initial tokens become spike tokens (counted by decoded string) and how
+* Delimiters: which non-initial tokens become spike tokens (counted by decoded string), how
   much attention they pay to themselves in early layers (the attention observer's chunked
-  probabilities; only the diagonal p(t -> t) is kept).
+  probabilities; only the diagonal p(t -> t) is kept), and whether their embeddings align with
+  the first norm's gain (gain.py: the norm's output magnitude a(x) = ||g * x / rms(x)|| / ||g||,
+  delimiter ids vs ordinary ids).
 
 LayerNorm families (GPT-2, NeoX) centre before they scale; the same bound holds for them
 (sum_i n_i^2 = d var / (var + eps) <= d), with their bias added. Where no norm reads the state
@@ -31,6 +33,7 @@ import pandas as pd
 import torch
 
 from spikesink.analyses.lifecycle.result import Lifecycle
+from spikesink.analyses.rmsnorm_collapse.gain import delimiter_gain_alignment
 from spikesink.analyses.rmsnorm_collapse.result import Collapse
 from spikesink.analyses.unit import Job
 from spikesink.instrumentation.attention import AttentionObserver, probability_chunks
@@ -513,6 +516,7 @@ def run_collapse(
     )
     delimiters = nonfirst_spike_counts(states, tokenizer, top=30)
     summary["n_nonfirst_spike"] = int(sum(states.nonfirst_spike_tokens.values()))
+    summary["nonfirst_spike_counted"] = int(delimiters["count"].sum()) if len(delimiters) else 0  # the listed ones
     summary["nonfirst_spike_delimiter_share"] = (
         float(
             delimiters.loc[delimiters["text"].map(is_delimiter_text), "count"].sum() / max(delimiters["count"].sum(), 1)
@@ -520,6 +524,7 @@ def run_collapse(
         if len(delimiters)
         else float("nan")
     )
+    summary["gain_alignment"] = delimiter_gain_alignment(model, ids, states.nonfirst_spike_tokens)
     layers = list(attention_layers) if attention_layers is not None else list(range(block_layer(step_up[0]) + 1))
     sample = {"input_ids": torch.as_tensor(ids[:attention_prompts], dtype=torch.long)}
     mask = spike_mask_at(model, sample, step_up[-1], rule)
