@@ -18,6 +18,9 @@ sinks in the plateau layers, and what the sink costs when removed (perplexity). 
 show: that the spike is *sufficient* (other features of token 0 may also be needed), or that the
 sinks of layers before the step-up come from it; and the edited key is a vector the model never
 produced, so some change may come from the novelty itself, which the control bounds.
+
+The same forwards give every measure per held-out prompt (`per_prompt`), what the claim's
+bootstrap over prompts resamples.
 """
 
 from __future__ import annotations
@@ -51,10 +54,10 @@ def not_applicable(job: Job) -> str | None:
 def measure(job: Job) -> AttentionPath:
     s = job.settings
     heldout = batched(job["prompts.heldout"].matrix(), job.shared.heldout_batch_size)
-    table = attention_path_table(
+    table, per_prompt = attention_path_tables(
         job.model.model, heldout, job["lifecycle"], job.shared.sink_eps, job.rule, positions=s.positions, seed=s.seed
     )
-    return AttentionPath(table=table)
+    return AttentionPath(table=table, per_prompt=per_prompt)
 
 
 def plateau_attention_blocks(lifecycle: Lifecycle) -> list[int]:
@@ -114,20 +117,44 @@ def strip_attention_input(
 
 def measure_condition(model: nn.Module, batches: Sequence[np.ndarray], layers: Sequence[int], eps: float) -> dict:
     """Perplexity, and sink ratio / key-0 mass over all layers and over `layers` (0-based)."""
-    nll, count = 0.0, 0
+    return measure_prompts(model, batches, layers, eps)[0]
+
+
+def measure_prompts(
+    model: nn.Module, batches: Sequence[np.ndarray], layers: Sequence[int], eps: float
+) -> tuple[dict, pd.DataFrame]:
+    """measure_condition's summary, and from the same forwards one row per held-out prompt: its
+    summed next-token loss `nll_sum` over `n_tokens`, and its sink ratio (percent of (layer, head)
+    pairs) and mean key-0 mass over all layers and over `layers`."""
+    nll, count, per_nll, per_count = 0.0, 0, [], []
     with SinkStatistics(model, eps=eps) as sinks:
         for batch in batches:
-            values = token_nll(model, batch)
-            nll, count = nll + float(values.double().sum()), count + values.numel()
+            values = token_nll(model, batch).double()
+            nll, count = nll + float(values.sum()), count + values.numel()
+            per_nll.append(values.sum(dim=1).cpu().numpy())
+            per_count.append(np.full(values.shape[0], values.shape[1]))
     key0 = sinks.result()["key0_mass"]  # (N, L, H)
     edited = key0[:, list(layers)] if len(layers) else key0[:, :0]
-    return {
+    summary = {
         "perplexity": float(np.exp(nll / count)),
         "sink_ratio": float(100 * (key0 > eps).mean()),
         "key0_mass": float(key0.mean()),
         "sink_ratio_edited_layers": float(100 * (edited > eps).mean()) if edited.size else np.nan,
         "key0_mass_edited_layers": float(edited.mean()) if edited.size else np.nan,
     }
+    key0, edited = key0.astype(np.float64), edited.astype(np.float64)
+    per_prompt = pd.DataFrame(
+        {
+            "prompt": np.arange(len(key0)),
+            "n_tokens": np.concatenate(per_count),
+            "nll_sum": np.concatenate(per_nll),
+            "sink_ratio": 100 * (key0 > eps).mean(axis=(1, 2)),
+            "key0_mass": key0.mean(axis=(1, 2)),
+            "sink_ratio_edited_layers": 100 * (edited > eps).mean(axis=(1, 2)) if edited.size else np.nan,
+            "key0_mass_edited_layers": edited.mean(axis=(1, 2)) if edited.size else np.nan,
+        }
+    )
+    return summary, per_prompt
 
 
 def attention_path_table(
@@ -140,6 +167,20 @@ def attention_path_table(
     seed: int = 0,
 ) -> pd.DataFrame:
     """Conditions none / spike channels / control channels, each measured on the same batches."""
+    return attention_path_tables(model, batches, lifecycle, eps, rule, positions, seed)[0]
+
+
+def attention_path_tables(
+    model: nn.Module,
+    batches: Sequence[np.ndarray],
+    lifecycle: Lifecycle,
+    eps: float,
+    rule: SpikeRule,
+    positions: str = "first",
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(attention_path_table, per_prompt): the table and, from the same forwards, one row per
+    (condition, held-out prompt) (measure_prompts' columns)."""
     blocks = plateau_attention_blocks(lifecycle)
     channels = [int(c) for c in lifecycle.spike_channels]
     layers = sorted({block_layer(b) for b in blocks})
@@ -148,14 +189,19 @@ def attention_path_table(
     control = sorted(
         np.random.default_rng(seed).choice(others, size=min(len(channels), others.size), replace=False).tolist()
     )
-    rows = [{"condition": "none", "channels": "", "edited_tokens": 0} | measure_condition(model, batches, layers, eps)]
+    summary, prompts = measure_prompts(model, batches, layers, eps)
+    rows = [{"condition": "none", "channels": "", "edited_tokens": 0} | summary]
+    per_prompt = [prompts.assign(condition="none")]
     for condition, chosen in (("spike channels", channels), ("control channels", control)):
         with strip_attention_input(model, blocks, chosen, rule, positions) as log:
-            measured = measure_condition(model, batches, layers, eps)
+            measured, prompts = measure_prompts(model, batches, layers, eps)
         rows.append(
             {"condition": condition, "channels": " ".join(map(str, chosen)), "edited_tokens": log["edited_tokens"]}
             | measured
         )
+        per_prompt.append(prompts.assign(condition=condition))
     table = pd.DataFrame(rows)
     table.insert(1, "blocks", f"{blocks[0]}-{blocks[-1]}" if blocks else "")
-    return table
+    per_prompt = pd.concat(per_prompt, ignore_index=True)
+    per_prompt.insert(0, "condition", per_prompt.pop("condition"))
+    return table, per_prompt

@@ -13,11 +13,16 @@ while setting it to zero destroys the model. Here:
 * evaluation: on the held-out prompts (another seed), perplexity of the unedited model and with
   the massive activations set to their own mean ("own_mean"), to zero ("zero"), or to the mean of
   the ordinary tokens in those channels ("ordinary_mean", practically the same edit as zero).
+
+The same forwards keep each held-out prompt's summed next-token loss (`per_prompt`), and the
+calibration each prompt's summed distance to the own mean (the site's `distance_by_prompt`,
+`spike_tokens_by_prompt`): what the claims' bootstrap over prompts resamples.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -29,7 +34,7 @@ from torch import nn
 from spikesink.analyses.implicit_params.result import ImplicitParams
 from spikesink.analyses.lifecycle.result import Lifecycle
 from spikesink.analyses.unit import Job
-from spikesink.extraction.perplexity import batched, perplexity
+from spikesink.extraction.perplexity import batched, token_nll
 from spikesink.instrumentation.blocks import block_kind
 from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
 from spikesink.instrumentation.taps import capture, edit_state
@@ -52,8 +57,12 @@ def measure(job: Job) -> ImplicitParams:
     calibration = job["prompts.extraction"].matrix(s.calibration_prompts)
     calibrated = calibrate(job.model.model, calibration, sites, lc.spike_channels, job.rule)
     heldout = batched(job["prompts.heldout"].matrix(), job.shared.heldout_batch_size)
-    table = implicit_parameter_table(job.model.model, heldout, calibrated, s.modes, job.rule)
-    return ImplicitParams(table=table, sites={"skipped": skipped, "sites": [site.to_dict() for site in calibrated]})
+    table, per_prompt = implicit_parameter_tables(job.model.model, heldout, calibrated, s.modes, job.rule)
+    return ImplicitParams(
+        table=table,
+        sites={"skipped": skipped, "sites": [site.to_dict() for site in calibrated]},
+        per_prompt=per_prompt,
+    )
 
 
 @dataclass
@@ -69,6 +78,9 @@ class SpikeSite:
     n_first: int
     n_other: int
     roles: list[str] = field(default_factory=list)  # "first massive block", "step-up"
+    # per calibration prompt: summed ||v - own mean|| / ||own mean|| over its spike tokens, and their count
+    distance_by_prompt: list[float] = field(default_factory=list)
+    spike_tokens_by_prompt: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -81,6 +93,8 @@ class SpikeSite:
             "first_mean": self.first_mean.tolist(),
             "other_mean": self.other_mean.tolist(),
             "ordinary_mean": self.ordinary_mean.tolist(),
+            "distance_by_prompt": list(self.distance_by_prompt),
+            "spike_tokens_by_prompt": list(self.spike_tokens_by_prompt),
         }
 
 
@@ -113,7 +127,7 @@ def calibrate(
     """Means and spreads of the spike channels at spike tokens, per site, on calibration prompts."""
     blocks = sorted(sites)
     chans = torch.as_tensor(list(channels), dtype=torch.long)
-    values = {b: {"first": [], "other": [], "ordinary": []} for b in blocks}
+    values = {b: {"first": [], "other": [], "ordinary": [], "first_at": [], "other_at": []} for b in blocks}
     device = next(model.parameters()).device
     for start in range(0, len(prompts), batch_size):
         ids = torch.as_tensor(prompts[start : start + batch_size], device=device)
@@ -126,6 +140,9 @@ def calibrate(
             picked = state[..., chans.to(state.device)]
             values[b]["first"].append(picked[spikes & first].cpu())
             values[b]["other"].append(picked[spikes & ~first].cpu())
+            # the prompt of each of those tokens (boolean indexing and nonzero share the row-major order)
+            values[b]["first_at"].append(torch.nonzero(spikes & first)[:, 0].cpu() + start)
+            values[b]["other_at"].append(torch.nonzero(spikes & ~first)[:, 0].cpu() + start)
             values[b]["ordinary"].append(picked[~spikes].cpu())
     out = []
     for b in blocks:
@@ -134,11 +151,15 @@ def calibrate(
             raise ValueError(f"block {b}: no spike token in the calibration prompts")
         first_mean = (first if len(first) else other).mean(0)
         other_mean = other.mean(0) if len(other) else first_mean
+        first_at, other_at = torch.cat(values[b]["first_at"]), torch.cat(values[b]["other_at"])
         distances = [
             ((v - m).norm(dim=-1) / m.norm().clamp_min(1e-30))
             for v, m in ((first, first_mean), (other, other_mean))
             if len(v)
         ]
+        at = torch.cat([a for a, v in ((first_at, first), (other_at, other)) if len(v)])
+        by_prompt = torch.zeros(len(prompts), dtype=torch.float64).index_add_(0, at, torch.cat(distances).double())
+        tokens_by_prompt = torch.bincount(at, minlength=len(prompts))
         out.append(
             SpikeSite(
                 b,
@@ -150,6 +171,8 @@ def calibrate(
                 len(first),
                 len(other),
                 list(sites[b]),
+                by_prompt.tolist(),
+                [int(n) for n in tokens_by_prompt],
             )
         )
     return out
@@ -200,7 +223,35 @@ def implicit_parameter_table(
     rule: SpikeRule,
 ) -> pd.DataFrame:
     """One row per (site, mode) plus the unedited model: held-out perplexity and its ratio."""
-    base = perplexity(model, heldout)
+    return implicit_parameter_tables(model, heldout, sites, modes, rule)[0]
+
+
+def prompt_losses(model: nn.Module, batches: Sequence[np.ndarray]) -> tuple[float, np.ndarray, np.ndarray]:
+    """Perplexity over every batch (as extraction.perplexity.perplexity), and from the same
+    forwards each prompt's summed next-token loss and its token count."""
+    total, count, sums, counts = 0.0, 0, [], []
+    for batch in batches:
+        nll = token_nll(model, batch).double()
+        total += float(nll.sum())
+        count += nll.numel()
+        sums.append(nll.sum(dim=1).cpu().numpy())
+        counts.append(np.full(nll.shape[0], nll.shape[1]))
+    if not count:
+        raise ValueError("no tokens to measure perplexity on")
+    return math.exp(total / count), np.concatenate(sums), np.concatenate(counts)
+
+
+def implicit_parameter_tables(
+    model: nn.Module,
+    heldout: Sequence[np.ndarray],
+    sites: Sequence[SpikeSite],
+    modes: Sequence[str],
+    rule: SpikeRule,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(implicit_parameter_table, per_prompt): the table and, from the same forwards, one row per
+    (site, mode, held-out prompt): its summed next-token loss `nll_sum` over `n_tokens` (the
+    unedited model: block 0, mode "none")."""
+    base, sums, counts = prompt_losses(model, heldout)
     rows = [
         {
             "block": 0,
@@ -212,10 +263,17 @@ def implicit_parameter_table(
             "spread": np.nan,
         }
     ]
+
+    def prompts(block, mode):
+        return pd.DataFrame(
+            {"block": block, "mode": mode, "prompt": np.arange(len(sums)), "n_tokens": counts, "nll_sum": sums}
+        )
+
+    per_prompt = [prompts(0, "none")]
     for site in sites:
         for mode in modes:
             with replace_massive(model, site, mode, rule) as log:
-                ppl = perplexity(model, heldout)
+                ppl, sums, counts = prompt_losses(model, heldout)
             rows.append(
                 {
                     "block": site.block,
@@ -227,4 +285,5 @@ def implicit_parameter_table(
                     "spread": site.spread,
                 }
             )
-    return pd.DataFrame(rows)
+            per_prompt.append(prompts(site.block, mode))
+    return pd.DataFrame(rows), pd.concat(per_prompt, ignore_index=True)

@@ -21,7 +21,9 @@ Interventions (one edited block state, paper numbering; spikesink.instrumentatio
 
 Measured per condition on held-out token batches: sink ratio and mean key-0 mass (through
 sinks.SinkStatistics, in the same forward), perplexity, and the spike itself (largest residual
-magnitude over layers, at token 0 and over all tokens).
+magnitude over layers, at token 0 and over all tokens). The same forwards also give them per
+prompt (`per_prompt`: summed next-token loss and its token count, sink ratio, key-0 mass, spike),
+what the claims' bootstrap over prompts resamples.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def measure(job: Job) -> Intervention:
     blocks = {"first": lc.step_up[:1], "last": lc.step_up[-1:], "all": lc.step_up}[s.which_step_up]
     batches = batched(job["prompts.heldout"].matrix(), job.shared.heldout_batch_size)
     tables = [
-        intervention_table(
+        intervention_tables(
             job.model.model,
             batches,
             block,
@@ -72,7 +74,10 @@ def measure(job: Job) -> Intervention:
         )
         for block in blocks
     ]
-    return Intervention(table=pd.concat(tables, ignore_index=True))
+    return Intervention(
+        table=pd.concat([t for t, _ in tables], ignore_index=True),
+        per_prompt=pd.concat([p for _, p in tables], ignore_index=True),
+    )
 
 
 def spike_token_mask(hidden: torch.Tensor, rule: SpikeRule) -> torch.Tensor:
@@ -183,21 +188,43 @@ def _residual_spike_monitor(model: nn.Module) -> Iterator[dict]:
 
 def measure_condition(model: nn.Module, batches: Sequence[torch.Tensor], eps: float) -> dict[str, float]:
     """Sink ratio, key-0 mass, perplexity and spike size of the model as it is (hooks included)."""
-    nll, n_tokens = 0.0, 0
+    return measure_prompts(model, batches, eps)[0]
+
+
+def measure_prompts(model: nn.Module, batches: Sequence[torch.Tensor], eps: float) -> tuple[dict, pd.DataFrame]:
+    """measure_condition's summary, and the same forwards per prompt: one row per held-out prompt
+    (its summed next-token loss `nll_sum` over `n_tokens`, its sink ratio in percent of (layer,
+    head) pairs, its mean key-0 mass, the spike at its token 0)."""
+    nll, n_tokens, per_nll, per_count = 0.0, 0, [], []
     with SinkStatistics(model, eps=eps) as sinks, _residual_spike_monitor(model) as spikes:
         for input_ids in batches:
-            values = token_nll(model, input_ids)
-            nll += float(values.double().sum())
+            values = token_nll(model, input_ids).double()
+            nll += float(values.sum())
             n_tokens += values.numel()
+            per_nll.append(values.sum(dim=1).cpu().numpy())
+            per_count.append(np.full(values.shape[0], values.shape[1]))
     result = sinks.result()
-    return {
+    first = torch.cat(spikes["first"])
+    summary = {
         "sink_ratio": float(result["sink_ratio"]),
         "key0_mass": float(result["key0_mass_mean"]),
         "perplexity": math.exp(nll / n_tokens),
-        "spike_first_token": float(torch.cat(spikes["first"]).mean()),
+        "spike_first_token": float(first.mean()),
         "spike_any_token": float(torch.cat(spikes["any"]).mean()),
         "n_tokens": n_tokens,
     }
+    key0 = result["key0_mass"].astype(np.float64)  # (N, L, H)
+    per_prompt = pd.DataFrame(
+        {
+            "prompt": np.arange(len(key0)),
+            "n_tokens": np.concatenate(per_count),
+            "nll_sum": np.concatenate(per_nll),
+            "sink_ratio": 100.0 * (key0 > eps).mean(axis=(1, 2)),
+            "key0_mass": key0.mean(axis=(1, 2)),
+            "spike_first_token": first.double().numpy(),
+        }
+    )
+    return summary, per_prompt
 
 
 def intervention_table(
@@ -216,16 +243,31 @@ def intervention_table(
     batches: held-out (B, T) token id batches (all conditions see the same ones). Deltas are
     relative to the unedited model measured in the same call.
     """
+    return intervention_tables(model, batches, block, channels, rule, eps, modes, site, positions)[0]
+
+
+def intervention_tables(
+    model: nn.Module,
+    batches: Iterable,
+    block: int,
+    channels: Sequence[int],
+    rule: SpikeRule,
+    eps: float,
+    modes: Sequence[str] = ("zero", "mean"),
+    site: str = "block_output",
+    positions: str = "first",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(intervention_table, per_prompt): the table and, from the same forwards, one row per
+    (condition, held-out prompt) with the block (measure_prompts' columns)."""
     batches = [torch.as_tensor(b) for b in batches]
     if not batches:
         raise ValueError("no batches to measure on")
-    rows = [
-        {"condition": "none", "edited_tokens": 0, "max_before": np.nan, "max_after": np.nan}
-        | measure_condition(model, batches, eps)
-    ]
+    summary, prompts = measure_prompts(model, batches, eps)
+    rows = [{"condition": "none", "edited_tokens": 0, "max_before": np.nan, "max_after": np.nan} | summary]
+    per_prompt = [prompts.assign(condition="none")]
     for mode in modes:
         with spike_intervention(model, block, channels, rule, mode, site, positions) as log:
-            measured = measure_condition(model, batches, eps)
+            measured, prompts = measure_prompts(model, batches, eps)
         rows.append(
             {
                 "condition": mode,
@@ -235,6 +277,7 @@ def intervention_table(
             }
             | measured
         )
+        per_prompt.append(prompts.assign(condition=mode))
     table = pd.DataFrame(rows)
     for column in ("sink_ratio", "key0_mass", "perplexity", "spike_first_token", "spike_any_token"):
         table[f"delta_{column}"] = table[column] - table.loc[0, column]
@@ -242,4 +285,7 @@ def intervention_table(
     table.insert(2, "channels", ",".join(str(c) for c in channels))
     table.insert(3, "site", site)
     table.insert(4, "positions", positions)
-    return table
+    per_prompt = pd.concat(per_prompt, ignore_index=True)
+    per_prompt.insert(0, "block", block)
+    per_prompt.insert(1, "condition", per_prompt.pop("condition"))
+    return table, per_prompt

@@ -10,6 +10,10 @@ attention output itself, per chunk of queries, over the keys the window keeps: m
 (W + keep)), no T x T matrix, no patched model code). Unlike StreamingLLM's rolling cache, the
 kept tokens keep their original positions (RoPE distances grow with the position of the query);
 within the model's trained context this is the same test of whether the first tokens are needed.
+
+The same forwards keep the loss summed over blocks of `bin` positions beyond the window
+(`per_block`): the default run has one long text, so the claims' bootstrap resamples these blocks
+of positions (jointly across conditions) instead of texts.
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ def measure(job: Job) -> KVCache:
     s = job.settings
     texts = job["prompts.long"].matrix()
     check_setting(texts.shape[1], s.window, s.keep, job.model.max_positions())
-    summary, curve = kv_cache_study(job.model.model, texts, s.window, s.keep, s.bin)
-    return KVCache(summary=summary, curve=curve)
+    summary, curve, per_block = kv_cache_tables(job.model.model, texts, s.window, s.keep, s.bin)
+    return KVCache(summary=summary, curve=curve, per_block=per_block)
 
 
 def windowed_attention(
@@ -122,10 +126,19 @@ def kv_cache_study(
     """(summary, curve): perplexity of full attention and of the window keeping 0, 1, 4... first
     tokens, over the positions the window bites (>= window) and over all; the loss per position
     bin for the figure."""
+    return kv_cache_tables(model, texts, window, keep, bin_size)[:2]
+
+
+def kv_cache_tables(
+    model: nn.Module, texts: np.ndarray, window: int, keep: Sequence[int] = (0, 1, 4), bin_size: int = 64
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(summary, curve, per_block): kv_cache_study's tables and, from the same forwards, one row per
+    (condition, text, block of `bin_size` targets beyond the window): the loss summed over the
+    block (`nll_sum`) and its token count; block b starts at target `window + b * bin_size`."""
     texts = np.asarray(texts)
     check_setting(texts.shape[1], window, keep)
     conditions = [("full", None, 0)] + [(f"window {window} + {k} kept", window, k) for k in keep]
-    summary, curves = [], []
+    summary, curves, blocks = [], [], []
     for name, w, k in conditions:
         nll = windowed_nll(model, texts, w, k).double().cpu().numpy()  # (N, T-1)
         late = nll[:, window:]  # targets beyond the window: where eviction happens
@@ -139,6 +152,20 @@ def kv_cache_study(
                 "n_tokens": int(nll.size),
             }
         )
+        for text in range(nll.shape[0]):
+            for b, start in enumerate(range(window, nll.shape[1], bin_size)):
+                values = late[text, start - window : start - window + bin_size]
+                blocks.append(
+                    {
+                        "condition": name,
+                        "kept": k,
+                        "text": text,
+                        "block": b,
+                        "start": start,
+                        "n_tokens": int(values.size),
+                        "nll_sum": float(values.sum()),
+                    }
+                )
         positions = np.arange(1, nll.shape[1] + 1)
         for b in range(0, nll.shape[1], bin_size):
             curves.append(
@@ -148,4 +175,4 @@ def kv_cache_study(
                     "perplexity": float(np.exp(nll[:, b : b + bin_size].mean())),
                 }
             )
-    return pd.DataFrame(summary), pd.DataFrame(curves)
+    return pd.DataFrame(summary), pd.DataFrame(curves), pd.DataFrame(blocks)
