@@ -309,8 +309,13 @@ def test_implicit_params_job_and_its_figure(tmp_path):
     assert result.sites["sites"][0]["first_mean"] == SPIKE.tolist() and result.sites["skipped"] == []
     ((name, (frame, caption)),) = runner.tables(result, job).items()
     assert name == "" and frame is table and "held-out perplexity" in caption
-    claims = {c.claim: c.holds for c in runner.claims(result, job)}
-    assert claims["setting the massive activations to their own mean keeps perplexity"]
+    claims = {c.claim: c for c in runner.claims(result, job)}
+    own = claims["setting the massive activations to their own mean keeps perplexity"]
+    # an exact constant: own mean leaves every held-out prompt's loss as it was, a zero-width interval at 1
+    assert own.holds and own.value == pytest.approx(1.0, abs=1e-6) and own.low == pytest.approx(own.high, abs=1e-6)
+    assert "95% interval over 2 held-out prompts" in own.tolerance
+    assert list(result.per_prompt.columns) == ["block", "mode", "prompt", "n_tokens", "nll_sum"]
+    assert len(result.per_prompt) == len(table) * 2
     drawn = runner.figures(result, job, {"": tmp_path / "implicit"})[""]
     figure_files(tmp_path / "implicit")
     # one bar per (edit, site): the perplexity ratio of the table's row
@@ -340,6 +345,8 @@ def test_attention_path_job_and_its_figure(tmp_path):
     assert table.loc[1, "edited_tokens"] == 2 * len(IDS)  # token 0 in each of the two edited blocks
     (claim,) = runner.claims(result, job)
     assert claim.holds is not None and claim.ours.startswith("blocks 3-5:")
+    assert claim.low <= claim.value <= claim.high and "over 4 held-out prompts" in claim.ours
+    assert list(result.per_prompt["condition"].unique()) == list(table["condition"])
     drawn = runner.figures(result, job, {"": tmp_path / "path"})[""]
     figure_files(tmp_path / "path")
     for column in ("sink_ratio_edited_layers", "key0_mass_edited_layers", "perplexity"):

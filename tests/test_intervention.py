@@ -229,8 +229,19 @@ def test_measure_and_report_of_a_job(tmp_path):
     result.save(tmp_path / "intervention")
     loaded = Intervention.load(tmp_path / "intervention")
     pd.testing.assert_frame_equal(loaded.table, table)
+    pd.testing.assert_frame_equal(loaded.per_prompt, result.per_prompt)
+    # per held-out prompt, from the same forwards: its rows add up to the table's
+    assert len(loaded.per_prompt) == len(table) * 4
+    for row in table.itertuples():
+        rows = loaded.per_prompt[
+            (loaded.per_prompt["block"] == row.block) & (loaded.per_prompt["condition"] == row.condition)
+        ]
+        assert np.exp(rows["nll_sum"].sum() / rows["n_tokens"].sum()) == pytest.approx(row.perplexity, rel=1e-9)
+        assert rows["sink_ratio"].mean() == pytest.approx(row.sink_ratio, rel=1e-5)
     claims = runner.claims(loaded, job)
     assert [c.claim for c in claims] == [f"removing the spike (zero at block {b}) removes the sink" for b in (2, 4)]
+    for claim in claims:  # judged with an interval over the 4 prompts, or n/a when no head sinks
+        assert claim.verdict == "n/a" or ("over 4 held-out prompts" in claim.ours and claim.value is not None)
     drawn = runner.figures(loaded, job, {"": tmp_path / "m"})[""]
     figure_files(tmp_path / "m")
     assert list(drawn["key0_mass"]) == [table.loc[0, "key0_mass"], table.loc[1, "key0_mass"], table.loc[3, "key0_mass"]]
