@@ -49,25 +49,22 @@ def load_model(
     device: str = "auto",
     name: str | None = None,
     cache: str | os.PathLike = DEFAULT_CACHE,
-    spike: Mapping | None = None,
 ):
     """An InstrumentedModel from a model in memory (an `nn.Module` with its tokenizer), an acquired
     directory (resources/models/<name>), a Hugging Face directory (config.json + safetensors +
     tokenizer: copied once into `cache` with a manifest), or a .gguf file (converted once).
 
-    Unsupported families, missing weights and non-finite weights fail here with the reason.
-    `spike` overrides the spike rule ({"floor": ..., "median_ratio": ...}).
+    Unsupported families, missing weights and non-finite weights fail here with the reason. The
+    spike rule is the config's (a Study sets it from its `config`).
     """
-    from spikesink.config import spike_rule
     from spikesink.instrumentation.model import InstrumentedModel
 
-    rule = spike_rule(_config({"spike": dict(spike)} if spike else None))
     if hasattr(source, "config") and hasattr(source, "forward"):
-        return InstrumentedModel.wrap(source, tokenizer, rule, name)
+        return InstrumentedModel.wrap(source, tokenizer, name=name)
     if tokenizer is not None:
         raise APIError("a tokenizer goes with a model object; a path brings its own tokenizer")
     directory = acquired_directory(source, Path(cache), name)
-    return InstrumentedModel.load(directory, dtype=dtype, device=device, rule=rule, name=name or directory.name)
+    return InstrumentedModel.load(directory, dtype=dtype, device=device, name=name or directory.name)
 
 
 def acquired_directory(source: str | os.PathLike, cache: Path, name: str | None = None) -> Path:
@@ -170,8 +167,7 @@ class Study:
         self.paper_model = paper_model  # the paper's name for it (e.g. "Qwen2.5-7B"): its rows beside ours
         self.config = _config(config)
         self.shared = Shared.from_config(self.config)
-        if self.shared.rule != model.rule:  # the config's spike rule wins, as in the workflow
-            model.rule = self.shared.rule
+        model.rule = self.shared.rule  # the config's spike rule, as in the workflow
         self.passages = load_texts(texts) if texts is not None else None
         self.prompt_sets: dict[str, Any] = dict(prompts or {})
         self.results: dict[str, Result] = {}
