@@ -127,3 +127,64 @@ def test_measure_and_report_of_a_job(tmp_path):
     drawn = runner.figures(loaded, job, {"": tmp_path / "planted"})[""]
     figure_files(tmp_path / "planted")
     assert sum(len(points) for points in drawn.values()) == len(loaded.frame)
+
+
+def regime_frame(spike_cos, other_cos=0.5, block=4) -> pd.DataFrame:
+    """One spike token (position 0) and three ordinary tokens per sentence, cos given per sentence."""
+    rows = []
+    for sample, cos in enumerate(spike_cos):
+        rows.append((sample, 0, block, cos, cos, True))
+        rows += [(sample, p, block, other_cos, other_cos, False) for p in (1, 2, 3)]
+    frame = pd.DataFrame(rows, columns=["sample", "position", "block", "cos", "norm_ratio", "is_spike"])
+    return frame.assign(token_id=1, gate_norm=1.0, out_peak=1.0, resid_in_peak=1.0, resid_out_peak=1.0)
+
+
+def test_medians_carry_bootstrap_intervals_over_sentences():
+    from spikesink.analyses.silu_regime.claims import median_estimates
+
+    exact = median_estimates(regime_frame([1.0] * 20))[4]
+    assert (exact["cos"].value, exact["cos"].low, exact["cos"].high, exact["cos"].n) == (1.0, 1.0, 1.0, 20)
+    assert exact["cos_other"].value == 0.5 and exact["cos_gap"].low == exact["cos_gap"].high == 0.5
+    rng = np.random.default_rng(0)
+    spread = median_estimates(regime_frame(rng.uniform(0.8, 1.0, 40)))[4]["cos"]
+    assert 0.8 < spread.low < spread.value < spread.high < 1.0
+    identity, closer = silu_claims("m", regime_frame([1.0] * 20))
+    assert identity.verdict == closer.verdict == "holds" and "cos 1.000 [1.000, 1.000]" in identity.ours
+    assert "95% intervals over 20 sentences" in identity.ours
+
+
+def test_an_interval_straddling_the_threshold_is_inconclusive():
+    identity, _ = silu_claims("m", regime_frame([0.85, 0.95] * 20))  # median 0.9 = min_cos, resamples both sides
+    assert identity.low < 0.9 < identity.high and identity.verdict == "inconclusive"
+    assert silu_claims("m", regime_frame([0.5] * 20))[0].verdict == "fails"
+
+
+def test_every_claim_yields_a_row_and_thresholds_come_from_the_config():
+    frame = regime_frame([1.0] * 10).assign(is_spike=False)
+    claims = silu_claims("m", frame)
+    assert [c.verdict for c in claims] == ["n/a", "n/a"] and "no spike token" in claims[0].ours
+    gelu = silu_claims("m", regime_frame([1.0] * 10), activation="gelu_pytorch_tanh")
+    assert [c.verdict for c in gelu] == ["n/a", "n/a", "holds", "holds"]
+    strict = make_job("silu_regime", settings={"claims": {"min_cos": 0.99, "min_gap_over_others": 0.6}})
+    rows = runner.claims(SiluRegime(frame=regime_frame([0.95] * 10)), strict)
+    assert [c.verdict for c in rows] == ["fails", "fails"] and "0.99" in rows[0].tolerance
+
+
+def test_sentences_batched_by_length_keep_their_index():
+    from spikesink.analyses.silu_regime.measure import run_silu_regime
+
+    model, info = build_planted_llama(seed=1)
+    tok = planted_tokenizer()
+    texts = ["A much longer sentence. With a delimiter", "Hi", "Middle one here", "x"]
+    seqs = [tok(t)["input_ids"] for t in texts]
+    lifecycle = Lifecycle(step_up=info["step_up_blocks"], step_down=info["step_down_blocks"])
+    frame, reason = run_silu_regime(model, seqs, lifecycle, SpikeRule(), batch_size=2, progress=False)
+    assert reason is None
+    assert list(frame.columns) == list(silu_regime(model, batches_from_sequences(seqs[:1]), [4], SpikeRule()).columns)
+    for sample, seq in enumerate(seqs):
+        rows = frame[(frame["sample"] == sample) & (frame["block"] == 4)]
+        assert rows["token_id"].tolist() == list(seq) and rows["position"].tolist() == list(range(len(seq)))
+    plain = silu_regime(model, batches_from_sequences(seqs, 1), [4, 10], SpikeRule(), progress=False)
+    plain = plain.sort_values(["block", "sample", "position"], kind="stable").reset_index(drop=True)
+    np.testing.assert_allclose(frame["cos"], plain["cos"], rtol=1e-5)
+    assert (frame["is_spike"] == plain["is_spike"]).all()
