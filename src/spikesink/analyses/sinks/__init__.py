@@ -7,7 +7,8 @@ ANALYSIS = Analysis(
     title="Attention sinks per layer and head, beside the spike over depth",
     paper="Sec. 3.2",
     section="3.2 sinks",
-    reads=("sinks",),
+    # block_stats: whether key 0 is a spike token in each prompt at each layer
+    reads=("sinks", "block_stats"),
     report_reads=("lifecycle",),
     figures=(
         Figure("key0_heatmap", "caption_key0_heatmap.rst", "attention on key 0"),

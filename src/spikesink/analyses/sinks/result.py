@@ -12,7 +12,11 @@ class Sinks(Result):
     per_head: dict = stored(
         "npz"
     )  # key0_mass_layer_head, sink_ratio_layer_head, spike_mass_layer_head (L, H); per layer (L,)
+    # per prompt (N,): sink_ratio (percent of its (layer, head)), key0_mass (mean), n_sinking, on_spikes (the
+    # attention its sinking heads give to spike tokens, summed over them); key0_spikes (N, L): key 0 is a spike
+    # token entering layer l
+    per_prompt: dict = stored("npz")
     sink_ratio: float = 0.0  # percent of (prompt, layer, head) with key-0 mass > eps
     key0_mass_mean: float = 0.0
-    share_on_spikes: float = float("nan")  # attention sinking heads give to spike tokens (key 0 included)
+    share_on_spikes: float = float("nan")  # attention sinking heads give to spike tokens (key 0 while it is one)
     eps: float = 0.3
