@@ -143,7 +143,18 @@ def test_sink_geometry_end_to_end_is_reproducible():
     batches = [torch.randint(0, 97, (8, 16), generator=gen) for _ in range(3)]
     sinks = sink_statistics(model, batches)
     out = sink_geometry(model, batches, sinks["key0_mass_layer_head"], max_prompts=20, tsne_points=20)
-    assert set(out) == {"heads", "subspace", "gaps", "tsne"}
+    assert set(out) == {"heads", "subspace", "gaps", "per_prompt", "tsne"}
+    assert len(out["per_prompt"]) == 2 * 20 and set(out["per_prompt"]["role"]) == {"sink", "non_sink"}
+    for role, rows in out["per_prompt"].groupby("role"):  # the per-prompt gaps average to the table's
+        gaps = out["gaps"].set_index("role").loc[role]
+        assert rows["cos_gap"].mean() == pytest.approx(gaps["cos_gap"]) and rows["prompt"].tolist() == list(range(20))
+    with_interval = out["subspace"][out["subspace"]["effective_rank_low"].notna()]
+    assert set(zip(with_interval["role"], with_interval["keys"], with_interval["centered"])) == {
+        ("sink", "k(s)", False),
+        ("sink", "k(n)", False),
+    }
+    assert (with_interval["effective_rank_low"] <= with_interval["effective_rank_high"]).all()
+    assert (with_interval["top2_share_low"] <= with_interval["top2_share_high"]).all()
     assert list(out["heads"]["role"]) == ["sink", "non_sink"]
     assert out["heads"]["key0_mass"].iloc[0] >= out["heads"]["key0_mass"].iloc[1]
     assert len(out["subspace"]) == 8  # 2 heads x 2 key sets x (uncentred, centred)
@@ -207,3 +218,64 @@ def test_measure_and_report_of_a_job(tmp_path):
     for role, points in drawn.items():
         expected = loaded.tsne[loaded.tsne["role"] == role][["kind", "x", "y"]].reset_index(drop=True)
         pd.testing.assert_frame_equal(points, expected)
+
+
+def gap_rows(sink_gaps, non_sink_gaps=None) -> pd.DataFrame:
+    """Per-prompt gap rows of both heads (what sink_geometry stores as `per_prompt`)."""
+    non_sink_gaps = np.full(len(sink_gaps), -0.1) if non_sink_gaps is None else non_sink_gaps
+    return pd.concat(
+        [
+            pd.DataFrame({"role": role, "prompt": np.arange(len(g)), "cos_gap": g})
+            for role, g in (("sink", sink_gaps), ("non_sink", non_sink_gaps))
+        ],
+        ignore_index=True,
+    )
+
+
+def geometry_tables(key0_mass=0.8, rank=1.2, rank_interval=(1.1, 1.4), top2=0.97):
+    subspace = pd.DataFrame(
+        [
+            {"role": "sink", "keys": "k(s)", "centered": False, "effective_rank": rank, "top2_share": top2,
+             "effective_rank_low": rank_interval[0], "effective_rank_high": rank_interval[1],
+             "top2_share_low": top2 - 0.02, "top2_share_high": min(1.0, top2 + 0.02), "n_vectors": 20},
+            {"role": "sink", "keys": "k(n)", "centered": False, "effective_rank": 6.0, "top2_share": 0.4},
+        ]
+    )  # fmt: skip
+    gaps = pd.DataFrame(
+        [
+            {"role": "sink", "layer": 2, "head": 1, "key0_mass": key0_mass, "cos_gap": 0.3, "share_closer_to_sink": 0.8},
+            {"role": "non_sink", "layer": 2, "head": 3, "key0_mass": 0.01, "cos_gap": -0.1, "share_closer_to_sink": 0.0},
+        ]
+    )  # fmt: skip
+    return subspace, gaps
+
+
+def test_geometry_claims_carry_intervals_over_prompts():
+    subspace, gaps = geometry_tables()
+    result = SinkGeometry(heads=None, subspace=subspace, gaps=gaps, per_prompt=gap_rows(np.full(20, 0.3)), tsne=None)
+    job = make_job("sink_geometry")
+    rank, closer = runner.claims(result, job)
+    assert rank.verdict == "holds" and (rank.value, rank.low, rank.high) == (1.2, 1.1, 1.4)
+    assert "1.20 [1.10, 1.40]" in rank.ours
+    assert closer.verdict == "holds" and closer.low == closer.high == pytest.approx(0.3)
+    # a rank interval reaching past the bar decides nothing
+    subspace, _ = geometry_tables(rank=2.3, rank_interval=(2.0, 2.8))
+    rank, _ = runner.claims(SinkGeometry(subspace=subspace, gaps=gaps, per_prompt=result.per_prompt), job)
+    assert rank.verdict == "inconclusive"
+    # sink-head gaps of +-0.2 around zero over prompts: the mean's interval straddles 0
+    noisy = gap_rows(np.tile([0.2, -0.2], 10) + np.linspace(-0.01, 0.01, 20))
+    _, closer = runner.claims(SinkGeometry(subspace=subspace, gaps=gaps, per_prompt=noisy), job)
+    assert closer.low < 0 < closer.high and closer.verdict == "inconclusive"
+    strict = make_job("sink_geometry", settings={"claims": {"min_cos_gap": 0.5}})
+    assert runner.claims(result, strict)[1].verdict == "fails"
+
+
+def test_geometry_rows_stay_n_a_with_their_reason():
+    job = make_job("sink_geometry")
+    subspace, gaps = geometry_tables(key0_mass=0.1)
+    claims = runner.claims(SinkGeometry(subspace=subspace, gaps=gaps, per_prompt=gap_rows(np.zeros(3))), job)
+    assert [c.verdict for c in claims] == ["n/a", "n/a"] and all("no head sinks" in c.ours for c in claims)
+    empty = runner.claims(SinkGeometry(subspace=pd.DataFrame(), gaps=pd.DataFrame(), per_prompt=pd.DataFrame()), job)
+    assert [c.verdict for c in empty] == ["n/a", "n/a"]
+    na = runner.claims(SinkGeometry.na("no sinks statistics"), job)
+    assert [c.ours for c in na] == ["n/a: no sinks statistics"] * 2

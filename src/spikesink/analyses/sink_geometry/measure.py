@@ -189,19 +189,40 @@ def _non_sink_sample(array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return array[np.arange(n_prompts), positions]
 
 
-def subspace_table(captured: dict, heads: dict[str, HeadChoice], seed: int = 0) -> pd.DataFrame:
-    """Spectra of sink keys (position 0) vs an equal number of non-sink keys, per head."""
+def subspace_table(captured: dict, heads: dict[str, HeadChoice], seed: int = 0, intervals: bool = True) -> pd.DataFrame:
+    """Spectra of sink keys (position 0) vs an equal number of non-sink keys, per head.
+
+    With `intervals`, the sink head's uncentred spectra also get 95 % bootstrap intervals over prompts
+    (one key of each kind per prompt; columns `<statistic>_low` / `_high`, NaN elsewhere).
+    """
     rng = np.random.default_rng(seed)
     rows = []
     for role, choice in heads.items():
         keys = captured[role]["key"]
         for kind, vectors in (("k(s)", keys[:, 0]), ("k(n)", _non_sink_sample(keys, rng))):
             for center in (False, True):
-                rows.append(
-                    {"role": role, "layer": choice.layer, "head": choice.head, "keys": kind, "centered": center}
-                    | spectrum(vectors, center=center)
-                )
+                row = {"role": role, "layer": choice.layer, "head": choice.head, "keys": kind, "centered": center}
+                row |= spectrum(vectors, center=center)
+                if intervals and role == "sink" and not center:
+                    row |= spectrum_intervals(vectors, seed=seed)
+                rows.append(row)
     return pd.DataFrame(rows)
+
+
+INTERVAL_STATISTICS = ("effective_rank", "top2_share")
+
+
+def spectrum_intervals(vectors: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """95 % bootstrap intervals over the vectors (one per prompt) of the uncentred effective rank and
+    top-2 energy share: `<statistic>_low`, `<statistic>_high`."""
+    from spikesink.reporting.verdicts import bootstrap
+
+    x = np.asarray(vectors, dtype=np.float64)
+    out = {}
+    for name in INTERVAL_STATISTICS:
+        est = bootstrap(lambda idx, name=name: spectrum(x[idx])[name], len(x), seed=seed)
+        out[f"{name}_low"], out[f"{name}_high"] = est.low, est.high
+    return out
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -211,14 +232,14 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return an @ bn.T
 
 
-def query_key_gap(query: np.ndarray, key: np.ndarray) -> dict[str, float]:
-    """Do non-sink queries sit closer to the sink key than to the non-sink keys they can see?
+def query_key_gap_by_prompt(query: np.ndarray, key: np.ndarray) -> pd.DataFrame:
+    """Do non-sink queries sit closer to the sink key than to the non-sink keys they can see? Per prompt.
 
     query, key: (P, T, D) for one head. For every prompt and query position i >= 1 we compare
     the query with the sink key k_0 and with the non-sink keys k_1..k_i (causal: only keys the
-    query attends to), by cosine similarity and by Euclidean distance. Means over queries;
-    `share_closer_to_sink` is the fraction of queries whose cosine to k_0 exceeds their
-    largest cosine to any visible non-sink key.
+    query attends to), by cosine similarity and by Euclidean distance. One row per prompt: means
+    over its queries; `share_closer_to_sink` is the fraction of queries whose cosine to k_0 exceeds
+    their largest cosine to any visible non-sink key.
     """
     q = np.asarray(query, dtype=np.float64)
     k = np.asarray(key, dtype=np.float64)
@@ -226,33 +247,39 @@ def query_key_gap(query: np.ndarray, key: np.ndarray) -> dict[str, float]:
     if seq < 3:
         raise ValueError("need at least 3 positions (a sink key and two non-sink tokens)")
     visible = np.tril(np.ones((seq - 1, seq - 1), dtype=bool))  # query i (>=1) sees keys 1..i
-    cos_sink, cos_non, dist_sink, dist_non, closer = [], [], [], [], []
+    n_visible = visible.sum(-1)
+    rows = []
     for p in range(n_prompts):
         queries, sink_key, non_keys = q[p, 1:], k[p, :1], k[p, 1:]
         c_sink = _cosine(queries, sink_key)[:, 0]
-        c_non = _cosine(queries, non_keys)
+        c_non = (_cosine(queries, non_keys) * visible).sum(-1) / n_visible
         d_sink = np.linalg.norm(queries - sink_key, axis=-1)
         d_non = np.sqrt(np.maximum(
             (queries**2).sum(-1)[:, None] + (non_keys**2).sum(-1)[None, :] - 2 * queries @ non_keys.T, 0.0
         ))  # fmt: skip
-        n_visible = visible.sum(-1)
-        cos_sink.append(c_sink)
-        cos_non.append((c_non * visible).sum(-1) / n_visible)
-        dist_sink.append(d_sink)
-        dist_non.append((d_non * visible).sum(-1) / n_visible)
-        closer.append(c_sink > np.where(visible, c_non, -np.inf).max(-1))
-    cs, cn = np.concatenate(cos_sink), np.concatenate(cos_non)
-    ds, dn = np.concatenate(dist_sink), np.concatenate(dist_non)
-    return {
-        "cos_to_sink": float(cs.mean()),
-        "cos_to_non_sink": float(cn.mean()),
-        "cos_gap": float((cs - cn).mean()),
-        "dist_to_sink": float(ds.mean()),
-        "dist_to_non_sink": float(dn.mean()),
-        "dist_gap": float((dn - ds).mean()),  # positive: closer to the sink key
-        "share_closer_to_sink": float(np.concatenate(closer).mean()),
-        "n_queries": int(cs.size),
-    }
+        d_non = (d_non * visible).sum(-1) / n_visible
+        closer = c_sink > np.where(visible, _cosine(queries, non_keys), -np.inf).max(-1)
+        rows.append(
+            {
+                "prompt": p,
+                "cos_to_sink": c_sink.mean(),
+                "cos_to_non_sink": c_non.mean(),
+                "cos_gap": (c_sink - c_non).mean(),
+                "dist_to_sink": d_sink.mean(),
+                "dist_to_non_sink": d_non.mean(),
+                "dist_gap": (d_non - d_sink).mean(),  # positive: closer to the sink key
+                "share_closer_to_sink": closer.mean(),
+                "n_queries": int(c_sink.size),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def query_key_gap(query: np.ndarray, key: np.ndarray) -> dict[str, float]:
+    """query_key_gap_by_prompt's statistics as means over every query (all prompts have T - 1)."""
+    per_prompt = query_key_gap_by_prompt(query, key)
+    out = {name: float(per_prompt[name].mean()) for name in per_prompt.columns if name not in ("prompt", "n_queries")}
+    return out | {"n_queries": int(per_prompt["n_queries"].sum())}
 
 
 def gap_table(captured: dict, heads: dict[str, HeadChoice]) -> pd.DataFrame:
@@ -261,6 +288,16 @@ def gap_table(captured: dict, heads: dict[str, HeadChoice]) -> pd.DataFrame:
         stats = query_key_gap(captured[role]["query"], captured[role]["key"])
         rows.append({"role": role, "layer": choice.layer, "head": choice.head, "key0_mass": choice.key0_mass} | stats)
     return pd.DataFrame(rows)
+
+
+def gaps_by_prompt(captured: dict, heads: dict[str, HeadChoice]) -> pd.DataFrame:
+    """(role, prompt, cos_gap, dist_gap, share_closer_to_sink, ...) for both heads: what the claims'
+    intervals resample (the same prompts for both heads)."""
+    frames = [
+        query_key_gap_by_prompt(captured[role]["query"], captured[role]["key"]).assign(role=role) for role in heads
+    ]
+    frame = pd.concat(frames, ignore_index=True)
+    return frame[["role", *[c for c in frame.columns if c != "role"]]]
 
 
 def tsne_table(
@@ -319,12 +356,14 @@ def sink_geometry(
     tsne_points: int = 300,
     seed: int = 0,
 ) -> dict[str, pd.DataFrame]:
-    """Choose the two heads, capture their q/k on `batches`, return the three tables + heads."""
+    """Choose the two heads, capture their q/k on `batches`: the heads, the subspace, gap (overall and per
+    prompt) and t-SNE tables."""
     heads = choose_heads(key0_mass_layer_head)
     captured = collect_qk(model, batches, heads, max_prompts)
     return {
         "heads": pd.DataFrame([vars(choice) for choice in heads.values()]),
         "subspace": subspace_table(captured, heads, seed),
         "gaps": gap_table(captured, heads),
+        "per_prompt": gaps_by_prompt(captured, heads),
         "tsne": tsne_table(captured, heads, tsne_points, random_state=seed),
     }
