@@ -55,3 +55,15 @@ def test_the_overview_draws_every_verdict(tmp_path):
     assert appear.to_dict() == {"a": "holds", "b": "inconclusive", "c": "n/a"}
     assert grid.loc["3.2 sinks: sinks form", "a"] == "fails"
     assert not any("RMSNorm bound" in label for label in grid.index)  # checks are not drawn
+
+
+def test_every_threshold_has_a_reason_and_config_readme_lists_them():
+    from pathlib import Path
+
+    from spikesink.config import claim_thresholds, thresholds_markdown
+
+    missing = [row["key"] for row in claim_thresholds() if not row["reason"].strip()]
+    assert not missing, f"thresholds without a reason (their schema description): {missing}"
+    readme = (Path(__file__).resolve().parents[1] / "config" / "README.md").read_text()
+    listed = readme.split("<!-- thresholds: begin -->\n")[1].split("<!-- thresholds: end -->")[0]
+    assert listed == thresholds_markdown(), "config/README.md's threshold table is stale: paste `spikesink thresholds`"

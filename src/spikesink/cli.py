@@ -224,7 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    commands.add_parser(
+        "thresholds", help="every claim's threshold, its default and the reason for it (Markdown)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "thresholds":
+        from spikesink.config import thresholds_markdown
+
+        print(thresholds_markdown(), end="")
+        return 0
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.quiet:
         import transformers

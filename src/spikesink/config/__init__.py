@@ -334,3 +334,31 @@ def prompt_subset_problems(name: str, section: Mapping, config: Mapping, keys=("
                 f"extraction prompts: lower it or raise extraction.{limit}"
             )
     return problems
+
+
+# ------------------------------------------------------------------------------------------
+# The claims' thresholds, listed (config/README.md prints this table)
+# ------------------------------------------------------------------------------------------
+
+
+def claim_thresholds() -> list[dict]:
+    """Every threshold a claim uses: its key, default and the reason for that number (its schema
+    description), for each analysis's `claims:` section and Section 4's `ablations.claims`."""
+    full = schema()
+    sections = {f"analyses.{name}": sub for name, sub in full["properties"]["analyses"]["properties"].items()}
+    sections["ablations"] = full["properties"].get("ablations", {})
+    rows = []
+    for prefix, section in sections.items():
+        claims = section.get("properties", {}).get("claims", {})
+        for key, spec in claims.get("properties", {}).items():
+            rows.append(
+                {"key": f"{prefix}.claims.{key}", "default": spec.get("default"), "reason": spec.get("description", "")}
+            )
+    return rows
+
+
+def thresholds_markdown() -> str:
+    """claim_thresholds() as a Markdown table."""
+    lines = ["| key | default | why this number |", "|---|---|---|"]
+    lines += [f"| `{r['key']}` | {r['default']} | {r['reason']} |" for r in claim_thresholds()]
+    return "\n".join(lines) + "\n"
