@@ -18,6 +18,7 @@ from spikesink.ablations.model import (
     RMSNorm,
     SwiGLU,
     apply_rope,
+    attention_explicit,
     key0_attention_mass,
 )
 
@@ -234,3 +235,178 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         model(x).float().pow(2).mean().backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# sink remedies: each switch against a known answer
+
+
+def causal_scores(q, k):
+    scores = q.double() @ k.double().transpose(-1, -2) / math.sqrt(q.shape[-1])
+    t = q.shape[-2]
+    return scores.masked_fill(torch.triu(torch.ones(t, t, dtype=torch.bool), 1), float("-inf"))
+
+
+def qkv(seed=5, shape=(2, 3, 11, 8)):
+    gen = torch.Generator().manual_seed(seed)
+    return (2 * torch.randn(*shape, generator=gen) for _ in range(3))
+
+
+def test_plain_softmax_keeps_the_fused_path_and_the_explicit_path_matches_it():
+    assert not build().layers[0].attn.branch.mixer.explicit
+    assert all(build(**kw).layers[0].attn.branch.mixer.explicit for kw in REMEDY_SWITCHES)
+    q, k, v = qkv()
+    out, _, _ = attention_explicit(q, k, v, "softmax", max_chunk_elements=40)  # several query chunks
+    assert torch.allclose(out, torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-5)
+
+
+REMEDY_SWITCHES = (
+    {"attention": "softmax1"},
+    {"sink_logit": True},
+    {"kv_bias": True},
+    {"attention": "sigmoid"},
+    {"attention": "relu"},
+)
+
+
+@pytest.mark.parametrize("chunk_elements", [1 << 22, 40])
+def test_off_by_one_weights_sum_below_one_and_equal_softmax_over_scores_and_zero(chunk_elements):
+    q, k, v = qkv()
+    out, key0, weight_sum = attention_explicit(q, k, v, "softmax1", record=True, max_chunk_elements=chunk_elements)
+    scores = causal_scores(q, k)
+    full = torch.softmax(torch.cat([scores, torch.zeros(*scores.shape[:-1], 1, dtype=scores.dtype)], -1), -1)
+    weights = full[..., :-1]  # softmax over [scores, 0], the 0 dropped
+    assert (weights.sum(-1) < 1).all()
+    assert torch.allclose(weights, torch.exp(scores) / (1 + torch.exp(scores).sum(-1, keepdim=True)))
+    assert torch.allclose(out.double(), weights @ v.double(), atol=1e-5)
+    assert torch.allclose(key0.double(), weights[..., 0].mean(-1), atol=1e-6)  # key 0 among the returned weights
+    assert torch.allclose(weight_sum.double(), weights.sum(-1).mean(-1), atol=1e-6)
+
+
+def test_sink_logit_share_is_one_minus_the_returned_weights():
+    q, k, v = qkv()
+    logit = torch.tensor([-1.0, 0.5, 3.0])  # one per head
+    out, key0, weight_sum = attention_explicit(q, k, v, "softmax", sink_logit=logit, record=True)
+    scores = causal_scores(q, k)
+    slot = logit.double()[None, :, None, None].expand(*scores.shape[:-1], 1)
+    full = torch.softmax(torch.cat([scores, slot], -1), -1)
+    weights, share = full[..., :-1], full[..., -1]
+    assert torch.allclose(out.double(), weights @ v.double(), atol=1e-5)
+    assert torch.allclose(1 - weight_sum.double(), share.mean(-1), atol=1e-6)  # the learned-sink share
+    assert torch.allclose(key0.double(), weights[..., 0].mean(-1), atol=1e-6)
+    # a larger logit takes more of the mass: the heads' shares order as their logits
+    per_head = (1 - weight_sum).mean(0)
+    assert per_head[0] < per_head[1] < per_head[2]
+
+
+def test_kv_bias_is_an_extra_key_and_value_every_query_sees():
+    q, k, v = qkv()
+    gen = torch.Generator().manual_seed(9)
+    k_bias, v_bias = torch.randn(3, 8, generator=gen), torch.randn(3, 8, generator=gen)
+    out, key0, weight_sum = attention_explicit(q, k, v, "softmax", k_bias=k_bias, v_bias=v_bias, record=True)
+    scores = causal_scores(q, k)
+    bias_score = (q.double() @ k_bias.double()[None, :, :, None]) / math.sqrt(8)  # (B, nh, T, 1)
+    full = torch.softmax(torch.cat([scores, bias_score], -1), -1)
+    expected = full[..., :-1] @ v.double() + full[..., -1:] * v_bias.double()[None, :, None, :]
+    assert torch.allclose(out.double(), expected, atol=1e-5)
+    assert torch.allclose(1 - weight_sum.double(), full[..., -1].mean(-1), atol=1e-6)
+    assert torch.allclose(key0.double(), full[..., 0].mean(-1), atol=1e-6)
+
+
+def hand_made(q1, q0=(1.0, 0.0)):
+    """d_head 2 (scale 1/sqrt 2): k0 = (sqrt 2, 0), k1 = (0, sqrt 2), so query t scores key j with q_t[j]."""
+    r2 = math.sqrt(2.0)
+    q = torch.tensor([[q0, q1]])[None]  # (1, 1, 2, 2)
+    k = torch.tensor([[[r2, 0.0], [0.0, r2]]])[None]
+    v = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])[None]
+    return q, k, v
+
+
+def test_sigmoid_key0_statistic_is_key0s_share_of_each_querys_total_weight():
+    # query 1 scores key 0 with 0 (sigmoid 1/2) and key 1 with log 3 (sigmoid 3/4): share 0.5 / 1.25 = 0.4;
+    # query 0 sees key 0 only: share 1. Mean over the two queries: 0.7
+    q, k, v = hand_made((0.0, math.log(3.0)))
+    out, key0, weight_sum = attention_explicit(q, k, v, "sigmoid", record=True)
+    assert key0.item() == pytest.approx(0.7, abs=1e-6)
+    assert torch.allclose(out[0, 0, 1], torch.tensor([0.5, 0.75]), atol=1e-6)  # no normalisation
+    assert weight_sum.item() == pytest.approx((torch.sigmoid(torch.tensor(1.0)).item() + 1.25) / 2, abs=1e-6)
+    # bias -log 3: query 1's weights become 1/4 and 1/2, share 1/3; mean (1 + 1/3) / 2
+    _, key0, _ = attention_explicit(q, k, v, "sigmoid", sigmoid_bias=-math.log(3.0), record=True)
+    assert key0.item() == pytest.approx(2 / 3, abs=1e-6)
+
+
+def test_relu_key0_statistic_and_a_query_that_attends_nowhere():
+    # query 0 scores key 0 with -1: relu 0, it attends nowhere (share 0); query 1 scores 1 and 3, divided by
+    # the 2 keys it sees: weights 0.5 and 1.5, share 0.25. Mean 0.125
+    q, k, v = hand_made((1.0, 3.0), q0=(-1.0, 0.0))
+    out, key0, weight_sum = attention_explicit(q, k, v, "relu", record=True)
+    assert key0.item() == pytest.approx(0.125, abs=1e-6)
+    assert torch.allclose(out[0, 0, 0], torch.zeros(2)) and torch.allclose(out[0, 0, 1], torch.tensor([0.5, 1.5]))
+    assert weight_sum.item() == pytest.approx(1.0, abs=1e-6)  # (0 + 2) / 2
+
+
+@pytest.mark.parametrize("switch", REMEDY_SWITCHES, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_recorded_key0_of_a_remedy_is_its_explicit_statistic(switch):
+    model = build(**switch)
+    attn = model.layers[1].attn.branch.mixer
+    captured = {}
+    attn.register_forward_hook(lambda m, args, out: captured.update(x=args[0]))
+    attn.record_key0 = True
+    with torch.no_grad():
+        model(tokens(seq=20))
+    x, cfg = captured["x"], model.cfg
+    q, k, v = (w(x).view(2, 20, cfg.n_heads, cfg.d_head).transpose(1, 2) for w in (attn.wq, attn.wk, attn.wv))
+    cos, sin = model.rope_cos[:20], model.rope_sin[:20]
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    _, key0, weight_sum = attention_explicit(
+        q, k, v, attn.kind, attn.sink_logit, attn.k_bias, attn.v_bias, attn.sigmoid_bias, record=True
+    )
+    assert torch.allclose(attn.key0_mass, key0) and torch.allclose(attn.weight_sum, weight_sum)
+    assert attn.has_sink_slot == (
+        switch.get("attention") == "softmax1" or "sink_logit" in switch or "kv_bias" in switch
+    )
+
+
+def test_post_norm_output_has_unit_rms_after_the_add():
+    model = build(norm="post")
+    states = []
+    for block in model.blocks():
+        assert isinstance(block.branch.pre, torch.nn.Identity) and isinstance(block.branch.post, torch.nn.Identity)
+        block.register_forward_hook(lambda m, args, out: states.append((args[0], out)))
+    with torch.no_grad():
+        model(tokens())
+    for _, out in states:
+        rms = out.pow(2).mean(-1).sqrt()
+        assert torch.allclose(rms, torch.ones_like(rms), atol=1e-3)  # N(x + f(x)): every state back to RMS 1
+    # the pre-norm baseline does not normalise the stream
+    pre = build()
+    with torch.no_grad():
+        h = pre.blocks()[0](pre.embed(tokens()), pre.rope_cos[:16], pre.rope_sin[:16], None)
+    assert not torch.allclose(h.pow(2).mean(-1).sqrt(), torch.ones(2, 16), atol=1e-2)
+
+
+def test_learned_sink_and_kv_bias_parameters_and_their_init():
+    model = build(sink_logit=True, kv_bias=True)
+    attn = model.layers[0].attn.branch.mixer
+    assert attn.sink_logit.shape == (TINY["n_heads"],) and torch.all(attn.sink_logit == 0)  # softmax1 at start
+    assert attn.k_bias.shape == attn.v_bias.shape == (TINY["n_heads"], TINY["d_head"])
+    assert 0.005 < attn.k_bias.std().item() < 0.05  # N(0, init_std) as Gu et al.
+    model(tokens()).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in (attn.sink_logit, attn.k_bias, attn.v_bias))
+
+
+@pytest.mark.parametrize(
+    "switch,names",
+    [
+        ({"sink_logit": True, "attention": "sigmoid"}, ("sink_logit=true", "attention='sigmoid'")),
+        ({"sink_logit": True, "attention": "relu"}, ("sink_logit=true", "attention='relu'")),
+        ({"sink_logit": True, "attention": "softmax1"}, ("sink_logit=true", "attention='softmax1'")),
+        ({"kv_bias": True, "attention": "sigmoid"}, ("kv_bias=true", "attention='sigmoid'")),
+        ({"sigmoid_bias": -3.0, "attention": "softmax"}, ("sigmoid_bias=-3", "attention='softmax'")),
+    ],
+)
+def test_remedies_that_cannot_combine_are_refused_naming_both(switch, names):
+    with pytest.raises(ValueError) as err:
+        ModelConfig(**{**TINY, **switch})
+    assert all(name in str(err.value) for name in names), str(err.value)
+    ModelConfig(**{**TINY, "sink_logit": True, "kv_bias": True})  # two slots combine

@@ -9,17 +9,26 @@ where each ablation acts:
         block 2l   (FFN):       x = x + post(FFN(pre(x)))     even block
     logits = head(final_norm(x))                              (B, T, vocab)
 
-`pre`/`post` are RMSNorm, DynamicTanh or identity depending on `norm` / `norm_type`; the FFN can
-be SwiGLU, GeLU, a single linear map, a second attention (the paper's "attention-only" model) or
-nothing; attention can be gated by a * sigmoid(g) with g from the hidden state (conditional), a
-learned constant (unconditional), a learned per-position constant or the token embedding.
+`pre`/`post` are RMSNorm, DynamicTanh or identity depending on `norm` / `norm_type` (`norm: post`
+instead normalises after the residual add, x = N(x + f(x)), the original Transformer's post-norm);
+the FFN can be SwiGLU, GeLU, a single linear map, a second attention (the paper's "attention-only"
+model) or nothing; attention can be gated by a * sigmoid(g) with g from the hidden state
+(conditional), a learned constant (unconditional), a learned per-position constant or the token
+embedding.
+
+Sink remedies, one switch each (`attention`, `sink_logit`, `kv_bias`; see `attention_explicit`):
+softmax with an extra 1 in the denominator, a learned per-head sink logit (gpt-oss), a learned key
+and value per head, sigmoid attention (Gu et al. 2025) and ReLU attention (Guo et al. 2024), both
+without normalisation. Plain softmax stays on the fused `scaled_dot_product_attention`; the others
+run an explicit path over query chunks.
 
 Defaults follow the paper's recipe where it has one (RoPE theta 1e4, RMSNorm eps 1e-5, normal
 init std 0.02 for projections, std 1.0 for the input embedding and d_model**-0.5 for the output
 head as in the official code, untied embeddings as in Llama); sizes are tiny so a CPU can train it.
 
 For evaluation each attention module can also report, per head, the mean attention its queries
-give to key 0 (`record_key0`), computed from q and k in query chunks: no T x T map is kept.
+give to key 0 (`record_key0`), computed from q and k in query chunks: no T x T map is kept. For
+the kinds whose weights do not sum to 1 the statistic is defined in `attention_explicit`.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from torch.utils.checkpoint import checkpoint
 # the configuration lives in the torch-free configs.py (the workflow resolves variants without
 # torch); re-exported here, its old home
 from .configs import (  # noqa: F401
+    ATTENTIONS,
     FFN_TYPES,
     GATE_GRANULARITIES,
     GATES,
@@ -127,6 +137,88 @@ def key0_attention_mass(q: torch.Tensor, k: torch.Tensor, max_chunk_elements: in
     return total / seq_len
 
 
+def attention_explicit(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kind: str = "softmax",
+    sink_logit: torch.Tensor | None = None,
+    k_bias: torch.Tensor | None = None,
+    v_bias: torch.Tensor | None = None,
+    sigmoid_bias: float = 0.0,
+    record: bool = False,
+    max_chunk_elements: int = 1 << 22,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Causal attention written out, for every kind but fused plain softmax; (B, nh, T, hs) x3 ->
+    (output (B, nh, T, hs), key-0 statistic (B, nh) or None, weight sum (B, nh) or None).
+
+    With s_tj = q_t.k_j / sqrt(hs) for the keys j <= t a query sees, the weights w_tj are
+
+    - softmax family: the softmax over [s_t0..s_tt, extra slots], the slots dropped afterwards:
+      softmax1 adds a logit fixed at 0 (exp(s_tj) / (1 + sum_i exp(s_ti))), `sink_logit` (nh,) a
+      learned logit per head (gpt-oss), `k_bias`/`v_bias` (nh, hs) a learned key whose score is
+      q_t.k_b / sqrt(hs) and whose value v_b joins the output. The token weights sum to < 1; the
+      rest went to the slots.
+    - sigmoid: w_tj = sigmoid(s_tj + sigmoid_bias), no normalisation (Gu et al. 2025, bias 0).
+    - relu: w_tj = relu(s_tj) / (t + 1), no normalisation (Guo et al. 2024, their code divides by
+      the number of keys the query sees).
+
+    The key-0 statistic (`record`), per head, averaged over all T queries: for the softmax family
+    the weight on key 0 among the returned weights, w_t0 (the slots' share is apart: 1 - the weight
+    sum); for sigmoid and relu the share of the query's total weight that key 0 gets,
+    w_t0 / sum_j w_tj (Gu et al.'s sink metric for unnormalised attention), 0 for a query whose
+    weights are all 0 (it attends nowhere, which parks nothing on key 0). The weight sum is the
+    mean over queries of sum_j w_tj. Queries run in chunks of about `max_chunk_elements` scores.
+    """
+    bsz, n_heads, seq_len, d_head = q.shape
+    scale = 1.0 / math.sqrt(d_head)
+    chunk = max(1, min(seq_len, max_chunk_elements // max(1, bsz * n_heads * seq_len)))
+    outs = []
+    key0 = torch.zeros(bsz, n_heads, dtype=torch.float32, device=q.device) if record else None
+    total = torch.zeros(bsz, n_heads, dtype=torch.float32, device=q.device) if record else None
+    for start in range(0, seq_len, chunk):
+        stop = min(seq_len, start + chunk)
+        qc = q[:, :, start:stop]  # (B, nh, C, hs)
+        scores = (qc @ k[:, :, :stop].transpose(-1, -2)).float() * scale  # (B, nh, C, stop)
+        query_pos = torch.arange(start, stop, device=q.device)[:, None]
+        future = torch.arange(stop, device=q.device)[None, :] > query_pos  # (C, stop)
+        bias_weight = None
+        if kind in ("softmax", "softmax1"):
+            slots = []
+            if kind == "softmax1":
+                slots.append(scores.new_zeros(*scores.shape[:-1], 1))
+            if sink_logit is not None:
+                slots.append(sink_logit.float()[None, :, None, None].expand(bsz, n_heads, stop - start, 1))
+            if k_bias is not None:
+                slots.append((qc.float() @ k_bias.float()[None, :, :, None]) * scale)  # (B, nh, C, 1)
+            probs = torch.softmax(torch.cat([scores.masked_fill(future, float("-inf")), *slots], dim=-1), dim=-1)
+            weights = probs[..., :stop]
+            if k_bias is not None:
+                bias_weight = probs[..., -1:]  # the key/value bias is the last slot
+        elif kind == "sigmoid":
+            weights = torch.sigmoid(scores + sigmoid_bias).masked_fill(future, 0.0)
+        elif kind == "relu":
+            weights = torch.relu(scores).masked_fill(future, 0.0) / (query_pos + 1).to(scores.dtype)
+        else:
+            raise ValueError(f"attention kind {kind!r}; expected one of {', '.join(ATTENTIONS)}")
+        out = weights.to(v.dtype) @ v[:, :, :stop]  # (B, nh, C, hs)
+        if bias_weight is not None:
+            out = out + bias_weight.to(v.dtype) * v_bias.to(v.dtype)[None, :, None, :]
+        outs.append(out)
+        if record:
+            with torch.no_grad():
+                sums = weights.sum(-1)  # (B, nh, C)
+                first = weights[..., 0]
+                if kind in ("sigmoid", "relu"):
+                    first = torch.where(sums > 0, first / sums.clamp_min(1e-30), torch.zeros_like(first))
+                key0 += first.sum(-1)
+                total += sums.sum(-1)
+    out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
+    if record:
+        return out, key0 / seq_len, total / seq_len
+    return out, None, None
+
+
 # ----------------------------------------------------------------------------------------------
 # mixers: attention and the FFN variants. Each takes (x, cos, sin, emb) and returns (B, T, d_model).
 
@@ -136,7 +228,9 @@ class Attention(nn.Module):
 
     Projections: d_model -> n_heads*d_head for q, k, v and back with wo. The gate multiplies the
     attention output before wo: a * sigmoid(g), g of shape (B or 1, T or 1, n_gate) with
-    n_gate = n_heads*d_head (channel), n_heads (head) or 1 (single).
+    n_gate = n_heads*d_head (channel), n_heads (head) or 1 (single). Plain softmax runs fused
+    sdpa; `attention`, `sink_logit` and `kv_bias` switch to `attention_explicit` (the bias key
+    gets no RoPE: it has no position).
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -161,8 +255,16 @@ class Attention(nn.Module):
         elif cfg.gate == "positional":
             self.gate_logit = nn.Parameter(torch.zeros(cfg.max_seq_len, n_gate))
 
-        self.record_key0 = False  # set by the evaluator; then key0_mass holds (B, nh) after forward
+        # sink remedies: learned constants, not weight-decayed (train.NO_DECAY)
+        self.kind, self.sigmoid_bias = cfg.attention, cfg.sigmoid_bias
+        self.explicit, self.has_sink_slot = cfg.explicit_attention, cfg.has_sink_slot
+        self.sink_logit = nn.Parameter(torch.zeros(cfg.n_heads)) if cfg.sink_logit else None
+        self.k_bias = nn.Parameter(torch.zeros(cfg.n_heads, cfg.d_head)) if cfg.kv_bias else None
+        self.v_bias = nn.Parameter(torch.zeros(cfg.n_heads, cfg.d_head)) if cfg.kv_bias else None
+
+        self.record_key0 = False  # set by the evaluator; then key0_mass (and weight_sum) hold (B, nh) after forward
         self.key0_mass: torch.Tensor | None = None
+        self.weight_sum: torch.Tensor | None = None  # mean over queries of the summed token weights
 
     def forward(self, x, cos, sin, emb):
         bsz, seq_len, _ = x.shape
@@ -173,9 +275,17 @@ class Attention(nn.Module):
         k = k.view(bsz, seq_len, self.n_heads, self.d_head).transpose(1, 2)
         v = v.view(bsz, seq_len, self.n_heads, self.d_head).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if self.record_key0:
-            self.key0_mass = key0_attention_mass(q, k)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+        if self.explicit:
+            a, key0, weight_sum = attention_explicit(
+                q, k, v, self.kind, self.sink_logit, self.k_bias, self.v_bias, self.sigmoid_bias, self.record_key0
+            )
+            if self.record_key0:
+                self.key0_mass, self.weight_sum = key0, weight_sum
+        else:
+            if self.record_key0:
+                self.key0_mass = key0_attention_mass(q, k)
+                self.weight_sum = torch.ones_like(self.key0_mass)
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
         a = a.transpose(1, 2)  # (B, T, nh, hs)
         if self.gate != "none":
             a = a * torch.sigmoid(self._gate_logits(x, emb, seq_len)).to(a.dtype)
@@ -255,7 +365,8 @@ def make_ffn(cfg: ModelConfig) -> nn.Module:
 
 
 class Branch(nn.Module):
-    """What a block adds to the residual stream: post(mixer(pre(x))). Hook it to get block outputs."""
+    """What a block adds to the residual stream: post(mixer(pre(x))). Hook it to get block outputs.
+    With `norm: post` both are identities: the block normalises after the add instead."""
 
     def __init__(self, cfg: ModelConfig, mixer: nn.Module, alpha_init: float):
         super().__init__()
@@ -275,14 +386,18 @@ class Branch(nn.Module):
 
 
 class Block(nn.Module):
-    """One residual block: x + branch(x). Hook it to get the post-residual state."""
+    """One residual block: x + branch(x), or N(x + branch(x)) with `norm: post` (true post-norm: the
+    residual stream itself is normalised after every block). Hook it to get the post-residual state."""
 
     def __init__(self, cfg: ModelConfig, mixer: nn.Module, alpha_init: float):
         super().__init__()
         self.branch = Branch(cfg, mixer, alpha_init)
+        post = cfg.norm == "post" and not isinstance(mixer, NoFFN)
+        self.post_norm = make_norm(cfg, cfg.d_model, alpha_init) if post else None
 
     def forward(self, x, cos, sin, emb):
-        return x + self.branch(x, cos, sin, emb)
+        x = x + self.branch(x, cos, sin, emb)
+        return x if self.post_norm is None else self.post_norm(x)
 
 
 class Layer(nn.Module):
@@ -313,7 +428,8 @@ class Decoder(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Official-code init: projections N(0, init_std), embedding N(0, embed_init_std), head N(0, d^-1/2)."""
+        """Official-code init: projections N(0, init_std), embedding N(0, embed_init_std), head N(0, d^-1/2);
+        a key/value bias N(0, init_std) like Gu et al.'s, a sink logit 0 (the softmax1 logit at start)."""
         cfg = self.cfg
         for name, param in self.named_parameters():
             if name.endswith("gate_logit"):
