@@ -15,7 +15,16 @@ from safetensors.torch import load_file
 from spikesink.ablations.data import prepare_data, write_synthetic_corpus
 from spikesink.ablations.evaluate import evaluate
 from spikesink.ablations.model import Decoder, ModelConfig
-from spikesink.ablations.train import TrainConfig, lr_at, main, param_groups, run_variant, train
+from spikesink.ablations.train import (
+    TrainConfig,
+    load_checkpoint,
+    lr_at,
+    main,
+    make_optimizer,
+    param_groups,
+    run_variant,
+    train,
+)
 from spikesink.metrics import sink_ratio
 
 torch.set_num_threads(1)
@@ -69,6 +78,63 @@ def test_weight_decay_skips_norms_and_gate_constants():
     assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.1
     everything = param_groups(model, 0.1, decay_all=True)
     assert not everything[1]["params"]
+
+
+def test_weight_decay_skips_sink_logits_and_kv_biases():
+    model = Decoder(ModelConfig(**MODEL, vocab_size=50, sink_logit=True, kv_bias=True))
+    _, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    skipped = {names[id(p)].split(".")[-1] for p in no_decay["params"]}
+    assert skipped == {"weight", "sink_logit", "k_bias", "v_bias"}  # k_bias / v_bias are matrices, not decayed
+
+
+def test_sgd_optimizer_is_used_with_momentum_beta1(data, tmp_path):
+    model = Decoder(ModelConfig(**MODEL, vocab_size=50))
+    sgd = make_optimizer(model, TrainConfig(optimizer="sgd", lr=0.03, beta1=0.8, weight_decay=0.1))
+    assert type(sgd) is torch.optim.SGD and sgd.defaults["momentum"] == 0.8 and sgd.defaults["lr"] == 0.03
+    assert [g["weight_decay"] for g in sgd.param_groups] == [0.1, 0.0]  # the same groups as AdamW
+    assert type(make_optimizer(model, TrainConfig())) is torch.optim.AdamW
+    # a run with optimizer sgd trains with SGD: its checkpoint holds SGD's momentum buffers, no Adam moments
+    cfg = TrainConfig(**{**TRAIN, "optimizer": "sgd", "lr": 0.03, "keep_checkpoint": True})
+    metrics = train(model_cfg(data), cfg, data, tmp_path / "sgd")
+    assert metrics["train_config"]["optimizer"] == "sgd" and math.isfinite(metrics["ppl"])
+    state = torch.load(tmp_path / "sgd" / "checkpoint" / "trainer.pt", weights_only=True)["optimizer"]
+    buffers = [s for s in state["state"].values()]
+    assert buffers and all("momentum_buffer" in s and "exp_avg" not in s for s in buffers)
+    # and it cannot resume an AdamW checkpoint: the optimizer is a trajectory field
+    with pytest.raises(ValueError, match="optimizer"):
+        load_checkpoint(
+            tmp_path / "sgd" / "checkpoint", Decoder(model_cfg(data)), sgd, model_cfg(data), TrainConfig(**TRAIN)
+        )
+
+
+def test_sgd_with_an_adam_only_knob_is_refused_naming_both():
+    with pytest.raises(ValueError, match=r"optimizer='sgd' cannot combine with beta2=0.999"):
+        TrainConfig(optimizer="sgd", beta2=0.999)
+    with pytest.raises(ValueError, match="optimizer='adam'; expected one of adamw, sgd"):
+        TrainConfig(optimizer="adam")
+
+
+@pytest.mark.parametrize("switch,slot", [({}, False), ({"sink_logit": True}, True), ({"attention": "relu"}, False)])
+def test_evaluate_reports_the_learned_sink_share_beside_key0_mass(data, switch, slot):
+    from spikesink.ablations.data import heldout_batches
+
+    torch.manual_seed(0)
+    model = Decoder(model_cfg(data, **switch))
+    if slot:
+        with torch.no_grad():
+            for attn in model.attention_modules():
+                attn.sink_logit.fill_(2.0)
+    batches = heldout_batches(data.heldout, 4, 32, 4, data.eos_id)
+    metrics = evaluate(model, batches, sink_eps=0.3)
+    if slot:
+        assert metrics["sink_slot_share"] == pytest.approx(1 - metrics["attention_weight_sum"])
+        assert 0.1 < metrics["sink_slot_share"] < 1 and len(metrics["sink_slot_share_per_head"]) == MODEL["n_layers"]
+    else:
+        assert metrics["sink_slot_share"] is None and metrics["sink_slot_share_per_head"] is None
+    if not switch:
+        assert metrics["attention_weight_sum"] == pytest.approx(1.0)
+    assert 0 <= metrics["key0_mass_mean"] <= 1
 
 
 def test_tiny_run_learns_and_writes_outputs(data, tmp_path):

@@ -5,6 +5,13 @@
 - Sinks: every attention module reports, per head and window, the mean attention its queries give
   to key 0 (model.key0_attention_mass, no T x T map). The sink ratio is
   spikesink.metrics.sink_ratio over the (samples, attention modules, heads) array, eps 0.3.
+  For the sink remedies the key-0 statistic is the one model.attention_explicit defines: the
+  weight on key 0 among the returned weights when the softmax has a slot besides the tokens
+  (softmax1, a sink logit, a key/value bias), the share of each query's total weight for sigmoid
+  and ReLU attention. `sink_slot_share` is the mass the slots took, 1 - the returned weights' sum
+  (mean over queries, samples and heads; per head in `sink_slot_share_per_head`); None for models
+  without a slot. `attention_weight_sum` is the mean summed weight a query gives the tokens (1 for
+  softmax; for sigmoid / ReLU how much a query attends at all).
 - Spike: forward hooks on the 2L blocks record, per block, the largest |activation| of the
   post-residual state and of the block output (with its position and channel), the median |h| of
   the post-residual state, and the largest |h| at position 0 versus elsewhere. The spike is the
@@ -109,7 +116,7 @@ def recording(model: Decoder, stats: BlockStats):
             handle.remove()
         for attn in attns:
             attn.record_key0 = False
-            attn.key0_mass = None
+            attn.key0_mass = attn.weight_sum = None
 
 
 @torch.no_grad()
@@ -133,7 +140,7 @@ def evaluate(
     stats = BlockStats(2 * model.cfg.n_layers)
     loss_sum = loss_all_sum = 0.0
     n_batches = 0
-    key0 = []  # per batch: (B, n_attention_modules, nh)
+    key0, weight_sum = [], []  # per batch: (B, n_attention_modules, nh)
     amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
     with recording(model, stats) as attns:
         for x, y in batches:
@@ -143,10 +150,23 @@ def evaluate(
             loss_sum += float(lm_loss(logits, y, loss_min_pos, loss_max_pos))
             loss_all_sum += float(lm_loss(logits, y))
             key0.append(torch.stack([a.key0_mass for a in attns], dim=1).float().cpu())
+            weight_sum.append(torch.stack([a.weight_sum for a in attns], dim=1).float().cpu())
             n_batches += 1
     model.train(was_training)
     key0_mass = torch.cat(key0).numpy()  # (samples, attention modules, heads)
-    return summarize(stats, key0_mass, loss_sum / n_batches, loss_all_sum / n_batches, sink_eps)
+    sums = torch.cat(weight_sum).numpy()
+    metrics = summarize(stats, key0_mass, loss_sum / n_batches, loss_all_sum / n_batches, sink_eps)
+    return {**metrics, **weight_summary(sums, has_slot=any(a.has_sink_slot for a in attns))}
+
+
+def weight_summary(weight_sum: np.ndarray, has_slot: bool) -> dict:
+    """The attention weight sums (samples, attention modules, heads) and, with a slot, the slots' share."""
+    slot = 1.0 - weight_sum
+    return {
+        "attention_weight_sum": float(weight_sum.mean()),
+        "sink_slot_share": float(slot.mean()) if has_slot else None,
+        "sink_slot_share_per_head": slot.mean(axis=0).tolist() if has_slot else None,
+    }
 
 
 def summarize(stats: BlockStats, key0_mass: np.ndarray, loss: float, loss_all: float, sink_eps: float) -> dict:

@@ -1,9 +1,11 @@
 """Train one ablation variant from scratch, with the paper's recipe, resumably and deterministically.
 
 Recipe (paper, Section 4): AdamW (0.9, 0.95), linear warm-up then cosine decay to 0.1x the peak
-learning rate, weight decay 0.1 on matrices only (norm gains, DyT alphas and learned gate
-constants are not decayed, as usual; `decay_all: true` decays everything like the official code),
-gradient clipping at 1.0, next-token loss on positions [loss_min_pos, loss_max_pos).
+learning rate, weight decay 0.1 on matrices only (norm gains, DyT alphas, learned gate constants,
+sink logits and key/value biases are not decayed, as usual; `decay_all: true` decays everything
+like the official code), gradient clipping at 1.0, next-token loss on positions
+[loss_min_pos, loss_max_pos). `optimizer: sgd` swaps AdamW for SGD with momentum beta1 (Guo et al.
+2024's remedy), the same groups, schedule and clipping (the variant sets its own learning rate).
 
 Resumability: every `checkpoint_every` steps the model (safetensors), the optimizer state, the
 step, the RNG states, both configs, the seed and the training curve so far are written atomically
@@ -58,6 +60,7 @@ TRAJECTORY_FIELDS = (
     "warmup_frac",
     "weight_decay",
     "decay_all",
+    "optimizer",
     "beta1",
     "beta2",
     "grad_clip",
@@ -76,15 +79,27 @@ def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+# learned constants that are not weights of a map: never decayed (unless decay_all)
+NO_DECAY = ("gate_logit", "sink_logit", "k_bias", "v_bias")
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:
-    """AdamW groups: matrices decay; vectors (norm gains, DyT alpha) and learned gate constants do not."""
+    """Optimizer groups: matrices decay; vectors (norm gains, DyT alpha) and learned constants (NO_DECAY) do not."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
-        if decay_all or (param.ndim >= 2 and not name.endswith("gate_logit")):
+        if decay_all or (param.ndim >= 2 and not name.endswith(NO_DECAY)):
             decay.append(param)
         else:
             no_decay.append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (betas beta1, beta2), or SGD with momentum beta1 (`optimizer: sgd`), over param_groups."""
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_all)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.beta1)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
 def pick_device(name: str) -> torch.device:
@@ -136,10 +151,11 @@ def save_checkpoint(
 def load_checkpoint(path: Path, model: Decoder, optimizer, model_cfg: ModelConfig, train_cfg: TrainConfig):
     """Restore model, optimizer and RNG states in place; returns (step, curve, elapsed_s)."""
     state = read_json(path / "state.json")
-    if state["model_config"] != model_cfg.to_dict():
+    # keys added since the checkpoint was written read as their defaults
+    if ModelConfig.from_dict(state["model_config"]).to_dict() != model_cfg.to_dict():
         raise ValueError(f"checkpoint {path} was written for another model config; delete it to start afresh")
     saved = state["train_config"]
-    changed = [k for k in TRAJECTORY_FIELDS if saved.get(k) != getattr(train_cfg, k)]
+    changed = [k for k in TRAJECTORY_FIELDS if saved.get(k, getattr(TrainConfig, k)) != getattr(train_cfg, k)]
     if changed:
         raise ValueError(f"checkpoint {path} differs in {', '.join(changed)}; delete it to start afresh")
     device = next(model.parameters()).device
@@ -196,6 +212,8 @@ CURVE_EVAL_KEYS = (
 def curve_eval_row(metrics: dict) -> dict:
     """The held-out columns of one curve row, plus the largest |h| at position 0 and elsewhere."""
     row = {f"eval_{k}": metrics[k] for k in CURVE_EVAL_KEYS}
+    if metrics.get("sink_slot_share") is not None:  # only models whose softmax has a slot besides the tokens
+        row["eval_sink_slot_share"] = metrics["sink_slot_share"]
     row["eval_first_token_max"] = max(metrics["blocks"]["first_token_top1"])
     row["eval_other_tokens_max"] = max(metrics["blocks"]["other_tokens_top1"])
     return row
@@ -213,6 +231,7 @@ def write_curve(out_dir: Path, curve: list[dict]) -> None:
         *(f"eval_{k}" for k in CURVE_EVAL_KEYS),
         "eval_first_token_max",
         "eval_other_tokens_max",
+        "eval_sink_slot_share",
     ]
     frame = frame[[c for c in order if c in frame.columns] + [c for c in frame.columns if c not in order]]
     write_parquet(out_dir / "curve.parquet", frame)
@@ -261,11 +280,7 @@ def train(
     torch.manual_seed(train_cfg.seed)
     model = Decoder(model_cfg).to(device)
     model.gradient_checkpointing = train_cfg.grad_checkpointing
-    optimizer = torch.optim.AdamW(
-        param_groups(model, train_cfg.weight_decay, train_cfg.decay_all),
-        lr=train_cfg.lr,
-        betas=(train_cfg.beta1, train_cfg.beta2),
-    )
+    optimizer = make_optimizer(model, train_cfg)
     total_steps = train_cfg.total_steps
     step, curve, elapsed = 0, [], 0.0
     if (ckpt_dir / "state.json").exists():
