@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,8 @@ def test_every_static_variant_builds_a_model_and_runs():
         assert model_cfg.max_seq_len >= train_cfg.seq_len
         n = min(8, model_cfg.max_seq_len)
         assert Decoder(model_cfg)(x[:, :n]).shape == (1, n, 64)
-        assert variant.paper is None or set(variant.paper) == {"ppl", "sink_ratio", "spike"}
+        expected = {"ppl", "sink_ratio", "spike"} | ({"key0_mass"} if variant.table == "remedies" else set())
+        assert variant.paper is None or set(variant.paper) == expected
 
 
 def test_eval_section_maps_onto_train_config():
@@ -67,6 +69,17 @@ def test_eval_section_maps_onto_train_config():
         ("dhead-8", {"d_head": 8}, {}),
         ("nhead-2", {"n_heads": 2}, {}),
         ("heads-8x8", {"n_heads": 8, "d_head": 8}, {}),
+        # sink remedies: one switch each
+        ("sink-logit", {"sink_logit": True}, {}),
+        ("softmax1", {"attention": "softmax1"}, {}),
+        ("sigmoid-attn", {"attention": "sigmoid"}, {}),
+        ("sigmoid-attn-logt", {"attention": "sigmoid", "sigmoid_bias": -math.log(64)}, {}),
+        ("relu-attn", {"attention": "relu"}, {}),
+        ("kv-bias", {"kv_bias": True}, {}),
+        ("sgd", {}, {"optimizer": "sgd", "lr": 1e-2}),
+        ("norm-post", {"norm": "post"}, {}),
+        ("gated-attn", {"gate": "conditional"}, {}),
+        ("gated-attn-head", {"gate": "conditional", "gate_granularity": "head"}, {}),
     ],
 )
 def test_variant_is_the_named_diff(name, model_changes, train_changes):
@@ -203,6 +216,29 @@ def test_a_variant_that_moves_the_sequence_under_fixed_loss_positions_is_refused
         ValueError, match=r"ablations.variants: seq-div4: loss positions \[0, 48\) lie outside the sequence of 16"
     ):
         check_ablations(cfg)
+
+
+def test_remedies_that_cannot_combine_are_refused_at_config_time_naming_both():
+    """A baseline with sigmoid attention cannot take the sink logit or the key/value bias; SGD cannot take
+    beta2: each named per variant, with both switches, before any job runs."""
+    sigmoid = {**CFG, "baseline": {**CFG["baseline"], "model": {**CFG["baseline"]["model"], "attention": "sigmoid"}}}
+    with pytest.raises(ValueError) as err:
+        check_ablations({**sigmoid, "variants": ["baseline", "sink-logit", "kv-bias", "relu-attn"]})
+    message = str(err.value)
+    assert "ablations.variants: sink-logit: sink_logit=true cannot combine with attention='sigmoid'" in message
+    assert "ablations.variants: kv-bias: kv_bias=true cannot combine with attention='sigmoid'" in message
+    assert "relu-attn" not in message  # a switch of the same field replaces the baseline's kind
+    sgd = {**CFG, "baseline": {**CFG["baseline"], "train": {**CFG["baseline"]["train"], "optimizer": "sgd"}}}
+    with pytest.raises(ValueError, match=r"beta2-0999: optimizer='sgd' cannot combine with beta2=0.999"):
+        check_ablations({**sgd, "variants": ["baseline", "beta2-0999"]})
+
+
+def test_remedy_rows_carry_the_literatures_numbers():
+    assert REGISTRY["sigmoid-attn"].paper["sink_ratio"] == 2.46 and "45.11" in REGISTRY["sigmoid-attn"].paper_setting
+    gated = REGISTRY["gated-attn"]
+    assert (gated.paper["sink_ratio"], gated.paper["key0_mass"]) == (4.5, 0.048) and "1053 -> 94" in gated.paper_setting
+    assert REGISTRY["softmax1"].paper["sink_ratio"] is None  # nothing published: no number invented
+    assert {v.name for v in REGISTRY.values() if v.table == "remedies"} >= {"sink-logit", "sgd", "norm-post"}
 
 
 def test_synthetic_spec_with_more_triggers_than_tokens_is_refused():

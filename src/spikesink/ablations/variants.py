@@ -7,6 +7,12 @@ context, `dhead-16` sets the head dimension to 16 at the baseline's head count. 
 attached so a table can print paper beside ours; parametric head variants are matched to the
 paper's row by their ratio to the baseline (e.g. d_head = baseline/2 <-> the paper's d_head 64).
 
+The sink remedies (table "remedies", `REMEDIES`) are one switch each: a learned sink logit per
+head, softmax1, sigmoid and ReLU attention, a key/value bias, SGD, true post-norm, and the
+conditional output gates of Table 7 again for comparison. Their `paper` holds the literature's
+number where one is published (its source in `paper_setting`, None where there is none), plus
+`key0_mass` where a paper measured the mean attention on the first token (Qiu et al. 2025).
+
 Names are lower-case letters, digits and dashes (plus `x` in `heads-8x16`): safe as folder names
 and Snakemake wildcards.
 
@@ -26,6 +32,7 @@ Mapping notes (where the paper's prose and the official code, savinasun/SpikeSpa
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -35,7 +42,17 @@ from .configs import ModelConfig, TrainConfig
 
 VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
-TABLE_NAMES = {"3": "optimizer", "4": "ffn", "5": "norm", "6": "heads", "7": "gating", "8": "context"}
+# the paper's Tables 3-8, and "remedies": every known sink remedy side by side (not a paper table;
+# its rows carry the literature's number where one exists)
+TABLE_NAMES = {
+    "3": "optimizer",
+    "4": "ffn",
+    "5": "norm",
+    "6": "heads",
+    "7": "gating",
+    "8": "context",
+    "remedies": "menu",
+}
 
 
 def table_stem(table: str) -> str:
@@ -70,6 +87,12 @@ def _paper(row) -> dict | None:
     return {"ppl": float(ppl), "sink_ratio": float(sink), "spike": float(spike)}
 
 
+def _literature(**values) -> dict:
+    """A remedy's published numbers (any of ppl, sink_ratio %, spike, key0_mass), each from the source
+    its variant's paper_setting names; the rest stay None (no such number published)."""
+    return {"ppl": None, "sink_ratio": None, "spike": None, "key0_mass": None, **values}
+
+
 Diff = Callable[[ModelConfig, TrainConfig], tuple[dict, dict]]
 
 
@@ -79,7 +102,7 @@ class Variant:
     table: str  # paper table ("3".."8"), "" for the baseline
     description: str
     diff: Diff  # (baseline model, baseline train) -> (model overrides, train overrides)
-    paper: dict | None  # {"ppl", "sink_ratio", "spike"} or None when the paper has no such row
+    paper: dict | None  # {"ppl", "sink_ratio", "spike"} (remedies: + "key0_mass", None where unpublished) or None
     paper_setting: str = ""  # the paper's wording of the row
 
 
@@ -318,6 +341,93 @@ STATIC: list[Variant] = [
         "2048/6144",
     ),
 ]
+
+# Sink remedies, each one switch (table "remedies"); the literature's numbers where one is published
+GUO_2024 = "Guo et al. 2024 (Active-Dormant Attention Heads, Bigram-Backcopy)"
+REMEDIES: list[Variant] = [
+    Variant(
+        "sink-logit",
+        "remedies",
+        "a learned logit per head joins the softmax and is dropped afterwards",
+        _model(sink_logit=True),
+        _literature(),
+        "gpt-oss (OpenAI 2025): learned per-head attention sink; no sink ratio published",
+    ),
+    Variant(
+        "softmax1",
+        "remedies",
+        "softmax with an extra 1 in the denominator (off-by-one)",
+        _model(attention="softmax1"),
+        _literature(),
+        "Miller 2023, 'Attention is off by one' (a sink logit fixed at 0); no trained number published",
+    ),
+    Variant(
+        "sigmoid-attn",
+        "remedies",
+        "sigmoid attention without normalisation, no bias (Gu et al.'s kernel)",
+        _model(attention="sigmoid"),
+        _literature(sink_ratio=2.46),
+        "Gu et al. 2025, 1B: sigmoid without normalisation, sink 2.46 % vs 45.11 % with softmax",
+    ),
+    Variant(
+        "sigmoid-attn-logt",
+        "remedies",
+        "sigmoid attention without normalisation, bias -log(T) (T: the training context)",
+        lambda m, t: ({"attention": "sigmoid", "sigmoid_bias": -math.log(t.seq_len)}, {}),
+        _literature(),
+        "Ramapuram et al. 2024's bias -log(T) on Gu et al.'s kernel; no sink ratio published",
+    ),
+    Variant(
+        "relu-attn",
+        "remedies",
+        "ReLU attention without normalisation: relu(s) / (number of keys seen)",
+        _model(attention="relu"),
+        _literature(),
+        f"{GUO_2024}: ReLU attention removes the active-dormant sink (no ratio published)",
+    ),
+    Variant(
+        "kv-bias",
+        "remedies",
+        "a learned key and value per head that every query sees (a slot that is not the first token)",
+        _model(kv_bias=True),
+        _literature(),
+        "Sun et al. 2024, Gu et al. 2025: learnable key/value biases take the sink off the first token",
+    ),
+    Variant(
+        "sgd",
+        "remedies",
+        "SGD (momentum 0.9) instead of AdamW, 10x the learning rate",
+        _train(lambda m, t: {"optimizer": "sgd", "lr": t.lr * 10}),
+        _literature(),
+        f"{GUO_2024}: SGD instead of Adam, lr 10x Adam's as in their code (no ratio published)",
+    ),
+    Variant(
+        "norm-post",
+        "remedies",
+        "true post-norm: x = N(x + f(x)) after every block",
+        _model(norm="post"),
+        _literature(),
+        "post-norm (the original Transformer's); no sink ratio published",
+    ),
+    Variant(
+        "gated-attn",
+        "remedies",
+        "conditional output gate per channel (Table 7's gate-cond-channel)",
+        _gate("conditional", "channel"),
+        _literature(ppl=10.0, sink_ratio=4.5, spike=202.0, key0_mass=0.048),
+        "paper Table 7 (conditional, channel): sink 4.5 %, spike 202; Qiu et al. 2025, 1B: "
+        "first-token attention 46.7 % -> 4.8 %, max activation 1053 -> 94",
+    ),
+    Variant(
+        "gated-attn-head",
+        "remedies",
+        "conditional output gate per head (Table 7's gate-cond-head)",
+        _gate("conditional", "head"),
+        _literature(ppl=10.1, sink_ratio=6.4, spike=186.0),
+        "paper Table 7 (conditional, head)",
+    ),
+]
+STATIC += REMEDIES
 REGISTRY = {v.name: v for v in STATIC}
 
 
