@@ -12,7 +12,7 @@ ABL_DATA = {k: v for k, v in ABL.items() if k in ("corpus", "data")}
 
 wildcard_constraints:
     variant=r"[a-z0-9][a-z0-9-]*",
-    table=r"[345678]",
+    table=r"[345678]|remedies",
     seed=r"\d+",
 
 

@@ -9,7 +9,10 @@ Five kinds of definition, each evaluated by one short function:
 - `Trend`: a column rises with a setting over a sweep of variants (Spearman rho);
 - `RankAgreement`: our column orders the table's rows as the paper's (Spearman rho);
 - `PaperDecides` (Tables 7, 8): the paper's own row says whether a change removes the sink (below
-  change_factor x its baseline) or keeps it (above); ours is held to the same side.
+  change_factor x its baseline) or keeps it (above); ours is held to the same side;
+- `Removes` (the remedies table): each variant removes the sink / the first-token spike (below the
+  threshold at which the baseline's is said to form) and keeps perplexity within a factor of the
+  baseline's; both must hold, and the row is reported whichever way it falls.
 
 Uncertainty over seeds: each variant's seeds are resampled with replacement, every variant on its
 own (N_BOOTSTRAP times, fixed seed), the statistic recomputed from the resampled means, and the
@@ -131,6 +134,17 @@ class PaperDecides:
     cases: tuple[tuple[str, str, str], ...]
 
 
+@dataclass(frozen=True)
+class Removes:
+    """Each variant of the table removes `side` ('sink': sink ratio below sink_min_ratio; 'spike':
+    first-token max abs(h) below spike_min_to_median x the median, the thresholds at which the
+    baseline's is said to form) while its perplexity stays below `ppl_factor` x the baseline's."""
+
+    side: str
+    text: str
+    ppl_factor: float = 1.05
+
+
 RANKS = (RankAgreement("sink_ratio"), RankAgreement("spike"))
 SPIKE, SINK = Forms("spike"), Forms("sink")
 LR = (("lr-025x", 0.25), ("lr-05x", 0.5), ("baseline", 1.0), ("lr-2x", 2.0))
@@ -244,6 +258,13 @@ CLAIMS: dict[str, tuple] = {
         ),
     ),
     "8": (*RANKS, SINK, PaperDecides((("", "loss only on late positions collapses the sink", "the sink stays"),))),
+    # not a paper table: the literature's numbers come from different models, so no rank claims
+    "remedies": (
+        SPIKE,
+        SINK,
+        Removes("sink", "removes the sink (keeps perplexity within 5 %)"),
+        Removes("spike", "removes the first-token spike (keeps perplexity within 5 %)"),
+    ),
 }
 
 FORMS = {  # side: (column, threshold field, claim, paper)
@@ -530,7 +551,47 @@ def paper_decides(d: PaperDecides, runs: Runs) -> list[Claim]:
     return claims
 
 
-EVALUATE = {Forms: forms, Versus: versus, Trend: trend, RankAgreement: rank_agreement, PaperDecides: paper_decides}
+def removes(d: Removes, runs: Runs) -> list[Claim]:
+    column, field, _, _ = FORMS[d.side]
+    threshold = getattr(runs.thresholds, field)
+    label = {"sink": "sink ratio", "spike": "first-token max abs(h) / median"}[d.side]
+    key, published = {"sink": ("sink_ratio_paper", "sink ratio {:g} %"), "spike": ("spike_paper", "max abs(h) {:g}")}[
+        d.side
+    ]
+    claims = []
+    for name in runs.table_variants(""):
+        value = runs.paper(name)[key]
+        spec = _spec(runs, f"{name}: {d.text}", "no published number" if value is None else published.format(value))
+        ours, ppl, base_ppl = runs.seeds(name, column), runs.seeds(name, "ppl"), runs.seeds("baseline", "ppl")
+        if not len(ours):
+            claims.append(spec.na(runs.model, f"{name} not run in this preset"))
+        elif not runs.has_base:
+            claims.append(spec.na(runs.model, "no baseline run in this preset: nothing to compare with"))
+        elif not runs.sides[d.side][0]:
+            claims.append(spec.na(runs.model, runs.sides[d.side][1]))
+        else:
+            side = seed_estimate([ours], lambda m: m[:, 0])
+            cost = seed_estimate([ppl, base_ppl], lambda m: m[:, 0] / m[:, 1])
+            result = combine([verdict(side, threshold, "<"), verdict(cost, d.ppl_factor, "<")])
+            text = (
+                f"{label} {side.text('{:.3g}')} ({_seeds_text(ours)}; baseline {runs.seeds('baseline', column).mean():.3g}), "
+                f"ppl {ppl.mean():.3g} ({cost.text('{:.3f}')} x the baseline's; {_note(side)})"
+            )
+            tolerance = (
+                f"{label} < {threshold:g} and ppl / baseline's < {d.ppl_factor:g} (whole 95 % intervals over seeds)"
+            )
+            claims.append(spec(runs.model, text, result, tolerance, side))
+    return claims
+
+
+EVALUATE = {
+    Forms: forms,
+    Versus: versus,
+    Trend: trend,
+    RankAgreement: rank_agreement,
+    PaperDecides: paper_decides,
+    Removes: removes,
+}
 
 
 def evaluate(runs: pd.DataFrame, table: str, model: str, thresholds: Thresholds) -> list[Claim]:

@@ -9,11 +9,20 @@ import numpy as np
 import pandas as pd
 
 from ..reporting.scorecard import Claim
-from .claims import Thresholds, claim_thresholds, evaluate
+from .claims import Thresholds, claim_thresholds, evaluate, seed_estimate
 from .variants import TABLE_NAMES, table_stem  # noqa: F401  (torch-free home, read by the workflow)
 
-# the columns averaged over seeds (each also gets <column>_sd and <column>_seeds)
-SEED_COLUMNS = ("ppl", "sink_ratio", "key0_mass_mean", "spike", "spike_to_median", "first_token_to_median")
+# the columns averaged over seeds (each also gets <column>_sd, <column>_seeds and the 95 % bootstrap
+# interval of the seed mean, <column>_low / <column>_high); sink_slot_share only where a run has a slot
+SEED_COLUMNS = (
+    "ppl",
+    "sink_ratio",
+    "key0_mass_mean",
+    "spike",
+    "spike_to_median",
+    "first_token_to_median",
+    "sink_slot_share",
+)
 DATA_LABELS = {
     "bigram_backcopy": "synthetic Bigram-Backcopy",
     "passages": "text corpus",
@@ -61,6 +70,9 @@ def ablation_table(metrics_list: list[dict]) -> pd.DataFrame:
                 "first_token_to_median": m.get("first_token_spike_to_median"),
                 "spike_position": m["spike_position"],
                 "spike_block": m["spike_block"],
+                # the remedies table: the literature's first-token attention, the learned sink's share
+                **({"key0_mass_paper": paper["key0_mass"]} if "key0_mass" in paper else {}),
+                **({"sink_slot_share": m["sink_slot_share"]} if m.get("sink_slot_share") is not None else {}),
             }
         )
     return pd.DataFrame(rows)
@@ -93,6 +105,10 @@ def aggregate_seeds(runs: pd.DataFrame) -> pd.DataFrame:
             row[column] = float(values.mean())
             row[f"{column}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
             row[f"{column}_seeds"] = " / ".join(f"{v:.3g}" for v in values)
+            finite = values.dropna().to_numpy(float)
+            est = seed_estimate([finite], lambda m: m[:, 0]) if len(finite) else None
+            row[f"{column}_low"] = est.low if est is not None and est.has_interval else float("nan")
+            row[f"{column}_high"] = est.high if est is not None and est.has_interval else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -103,7 +119,11 @@ def runs_from_table(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, row in frame.iterrows():
         seeds = [s for s in str(row.get("seeds", "")).split(",") if s.strip() not in ("", "nan")]
-        kept = {k: v for k, v in row.items() if not k.endswith(("_sd", "_seeds")) and k not in ("n_seeds", "seeds")}
+        kept = {
+            k: v
+            for k, v in row.items()
+            if not k.endswith(("_sd", "_seeds", "_low", "_high")) and k not in ("n_seeds", "seeds")
+        }
         for i in range(int(row.get("n_seeds", 1) or 1)):
             run = {**kept, "seed": int(float(seeds[i])) if i < len(seeds) else i}
             for column in SEED_COLUMNS:
@@ -114,8 +134,18 @@ def runs_from_table(frame: pd.DataFrame) -> pd.DataFrame:
                     run[column] = float(values)  # one seed: read back as a number
             rows.append(run)
     runs = pd.DataFrame(rows)
-    runs["table"] = runs["table"].map(lambda t: "" if _missing(t) or t == "" else str(int(float(t))))
+    runs["table"] = runs["table"].map(_table_id)
     return runs
+
+
+def _table_id(value) -> str:
+    """A table id read back from a CSV: '' (the baseline), '3'..'8' (read as numbers), or a name ('remedies')."""
+    if _missing(value) or value == "":
+        return ""
+    try:
+        return str(int(float(value)))
+    except ValueError:
+        return str(value)
 
 
 def table_frame(metrics_list: list[dict], table: str) -> pd.DataFrame:
@@ -125,9 +155,49 @@ def table_frame(metrics_list: list[dict], table: str) -> pd.DataFrame:
     return frame.sort_values(["table", "n_heads", "d_head", "variant"], kind="stable").reset_index(drop=True)
 
 
+# the remedies table as printed: (column, label, digits, the literature's column or None); each cell
+# the seed mean with its 95 % bootstrap interval over seeds
+REMEDY_COLUMNS = (
+    ("sink_ratio", "sink %", 1, "sink_ratio_paper"),
+    ("key0_mass_mean", "key-0 mass", 3, "key0_mass_paper"),
+    ("sink_slot_share", "learned-sink share", 3, None),
+    ("first_token_to_median", "first-token spike / median", 1, None),
+    ("spike", "max abs(h)", 1, "spike_paper"),
+    ("ppl", "ppl", 2, "ppl_paper"),
+)
+
+
+def _interval_cell(row, column: str, digits: int) -> str:
+    """'12.3 [4.5, 20.1]': the seed mean and its 95 % bootstrap interval (the mean alone with one seed)."""
+    value = row.get(column)
+    if _missing(value):
+        return ""
+    low, high = row.get(f"{column}_low"), row.get(f"{column}_high")
+    text = f"{value:.{digits}f}"
+    return text if _missing(low) or _missing(high) else f"{text} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def remedy_display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The remedies table as printed: per remedy, each REMEDY_COLUMNS cell with its interval and the
+    literature's number beside it where one is published (its source in the last column)."""
+    rows = []
+    for _, row in frame.iterrows():
+        cells = {"remedy": row["variant"], "seeds": int(row.get("n_seeds", 1) or 1)}
+        for column, label, digits, paper in REMEDY_COLUMNS:
+            cells[label] = _interval_cell(row, column, digits)
+            if paper is not None:
+                cells[f"{label} lit."] = "" if _missing(row.get(paper)) else f"{row[paper]:g}"
+        cells["sink % per seed"] = row.get("sink_ratio_seeds", "")
+        cells["literature"] = row.get("paper_setting") or ""
+        rows.append(cells)
+    return pd.DataFrame(rows)
+
+
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """The table as printed (md / tex): paper beside ours, seed mean +- sd in one cell; the CSV keeps
-    every column (per-seed values, sds, positions)."""
+    every column (per-seed values, sds, intervals, positions). The remedies table: remedy_display_frame."""
+    if "table" in frame and (frame["table"] == "remedies").any():
+        return remedy_display_frame(frame)
 
     def cell(row, column, digits):
         value = row[column]
@@ -248,15 +318,91 @@ def _ours_label(frame: pd.DataFrame) -> str:
     return f"ours (mean +- sd, {n} seeds)" if n > 1 else "ours"
 
 
-def plot_table(frame: pd.DataFrame, table: str, path: str | os.PathLike, data: str = ""):
-    """Any Section 4 table as a figure, one group of bars per variant (baseline first):
-    sink ratio (ours: seed mean +- sd, each seed a dot; the paper's beside), mean attention on key 0
-    (ours), and the spike relative to each one's baseline (max abs(h) / baseline's, log scale), since
-    absolute spikes differ ~100x between the paper's 7B model and ours."""
+# the remedies figure: one panel per column (column, y label, log scale), ours with its interval
+REMEDY_PANELS = (
+    ("sink_ratio", "sink ratio (%), eps 0.3", False),
+    ("key0_mass_mean", "key-0 mass (hatched: learned-sink share)", False),
+    ("first_token_to_median", "first-token max abs(h) / median", True),
+    ("ppl", "held-out perplexity", False),
+)
+
+
+def _interval_errors(frame: pd.DataFrame, column: str):
+    """Asymmetric error bars from the seed mean to its 95 % bootstrap interval (None without one)."""
+    if f"{column}_low" not in frame or frame[f"{column}_low"].isna().all():
+        return None
+    mean = frame[column].to_numpy(float)
+    low = np.nan_to_num(mean - frame[f"{column}_low"].to_numpy(float))
+    high = np.nan_to_num(frame[f"{column}_high"].to_numpy(float) - mean)
+    return np.vstack([np.maximum(low, 0), np.maximum(high, 0)])
+
+
+def plot_remedies(frame: pd.DataFrame, path: str | os.PathLike, data: str = ""):
+    """The remedies table as a figure, one bar per remedy (baseline first) in four panels: sink ratio,
+    key-0 mass (the learned-sink share hatched on top), first-token spike and perplexity, each bar the
+    seed mean with its 95 % bootstrap interval and every seed a dot; the literature's number a
+    diamond where one is published; dotted lines: the sink threshold (20 %), the baseline's
+    perplexity x 1.05 (the scorecard's cost limit)."""
     import matplotlib.pyplot as plt
 
     from ..reporting.plotting import PALETTE, apply_style, save_figure
 
+    apply_style()
+    frame = pd.concat([frame[frame["variant"] == "baseline"], frame[frame["variant"] != "baseline"]], ignore_index=True)
+    x = np.arange(len(frame))
+    fig, axes = plt.subplots(1, len(REMEDY_PANELS), figsize=(max(12.0, 3.0 + 1.6 * len(frame)), 3.8))
+    literature = dict((c, p) for c, _, _, p in REMEDY_COLUMNS)
+    for ax, (column, label, log) in zip(axes, REMEDY_PANELS):
+        means = frame[column].to_numpy(float) if column in frame else np.full(len(frame), np.nan)
+        ax.bar(x, means, 0.6, yerr=_interval_errors(frame, column), capsize=2, color=PALETTE["ours"], label="ours")
+        for xi, values in zip(x, frame.get(f"{column}_seeds", pd.Series([""] * len(frame)))):
+            if isinstance(values, str) and values:
+                ys = [float(v) for v in values.split(" / ") if v != "nan"]
+                ax.plot([xi] * len(ys), ys, "o", color="black", markersize=2.5, zorder=3)
+        paper = literature.get(column)
+        if paper and paper in frame and frame[paper].notna().any():
+            ax.plot(x, frame[paper].astype(float), "D", color=PALETTE["paper"], markersize=6, label="literature")
+        if column == "key0_mass_mean" and "sink_slot_share" in frame:
+            ax.bar(
+                x,
+                frame["sink_slot_share"].fillna(0.0).to_numpy(float),
+                0.6,
+                bottom=np.nan_to_num(means),
+                color="white",
+                edgecolor=PALETTE["ours"],
+                hatch="///",
+                label="learned-sink share",
+            )
+        if column == "sink_ratio":
+            ax.axhline(20, color="#9e9e9e", linestyle=":", linewidth=1)
+        base = frame[frame["variant"] == "baseline"]
+        if column == "ppl" and len(base):
+            ax.axhline(1.05 * float(base["ppl"].iloc[0]), color="#9e9e9e", linestyle=":", linewidth=1)
+            ax.set_ylim(0.9 * np.nanmin(means), 1.1 * np.nanmax(means))
+        if log:
+            ax.set_yscale("log")
+        ax.set_ylabel(label)
+        ax.set_xticks(x)
+        ax.set_xticklabels(frame["variant"], rotation=40, ha="right", fontsize=7)
+        ax.legend(fontsize=7)
+    seeds = int(frame["n_seeds"].max()) if "n_seeds" in frame and len(frame) else 1
+    title = f"Sink remedies, each one switch from the baseline ({seeds} seeds: mean, 95 % interval, each seed a dot)"
+    fig.suptitle(title + (f" on {data}" if data else ""), fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_table(frame: pd.DataFrame, table: str, path: str | os.PathLike, data: str = ""):
+    """Any Section 4 table as a figure, one group of bars per variant (baseline first):
+    sink ratio (ours: seed mean +- sd, each seed a dot; the paper's beside), mean attention on key 0
+    (ours), and the spike relative to each one's baseline (max abs(h) / baseline's, log scale), since
+    absolute spikes differ ~100x between the paper's 7B model and ours. The remedies table: plot_remedies."""
+    import matplotlib.pyplot as plt
+
+    from ..reporting.plotting import PALETTE, apply_style, save_figure
+
+    if table == "remedies":
+        return plot_remedies(frame, path, data)
     apply_style()
     frame = pd.concat([frame[frame["variant"] == "baseline"], frame[frame["variant"] != "baseline"]], ignore_index=True)
     x = np.arange(len(frame))
