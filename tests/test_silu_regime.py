@@ -188,3 +188,19 @@ def test_sentences_batched_by_length_keep_their_index():
     plain = plain.sort_values(["block", "sample", "position"], kind="stable").reset_index(drop=True)
     np.testing.assert_allclose(frame["cos"], plain["cos"], rtol=1e-5)
     assert (frame["is_spike"] == plain["is_spike"]).all()
+
+
+def test_the_weighted_median_of_a_resample_is_the_median_of_its_rows():
+    """The windowed weighted median equals the median of the resampled rows spelled out."""
+    from spikesink.analyses.silu_regime.claims import _weighted_median_draws
+
+    rng = np.random.default_rng(0)
+    values, units = rng.normal(size=6000), rng.integers(0, 300, 6000)
+    counts = rng.multinomial(300, np.full(300, 1 / 300), size=50)
+    counts[0] = 0
+    counts[0, :3] = 100  # a resample of three units only: its median lies far outside the window
+    draws = _weighted_median_draws(values, units, counts)
+    for r in range(len(counts)):
+        rows = np.sort(np.repeat(values, counts[r][units]))
+        assert draws[r] == rows[(len(rows) + 1) // 2 - 1]  # the lower median
+    assert np.isnan(_weighted_median_draws(values, units, np.zeros((1, 300), dtype=int))[0])

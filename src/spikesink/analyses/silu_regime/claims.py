@@ -40,18 +40,40 @@ def summarize_silu(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _weighted_median_draws(values: np.ndarray, units: np.ndarray, counts: np.ndarray, chunk: int = 128) -> np.ndarray:
     """Median of `values` in each resample; a row's weight is its unit's count in that resample
-    (counts: (R, n_units)). NaN where a resample holds none of the rows."""
-    if values.size == 0:
+    (counts: (R, n_units)). NaN where a resample holds none of the rows.
+
+    Exact, and cheap on many rows: the cumulative weight is formed only over a window of the sorted
+    rows around the unweighted median (the weight below it from per-unit row counts); resamples
+    whose median falls outside the window are redone over all rows.
+    """
+    n_rows, n_units = values.size, counts.shape[1]
+    if n_rows == 0:
         return np.full(counts.shape[0], np.nan)
     order = np.argsort(values, kind="stable")
     sorted_values, sorted_units = values[order], units[order]
-    out = np.empty(counts.shape[0])
+    total = counts @ np.bincount(sorted_units, minlength=n_units)
+    lo, hi = (0, n_rows) if n_rows < 4096 else (int(0.45 * n_rows), int(0.55 * n_rows) + 1)
+    below = counts @ np.bincount(sorted_units[:lo], minlength=n_units)
+    out = _median_in_window(sorted_values, sorted_units, counts, below, total, lo, hi, chunk)
+    outside = np.isnan(out) & (total > 0)
+    if outside.any():
+        out[outside] = _median_in_window(
+            sorted_values, sorted_units, counts[outside], np.zeros(int(outside.sum())), total[outside], 0, n_rows, chunk
+        )
+    return out
+
+
+def _median_in_window(sorted_values, sorted_units, counts, below, total, lo, hi, chunk) -> np.ndarray:
+    """The first sorted row in [lo, hi) whose cumulative weight reaches half the total, per resample;
+    NaN where that row lies outside the window (or the resample is empty)."""
+    out = np.full(counts.shape[0], np.nan)
+    half = total / 2
     for start in range(0, counts.shape[0], chunk):
-        weights = counts[start : start + chunk][:, sorted_units]  # (c, rows)
-        cumulative = np.cumsum(weights, axis=1)
-        total = cumulative[:, -1]
-        index = (cumulative < total[:, None] / 2).sum(axis=1)  # first row reaching half the weight
-        out[start : start + chunk] = np.where(total > 0, sorted_values[np.minimum(index, values.size - 1)], np.nan)
+        rows = slice(start, start + chunk)
+        cumulative = below[rows, None] + np.cumsum(counts[rows][:, sorted_units[lo:hi]], axis=1)
+        inside = (below[rows] < half[rows]) & (cumulative[:, -1] >= half[rows]) & (total[rows] > 0)
+        index = lo + (cumulative < half[rows, None]).sum(axis=1)
+        out[rows] = np.where(inside, sorted_values[np.minimum(index, sorted_values.size - 1)], np.nan)
     return out
 
 
