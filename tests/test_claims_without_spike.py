@@ -1,0 +1,54 @@
+"""Every claim of the mechanism analyses yields a row on a random model without a spike, and that
+row reads n/a with its reason: a claim about the spike cannot fail (or hold) where there is none.
+
+The model goes through the pipeline's own stages: the extraction forward (block and sink
+statistics), the life-cycle detector, then each analysis's measure and claims."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from analysis_helpers import make_job
+from conftest import tiny_model
+
+from spikesink.acquisition.planted import planted_tokenizer
+from spikesink.analyses import runner
+from spikesink.analyses.lifecycle.measure import detect_lifecycle
+from spikesink.extraction.block_stats import extract_block_stats
+from spikesink.results import PromptSet, SinkStats
+
+torch.set_num_threads(1)
+ANALYSES = ("vocab_probe", "silu_regime", "amplifier", "rmsnorm_collapse", "sinks", "sink_geometry", "spike_channels")
+
+
+@pytest.fixture(scope="module")
+def random_run():
+    model = tiny_model(vocab_size=256)  # the planted byte tokenizer's ids, for the vocabulary probe's prefix
+    ids = np.random.default_rng(0).integers(0, 256, (8, 32))
+    stats = extract_block_stats(model, ids, batch_size=4, progress=False, collect_sinks=True, sink_eps=0.3)
+    lifecycle = detect_lifecycle(stats)
+    assert lifecycle.plateau is None and not lifecycle.massive_blocks  # no spike
+    prompts = PromptSet("extraction", list(ids), {"bos_added": False})
+    inputs = {
+        "lifecycle": lifecycle,
+        "block_stats": stats,
+        "sinks": SinkStats.from_arrays(stats.sinks),
+        "prompts.extraction": prompts,
+        "prompts.sentences": PromptSet("sentences", [row[: 5 + i] for i, row in enumerate(ids)], {}),
+    }
+    return model, inputs
+
+
+@pytest.mark.parametrize("name", ANALYSES)
+def test_every_claim_is_a_row_reading_n_a(random_run, name):
+    model, inputs = random_run
+    settings = {"limit": 32} if name == "vocab_probe" else None
+    job = make_job(name, inputs, model, settings, model_name="random")
+    job.model.tokenizer = planted_tokenizer()
+    result = runner.measure(job)
+    claims = runner.claims(result, job)
+    assert claims, name
+    assert all(c.verdict == "n/a" and c.ours.startswith("n/a: ") and len(c.ours) > 10 for c in claims), [
+        (c.claim, c.verdict, c.ours) for c in claims if c.verdict != "n/a"
+    ]
