@@ -17,6 +17,7 @@ from spikesink.ablations.evaluate import evaluate
 from spikesink.ablations.model import Decoder, ModelConfig
 from spikesink.ablations.train import (
     TrainConfig,
+    decoupled_decay,
     load_checkpoint,
     lr_at,
     main,
@@ -92,7 +93,9 @@ def test_sgd_optimizer_is_used_with_momentum_beta1(data, tmp_path):
     model = Decoder(ModelConfig(**MODEL, vocab_size=50))
     sgd = make_optimizer(model, TrainConfig(optimizer="sgd", lr=0.03, beta1=0.8, weight_decay=0.1))
     assert type(sgd) is torch.optim.SGD and sgd.defaults["momentum"] == 0.8 and sgd.defaults["lr"] == 0.03
-    assert [g["weight_decay"] for g in sgd.param_groups] == [0.1, 0.0]  # the same groups as AdamW
+    # the same groups as AdamW, the decay decoupled: no L2 term in the gradient (momentum would amplify it)
+    assert [g["weight_decay"] for g in sgd.param_groups] == [0.0, 0.0]
+    assert [g["sgdw_decay"] for g in sgd.param_groups] == [0.1, 0.0]
     assert type(make_optimizer(model, TrainConfig())) is torch.optim.AdamW
     # a run with optimizer sgd trains with SGD: its checkpoint holds SGD's momentum buffers, no Adam moments
     cfg = TrainConfig(**{**TRAIN, "optimizer": "sgd", "lr": 0.03, "keep_checkpoint": True})
@@ -106,6 +109,26 @@ def test_sgd_optimizer_is_used_with_momentum_beta1(data, tmp_path):
         load_checkpoint(
             tmp_path / "sgd" / "checkpoint", Decoder(model_cfg(data)), sgd, model_cfg(data), TrainConfig(**TRAIN)
         )
+
+
+def test_sgd_weight_decay_shrinks_like_adamws():
+    """Zero gradients: SGD's decayed matrices shrink by exactly (1 - lr x wd) per step, as AdamW's, and the
+    undecayed vectors stay; with torch's coupled L2 and momentum 0.9 they would shrink ~10x faster."""
+    torch.manual_seed(0)
+    model = Decoder(ModelConfig(**MODEL, vocab_size=50))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for optimizer_name in ("sgd", "adamw"):
+        for n, p in model.named_parameters():
+            p.data.copy_(before[n])
+        opt = make_optimizer(model, TrainConfig(optimizer=optimizer_name, lr=0.5, weight_decay=0.1))
+        for _ in range(3):
+            for p in model.parameters():
+                p.grad = torch.zeros_like(p)
+            decoupled_decay(opt)
+            opt.step()
+        for n, p in model.named_parameters():
+            factor = (1 - 0.5 * 0.1) ** 3 if p.ndim >= 2 else 1.0
+            assert torch.allclose(p, before[n] * factor, rtol=1e-5, atol=1e-7), (optimizer_name, n)
 
 
 def test_sgd_with_an_adam_only_knob_is_refused_naming_both():

@@ -139,7 +139,7 @@ class TrainConfig:
     warmup_frac: float = 0.04  # linear warm-up share of the steps (paper: 2000 of 50000)
     weight_decay: float = 0.1
     decay_all: bool = False  # True: decay every parameter (the official code's AdamW(model.parameters()))
-    optimizer: str = "adamw"  # adamw | sgd (Guo et al. 2024: momentum beta1, the same decay groups; no beta2)
+    optimizer: str = "adamw"  # adamw | sgd (Guo et al. 2024: momentum beta1, decoupled decay as AdamW's; no beta2)
     beta1: float = 0.9  # AdamW beta1; SGD's momentum
     beta2: float = 0.95  # AdamW only
     grad_clip: float = 1.0

@@ -5,7 +5,8 @@ learning rate, weight decay 0.1 on matrices only (norm gains, DyT alphas, learne
 sink logits and key/value biases are not decayed, as usual; `decay_all: true` decays everything
 like the official code), gradient clipping at 1.0, next-token loss on positions
 [loss_min_pos, loss_max_pos). `optimizer: sgd` swaps AdamW for SGD with momentum beta1 (Guo et al.
-2024's remedy), the same groups, schedule and clipping (the variant sets its own learning rate).
+2024's remedy), the same groups, schedule and clipping, its weight decay decoupled as AdamW's (the
+variant sets its own learning rate).
 
 Resumability: every `checkpoint_every` steps the model (safetensors), the optimizer state, the
 step, the RNG states, both configs, the seed and the training curve so far are written atomically
@@ -95,11 +96,26 @@ def param_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool = 
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW (betas beta1, beta2), or SGD with momentum beta1 (`optimizer: sgd`), over param_groups."""
+    """AdamW (betas beta1, beta2), or SGD with momentum beta1 (`optimizer: sgd`), over param_groups.
+
+    SGD's weight decay is decoupled as AdamW's (SGDW): each step shrinks the decayed parameters by
+    lr x weight_decay before the update (`decoupled_decay`, key `sgdw_decay`), instead of torch's L2 term in the gradient,
+    which momentum would amplify 1 / (1 - beta1) times. So weight_decay means the same for both."""
     groups = param_groups(model, cfg.weight_decay, cfg.decay_all)
     if cfg.optimizer == "sgd":
+        # own key: torch's AdamW groups carry a boolean "decoupled_weight_decay" flag of their own
+        groups = [{**g, "weight_decay": 0.0, "sgdw_decay": g["weight_decay"]} for g in groups]
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.beta1)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+@torch.no_grad()
+def decoupled_decay(optimizer: torch.optim.Optimizer) -> None:
+    """p <- p (1 - lr x weight_decay) for the groups that carry `sgdw_decay` (SGD; AdamW does it itself)."""
+    for group in optimizer.param_groups:
+        if group.get("sgdw_decay"):
+            for param in group["params"]:
+                param.mul_(1.0 - group["lr"] * group["sgdw_decay"])
 
 
 def pick_device(name: str) -> torch.device:
@@ -328,6 +344,7 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+        decoupled_decay(optimizer)
         optimizer.step()
         step += 1
         loss_value = float(loss.detach())

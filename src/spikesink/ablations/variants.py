@@ -132,6 +132,11 @@ def _gate(kind: str, granularity: str) -> Diff:
     return _model(gate=kind, gate_granularity=granularity)
 
 
+def _sgd(factor: float) -> Diff:
+    """SGD at `factor` x the baseline's learning rate, weight decay / factor: the same shrink per step (lr x wd)."""
+    return _train(lambda m, t: {"optimizer": "sgd", "lr": t.lr * factor, "weight_decay": t.weight_decay / factor})
+
+
 STATIC: list[Variant] = [
     Variant("baseline", "", "the baseline", lambda m, t: ({}, {}), PAPER_BASELINE, "Llama baseline"),
     # Table 3: optimizer
@@ -396,10 +401,18 @@ REMEDIES: list[Variant] = [
     Variant(
         "sgd",
         "remedies",
-        "SGD (momentum 0.9) instead of AdamW, 10x the learning rate",
-        _train(lambda m, t: {"optimizer": "sgd", "lr": t.lr * 10}),
+        "SGD (momentum 0.9) instead of AdamW, 10x the learning rate, the same decay per step (lr x wd)",
+        _sgd(10),
         _literature(),
         f"{GUO_2024}: SGD instead of Adam, lr 10x Adam's as in their code (no ratio published)",
+    ),
+    Variant(
+        "sgd-100x",
+        "remedies",
+        "SGD (momentum 0.9) at 100x the learning rate, the same decay per step (lr x wd)",
+        _sgd(100),
+        _literature(),
+        "SGD at the smallest of 10x / 33x / 100x the learning rate that reaches AdamW's perplexity in our budget",
     ),
     Variant(
         "norm-post",
