@@ -321,7 +321,7 @@ def _ours_label(frame: pd.DataFrame) -> str:
 # the remedies figure: one panel per column (column, y label, log scale), ours with its interval
 REMEDY_PANELS = (
     ("sink_ratio", "sink ratio (%), eps 0.3", False),
-    ("key0_mass_mean", "key-0 mass (hatched: learned-sink share)", False),
+    ("key0_mass_mean", "key-0 mass (+ learned-sink share)", False),
     ("first_token_to_median", "first-token max abs(h) / median", True),
     ("ppl", "held-out perplexity", False),
 )
@@ -341,8 +341,8 @@ def plot_remedies(frame: pd.DataFrame, path: str | os.PathLike, data: str = ""):
     """The remedies table as a figure, one bar per remedy (baseline first) in four panels: sink ratio,
     key-0 mass (the learned-sink share hatched on top), first-token spike and perplexity, each bar the
     seed mean with its 95 % bootstrap interval and every seed a dot; the literature's number a
-    diamond where one is published; dotted lines: the sink threshold (20 %), the baseline's
-    perplexity x 1.05 (the scorecard's cost limit)."""
+    diamond where one is published (sink ratio, first-token attention: the scales that compare);
+    dotted lines: the sink threshold (20 %), the baseline's perplexity x 1.05 (the cost limit)."""
     import matplotlib.pyplot as plt
 
     from ..reporting.plotting import PALETTE, apply_style, save_figure
@@ -350,8 +350,10 @@ def plot_remedies(frame: pd.DataFrame, path: str | os.PathLike, data: str = ""):
     apply_style()
     frame = pd.concat([frame[frame["variant"] == "baseline"], frame[frame["variant"] != "baseline"]], ignore_index=True)
     x = np.arange(len(frame))
-    fig, axes = plt.subplots(1, len(REMEDY_PANELS), figsize=(max(12.0, 3.0 + 1.6 * len(frame)), 3.8))
-    literature = dict((c, p) for c, _, _, p in REMEDY_COLUMNS)
+    fig, axes = plt.subplots(2, 2, figsize=(max(9.0, 2.0 + 0.8 * len(frame)), 7.2))
+    axes = axes.flatten()  # REMEDY_PANELS in reading order
+    # the literature's sink ratio and first-token attention are on our scale; its perplexity and spike are not
+    literature = {c: p for c, _, _, p in REMEDY_COLUMNS if c in ("sink_ratio", "key0_mass_mean")}
     for ax, (column, label, log) in zip(axes, REMEDY_PANELS):
         means = frame[column].to_numpy(float) if column in frame else np.full(len(frame), np.nan)
         ax.bar(x, means, 0.6, yerr=_interval_errors(frame, column), capsize=2, color=PALETTE["ours"], label="ours")
