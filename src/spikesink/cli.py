@@ -208,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     spike = default_spike_rule()
-    p.add_argument("--floor", type=float, default=spike.floor, help="massive: above this |h| ... (default: %(default)s)")
+    p.add_argument(
+        "--floor", type=float, default=spike.floor, help="massive: above this |h| ... (default: %(default)s)"
+    )
     p.add_argument(
         "--median-ratio",
         type=float,
@@ -224,9 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    commands.add_parser(
-        "thresholds", help="every claim's threshold, its default and the reason for it (Markdown)"
-    )
+    commands.add_parser("thresholds", help="every claim's threshold, its default and the reason for it (Markdown)")
     args = parser.parse_args(argv)
     if args.command == "thresholds":
         from spikesink.config import thresholds_markdown
