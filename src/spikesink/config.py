@@ -124,7 +124,7 @@ def extraction_settings(config: dict) -> ExtractionSettings:
     ext, spike = config.get("extraction", {}), config.get("spike", {})
     return ExtractionSettings(
         top_k=ext.get("top_k", 3),
-        median_stride=ext.get("median_stride", 7),
+        median_stride=ext.get("median_stride", 1),
         floor=spike.get("floor", 100.0),
         median_ratio=spike.get("median_ratio", 1000.0),
     )
