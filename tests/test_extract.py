@@ -79,7 +79,7 @@ def test_topk_median_token_max_channel_max_match_brute_force(case):
         np.testing.assert_allclose(
             stats.topk_value[kind, block - 1], h.reshape(len(h), -1)[np.arange(len(h))[:, None], order], rtol=1e-6
         )
-        np.testing.assert_allclose(stats.median[kind, block - 1], lower_median(flat), rtol=1e-6)
+        np.testing.assert_array_equal(stats.median[kind, block - 1], lower_median(flat))  # exact, not close
         np.testing.assert_allclose(stats.token_max[kind, block - 1], a.max(-1), rtol=1e-6)
         np.testing.assert_allclose(stats.pos0_mean[kind, block - 1], h[:, 0].mean(0), rtol=1e-5, atol=1e-7)
         if kind == RESIDUAL:
@@ -106,6 +106,49 @@ def test_spike_token_means_follow_sticky_mask(case):
     np.testing.assert_array_equal(stats.spike_count, counts)
     expected = sums / np.maximum(counts, 1)[None, :, None]
     np.testing.assert_allclose(stats.spike_mean, expected, rtol=1e-4, atol=1e-5)
+
+
+def median_cases():
+    gen = torch.Generator().manual_seed(3)
+    odd = torch.randn(5, 7, 9, generator=gen)  # 63 entries per sample
+    even = torch.randn(4, 6, 8, generator=gen) * torch.rand(1, 1, 8, generator=gen) * 10  # 48, channel scales
+    ties = torch.randint(-3, 4, (3, 10, 6), generator=gen).float()  # many equal magnitudes
+    spiked = torch.randn(2, 16, 32, generator=gen)
+    spiked[:, 0, 5] = 5e4
+    with_nan = torch.randn(3, 4, 5, generator=gen)
+    with_nan[1, 2, 3] = float("nan")
+    half = (torch.randn(3, 5, 8, generator=gen) * 100).bfloat16()
+    return {"odd": odd, "even": even, "ties": ties, "spiked": spiked, "nan": with_nan, "bf16": half}
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("name", ["odd", "even", "ties", "spiked", "nan", "bf16"])
+def test_median_is_torch_median_exactly(name, threads):
+    """The median is a selection, not an estimate: equal to torch.median (the lower middle value)
+    bit for bit, NaN where a sample holds one, rows split over threads or not."""
+    from spikesink.instrumentation.spikes import SpikeRule, spike_tokens, state_median
+
+    state = median_cases()[name]
+    before = state.clone()
+    flat = state.float().abs().reshape(len(state), -1)
+    want = flat.median(dim=1).values
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = state_median(state)
+        spikes = spike_tokens(state, SpikeRule(floor=0.0, median_ratio=3.0), channel_max=True)
+        valid = torch.ones(state.shape[:2], dtype=torch.bool)
+        valid[0, -2:] = False  # right padding in one sample
+        masked = state_median(state, valid)
+    finally:
+        torch.set_num_threads(previous)
+    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(spikes.median, want, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(spikes.token_max, state.float().abs().amax(-1), rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(spikes.channel_max, state.float().abs().amax(dim=(0, 1)), rtol=0, atol=0, equal_nan=True)
+    want_masked = torch.stack([state[b][valid[b]].float().abs().median() for b in range(len(state))])
+    torch.testing.assert_close(masked, want_masked, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(state.isnan(), before.isnan()) and torch.equal(state.nan_to_num(), before.nan_to_num())
 
 
 def test_strided_median_is_close_to_exact():

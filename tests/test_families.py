@@ -126,12 +126,20 @@ def test_sink_statistics_equal_eager_attention(family):
     ids = IDS.clone()
     ids[1, 9:] = 0
     ref = eager_key0(model, ids, mask)
+    spike = torch.zeros_like(IDS, dtype=torch.bool)
+    spike[:, [0, 4, 7]] = True
+    got = {}
     with torch.no_grad():
         from spikesink.extraction.sink_stats import SinkStatistics
 
-        with SinkStatistics(model) as sinks:
-            model(input_ids=ids, attention_mask=mask, use_cache=False)
-    np.testing.assert_allclose(sinks.result()["key0_mass"], ref, atol=1e-5, rtol=0)
+        for use_lse in (True, False):  # from the fused kernel's log-sum-exp; the chunked reference
+            with SinkStatistics(model, spike_positions=spike, use_kernel_lse=use_lse) as sinks:
+                model(input_ids=ids, attention_mask=mask, use_cache=False)
+            got[use_lse] = sinks.result()
+            np.testing.assert_allclose(got[use_lse]["key0_mass"], ref, atol=1e-5, rtol=0)
+            on_sdpa = model_layout(model).adapter.base_attention == "sdpa"
+            assert dict(sinks.kernels) == {"cpu flash" if use_lse and on_sdpa else "chunked": 3}
+    np.testing.assert_allclose(got[True]["spike_mass"], got[False]["spike_mass"], atol=1e-5, rtol=0)
     assert ref.std() > 1e-3  # the maps are not uniform: a wrong score would show
 
 

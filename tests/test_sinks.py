@@ -18,7 +18,7 @@ from spikesink.extraction.sink_stats import (
     sink_statistics,
     summarise_sinks,
 )
-from spikesink.instrumentation.attention import ROUTED, AttentionRoutingError
+from spikesink.instrumentation.attention import ROUTED, AttentionRoutingError, KernelLSE
 
 torch.set_num_threads(1)
 
@@ -316,3 +316,180 @@ def test_spike_positions_may_come_from_a_callable_per_layer():
     assert asked == [0, 1, 2]
     assert np.isnan(got[:, 0]).all()
     np.testing.assert_allclose(got[:, 1:], ref_spike[:, 1:], atol=1e-5, rtol=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Masses from the fused kernel's log-sum-exp vs the chunked reference pass
+# --------------------------------------------------------------------------------------------
+
+
+def both_ways(model, ids, attention_mask=None, spike=None):
+    """(LSE result, chunked result, kernels used by the LSE run) of one forward each."""
+    results = []
+    for use in (True, False):
+        with torch.no_grad(), SinkStatistics(model, spike_positions=spike, use_kernel_lse=use) as sinks:
+            model(input_ids=ids, attention_mask=attention_mask, use_cache=False)
+        results.append((sinks.result(), dict(sinks.kernels)))
+    (fast, kernels), (slow, reference_kernels) = results
+    assert reference_kernels == {"chunked": model.config.num_hidden_layers}
+    return fast, slow, kernels
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("padded", [False, True])
+def test_kernel_lse_equals_chunked_reference(family, padded):
+    model = tiny_model(family, seed=15, sliding_window=6) if family == "mistral" else tiny_model(family, seed=15)
+    gen = torch.Generator().manual_seed(16)
+    ids = torch.randint(0, 97, (3, 21), generator=gen)
+    spike = torch.rand(3, 21, generator=gen) < 0.2
+    mask = None
+    if padded:
+        mask = torch.ones(3, 21, dtype=torch.long)
+        mask[2, 13:] = 0
+    fast, slow, kernels = both_ways(model, ids, mask, spike)
+    assert kernels == {"cpu flash": 3}  # every layer from the kernel's LSE, none chunked
+    np.testing.assert_allclose(fast["key0_mass"], slow["key0_mass"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(fast["spike_mass"], slow["spike_mass"], atol=1e-5, rtol=0)
+    ref_key0, ref_spike, _ = eager_reference(model, ids, mask, spike)
+    np.testing.assert_allclose(fast["key0_mass"], ref_key0, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(fast["spike_mass"], ref_spike, atol=1e-5, rtol=0)
+
+
+def test_math_backend_has_no_lse_and_falls_back():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = tiny_model("llama", seed=17)
+    ids = torch.randint(0, 97, (2, 13), generator=torch.Generator().manual_seed(18))
+    with sdpa_kernel(SDPBackend.MATH):
+        plain = model(input_ids=ids).logits
+        fast, slow, kernels = both_ways(model, ids)
+        with SinkStatistics(model):
+            routed = model(input_ids=ids).logits
+    assert kernels == {"chunked": 3}
+    np.testing.assert_array_equal(fast["key0_mass"], slow["key0_mass"])
+    assert torch.equal(plain, routed)
+
+
+def test_masses_from_lse_against_dense_softmax():
+    """attention_masses with a log-sum-exp (computed densely here) against the float64 softmax."""
+    gen = torch.Generator().manual_seed(19)
+    q = torch.randn(2, 6, 19, 8, generator=gen) * 2
+    k = torch.randn(2, 3, 19, 8, generator=gen) * 2
+    k[:, :, 0] *= 3
+    spike = torch.rand(2, 19, generator=gen) < 0.2
+    causal = torch.ones(19, 19, dtype=torch.bool).tril().expand(2, 19, 19)
+    ref0, ref_spike = dense_masses(q, k, 0.3, causal, spike)
+    scores = (q @ k.repeat_interleave(2, dim=1).transpose(-1, -2)) * 0.3
+    lse = scores.masked_fill(~causal[:, None], float("-inf")).logsumexp(-1)
+    kernel = KernelLSE(lse, 0.3, "dense")
+    for chunk in (1, 50, 1 << 20):
+        got = attention_masses(q, k, 0.3, None, spike, kernel_lse=kernel, max_chunk_elements=chunk)
+        np.testing.assert_allclose(got.key0.numpy(), ref0.numpy(), atol=1e-5)
+        np.testing.assert_allclose(got.spike.numpy(), ref_spike.numpy(), atol=1e-5)
+    again = attention_masses(q, k, 0.3, causal[:, None], spike, kernel_lse=kernel)
+    np.testing.assert_allclose(again.key0.numpy(), ref0.numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="soft-capping"):
+        attention_masses(q, k, 0.3, None, kernel_lse=kernel, softcap=30.0)
+    with pytest.raises(ValueError, match="log-sum-exp of shape"):
+        attention_masses(q, k, 0.3, None, kernel_lse=KernelLSE(lse[:, :3], 0.3, "dense"))
+
+
+# --------------------------------------------------------------------------------------------
+# The CUDA kernels' wrappers and the dispatch, on CPU: fake aten ops that compute what the real
+# ones return (log-sum-exp layouts and paddings included) and record what they were given
+# --------------------------------------------------------------------------------------------
+
+
+def math_attention(q, k, v, bias, is_causal, scale):
+    """(out, lse) of softmax(scale * q k^T + bias) v, GQA by repeating key/value heads."""
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    scores = (q @ k.transpose(-1, -2)) * (scale if scale is not None else q.shape[-1] ** -0.5)
+    if is_causal:
+        scores = scores.masked_fill(torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
+    if bias is not None:
+        scores = scores + bias
+    return scores.softmax(-1) @ v, scores.logsumexp(-1)
+
+
+class FakeAten:
+    """Stands in for torch.ops.aten: the CUDA sdpa ops as torch documents their outputs."""
+
+    def __init__(self, choice=None, lse_factor=1.0):
+        self.choice, self.lse_factor, self.calls = choice, lse_factor, []
+
+    def _fused_sdp_choice(self, *args, **kwargs):
+        return self.choice if self.choice is not None else torch.ops.aten._fused_sdp_choice(*args, **kwargs)
+
+    def _scaled_dot_product_flash_attention(self, q, k, v, dropout_p, is_causal, return_debug_mask, *, scale):
+        assert q.shape[-1] % 8 == 0, "flash needs the head dim padded to a multiple of 8"
+        self.calls.append(("flash", q.shape, scale))
+        out, lse = math_attention(q, k, v, None, is_causal, scale)
+        return out, lse * self.lse_factor, None, None, 0, 0, None, None, None
+
+    def _scaled_dot_product_efficient_attention(self, q, k, v, bias, compute_lse, dropout_p, is_causal, *, scale):
+        assert compute_lse and (bias is None or bias.dtype == q.dtype)
+        if bias is not None:
+            assert bias.shape == (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+            assert all(stride % 8 == 0 for stride in bias.stride()[:-1] if stride), "bias rows aligned to 8"
+        self.calls.append(("efficient", q.shape, scale))
+        out, lse = math_attention(q, k, v, bias, is_causal, scale)
+        padded = torch.full((*lse.shape[:-1], -(-lse.shape[-1] // 32) * 32), 123.0)  # padded to 32 queries
+        padded[..., : lse.shape[-1]] = lse * self.lse_factor
+        return out, padded, None, None
+
+    def _scaled_dot_product_cudnn_attention(self, q, k, v, bias, compute_lse, dropout_p, is_causal, dbg, *, scale):
+        assert bias is None or bias.min() >= -65504.0  # cuDNN gets a finite "minus infinity"
+        self.calls.append(("cudnn", q.shape, scale))
+        out, lse = math_attention(q, k, v, bias, is_causal, scale)
+        return out, lse[..., None] * self.lse_factor, None, None, 0, 0, None, None, None
+
+
+@pytest.mark.parametrize("kernel", ["_cuda_flash", "_cuda_efficient", "_cuda_cudnn"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_cuda_kernel_wrappers_prepare_inputs_as_torch_sdpa_does(monkeypatch, kernel, masked):
+    from spikesink.instrumentation import attention
+
+    fake = FakeAten()
+    monkeypatch.setattr(attention, "_aten", fake)
+    gen = torch.Generator().manual_seed(20)
+    q, k, v = (torch.randn(2, 4, 19, 12, generator=gen) for _ in range(3))  # head dim 12: flash pads to 16
+    mask = None
+    if masked:
+        mask = torch.ones(19, 19, dtype=torch.bool).tril().expand(2, 1, 19, 19).clone()
+        mask[1, :, :, 15:] = False  # right padding
+        if kernel == "_cuda_flash":  # torch's sdpa never picks flash attention with a mask
+            with pytest.raises(ValueError, match="no attention mask"):
+                attention._cuda_flash(q, k, v, mask, False, None)
+            return
+    out, lse = getattr(attention, kernel)(q, k, v, mask, not masked, None)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=not masked)
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+    assert lse.shape == (2, 4, 19)  # padding and trailing dims gone
+    _, want_lse = math_attention(q, k, v, attention._additive(mask, q.dtype), not masked, None)
+    torch.testing.assert_close(lse, want_lse, atol=1e-5, rtol=1e-5)
+    assert fake.calls[0][2] is None or fake.calls[0][2] == pytest.approx(12**-0.5)  # scale of the unpadded head
+
+
+def test_dispatch_follows_the_backend_torch_would_choose(monkeypatch):
+    """With a fake 'efficient' choice the observer gets that kernel's LSE; a kernel whose LSE is
+    wrong (log2 units) is caught by the one-time check and the chunked pass takes over."""
+    from spikesink.instrumentation import attention
+
+    model = tiny_model("qwen2", seed=21)
+    ids = torch.randint(0, 97, (2, 17), generator=torch.Generator().manual_seed(22))
+    mask = torch.ones(2, 17, dtype=torch.long)
+    mask[1, 12:] = 0  # a mask: transformers repeats the key/value heads, as efficient attention needs
+    _, slow, _ = both_ways(model, ids, mask)
+    for factor, expected in ((1.0, "cuda efficient"), (1 / np.log(2), "chunked")):
+        fake = FakeAten(choice=2, lse_factor=factor)
+        monkeypatch.setattr(attention, "_aten", fake)
+        monkeypatch.setattr(attention, "_LSE_CHECKED", {})
+        monkeypatch.setitem(attention.LSE_KERNELS, ("cpu", 2), ("cuda efficient", attention._cuda_efficient))
+        with torch.no_grad(), SinkStatistics(model) as sinks:
+            model(input_ids=ids, attention_mask=mask, use_cache=False)
+            model(input_ids=ids, attention_mask=mask, use_cache=False)
+        assert dict(sinks.kernels) == {expected: 6}
+        np.testing.assert_allclose(sinks.result()["key0_mass"][:2], slow["key0_mass"], atol=1e-5, rtol=0)
+        # the wrong kernel ran once (checked, rejected); afterwards plain sdpa runs instead of it
+        assert len(fake.calls) == (6 if expected != "chunked" else 1)

@@ -84,10 +84,11 @@ class _Accumulator:
         self.n_seen = self._rows.stop
 
     def _per_prompt(self, kind: int, block: int, hidden: torch.Tensor):
-        """Top-k, median and per-token max of one (B, T, d) state; returns its SpikeTokens."""
+        """Top-k, median and per-token max of one (B, T, d) state; returns its SpikeTokens
+        (with the per-channel max for the residual)."""
         k = self.settings.top_k
         batch, seq_len, d_model = hidden.shape
-        spikes = spike_tokens(hidden, self.rule)
+        spikes = spike_tokens(hidden, self.rule, channel_max=kind == RESIDUAL)
         token_max = spikes.token_max  # (B, T)
         # The global top-k entries lie in the k tokens with the largest maxima: search only those.
         k_tokens = min(k, seq_len)
@@ -130,10 +131,7 @@ class _Accumulator:
     def block_residual(self, block: int, residual: torch.Tensor) -> None:
         spikes = self._per_prompt(RESIDUAL, block, residual)
         b = block - 1
-        self.channel_max[b] = torch.maximum(
-            self.channel_max[b],
-            residual.abs().amax(dim=(0, 1)).float(),  # exact in any dtype (see spike_tokens)
-        )
+        self.channel_max[b] = torch.maximum(self.channel_max[b], spikes.channel_max)
         self._spike_mask |= spikes.mask
         output = self._pending_output.pop(block)
         if self._spike_mask.any():

@@ -13,6 +13,12 @@ are formed in float32 in chunks of queries (O(chunk x T) per head): the mass on 
 chosen spike-token positions, per sample and head. Causal masks, sliding windows, soft-capping,
 GQA and right padding are respected (equal to eager attention within 1e-5 in the tests).
 
+Where the family runs on sdpa, the logsumexp_k term comes from the fused kernel itself (it
+computes it for the output anyway; instrumentation.attention.sdpa_with_lse), so only the few
+scores s_q0 and s_qj (j a spike token) are formed: O(T x d) per head, not a second Q K^T pass.
+The chunked pass stays as the reference (`use_kernel_lse=False`) and for kernels without a
+log-sum-exp (eager soft-capping of Gemma 2, the math backend, position biases).
+
 Usage (one forward pass shared with the block statistics of block_stats.py):
 
     with SinkStatistics(model) as sinks:
@@ -25,6 +31,7 @@ Usage (one forward pass shared with the block statistics of block_stats.py):
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +39,13 @@ import torch
 from torch import nn
 
 from spikesink import metrics
-from spikesink.instrumentation.attention import DEFAULT_CHUNK_ELEMENTS, AttentionObserver, probability_chunks
+from spikesink.instrumentation.attention import (
+    DEFAULT_CHUNK_ELEMENTS,
+    AttentionObserver,
+    KernelLSE,
+    key_probabilities,
+    probability_chunks,
+)
 from spikesink.instrumentation.taps import run_decoder
 
 
@@ -55,12 +68,14 @@ def attention_masses(
     max_chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     sliding_window: int | None = None,
     softcap: float | None = None,
+    kernel_lse: KernelLSE | None = None,
 ) -> AttentionMasses:
     """Attention mass on key 0 (and on spike keys) per (sample, head), without a T x T map.
 
     query (B, H, T, D) and key (B, H_kv, T, D) as given to an attention function; attention_mask
     as transformers passes it (None: causal). spike_keys: optional bool (B, T), the key positions
-    whose total mass is reported as `spike`.
+    whose total mass is reported as `spike`. kernel_lse: the fused kernel's log-sum-exp of these
+    scores; then only key 0 and the spike keys are scored (else the chunked reference pass).
 
     Why these denominators: key 0 mass follows Gu et al. (column sum over the number of
     queries that see the key), so with a sliding window the queries that cannot see key 0 do
@@ -72,22 +87,41 @@ def attention_masses(
             f"sink statistics need sequences of at least 2 tokens (got {q_len}): with one token "
             "every query trivially puts all its attention on key 0"
         )
-    geometry, chunks = probability_chunks(
-        query,
-        key,
-        scaling,
-        attention_mask,
-        softcap=softcap,
-        sliding_window=sliding_window,
-        max_chunk_elements=max_chunk_elements,
-    )
-    n_kv = key.shape[1]
+    if spike_keys is not None and spike_keys.shape != (batch, q_len):
+        raise ValueError(f"spike positions must be (B, T) = {(batch, q_len)}, got {tuple(spike_keys.shape)}")
     device = query.device
+    if kernel_lse is None:
+        geometry, chunks = probability_chunks(
+            query,
+            key,
+            scaling,
+            attention_mask,
+            softcap=softcap,
+            sliding_window=sliding_window,
+            max_chunk_elements=max_chunk_elements,
+        )
+        scored = spike_keys  # every key, in order
+    else:
+        if softcap is not None:
+            raise ValueError("a fused kernel's log-sum-exp does not include soft-capping")
+        # key 0 first, then every key that is a spike token in some sample
+        positions = torch.zeros(1, dtype=torch.long, device=device)
+        if spike_keys is not None:
+            positions = torch.cat([positions, spike_keys.to(device).any(0)[1:].nonzero()[:, 0] + 1])
+        geometry, chunks = key_probabilities(
+            query,
+            key,
+            kernel_lse,
+            positions,
+            attention_mask,
+            sliding_window=sliding_window,
+            max_chunk_elements=max_chunk_elements,
+        )
+        scored = None if spike_keys is None else spike_keys.to(device)[:, positions]
+    n_kv = key.shape[1]
     spike_weights = None
-    if spike_keys is not None:
-        if spike_keys.shape != (batch, q_len):
-            raise ValueError(f"spike positions must be (B, T) = {(batch, q_len)}, got {tuple(spike_keys.shape)}")
-        spike_weights = spike_keys.to(device=device, dtype=torch.float32)[:, None, None, :, None]  # (B, 1, 1, T, 1)
+    if scored is not None:
+        spike_weights = scored.to(device=device, dtype=torch.float32)[:, None, None, :, None]  # (B, 1, 1, keys, 1)
     key0_sum = torch.zeros(batch, n_kv, n_heads // n_kv, dtype=torch.float32, device=device)
     spike_sum = torch.zeros_like(key0_sum) if spike_weights is not None else None
     sees0 = geometry.sees0.to(torch.float32)
@@ -154,10 +188,13 @@ class SinkStatistics(AttentionObserver):
         *,
         eps: float | None = None,
         max_chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+        use_kernel_lse: bool = True,
     ):
         super().__init__(model)
         self.eps = _eps(eps)
         self.max_chunk_elements = int(max_chunk_elements)
+        self.wants_lse = bool(use_kernel_lse)
+        self.kernels: Counter[str] = Counter()  # layer calls per way of computing: "cpu flash", ..., "chunked"
         self._key0: list[torch.Tensor] = []  # one (B, L, H) per forward
         self._spike: list[torch.Tensor] = []
         self._n_queries: list[torch.Tensor] = []
@@ -173,7 +210,8 @@ class SinkStatistics(AttentionObserver):
             raise ValueError(f"spike positions must be a (B, T) boolean mask, got shape {tuple(mask.shape)}")
         self._spike_positions = mask.to(torch.bool)
 
-    def _compute(self, layer, module, query, key, attention_mask, kwargs):
+    def _compute(self, layer, module, query, key, attention_mask, kwargs, lse: KernelLSE | None = None):
+        self.kernels["chunked" if lse is None else lse.backend] += 1
         spikes = self._spike_positions
         if callable(spikes):
             spikes = spikes(layer)
@@ -187,6 +225,7 @@ class SinkStatistics(AttentionObserver):
             max_chunk_elements=self.max_chunk_elements,
             sliding_window=kwargs.get("sliding_window"),
             softcap=kwargs.get("softcap"),
+            kernel_lse=lse,
         )
 
     def _commit(self, per_layer: dict[int, AttentionMasses]) -> None:

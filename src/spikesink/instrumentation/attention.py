@@ -8,10 +8,17 @@ kwargs) on the side, after the q/k projections, any q/k norm and RoPE, i.e. exac
 softmax sees. An override may instead compute the output itself (e.g. a structural window
 mask for the KV-cache study), still through the registered function: no model code is patched.
 
-`probability_chunks` is the one kernel every attention statistic uses: the softmax
+`probability_chunks` is the reference kernel of every attention statistic: the softmax
 probabilities p(q -> k) under the model's mask (causal, sliding window, padding) and
 soft-capping, float32, in chunks of queries so that memory is O(chunk x T) per head; GQA is
 handled by grouping query heads per key/value head (no repeat of the keys).
+
+Where the family runs on sdpa and an observer asks for it (`wants_lse`), the registered function
+calls the very fused kernel F.scaled_dot_product_attention would pick (same inputs, so the same
+output bit for bit), but through the aten op that also returns each query's log-sum-exp
+(`sdpa_with_lse`). `key_probabilities` then gives the attention on a few chosen keys as
+exp(scale * q.k - lse): O(T x keys) per head instead of a second O(T^2) pass. Kernels without a
+log-sum-exp (eager soft-capping, the math backend, position biases) keep the reference kernel.
 
 Anything that would produce silently wrong numbers raises instead: a layer whose attention does
 not go through the interface (checked after every forward), left padding, cached keys.
@@ -20,16 +27,21 @@ not go through the interface (checked after every forward), left padding, cached
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .layout import model_layout
 from .taps import StopForward
+
+log = logging.getLogger(__name__)
 
 # our registered names, per base implementation (each with that implementation's mask builder)
 ROUTED = {"sdpa": "spikesink_sdpa", "eager": "spikesink_eager"}
@@ -116,6 +128,30 @@ def _geometry(allowed, chunk_mask: ChunkMask | None, q_len: int, device) -> Mask
     return MaskGeometry(valid, allowed[:, :, 0] & valid, not bool(torch.triu(allowed, diagonal=1).any()))
 
 
+def _check_shapes(query: torch.Tensor, key: torch.Tensor) -> None:
+    if query.dim() != 4 or key.dim() != 4:
+        raise ValueError("query and key must be (B, H, T, D)")
+    n_heads, q_len = query.shape[1], query.shape[2]
+    n_kv, k_len = key.shape[1], key.shape[2]
+    if k_len != q_len:
+        raise ValueError(
+            f"key length {k_len} != query length {q_len}: attention statistics are defined for one "
+            "full-sequence forward; call the model with use_cache=False and no past key values"
+        )
+    if n_heads % n_kv:
+        raise ValueError(f"{n_heads} query heads are not a multiple of {n_kv} key/value heads")
+
+
+def _allowed(attention_mask, q_len: int, sliding_window: int | None) -> torch.Tensor | None:
+    allowed = allowed_from_mask(attention_mask, q_len, q_len)
+    if allowed is None and sliding_window is not None and q_len > sliding_window:
+        raise ValueError(
+            f"sliding window {sliding_window} < sequence length {q_len} but no mask was given: "
+            "cannot tell which keys each query sees"
+        )
+    return allowed
+
+
 def probability_chunks(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -133,24 +169,11 @@ def probability_chunks(
     then the mask; softmax in float32. Keys beyond `width` are never seen by the chunk's queries.
     Fully masked rows (padding queries) give zeros.
     """
-    if query.dim() != 4 or key.dim() != 4:
-        raise ValueError("query and key must be (B, H, T, D)")
+    _check_shapes(query, key)
     batch, n_heads, q_len, head_dim = query.shape
     n_kv, k_len = key.shape[1], key.shape[2]
-    if k_len != q_len:
-        raise ValueError(
-            f"key length {k_len} != query length {q_len}: attention statistics are defined for one "
-            "full-sequence forward; call the model with use_cache=False and no past key values"
-        )
-    if n_heads % n_kv:
-        raise ValueError(f"{n_heads} query heads are not a multiple of {n_kv} key/value heads")
     chunk_mask = attention_mask if callable(attention_mask) else None
-    allowed = None if chunk_mask is not None else allowed_from_mask(attention_mask, q_len, k_len)
-    if allowed is None and chunk_mask is None and sliding_window is not None and q_len > sliding_window:
-        raise ValueError(
-            f"sliding window {sliding_window} < sequence length {q_len} but no mask was given: "
-            "cannot tell which keys each query sees"
-        )
+    allowed = None if chunk_mask is not None else _allowed(attention_mask, q_len, sliding_window)
     device = query.device
     geometry = _geometry(allowed, chunk_mask, q_len, device)
     groups = n_heads // n_kv
@@ -202,6 +225,213 @@ def chunked_attention_output(
 
 
 # --------------------------------------------------------------------------------------------
+# Fused sdpa with its log-sum-exp
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KernelLSE:
+    """The softmax normaliser a fused kernel computed with the output:
+    lse[b, h, q] = logsumexp_k(scale * q . k + mask[b, q, k]) over the keys the mask lets q see."""
+
+    lse: torch.Tensor  # (B, H, T) float32
+    scale: float
+    backend: str  # e.g. "cpu flash"
+
+
+def key_probabilities(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    kernel: KernelLSE,
+    positions: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    sliding_window: int | None = None,
+    max_chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> tuple[MaskGeometry, Iterator[tuple[int, int, torch.Tensor]]]:
+    """(mask geometry, iterator of (start, stop, probs)) with probs (B, H_kv, G, stop-start, P):
+    p(q -> positions[j]) = exp(scale * q . k_j - lse_q), zero where the mask hides key j from q.
+
+    The counterpart of `probability_chunks` for a few keys (key 0, the spike tokens) when the
+    kernel's log-sum-exp is known: O(T x P x D) per head instead of O(T^2 x D), float32.
+    """
+    _check_shapes(query, key)
+    batch, n_heads, q_len, head_dim = query.shape
+    n_kv = key.shape[1]
+    groups = n_heads // n_kv
+    if kernel.lse.shape != (batch, n_heads, q_len):
+        raise ValueError(f"log-sum-exp of shape {tuple(kernel.lse.shape)}, expected {(batch, n_heads, q_len)}")
+    allowed = _allowed(attention_mask, q_len, sliding_window)
+    device = query.device
+    geometry = _geometry(allowed, None, q_len, device)
+    positions = positions.to(device=device, dtype=torch.long)
+
+    def chunks():
+        with torch.no_grad():
+            q = query.detach().to(torch.float32).reshape(batch, n_kv, groups, q_len, head_dim)
+            k_t = key.detach()[:, :, positions].to(torch.float32).transpose(-1, -2)[:, :, None]  # (B, H_kv, 1, D, P)
+            lse = kernel.lse.detach().to(torch.float32).reshape(batch, n_kv, groups, q_len, 1)
+            size = int(max(1, min(q_len, max_chunk_elements // max(1, batch * n_heads * len(positions)))))
+            for start in range(0, q_len, size):
+                stop = min(q_len, start + size)
+                scores = torch.matmul(q[:, :, :, start:stop], k_t) * kernel.scale
+                if allowed is None:  # causal
+                    sees = positions[None, :] <= torch.arange(start, stop, device=device)[:, None]
+                else:
+                    sees = allowed[:, start:stop][:, :, positions][:, None, None]
+                # where, not a product: a fully masked (padding) query has lse = -inf
+                yield start, stop, torch.where(sees, torch.exp(scores - lse[:, :, :, start:stop]), 0.0)
+
+    return geometry, chunks()
+
+
+# module-level so that tests can stand in for the CUDA ops on a CPU-only machine
+_aten = torch.ops.aten
+NEG_INF_CUDNN = -65504.0  # what torch's sdpa puts into a boolean mask for cuDNN instead of -inf
+
+
+def _additive(mask: torch.Tensor | None, dtype: torch.dtype, neg_inf: float = float("-inf")):
+    """A boolean 'may attend' mask as the additive mask torch's sdpa converts it to."""
+    if mask is None or mask.dtype != torch.bool:
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, neg_inf)
+
+
+def _cpu_flash(query, key, value, mask, is_causal, scale):
+    out, lse = _aten._scaled_dot_product_flash_attention_for_cpu(
+        query, key, value, 0.0, is_causal, attn_mask=_additive(mask, query.dtype), scale=scale
+    )
+    return out, lse
+
+
+def _cuda_flash(query, key, value, mask, is_causal, scale):
+    if mask is not None:  # torch never chooses it with one
+        raise ValueError("CUDA flash attention takes no attention mask")
+    # as torch's sdpa does it: head dim padded to a multiple of 8, the scale of the unpadded one
+    head_dim = query.shape[-1]
+    pad = -head_dim % 8
+    q, k, v = (F.pad(t, (0, pad)) if pad else t for t in (query, key, value))
+    scale = scale if scale is not None else 1.0 / math.sqrt(head_dim)
+    out, lse = _aten._scaled_dot_product_flash_attention(q, k, v, 0.0, is_causal, False, scale=scale)[:2]
+    return out[..., :head_dim], lse
+
+
+def _cuda_efficient(query, key, value, mask, is_causal, scale):
+    bias = _additive(mask, query.dtype)
+    if bias is not None:  # torch's preprocess_mask: strides aligned to 8 elements, broadcast to 4-D
+        if bias.stride(-1) != 1 or any(stride % 8 for stride in bias.stride()[:-1]):
+            width = bias.shape[-1]
+            bias = F.pad(bias, (0, 8 - width % 8))[..., :width]
+        bias = bias.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
+    out, lse = _aten._scaled_dot_product_efficient_attention(
+        query, key, value, bias, True, 0.0, is_causal, scale=scale
+    )[:2]
+    return out, lse[..., : query.shape[2]]  # the log-sum-exp is padded to a multiple of 32 queries
+
+
+def _cuda_cudnn(query, key, value, mask, is_causal, scale):
+    bias = _additive(mask, query.dtype, NEG_INF_CUDNN)
+    out, lse = _aten._scaled_dot_product_cudnn_attention(
+        query, key, value, bias, True, 0.0, is_causal, False, scale=scale
+    )[:2]
+    return out, lse.reshape(query.shape[0], query.shape[1], -1)[..., : query.shape[2]]  # (B, H, T, 1) -> (B, H, T)
+
+
+# (device type, torch SDPBackend value) -> kernel(q, k, v, mask, is_causal, scale) -> (out (B, H, T, Dv), lse)
+LSE_KERNELS: dict[tuple[str, int], tuple[str, Callable]] = {
+    ("cpu", 1): ("cpu flash", _cpu_flash),
+    ("cuda", 1): ("cuda flash", _cuda_flash),
+    ("cuda", 2): ("cuda efficient", _cuda_efficient),
+    ("cuda", 3): ("cuda cudnn", _cuda_cudnn),
+}
+# (backend, dtype) -> whether its log-sum-exp matched an explicit one on the first call (see _lse_agrees)
+_LSE_CHECKED: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def _lse_agrees(query, key, lse: torch.Tensor, scale: float, mask, is_causal: bool) -> bool:
+    """The kernel's log-sum-exp against an explicit one for two query rows: a wrong layout,
+    padding, unit (log2) or scale would not pass. Cheap (two rows); run once per backend and dtype."""
+    q_len = query.shape[2]
+    rows = torch.tensor(sorted({q_len // 2, q_len - 1}), device=query.device)
+    k = key.float().repeat_interleave(query.shape[1] // key.shape[1], dim=1)
+    scores = torch.matmul(query[:, :, rows].float(), k.transpose(-1, -2)) * scale  # (B, H, r, T)
+    if mask is None:
+        sees = torch.arange(q_len, device=query.device)[None, :] <= rows[:, None] if is_causal else None
+    else:
+        sees = allowed_from_mask(mask, q_len, q_len)[:, rows][:, None]
+    if sees is not None:
+        scores = scores.masked_fill(~sees, float("-inf"))
+    want = torch.logsumexp(scores, dim=-1)
+    got = lse[:, :, rows].float()
+    tolerance = 1e-3 if query.dtype in (torch.float32, torch.float64) else 3e-2
+    seen = torch.isfinite(want)  # a fully masked row has no normaliser to compare
+    return bool(((got - want).abs()[seen] <= tolerance).all())
+
+
+def sdpa_with_lse(
+    module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, position_bias=None, **kwargs
+):
+    """transformers' sdpa_attention_forward, returning ((output, None), KernelLSE or None).
+
+    The same preprocessing (GQA by `enable_gqa` or repeated key/value heads, `is_causal` only
+    without a mask) and the backend torch's sdpa would choose for these inputs; where that
+    backend has an LSE-returning op (CPU flash; CUDA flash, memory-efficient, cuDNN) it is
+    called as torch's sdpa calls it, so the output is the same. Anything else (math backend,
+    position bias, dropout, cached keys, other devices) runs sdpa_attention_forward unchanged and
+    returns no LSE.
+    """
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward, use_gqa_in_sdpa
+
+    def plain():
+        output = sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal,
+            position_bias=position_bias, **kwargs,
+        )  # fmt: skip
+        return output, None
+
+    q_len = query.shape[2]
+    if (
+        position_bias is not None
+        or dropout
+        or kwargs.get("softcap") is not None
+        or q_len < 2
+        or key.shape[2] != q_len
+        or query.device.type not in ("cpu", "cuda")
+        or torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+    ):
+        return plain()
+    n_rep = getattr(module, "num_key_value_groups", 1)
+    enable_gqa, k, v = False, key, value
+    if n_rep > 1:
+        if use_gqa_in_sdpa(attention_mask, key, value):
+            enable_gqa = True
+        else:
+            k, v = repeat_kv(key, n_rep), repeat_kv(value, n_rep)
+    causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", True)) and attention_mask is None
+    try:
+        choice = int(
+            _aten._fused_sdp_choice(query, k, v, attention_mask, 0.0, causal, scale=scaling, enable_gqa=enable_gqa)
+        )
+    except (RuntimeError, TypeError):  # older torch without enable_gqa, or no viable backend
+        return plain()
+    name, kernel = LSE_KERNELS.get((query.device.type, choice), (None, None))
+    checked = _LSE_CHECKED.get((name, query.dtype))
+    if kernel is None or checked is False:
+        return plain()
+    out, lse = kernel(query, k, v, attention_mask, causal, scaling)
+    scale = float(scaling) if scaling is not None else 1.0 / math.sqrt(query.shape[-1])
+    if checked is None:
+        checked = _LSE_CHECKED[(name, query.dtype)] = _lse_agrees(query, k, lse, scale, attention_mask, causal)
+        if not checked:
+            log.warning(
+                "%s: its log-sum-exp disagrees with an explicit one; attention statistics use the chunked pass", name
+            )
+    output = out.transpose(1, 2).contiguous()  # (B, T, H, Dv), as sdpa_attention_forward returns it
+    return (output, None), (KernelLSE(lse.to(torch.float32), scale, name) if checked else None)
+
+
+# --------------------------------------------------------------------------------------------
 # Routing: registered attention functions, observers and overrides per attention module
 # --------------------------------------------------------------------------------------------
 
@@ -227,16 +457,20 @@ def _family_eager(module):
 def _routed(base: str):
     def forward(module, query, key, value, attention_mask, **kwargs):
         route = _ROUTES.get(id(module))
+        observers = route.observers if route is not None else ()
+        lse = None
         if route is not None and route.override is not None:
             output = route.override(module, query, key, value, attention_mask, kwargs)
+        elif base == "sdpa" and any(observer.wants_lse for observer in observers):
+            output, lse = sdpa_with_lse(module, query, key, value, attention_mask, **kwargs)
         elif base == "sdpa":
             from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
             output = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
         else:
             output = _family_eager(module)(module, query, key, value, attention_mask, **kwargs)
-        for observer in route.observers if route is not None else ():
-            observer._observe(module, query, key, attention_mask, kwargs)
+        for observer in observers:
+            observer._observe(module, query, key, attention_mask, kwargs, lse)
         return output
 
     return forward
@@ -300,7 +534,12 @@ class AttentionObserver:
     no half-filled sample behind. With `stop_after_last` the forward ends (StopForward, caught
     by taps.run_decoder) right after the deepest observed layer's attention, whose results are
     committed first.
+
+    An observer with `wants_lse` has `_compute` called with one more argument: the kernel's
+    log-sum-exp (KernelLSE), or None where the attention ran on a kernel that gives none.
     """
+
+    wants_lse = False
 
     def __init__(self, model: nn.Module, layers: Sequence[int] | None = None, stop_after_last: bool = False):
         self.model = model
@@ -327,11 +566,12 @@ class AttentionObserver:
     def scaling(module, kwargs) -> float:
         return _scaling(module, kwargs)
 
-    def _observe(self, module, query, key, attention_mask, kwargs) -> None:
+    def _observe(self, module, query, key, attention_mask, kwargs, lse: KernelLSE | None = None) -> None:
         layer = self._module_layer[id(module)]
         if layer in self._buffer:
             raise AttentionRoutingError(f"attention of layer {layer} ran twice in one forward")
-        self._buffer[layer] = self._compute(layer, module, query, key, attention_mask, kwargs)
+        extra = (lse,) if self.wants_lse else ()
+        self._buffer[layer] = self._compute(layer, module, query, key, attention_mask, kwargs, *extra)
         if self.stop_after_last and layer == self.layers[-1]:
             self._after_forward(None, None, None)
             raise StopForward

@@ -17,8 +17,10 @@ interventions, quantization outliers) flags spike tokens through `spike_tokens`.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..metrics import is_massive
@@ -30,18 +32,61 @@ class SpikeTokens:
     mask: torch.Tensor  # (B, T) bool: spike tokens (valid tokens only)
     token_max: torch.Tensor  # (B, T) float32: each token's largest |h|
     median: torch.Tensor  # (B,) float32: the median the threshold was taken against
+    channel_max: torch.Tensor | None = None  # (d,) float32 largest |h| per channel over the batch, if asked
+
+
+def _magnitudes(state: torch.Tensor) -> torch.Tensor:
+    """|state| as a new float32 tensor (never a view of the model's own state)."""
+    mags = state.detach().abs()
+    return mags if mags.dtype == torch.float32 else mags.float()
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _partition_rows(values: np.ndarray, k: int) -> None:
+    """values.partition(k, axis=1), rows split over torch's intra-op thread count: numpy selects on
+    one thread (releasing the GIL), every torch op around it on all of them."""
+    workers = min(torch.get_num_threads(), len(values))
+    if workers < 2:
+        values.partition(k, axis=1)
+        return
+    pool = _POOLS.get(workers) or _POOLS.setdefault(workers, ThreadPoolExecutor(workers, "spikesink-median"))
+    bounds = np.linspace(0, len(values), workers + 1).astype(int)
+    list(pool.map(lambda i: values[bounds[i] : bounds[i + 1]].partition(k, axis=1), range(workers)))
+
+
+def _median_of_magnitudes(mags: torch.Tensor, nan_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """(R,) float32: per row of the (R, n) float32 magnitudes, torch.median's value (the lower of
+    the two middle ones for even n) exactly, NaN where the row holds a NaN (`nan_rows` if known).
+    Reorders `mags` in place.
+
+    On CPU numpy's in-place partition (introselect, vectorised on x86) is ~15x faster than
+    torch.median (0.4 vs 6 ms for 8 x 73,728 values): the exact median costs less than the
+    estimate from every 7th entry did. Other devices use torch.median.
+    """
+    if mags.device.type != "cpu":
+        return mags.median(dim=1).values
+    values = mags.numpy()
+    k = (values.shape[1] - 1) // 2
+    _partition_rows(values, k)
+    median = torch.from_numpy(values[:, k].copy())
+    if nan_rows is None:  # numpy sorts NaN last: any NaN lies at or above the k-th place
+        nan_rows = torch.from_numpy(np.isnan(values[:, k:].max(axis=1)))
+    return median.masked_fill_(nan_rows, float("nan"))
 
 
 def state_median(state: torch.Tensor, valid: torch.Tensor | None = None, stride: int = 1) -> torch.Tensor:
-    """(B,) float32 median |h| of each sample's (T x d) state over its valid tokens."""
+    """(B,) float32 median |h| of each sample's (T x d) state over its valid tokens (torch.median's
+    lower median; exact with stride 1, else of every `stride`-th entry)."""
     if state.dim() != 3:
         raise ValueError(f"state must be (B, T, d), got shape {tuple(state.shape)}")
+    stride = max(1, int(stride))
     if valid is None:
-        flat = state.reshape(state.shape[0], -1)[:, :: max(1, int(stride))]
-        return flat.float().abs().median(dim=1).values
+        return _median_of_magnitudes(_magnitudes(state.reshape(state.shape[0], -1)[:, ::stride]))
     valid = valid.to(device=state.device, dtype=torch.bool)
-    return torch.stack(
-        [state[b][valid[b]].reshape(-1)[:: max(1, int(stride))].float().abs().median() for b in range(state.shape[0])]
+    return torch.cat(
+        [_median_of_magnitudes(_magnitudes(state[b][valid[b]].reshape(1, -1)[:, ::stride])) for b in range(len(state))]
     )
 
 
@@ -50,22 +95,30 @@ def spike_tokens(
     rule: SpikeRule | None = None,
     valid: torch.Tensor | None = None,
     reference_median: float | torch.Tensor | None = None,
+    *,
+    channel_max: bool = False,
 ) -> SpikeTokens:
     """Spike tokens of a (B, T, d) state (module docstring); float32 whatever the state's dtype.
 
     reference_median: a scalar or (B,) median to compare against instead of the state's own
-    (e.g. the corpus median of the same block for single-token probes).
+    (e.g. the corpus median of the same block for single-token probes). channel_max: also
+    return each channel's largest |h| over all tokens (from the same |h| pass).
     """
     rule = rule or SpikeRule()
-    # abs and max are exact in any dtype, so the float32 cast can follow them; this is ~9x faster
-    # on CPU than vector_norm(ord=inf, dtype=float32), and it runs on every tapped state
-    token_max = state.abs().amax(dim=-1).float()
+    # abs and max are exact in any dtype (~9x faster on CPU than vector_norm(ord=inf, dtype=float32));
+    # one |h| tensor serves the maxima and then the median, which reorders it
+    mags = _magnitudes(state)
+    token_max = mags.amax(dim=-1)
+    per_channel = mags.amax(dim=(0, 1)) if channel_max else None
     if reference_median is not None:
         median = torch.as_tensor(reference_median, dtype=torch.float32, device=state.device).reshape(-1)
         median = median.expand(state.shape[0]) if median.numel() == 1 else median
+    elif valid is None and rule.median_stride == 1:
+        # amax propagates NaN, so token_max tells which rows hold one
+        median = _median_of_magnitudes(mags.reshape(state.shape[0], -1), token_max.isnan().any(-1))
     else:
         median = state_median(state, valid, rule.median_stride)
     mask = is_massive(token_max, median[:, None], rule.floor, rule.median_ratio)
     if valid is not None:
         mask &= valid.to(device=mask.device, dtype=torch.bool)
-    return SpikeTokens(mask=mask, token_max=token_max, median=median)
+    return SpikeTokens(mask=mask, token_max=token_max, median=median, channel_max=per_channel)
