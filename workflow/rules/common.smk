@@ -28,7 +28,7 @@ ACQUISITION_KEYS = {
     "local": ("path",),
     "random": ("model_type", "config", "seed", "tokenizer", "add_bos"),
     "planted": ("planted",),
-    "hub": ("repo_id", "revision", "trust_remote_code", "gated"),
+    "hub": ("repo_id", "revision", "trust_remote_code", "gated", "endpoint"),
 }
 
 
