@@ -131,7 +131,11 @@ def analysis_outputs():
 
 
 def all_outputs():
-    return [*analysis_outputs(), *expand("paper_tables/scorecard.{ext}", ext=["csv", "md"]), *ablation_outputs()]
+    return [
+        *analysis_outputs(),
+        *expand("paper_tables/{table}.{ext}", table=["scorecard", "provenance"], ext=["csv", "md"]),
+        *ablation_outputs(),
+    ]
 
 
 def ablation_outputs():

@@ -11,3 +11,21 @@ rule scorecard:
         ANALYSIS_ENV
     script:
         "../scripts/scorecard.py"
+
+
+rule provenance:
+    """Where every model's weights came from and the bytes analysed; a hub revision that is not a
+    commit hash is named here, under the scorecard on the report's first page."""
+    input:
+        models=expand("resources/models/{model}", model=MODELS),
+    output:
+        csv=report("paper_tables/provenance.csv", caption="../report/provenance.rst", category="Scorecard"),
+        md="paper_tables/provenance.md",
+    log:
+        "logs/provenance.log",
+    conda:
+        ANALYSIS_ENV
+    params:
+        models=MODELS,
+    script:
+        "../scripts/provenance.py"
