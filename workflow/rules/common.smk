@@ -189,16 +189,18 @@ def read_files(keys, per_model=True):
 
 
 def figure_outputs(entry, figures, model):
+    """PDF and PNG of each figure; the report embeds the PNG, which every browser shows inline (a PDF
+    needs the browser's PDF viewer in a frame)."""
     out = {}
     for figure in figures:
         stem = analysis_jobs.figure_stem(entry, figure, model)
-        out[f"{figure.name or 'figure'}_pdf"] = report(
-            f"{stem}.pdf",
+        out[f"{figure.name or 'figure'}_pdf"] = f"{stem}.pdf"
+        out[f"{figure.name or 'figure'}_png"] = report(
+            f"{stem}.png",
             caption=str(entry.caption_path(figure)),
             category=entry.title,
             labels={"model": model or "all models", "figure": figure.title or entry.paper},
         )
-        out[f"{figure.name or 'figure'}_png"] = f"{stem}.png"
     return out
 
 
