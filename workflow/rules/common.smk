@@ -28,7 +28,7 @@ ACQUISITION_KEYS = {
     "local": ("path",),
     "random": ("model_type", "config", "seed", "tokenizer", "add_bos"),
     "planted": ("planted",),
-    "hub": ("repo_id", "revision", "trust_remote_code", "gated"),
+    "hub": ("repo_id", "revision", "trust_remote_code", "gated", "endpoint"),
 }
 
 
@@ -134,6 +134,7 @@ def all_outputs():
     return [
         *analysis_outputs(),
         *expand("paper_tables/scorecard{part}.{ext}", part=["", "_counts"], ext=["csv", "md"]),
+        *expand("paper_tables/provenance.{ext}", ext=["csv", "md"]),
         *expand("figures/scorecard/overview.{ext}", ext=["pdf", "png"]),
         *ablation_outputs(),
     ]
@@ -190,16 +191,18 @@ def read_files(keys, per_model=True):
 
 
 def figure_outputs(entry, figures, model):
+    """PDF and PNG of each figure; the report embeds the PNG, which every browser shows inline (a PDF
+    needs the browser's PDF viewer in a frame)."""
     out = {}
     for figure in figures:
         stem = analysis_jobs.figure_stem(entry, figure, model)
-        out[f"{figure.name or 'figure'}_pdf"] = report(
-            f"{stem}.pdf",
+        out[f"{figure.name or 'figure'}_pdf"] = f"{stem}.pdf"
+        out[f"{figure.name or 'figure'}_png"] = report(
+            f"{stem}.png",
             caption=str(entry.caption_path(figure)),
             category=entry.title,
             labels={"model": model or "all models", "figure": figure.title or entry.paper},
         )
-        out[f"{figure.name or 'figure'}_png"] = f"{stem}.png"
     return out
 
 
