@@ -41,3 +41,7 @@ TABLE2 = {
 
 # Section 3.1 spike channels named in the text (Figure 3)
 SPIKE_CHANNELS = {"Llama-3-8B": [788, 1384, 4062]}
+
+# Tables 5-7: the sink ratio (eps 0.3) of the paper's Llama baseline trained from scratch, the one
+# sink ratio the paper reports for a standard pre-norm softmax model
+BASELINE_SINK_RATIO = 46.0

@@ -11,6 +11,7 @@ import pandas as pd
 
 from spikesink.analyses.sinks.result import Sinks
 from spikesink.analyses.unit import Job
+from spikesink.reporting import paper
 from spikesink.reporting.plotting import OURS_STYLE, PALETTE, apply_style, save_figure
 
 ROLE_TITLE = {"sink": "sink head", "non_sink": "non-sink head"}
@@ -30,6 +31,7 @@ def draw(result: Sinks, job: Job, paths: Mapping[str, os.PathLike]) -> dict:
             title=f"{name}: spikes and sinks over depth",
             step_up=lc.step_up,
             step_down=lc.step_down,
+            model_sink_ratio=result.sink_ratio,
         ),
     }
 
@@ -92,9 +94,11 @@ def plot_sink_vs_spike(
     title: str | None = None,
     step_up: Sequence[int] = (),
     step_down: Sequence[int] = (),
+    model_sink_ratio: float | None = None,
 ) -> dict:
     """Spike magnitude (top-1 |h| per block, post-residual) above, sinks per layer below, same depth axis.
-    Returns the three curves drawn.
+    Returns the three curves drawn and the two whole-model sink ratios drawn as lines (ours, when
+    given, and the paper's from-scratch baseline of Tables 5-7).
 
     x is the paper's block number; a layer's sink statistics sit at its attention block 2l+1
     (0-based l). top1_per_block comes from the extraction (length 2L).
@@ -115,6 +119,23 @@ def plot_sink_vs_spike(
     bottom.plot(attention_blocks, ratio, **OURS_STYLE, label="sink ratio (%)")
     bottom.set_ylabel("sink ratio (%)")
     bottom.set_ylim(-2, 102)
+    lines = {"paper baseline sink ratio (%)": paper.BASELINE_SINK_RATIO}
+    bottom.axhline(
+        paper.BASELINE_SINK_RATIO,
+        color=PALETTE["paper"],
+        linestyle="-.",
+        linewidth=1,
+        label=f"paper: {paper.BASELINE_SINK_RATIO:g} % (Llama baseline, Tables 5-7)",
+    )
+    if model_sink_ratio is not None and np.isfinite(model_sink_ratio):
+        lines["model sink ratio (%)"] = float(model_sink_ratio)
+        bottom.axhline(
+            model_sink_ratio,
+            color=PALETTE["ours"],
+            linestyle="--",
+            linewidth=1,
+            label=f"ours, whole model: {model_sink_ratio:.1f} %",
+        )
     twin = bottom.twinx()
     twin.plot(attention_blocks, mass, color=PALETTE["median"], linestyle=":", marker=".", label="mean key-0 mass")
     twin.set_ylim(-0.02, 1.02)
@@ -134,4 +155,5 @@ def plot_sink_vs_spike(
         "top1_by_block": pd.Series(top1, index=blocks),
         "sink_ratio_by_layer": pd.Series(ratio, index=attention_blocks),
         "key0_mass_by_layer": pd.Series(mass, index=attention_blocks),
+        "lines": lines,
     }

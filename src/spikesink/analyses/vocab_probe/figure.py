@@ -75,14 +75,26 @@ def plot_vocab_probe(frame: pd.DataFrame, summary: Mapping, path: str | os.PathL
             linewidth=1,
             label=f"{summary['median_ratio']:g} x reference median",
         )
+    low, high = paper_share_range()
+    drawn["paper_share_pos0"] = (low, high)
+    # the paper's Table 2 as a legend entry: a share, not a magnitude, so no line on this axis
+    ax.plot([], [], " ", label=f"paper (Table 2, 7 models): {100 * low:.2f}-{100 * high:.2f}% at position 0")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("max |h| over probed blocks and channels")
     ax.set_ylabel("vocabulary items")
     ax.set_title(f"Vocabulary probe{' - ' + model if model else ''} ({summary['n_probed']:,} ids)")
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=8, frameon=True, framealpha=0.9)
     save_figure(fig, path)
     return drawn
+
+
+def paper_share_range() -> tuple[float, float]:
+    """The lowest and highest share of spike tokens at position 0 among the paper's Table 2 models."""
+    from spikesink.reporting import paper
+
+    shares = [ref["spike_tokens"] / ref["vocab"] for ref in paper.TABLE2.values()]
+    return min(shares), max(shares)
 
 
 def table2(rows: Sequence[Mapping]) -> pd.DataFrame:
