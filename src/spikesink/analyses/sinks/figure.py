@@ -86,6 +86,18 @@ def plot_key0_heatmap(
     return {"key0_mass": mass}
 
 
+def _whole_model_lines(ax, model_sink_ratio: float | None) -> dict[str, float]:
+    """The paper's baseline sink ratio and, when given, this model's whole-model one, as lines."""
+    lines = {"paper baseline sink ratio (%)": paper.BASELINE_SINK_RATIO}
+    label = f"paper: {paper.BASELINE_SINK_RATIO:g} % (Llama baseline, Tables 5-7)"
+    ax.axhline(paper.BASELINE_SINK_RATIO, color=PALETTE["paper"], linestyle="-.", linewidth=1, label=label)
+    if model_sink_ratio is not None and np.isfinite(model_sink_ratio):
+        lines["model sink ratio (%)"] = float(model_sink_ratio)
+        label = f"ours, whole model: {model_sink_ratio:.1f} %"
+        ax.axhline(model_sink_ratio, color=PALETTE["ours"], linestyle="--", linewidth=1, label=label)
+    return lines
+
+
 def plot_sink_vs_spike(
     sink_ratio_layer: np.ndarray,
     key0_mass_layer: np.ndarray,
@@ -119,23 +131,7 @@ def plot_sink_vs_spike(
     bottom.plot(attention_blocks, ratio, **OURS_STYLE, label="sink ratio (%)")
     bottom.set_ylabel("sink ratio (%)")
     bottom.set_ylim(-2, 102)
-    lines = {"paper baseline sink ratio (%)": paper.BASELINE_SINK_RATIO}
-    bottom.axhline(
-        paper.BASELINE_SINK_RATIO,
-        color=PALETTE["paper"],
-        linestyle="-.",
-        linewidth=1,
-        label=f"paper: {paper.BASELINE_SINK_RATIO:g} % (Llama baseline, Tables 5-7)",
-    )
-    if model_sink_ratio is not None and np.isfinite(model_sink_ratio):
-        lines["model sink ratio (%)"] = float(model_sink_ratio)
-        bottom.axhline(
-            model_sink_ratio,
-            color=PALETTE["ours"],
-            linestyle="--",
-            linewidth=1,
-            label=f"ours, whole model: {model_sink_ratio:.1f} %",
-        )
+    lines = _whole_model_lines(bottom, model_sink_ratio)
     twin = bottom.twinx()
     twin.plot(attention_blocks, mass, color=PALETTE["median"], linestyle=":", marker=".", label="mean key-0 mass")
     twin.set_ylim(-0.02, 1.02)
