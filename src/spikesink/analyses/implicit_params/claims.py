@@ -107,62 +107,64 @@ def implicit_claims(
         return [spec.na(model, reason) for spec in (OWN_MEAN, ZERO, CONSTANT)]
     base = float(table.loc[table["mode"] == "none", "perplexity"].iloc[0])
     edits = table[table["mode"] != "none"]
-    have_prompts = per_prompt is not None and not per_prompt.empty
+    per_prompt = per_prompt if per_prompt is not None and not per_prompt.empty else None
     claims = []
-    for spec, mode in ((OWN_MEAN, "own_mean"), (ZERO, "zero")):
+    for spec, mode, threshold in ((OWN_MEAN, "own_mean", mean_tolerance), (ZERO, "zero", zero_factor)):
         rows = edits[edits["mode"] == mode]
         if rows.empty:
             claims.append(spec.na(model, f"the edit {mode} was not run (analyses.implicit_params.modes)"))
-            continue
-        judged, parts = [], []
-        for r in rows.itertuples():
-            # without per-prompt measurements (a result from before they were kept) the point decides
-            est = ratio_estimate(per_prompt, int(r.block), mode) if have_prompts else Estimate.point(r.ratio)
-            if mode == "own_mean":
-                v = combine([verdict(est, 1 + mean_tolerance, "<="), verdict(est, 1 - mean_tolerance, ">=")])
-            else:
-                v = verdict(est, zero_factor, ">=")
-            judged.append((v, est, int(r.block)))
-            fmt = "{:.4f}" if mode == "own_mean" else "{:.4g}"
-            parts.append(f"block {int(r.block)} ({r.roles}): {r.perplexity:.4g} ({est.text(fmt)}x)")
-        tolerance = (
-            f"ratio within {100 * mean_tolerance:g}% of 1 at every site"
-            if mode == "own_mean"
-            else f"ratio >= {zero_factor:g}x at every site"
-        ) + (
-            f", 95% interval over {judged[0][1].n} held-out prompts on that side"
-            if have_prompts
-            else " (no per-prompt measurements: point values, no interval)"
-        )
-        claims.append(
-            spec(
-                model,
-                f"held-out perplexity {base:.4g}; {mode.replace('_', ' ')}: {'; '.join(parts)}",
-                combine([v for v, _, _ in judged]),
-                tolerance,
-                _worst(judged, (lambda v: abs(v - 1)) if mode == "own_mean" else (lambda v: -v)),
-            )
-        )
-    spreads = edits.drop_duplicates("block")
+        else:
+            claims.append(_edit_claim(spec, model, mode, rows, base, threshold, per_prompt))
+    return claims + [_constant_claim(model, edits.drop_duplicates("block"), sites, max_spread)]
+
+
+def _edit_claim(spec, model, mode, rows, base, threshold, per_prompt):
+    """One edit's row: own_mean within `threshold` of 1, or zero at least `threshold` x, at every site."""
+    judged, parts = [], []
+    for r in rows.itertuples():
+        # without per-prompt measurements (a result from before they were kept) the point decides
+        est = ratio_estimate(per_prompt, int(r.block), mode) if per_prompt is not None else Estimate.point(r.ratio)
+        if mode == "own_mean":
+            v = combine([verdict(est, 1 + threshold, "<="), verdict(est, 1 - threshold, ">=")])
+        else:
+            v = verdict(est, threshold, ">=")
+        judged.append((v, est, int(r.block)))
+        fmt = "{:.4f}" if mode == "own_mean" else "{:.4g}"
+        parts.append(f"block {int(r.block)} ({r.roles}): {r.perplexity:.4g} ({est.text(fmt)}x)")
+    tolerance = (
+        f"ratio within {100 * threshold:g}% of 1 at every site"
+        if mode == "own_mean"
+        else f"ratio >= {threshold:g}x at every site"
+    ) + (
+        f", 95% interval over {judged[0][1].n} held-out prompts on that side"
+        if per_prompt is not None
+        else " (no per-prompt measurements: point values, no interval)"
+    )
+    return spec(
+        model,
+        f"held-out perplexity {base:.4g}; {mode.replace('_', ' ')}: {'; '.join(parts)}",
+        combine([v for v, _, _ in judged]),
+        tolerance,
+        _worst(judged, (lambda v: abs(v - 1)) if mode == "own_mean" else (lambda v: -v)),
+    )
+
+
+def _constant_claim(model, spreads, sites, max_spread):
+    """The massive activations' relative spread at most `max_spread` at every edited site."""
     if spreads.empty:
-        claims.append(CONSTANT.na(model, "no edited site"))
-        return claims
+        return CONSTANT.na(model, "no edited site")
     by_block = {int(site["block"]): site for site in sites or []}
     judged, parts = [], []
     for r in spreads.itertuples():
-        site = by_block.get(int(r.block), {"spread": r.spread})
-        est = spread_estimate(site)
+        est = spread_estimate(by_block.get(int(r.block), {"spread": r.spread}))
         judged.append((verdict(est, max_spread, "<="), est, int(r.block)))
         parts.append(f"block {int(r.block)}: {est.text('{:.3g}')}")
     n = max(est.n for _, est, _ in judged)
-    claims.append(
-        CONSTANT(
-            model,
-            f"relative spread ||v - mean|| / ||mean|| over spike tokens: {'; '.join(parts)}"
-            + (f" (95% interval over {n} calibration prompts)" if n > 1 else ""),
-            combine([v for v, _, _ in judged]),
-            f"spread <= {max_spread:g} at every site" + (", 95% interval on that side" if n > 1 else ""),
-            _worst(judged, lambda v: v),
-        )
+    return CONSTANT(
+        model,
+        f"relative spread ||v - mean|| / ||mean|| over spike tokens: {'; '.join(parts)}"
+        + (f" (95% interval over {n} calibration prompts)" if n > 1 else ""),
+        combine([v for v, _, _ in judged]),
+        f"spread <= {max_spread:g} at every site" + (", 95% interval on that side" if n > 1 else ""),
+        _worst(judged, lambda v: v),
     )
-    return claims
