@@ -142,6 +142,46 @@ def _weakest(candidates: list[tuple[Estimate, float, str]]) -> Estimate | None:
     return min(scored, key=lambda pair: pair[0])[1] if scored else None
 
 
+def _specs_for(model: str, activation: str) -> tuple[list[Claim], ClaimSpec, ClaimSpec]:
+    """(n/a rows, identity spec, closer spec): the paper's SiLU rows, or, for another gate
+    activation, n/a SiLU rows and the same two questions about that activation, beyond the paper."""
+    if activation == "silu":
+        return [], IDENTITY, CLOSER
+    rows = [spec.na(model, f"the gate activation is {activation}, not SiLU") for spec in (IDENTITY, CLOSER)]
+    identity = ClaimSpec(
+        SECTION, f"beyond the paper: {activation} acts as the identity on spike tokens in step blocks", IDENTITY.paper
+    )
+    closer = ClaimSpec(
+        SECTION, f"beyond the paper: spike tokens sit closer to the {activation} identity regime", CLOSER.paper
+    )
+    return rows, identity, closer
+
+
+def _block_verdicts(estimates: dict[int, dict], c):
+    """Per step block, the identity and closer verdicts, the estimates each was judged on (to show
+    the weakest) and the block's text."""
+    near, close, near_candidates, close_candidates, parts = [], [], [], [], []
+    for block, e in estimates.items():
+        if not e["n_spike"]:
+            near.append(INCONCLUSIVE)
+            close.append(INCONCLUSIVE)
+            parts.append(f"block {block}: no spike token")
+            continue
+        for metric, threshold in (("cos", c.min_cos), ("norm_ratio", c.min_norm_ratio)):
+            near.append(verdict(e[metric], threshold, ">="))
+            near_candidates.append((e[metric], threshold, ">="))
+            if e["n_other"]:
+                close.append(verdict(e[f"{metric}_gap"], c.min_gap_over_others, ">"))
+                close_candidates.append((e[f"{metric}_gap"], c.min_gap_over_others, ">"))
+            else:
+                close.append(INCONCLUSIVE)
+        parts.append(
+            f"block {block}: cos {e['cos'].text('{:.3f}')}, norm ratio {e['norm_ratio'].text('{:.3f}')} "
+            f"(n={e['n_spike']}; others {e['cos_other'].value:.3f} / {e['norm_ratio_other'].value:.3f})"
+        )
+    return near, close, near_candidates, close_candidates, parts
+
+
 def silu_claims(
     model: str,
     frame: pd.DataFrame,
@@ -162,41 +202,12 @@ def silu_claims(
         reason = "no token was measured"
     if reason:
         return [IDENTITY.na(model, reason), CLOSER.na(model, reason)]
-    identity, closer, rows = IDENTITY, CLOSER, []
-    if activation != "silu":
-        rows = [spec.na(model, f"the gate activation is {activation}, not SiLU") for spec in (IDENTITY, CLOSER)]
-        identity = ClaimSpec(
-            SECTION,
-            f"beyond the paper: {activation} acts as the identity on spike tokens in step blocks",
-            IDENTITY.paper,
-        )
-        closer = ClaimSpec(
-            SECTION, f"beyond the paper: spike tokens sit closer to the {activation} identity regime", CLOSER.paper
-        )
+    rows, identity, closer = _specs_for(model, activation)
     if not frame["is_spike"].any():
         why = "no spike token among the measured sentences"
         return rows + [identity.na(model, why), closer.na(model, why)]
-    estimates = median_estimates(frame)
+    near, close, near_candidates, close_candidates, parts = _block_verdicts(median_estimates(frame), c)
     n_sentences = frame["sample"].nunique()
-    near, close, near_candidates, close_candidates, parts = [], [], [], [], []
-    for block, e in estimates.items():
-        if not e["n_spike"]:
-            near.append(INCONCLUSIVE)
-            close.append(INCONCLUSIVE)
-            parts.append(f"block {block}: no spike token")
-            continue
-        for metric, threshold in (("cos", c.min_cos), ("norm_ratio", c.min_norm_ratio)):
-            near.append(verdict(e[metric], threshold, ">="))
-            near_candidates.append((e[metric], threshold, ">="))
-            if e["n_other"]:
-                close.append(verdict(e[f"{metric}_gap"], c.min_gap_over_others, ">"))
-                close_candidates.append((e[f"{metric}_gap"], c.min_gap_over_others, ">"))
-            else:
-                close.append(INCONCLUSIVE)
-        parts.append(
-            f"block {block}: cos {e['cos'].text('{:.3f}')}, norm ratio {e['norm_ratio'].text('{:.3f}')} "
-            f"(n={e['n_spike']}; others {e['cos_other'].value:.3f} / {e['norm_ratio_other'].value:.3f})"
-        )
     ours = "; ".join(parts) + f" (medians of spike tokens, 95% intervals over {n_sentences} sentences)"
     return rows + [
         identity(
