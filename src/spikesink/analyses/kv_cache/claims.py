@@ -81,6 +81,33 @@ def window_estimates(per_block: pd.DataFrame, kept: list[int]) -> tuple[dict[str
     return out, f"{n} blocks of {size} positions of {texts} text(s), resampled (not prompts)"
 
 
+def _point_estimates(windowed: pd.DataFrame, kept: list[int], full: float, none: float) -> dict[str, Estimate]:
+    """The cost and restore shares from the summary's perplexities alone (a result from before the
+    per-block measurements were kept): point values, no interval."""
+    return {"cost": Estimate.point(none / full - 1)} | {
+        k: Estimate.point(
+            (none - float(windowed.loc[k, "perplexity_evicted"])) / (none - full) if none > full else np.nan
+        )
+        for k in kept
+    }
+
+
+def _restore_claim(model, k, windowed, window, full, restored, min_cost, cost, min_restore, over):
+    """The row "keeping k first tokens restores perplexity"; n/a when dropping them costs too little."""
+    spec = _restores(k)
+    if cost.value < min_cost:  # nothing to restore: a ratio of two tiny gaps is noise
+        return spec.na(model, f"dropping the first tokens costs less than {100 * min_cost:g}% here")
+    return spec.judge(
+        model,
+        f"perplexity beyond position {window}: {float(windowed.loc[k, 'perplexity_evicted']):.4g} "
+        f"(restores {restored.text('{:.0%}')} of the gap to full attention {full:.4g}); {over}",
+        restored,
+        min_restore,
+        ">=",
+        f">= {100 * min_restore:.0f}% of the gap restored, 95% interval on that side",
+    )
+
+
 def kv_cache_claims(
     model: str,
     summary: pd.DataFrame,
@@ -106,13 +133,8 @@ def kv_cache_claims(
         return [COSTS.na(model, why)] + [spec.na(model, why) for spec in restore_specs]
     full = float(summary.loc[summary["condition"] == "full", "perplexity_evicted"].iloc[0])
     none, window = float(windowed.loc[0, "perplexity_evicted"]), int(windowed.loc[0, "window"])
-    if per_block is None or per_block.empty:  # a result from before they were kept: the points decide
-        estimates = {"cost": Estimate.point(none / full - 1)} | {
-            k: Estimate.point(
-                (none - float(windowed.loc[k, "perplexity_evicted"])) / (none - full) if none > full else np.nan
-            )
-            for k in kept
-        }
+    if per_block is None or per_block.empty:
+        estimates = _point_estimates(windowed, kept, full, none)
         over = "no per-block measurements: point values, no interval"
     else:
         estimates, units = window_estimates(per_block, kept)
@@ -132,21 +154,6 @@ def kv_cache_claims(
     if not kept:
         claims.append(_restores("the").na(model, "kv_cache.keep has no count above 0: no kept first token measured"))
         return claims
-    for k in kept:
-        spec = _restores(k)
-        if cost.value < min_cost:  # nothing to restore: a ratio of two tiny gaps is noise
-            claims.append(spec.na(model, f"dropping the first tokens costs less than {100 * min_cost:g}% here"))
-            continue
-        restored = estimates[k]
-        claims.append(
-            spec.judge(
-                model,
-                f"perplexity beyond position {window}: {float(windowed.loc[k, 'perplexity_evicted']):.4g} "
-                f"(restores {restored.text('{:.0%}')} of the gap to full attention {full:.4g}); {over}",
-                restored,
-                min_restore,
-                ">=",
-                f">= {100 * min_restore:.0f}% of the gap restored, 95% interval on that side",
-            )
-        )
-    return claims
+    return claims + [
+        _restore_claim(model, k, windowed, window, full, estimates[k], min_cost, cost, min_restore, over) for k in kept
+    ]
