@@ -282,7 +282,7 @@ class ReportCheck:
 
 
 def check_report(
-    report: Path, screenshot: Path, scorecard_columns=("claim", "model", "paper", "ours", "holds")
+    report: Path, screenshot: Path, scorecard_columns=("claim", "model", "paper", "ours", "verdict")
 ) -> ReportCheck:
     """Open `report` in headless Chromium and check it (see the module doc); save `screenshot`."""
     started = time.perf_counter()
