@@ -68,21 +68,10 @@ def _stage_text(stage: dict) -> str:
     )
 
 
-def lifecycle_claims(
-    model: str,
-    lc: Lifecycle,
-    max_channels: int,
-    max_token_fraction: float,
-    early_fraction: float,
-    late_fraction: float,
-) -> list[Claim]:
+def _extent_rows(model: str, lc: Lifecycle, max_channels: int) -> list[Claim]:
+    """Where the massive blocks lie (appear, property (i)) and how many channels carry them (ii)."""
     n, plateau = lc.n_blocks, lc.plateau
-    if plateau is None:
-        reason = f"no massive block (top-1 at most {max(lc.top1_by_block, default=0):.3g} = {lc.peak_median_ratio:.3g}x median)"
-        return [APPEAR(model, reason, False, "one contiguous run of massive blocks")] + [
-            spec.na(model, "the model has no spike: " + reason) for spec in SPIKE_CLAIMS
-        ]
-    rows = [
+    return [
         APPEAR(
             model,
             f"massive blocks {plateau[0]}-{plateau[1]} of {n}, contiguous={lc.contiguous}, peak {lc.peak_magnitude:.4g} "
@@ -103,8 +92,12 @@ def lifecycle_claims(
             f"1 to {max_channels} spike channels",
         ),
     ]
+
+
+def _tokens_claim(model: str, lc: Lifecycle, max_token_fraction: float) -> Claim:
+    """Property (v), judged on the mean share of massive tokens over prompts with its interval."""
     share = mean_estimate(lc.spike_token_fraction_by_prompt or [lc.spike_token_fraction])
-    tokens_ok = TOKENS.judge(
+    claim = TOKENS.judge(
         model,
         f"{share.text('{:.4f}')} of tokens (mean over prompts, 95% interval); position 0 spikes in "
         f"{100 * lc.position0_spike_fraction:.0f}% of prompts",
@@ -114,47 +107,67 @@ def lifecycle_claims(
         f"0 < share of massive tokens <= {100 * max_token_fraction:.0f}%",
     )
     if share.value <= 0:  # no spike token at all in the middle plateau block
-        tokens_ok.verdict = "fails"
-    rows.append(tokens_ok)
+        claim.verdict = "fails"
+    return claim
+
+
+def _step_up_claim(model: str, lc: Lifecycle, early_fraction: float) -> Claim:
+    """The main stage's step-up blocks; earlier stages are named in the row."""
     earlier = [s for s in lc.stages if not s["main"]]
     before = f"; earlier stage(s): {'; '.join(_stage_text(s) for s in earlier)}" if earlier else ""
     up = lc.step_up
-    rows.append(
-        STEP_UP(
-            model,
-            (
-                f"main stage: step-up {_blocks(up)} ({', '.join(block_kind(b) for b in up)}), carrying "
-                + ", ".join(f"{lc.contributions[b - 1]:.2f}" for b in up)
-                + " of the spike"
-                if up
-                else "no step-up block"
-            )
-            + before,
-            1 <= len(up) <= 2 and all(block_kind(b) == "ffn" and b <= round(early_fraction * n) for b in up),
-            f"1-2 step-up blocks of the main (massive) stage, all FFN, all in the first {early_fraction:.0%} of blocks",
-        )
+    carried = ", ".join(f"{lc.contributions[b - 1]:.2f}" for b in up)
+    kinds = ", ".join(block_kind(b) for b in up)
+    ours = f"main stage: step-up {_blocks(up)} ({kinds}), carrying {carried} of the spike" if up else "no step-up block"
+    return STEP_UP(
+        model,
+        ours + before,
+        1 <= len(up) <= 2 and all(block_kind(b) == "ffn" and b <= round(early_fraction * lc.n_blocks) for b in up),
+        f"1-2 step-up blocks of the main (massive) stage, all FFN, all in the first {early_fraction:.0%} of blocks",
     )
+
+
+def _step_down_claim(model: str, lc: Lifecycle, late_fraction: float) -> Claim:
     down = lc.step_down
     cancelled = -sum(lc.contributions[b - 1] for b in down)
-    rows.append(
-        STEP_DOWN(
-            model,
-            f"main stage: step-down {_blocks(down)}, cancelling {cancelled:.2f} of the spike"
-            if down
-            else "no step-down block",
-            bool(down) and all(b >= round(late_fraction * n) for b in down) and cancelled >= 0.5,
-            f"step-down blocks in the last {1 - late_fraction:.0%} of blocks, together cancelling >= 50%",
-        )
+    return STEP_DOWN(
+        model,
+        f"main stage: step-down {_blocks(down)}, cancelling {cancelled:.2f} of the spike"
+        if down
+        else "no step-down block",
+        bool(down) and all(b >= round(late_fraction * lc.n_blocks) for b in down) and cancelled >= 0.5,
+        f"step-down blocks in the last {1 - late_fraction:.0%} of blocks, together cancelling >= 50%",
     )
+
+
+def _one_stage_claim(model: str, lc: Lifecycle) -> Claim:
+    if not lc.stages:
+        return ONE_STAGE.na(model, "no step-up block was detected: the stages cannot be told apart")
     stages = "; ".join(f"{'main' if s['main'] else 'earlier'}: {_stage_text(s)}" for s in lc.stages)
-    rows.append(
-        ONE_STAGE(
-            model,
-            f"{len(lc.stages)} stage(s): {stages}" if lc.stages else "no step-up block: no stage",
-            len(lc.stages) == 1,
-            "one stage: no earlier spike (>= stage_min_ratio x its block median) rises and is cancelled first",
-        )
-        if lc.stages
-        else ONE_STAGE.na(model, "no step-up block was detected: the stages cannot be told apart")
+    return ONE_STAGE(
+        model,
+        f"{len(lc.stages)} stage(s): {stages}",
+        len(lc.stages) == 1,
+        "one stage: no earlier spike (>= stage_min_ratio x its block median) rises and is cancelled first",
     )
-    return rows
+
+
+def lifecycle_claims(
+    model: str,
+    lc: Lifecycle,
+    max_channels: int,
+    max_token_fraction: float,
+    early_fraction: float,
+    late_fraction: float,
+) -> list[Claim]:
+    if lc.plateau is None:
+        reason = f"no massive block (top-1 at most {max(lc.top1_by_block, default=0):.3g} = {lc.peak_median_ratio:.3g}x median)"
+        return [APPEAR(model, reason, False, "one contiguous run of massive blocks")] + [
+            spec.na(model, "the model has no spike: " + reason) for spec in SPIKE_CLAIMS
+        ]
+    return _extent_rows(model, lc, max_channels) + [
+        _tokens_claim(model, lc, max_token_fraction),
+        _step_up_claim(model, lc, early_fraction),
+        _step_down_claim(model, lc, late_fraction),
+        _one_stage_claim(model, lc),
+    ]
