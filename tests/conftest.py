@@ -73,6 +73,8 @@ FAMILY_CONFIGS = {
         head_dim=8, sliding_window=5, layer_types=["sliding_attention", "full_attention", "sliding_attention"]
     ),
     "olmo2": {},
+    "olmo3": dict(sliding_window=5, layer_types=["sliding_attention", "sliding_attention", "full_attention"]),
+    "smollm3": dict(pad_token_id=0, no_rope_layer_interval=2),
     "phi3": dict(pad_token_id=0),
     "gpt2": dict(n_embd=32, n_layer=3, n_head=4, n_inner=64, n_positions=128),
     "gpt_neox": dict(num_key_value_heads=None),
@@ -83,6 +85,15 @@ FAMILY_CONFIGS = {
     "qwen3_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, head_dim=8),
 }
 FAMILY_BASE = dict(TINY_CONFIG, pad_token_id=None, bos_token_id=None, eos_token_id=None)
+
+
+def family_spec(model_type: str, **extra) -> dict:
+    """A `source: random` spec of the tests' tiny config of `model_type` (FAMILY_CONFIGS), byte vocabulary."""
+    config = {**FAMILY_BASE, **FAMILY_CONFIGS[model_type], "vocab_size": 260, **extra}
+    for unset in ("pad_token_id", "bos_token_id", "eos_token_id", "num_key_value_heads"):
+        if config.get(unset, 0) is None:
+            del config[unset]
+    return {"source": "random", "model_type": model_type, "seed": 0, "config": config}
 
 
 def family_model(model_type: str, seed: int = 0, sharpen: float = 3.0):

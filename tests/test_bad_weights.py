@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAMILY_BASE, FAMILY_CONFIGS, tiny_config_dict
+from conftest import FAMILY_CONFIGS, family_spec, tiny_config_dict
 
 from spikesink.acquisition.models import acquire_model
 from spikesink.extraction.block_stats import NonFiniteHiddenState, extract_block_stats
@@ -120,15 +120,6 @@ def test_a_non_finite_weight_is_found_at_load(good, tmp_path, value):
     with_weight(raw, DOWN, value)
     with pytest.raises(ModelLoadError, match=rf"{DOWN} holds non-finite values"):
         load_model(acquire_local(raw))
-
-
-def family_spec(model_type: str, **extra) -> dict:
-    """A `source: random` spec of the tests' tiny config of `model_type` (FAMILY_CONFIGS), byte vocabulary."""
-    config = {**FAMILY_BASE, **FAMILY_CONFIGS[model_type], "vocab_size": 260, **extra}
-    for unset in ("pad_token_id", "bos_token_id", "eos_token_id", "num_key_value_heads"):
-        if config.get(unset, 0) is None:
-            del config[unset]
-    return {"source": "random", "model_type": model_type, "seed": 0, "config": config}
 
 
 @pytest.mark.parametrize(

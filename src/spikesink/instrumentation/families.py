@@ -157,6 +157,16 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
         attention_parts=AttentionParts(q_norm="q_norm", k_norm="k_norm", qk_norm_scope="full"),
     ),
     FamilyAdapter(
+        "OLMo 3",
+        ("olmo3",),  # OLMo 2's post-norm layout, sliding-window layers beside full ones
+        attn_input_norm=None,
+        attn_output_norm="post_attention_layernorm",
+        ffn_input_norm=None,
+        ffn_output_norm="post_feedforward_layernorm",
+        attention_parts=AttentionParts(q_norm="q_norm", k_norm="k_norm", qk_norm_scope="full"),
+    ),
+    FamilyAdapter("SmolLM3", ("smollm3",)),  # Llama's layout; every 4th layer without RoPE (NoPE)
+    FamilyAdapter(
         "Phi-3",
         ("phi3",),
         ffn_parts=FFNParts(gate=None, up=None, gate_up="gate_up_proj", activation="activation_fn"),
