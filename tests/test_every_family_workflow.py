@@ -18,8 +18,8 @@ import yaml
 from conftest import FAMILY_CONFIGS, family_spec
 from workflow_helpers import TEST_TEXTS, snakemake
 
-from spikesink.analyses import registry
 from spikesink.analyses import jobs as analysis_jobs
+from spikesink.analyses import registry
 from spikesink.instrumentation.families import SUPPORTED_MODEL_TYPES
 
 pytestmark = [pytest.mark.families, pytest.mark.slow]
