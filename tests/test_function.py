@@ -175,6 +175,21 @@ def test_act_scale_of_a_planted_channel_equals_the_planted_value():
     ]  # o reads heads, not d_model
 
 
+def test_act_scales_read_flattened_linear_inputs_of_a_shared_expert():
+    """Qwen2-MoE's shared expert sees the tokens flattened, (B * T, d): the spike mask follows them
+    (the every-family workflow run found this crash)."""
+    model = family_model("qwen2_moe")
+    mask = np.zeros(IDS.shape, dtype=bool)
+    mask[:, 0] = True
+    result = activation_scales(model, IDS.numpy(), mask, batch_size=2)
+    shared = [name for name in result["scales"] if "shared_expert." in name]
+    assert shared, "no shared-expert Linear was read"
+    for name in shared:
+        scales = result["scales"][name]
+        assert np.all(scales["non_spike"] <= scales["all"]) and np.isfinite(scales["all"]).all()
+        assert result["info"][name]["spike_token_max"] > 0 and result["info"][name]["other_token_max"] > 0
+
+
 def test_quantization_table_conditions():
     model = family_model("llama")
     scales = activation_scales(model, IDS.numpy(), np.zeros(IDS.shape, bool))["scales"]

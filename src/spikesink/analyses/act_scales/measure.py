@@ -54,6 +54,7 @@ def activation_scales(model: nn.Module, prompts: np.ndarray, spike_mask: np.ndar
 
     def reduce(x: torch.Tensor, mask: torch.Tensor) -> tuple:
         """(per-channel max over all tokens, over non-spike tokens, max over spike / other tokens)."""
+        mask = _token_mask(mask, x)
         absx = x.detach().abs()
         per_token = absx.amax(dim=-1)
         channels_all = absx.amax(dim=tuple(range(absx.dim() - 1)))
@@ -83,6 +84,17 @@ def activation_scales(model: nn.Module, prompts: np.ndarray, spike_mask: np.ndar
     current["last"] = None
     out = {name: {k: v.cpu().numpy().astype(np.float32) for k, v in value.items()} for name, value in scales.items()}
     return {"scales": out, "info": {name: info[name] | peaks[name] for name in modules}}
+
+
+def _token_mask(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The batch's (B, T) spike mask in the layout of a Linear input: (B, T, in) as most layers
+    see it, or (B * T, in) where the family flattens the tokens first (Qwen2-MoE's shared expert)."""
+    tokens = x.shape[:-1]
+    if mask.shape == tokens:
+        return mask
+    if mask.numel() == tokens.numel():
+        return mask.reshape(tokens)
+    raise ValueError(f"a Linear input holds {tuple(tokens)} tokens, the batch {tuple(mask.shape)}: not one per token")
 
 
 def scale_table(result: Mapping, spike_channels: Sequence[int]) -> pd.DataFrame:
