@@ -183,6 +183,28 @@ def test_changing_one_analysis_reruns_only_that_analysis(run):
 
 
 @pytest.mark.slow
+def test_adding_a_model_reruns_only_that_models_jobs(run):
+    """A user adds their own model to a finished run: its jobs and the jobs across models rerun;
+    no per-model job of a model already there."""
+    work, _ = run
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    config["models"]["added-llama"] = {
+        "source": "random",
+        "model_type": "llama",
+        "seed": 3,
+        "config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                   "num_key_value_heads": 2, "vocab_size": 260, "max_position_embeddings": 256},
+    }  # fmt: skip
+    added = work.parent / f"{work.name}-added-config.yaml"
+    added.write_text(yaml.safe_dump(config))
+    dry = snakemake(work, "-n", configfile=added)
+    out = dry.stdout + dry.stderr
+    per_model = set(re.findall(r"wildcards: model=([^,\s]+)", out))
+    assert per_model == {"added-llama"}, per_model
+    assert "acquire_model" in dry_run_jobs(out) and "scorecard" in dry_run_jobs(out)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "models, named",
     [

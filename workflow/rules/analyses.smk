@@ -5,8 +5,9 @@
 #   <name>_report   claims, figures and tables, from the result files (never a model)
 #   <name>_summary  figures and tables across the configured models
 # Each job's params are the config it reads and a hash of the analysis's own code on that side, so a
-# changed measurement reruns its model job, a changed figure, caption or threshold only its report.
-PAPER_MODELS = {m: config["models"][m].get("paper_model") for m in MODELS}
+# changed measurement reruns its model job, a changed figure, caption or threshold only its report;
+# a per-model job's params name no other model (common.smk: job_models), so adding a model to the
+# config reruns only the new model's jobs and those across models.
 
 
 for entry in ANALYSES.values():
@@ -32,7 +33,7 @@ for entry in ANALYSES.values():
             gpu=GPUS if model_job and entry.gpu else 0,
         params:
             analysis=entry.name,
-            models=MODELS,
+            models=job_models(entry),
             config=job_config(entry, "measure"),
             options=lambda wc: config["models"][wc.model] if "model" in wc.keys() else {},
             code=analysis_jobs.source_hash(entry, "measure"),
@@ -53,9 +54,9 @@ for entry in ANALYSES.values():
             ANALYSIS_ENV
         params:
             analysis=entry.name,
-            models=MODELS,
+            models=job_models(entry),
             config=job_config(entry, "report"),
-            paper_models=PAPER_MODELS,
+            paper_models=job_paper_models(entry),
             code=analysis_jobs.source_hash(entry, "report"),
         script:
             "../scripts/report.py"

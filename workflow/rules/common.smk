@@ -218,3 +218,18 @@ def report_outputs(entry):
     model = "{model}" if entry.per_model else None
     claims = {"claims": analysis_jobs.claims_file(entry, model)} if analysis_jobs.has_claims(entry) else {}
     return claims | figure_outputs(entry, entry.figures, model) | table_outputs(entry, entry.tables, model)
+
+
+PAPER_MODELS = {m: config["models"][m].get("paper_model") for m in MODELS}
+
+
+def job_models(entry):
+    """The models a job reads: a per-model job none beyond its own, so that adding a model to the
+    config reruns only the new model's jobs and those across models."""
+    return [] if entry.per_model else MODELS
+
+
+def job_paper_models(entry):
+    if not entry.per_model:
+        return PAPER_MODELS
+    return lambda wc: {wc.model: PAPER_MODELS[wc.model]}
