@@ -127,6 +127,31 @@ def test_each_figure_shows_its_stored_result(run, name, tmp_path, monkeypatch):
         assert drawn[""]["lines"]["median_ratio x reference median"] == pytest.approx(1000.0 * reference)
 
 
+# The planted Llama's known answers (acquisition/planted.py): one stage, FFN step-up at block 4 and
+# step-down at block 10 of 12, spike channels 7 and 23 in a fixed ratio, on the first token and the
+# delimiters, through a rank-one amplifier along s*; its heads plant no sink.
+PLANTED_VERDICTS = {
+    "massive activations appear (rise - plateau - fall)": "holds",
+    "property (i): massive activations only in intermediate layers": "holds",
+    "property (ii): massive activations live in few channels": "holds",
+    "property (iii): the spike channels spike together, on the same tokens": "holds",
+    "property (iv): the ratios between the spike channels stay nearly fixed across tokens and prompts": "holds",
+    "property (v): massive activations sit on few tokens": "holds",
+    "the spike is injected by one or two early FFN blocks (step-up)": "holds",
+    "late blocks cancel the spike with the opposite sign (step-down)": "holds",
+    "the spike rises, stays and falls once (one stage)": "holds",
+    "S_k of spike channels has one dominant eigenvalue in the step-up blocks": "holds",
+    "spike channels share the top eigenvector s* in the step-up blocks": "holds",
+    "the position-0 input of the step-up block is aligned with s*": "holds",
+    "non-initial spike tokens are delimiters": "holds",
+    "spike tokens become nearly identical after the step-up block": "holds",
+    "setting the massive activations to their own mean keeps perplexity": "holds",
+    "attention sinks form on the spike token (key 0)": "fails",
+    "sink keys live in a 1-2 dimensional subspace": "n/a",
+    "attention at position 0 is a fixed linear map W_VO of the token": "holds",
+}
+
+
 @pytest.mark.slow
 def test_planted_model_is_recovered_through_the_workflow(run):
     work, _ = run
@@ -137,8 +162,10 @@ def test_planted_model_is_recovered_through_the_workflow(run):
     random = table[table["model"] == RANDOM_MODEL].iloc[0]
     assert pd.isna(random["step-up"]) or random["step-up"] == ""
     scorecard = pd.read_csv(work / "paper_tables/scorecard.csv", keep_default_na=False)
-    planted_claims = scorecard[scorecard["model"] == "planted"]
-    assert len(planted_claims) >= 6
+    planted_claims = scorecard[scorecard["model"] == "planted"].set_index("claim")["verdict"]
+    for claim, verdict in PLANTED_VERDICTS.items():
+        assert claim in planted_claims.index, f"no scorecard row {claim!r} for the planted model"
+        assert planted_claims[claim] == verdict, f"{claim!r}: {planted_claims[claim]}, built to be {verdict}"
     # the random model has no spike: its claims must fail or read n/a, never pass vacuously
     random_claims = scorecard[scorecard["model"] == RANDOM_MODEL]
     assert set(random_claims["verdict"]) <= {"fails", "n/a"} and (random_claims["verdict"] == "n/a").any()
