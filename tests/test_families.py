@@ -45,6 +45,7 @@ EXPECTED = {  # model_type: (norm placement, FFN kind prefix)
     "gemma2": ("sandwich", "GeGLU"),
     "gemma3_text": ("sandwich", "GeGLU"),
     "olmo2": ("post", "SwiGLU"),
+    "olmo3": ("post", "SwiGLU"),
     "phi3": ("pre", "SwiGLU"),
     "gpt2": ("pre", "GELU MLP"),
     "gpt_neox": ("parallel", "GELU MLP"),
@@ -272,7 +273,7 @@ def test_every_analysis_runs_and_finds_the_planted_spike(family, tmp_path):
         collapse = run_collapse(model, None, IDS.numpy(), lifecycle, rule, attention_prompts=2)
         col_claims = collapse_claims(model_type, collapse["summary"], collapse["self_attention"])
         assert collapse["summary"]["rmsnorm_bound"]["holds"]
-        assert collapse["summary"]["no_norm_reads_state"] == (model_type == "olmo2")
+        assert collapse["summary"]["no_norm_reads_state"] == (layout.norm_placement == "post")
         assert collapse["summary"]["n_first_sampled"] == len(IDS)
         assert col_claims
 

@@ -156,6 +156,15 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
         ffn_output_norm="post_feedforward_layernorm",
         attention_parts=AttentionParts(q_norm="q_norm", k_norm="k_norm", qk_norm_scope="full"),
     ),
+    FamilyAdapter(  # OLMo 2's blocks; three of every four layers slide (config.layer_types)
+        "OLMo 3",
+        ("olmo3",),
+        attn_input_norm=None,
+        attn_output_norm="post_attention_layernorm",
+        ffn_input_norm=None,
+        ffn_output_norm="post_feedforward_layernorm",
+        attention_parts=AttentionParts(q_norm="q_norm", k_norm="k_norm", qk_norm_scope="full"),
+    ),
     FamilyAdapter(
         "Phi-3",
         ("phi3",),
