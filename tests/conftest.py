@@ -66,6 +66,8 @@ FAMILY_CONFIGS = {
     "llama": {},
     "mistral": dict(sliding_window=5, head_dim=8),
     "qwen2": {},
+    # layer 1 is a NoPE layer (no rotary) and slides
+    "smollm3": dict(no_rope_layer_interval=2, use_sliding_window=True, sliding_window=5),
     "qwen3": dict(head_dim=8),
     "gemma": dict(head_dim=8),
     "gemma2": dict(head_dim=8, sliding_window=5),

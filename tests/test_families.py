@@ -40,6 +40,7 @@ EXPECTED = {  # model_type: (norm placement, FFN kind prefix)
     "llama": ("pre", "SwiGLU"),
     "mistral": ("pre", "SwiGLU"),
     "qwen2": ("pre", "SwiGLU"),
+    "smollm3": ("pre", "SwiGLU"),
     "qwen3": ("pre", "SwiGLU"),
     "gemma": ("pre", "GeGLU"),
     "gemma2": ("sandwich", "GeGLU"),
