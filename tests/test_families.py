@@ -48,6 +48,7 @@ EXPECTED = {  # model_type: (norm placement, FFN kind prefix)
     "olmo2": ("post", "SwiGLU"),
     "olmo3": ("post", "SwiGLU"),
     "phi3": ("pre", "SwiGLU"),
+    "phi": ("parallel", "GELU MLP"),
     "gpt2": ("pre", "GELU MLP"),
     "gpt_neox": ("parallel", "GELU MLP"),
     "mixtral": ("pre", "MoE"),
@@ -143,6 +144,18 @@ def test_sink_statistics_equal_eager_attention(family):
             assert dict(sinks.kernels) == {"cpu flash" if use_lse and on_sdpa else "chunked": 3}
     np.testing.assert_allclose(got[True]["spike_mass"], got[False]["spike_mass"], atol=1e-5, rtol=0)
     assert ref.std() > 1e-3  # the maps are not uniform: a wrong score would show
+
+
+def test_an_edit_of_a_shared_input_norm_stays_in_its_sublayer():
+    """Phi-1/2: one LayerNorm feeds attention and FFN; editing the attention's normed input must
+    not change what the FFN reads (the norm's output would be both)."""
+    model = family_model("phi", seed=2)
+    before, _ = all_states(model, IDS)
+    with edit_state(model, 1, "normed_input", torch.zeros_like):
+        after, _ = all_states(model, IDS)
+    torch.testing.assert_close(after[(2, "normed_input")], before[(2, "normed_input")], rtol=0, atol=0)
+    assert not torch.allclose(after[(1, "raw_output")], before[(1, "raw_output")])
+    torch.testing.assert_close(before[(1, "normed_input")], before[(2, "normed_input")], rtol=0, atol=0)
 
 
 def test_sliding_window_and_softcap_reach_the_statistics():

@@ -12,6 +12,7 @@ Norm placement, read off the norms an adapter names:
     sandwich   x + N_out(Attn(N_in(x))), same for the FFN           Gemma 2, Gemma 3
     post       x + N_out(Attn(x)), x + N_out(FFN(x)) (no input norm) OLMo 2
     parallel   x + Attn(N1(x)) + FFN(N2(x))                          GPT-NeoX / Pythia
+               x + Attn(N(x)) + FFN(N(x)) (one norm)                 Phi-1/2
 
 Adding a family: one `FamilyAdapter` in `ADAPTERS` below and one tiny-model test (README,
 "Adding a model family").
@@ -199,6 +200,16 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
         norm_type="layernorm",
         ffn_parts=FFNParts(kind="mlp", gate=None, up="dense_h_to_4h", down="dense_4h_to_h", activation="act"),
         attention_parts=AttentionParts(q=None, k=None, v=None, o="dense", qkv="query_key_value", qkv_layout="per_head"),
+    ),
+    FamilyAdapter(  # Phi-1 / Phi-1.5 / Phi-2: both sublayers read one LayerNorm, partial rotary
+        "Phi",
+        ("phi",),
+        final_norm="final_layernorm",
+        ffn_input_norm="input_layernorm",
+        parallel_residual=True,
+        norm_type="layernorm",
+        ffn_parts=FFNParts(kind="mlp", gate=None, up="fc1", down="fc2", activation="activation_fn"),
+        attention_parts=AttentionParts(o="dense"),
     ),
     FamilyAdapter(
         "Mixtral",
