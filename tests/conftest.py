@@ -66,6 +66,8 @@ FAMILY_CONFIGS = {
     "llama": {},
     "mistral": dict(sliding_window=5, head_dim=8),
     "qwen2": {},
+    # layer 1 is a NoPE layer (no rotary) and slides
+    "smollm3": dict(no_rope_layer_interval=2, use_sliding_window=True, sliding_window=5),
     "qwen3": dict(head_dim=8),
     "gemma": dict(head_dim=8),
     "gemma2": dict(head_dim=8, sliding_window=5),
@@ -73,9 +75,9 @@ FAMILY_CONFIGS = {
         head_dim=8, sliding_window=5, layer_types=["sliding_attention", "full_attention", "sliding_attention"]
     ),
     "olmo2": {},
-    "olmo3": dict(sliding_window=5, layer_types=["sliding_attention", "sliding_attention", "full_attention"]),
-    "smollm3": dict(pad_token_id=0, no_rope_layer_interval=2),
+    "olmo3": dict(sliding_window=5, layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
     "phi3": dict(pad_token_id=0),
+    "phi": dict(num_key_value_heads=None),
     "gpt2": dict(n_embd=32, n_layer=3, n_head=4, n_inner=64, n_positions=128),
     "gpt_neox": dict(num_key_value_heads=None),
     "mixtral": dict(num_local_experts=4, num_experts_per_tok=2),

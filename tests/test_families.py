@@ -40,14 +40,15 @@ EXPECTED = {  # model_type: (norm placement, FFN kind prefix)
     "llama": ("pre", "SwiGLU"),
     "mistral": ("pre", "SwiGLU"),
     "qwen2": ("pre", "SwiGLU"),
+    "smollm3": ("pre", "SwiGLU"),
     "qwen3": ("pre", "SwiGLU"),
     "gemma": ("pre", "GeGLU"),
     "gemma2": ("sandwich", "GeGLU"),
     "gemma3_text": ("sandwich", "GeGLU"),
     "olmo2": ("post", "SwiGLU"),
     "olmo3": ("post", "SwiGLU"),
-    "smollm3": ("pre", "SwiGLU"),
     "phi3": ("pre", "SwiGLU"),
+    "phi": ("parallel", "GELU MLP"),
     "gpt2": ("pre", "GELU MLP"),
     "gpt_neox": ("parallel", "GELU MLP"),
     "mixtral": ("pre", "MoE"),
@@ -143,6 +144,18 @@ def test_sink_statistics_equal_eager_attention(family):
             assert dict(sinks.kernels) == {"cpu flash" if use_lse and on_sdpa else "chunked": 3}
     np.testing.assert_allclose(got[True]["spike_mass"], got[False]["spike_mass"], atol=1e-5, rtol=0)
     assert ref.std() > 1e-3  # the maps are not uniform: a wrong score would show
+
+
+def test_an_edit_of_a_shared_input_norm_stays_in_its_sublayer():
+    """Phi-1/2: one LayerNorm feeds attention and FFN; editing the attention's normed input must
+    not change what the FFN reads (the norm's output would be both)."""
+    model = family_model("phi", seed=2)
+    before, _ = all_states(model, IDS)
+    with edit_state(model, 1, "normed_input", torch.zeros_like):
+        after, _ = all_states(model, IDS)
+    torch.testing.assert_close(after[(2, "normed_input")], before[(2, "normed_input")], rtol=0, atol=0)
+    assert not torch.allclose(after[(1, "raw_output")], before[(1, "raw_output")])
+    torch.testing.assert_close(before[(1, "normed_input")], before[(2, "normed_input")], rtol=0, atol=0)
 
 
 def test_sliding_window_and_softcap_reach_the_statistics():
@@ -274,7 +287,7 @@ def test_every_analysis_runs_and_finds_the_planted_spike(family, tmp_path):
         collapse = run_collapse(model, None, IDS.numpy(), lifecycle, rule, attention_prompts=2)
         col_claims = collapse_claims(model_type, collapse["summary"], collapse["self_attention"])
         assert collapse["summary"]["rmsnorm_bound"]["holds"]
-        assert collapse["summary"]["no_norm_reads_state"] == (model_type in ("olmo2", "olmo3"))
+        assert collapse["summary"]["no_norm_reads_state"] == (layout.norm_placement == "post")
         assert collapse["summary"]["n_first_sampled"] == len(IDS)
         assert col_claims
 

@@ -12,6 +12,7 @@ Norm placement, read off the norms an adapter names:
     sandwich   x + N_out(Attn(N_in(x))), same for the FFN           Gemma 2, Gemma 3
     post       x + N_out(Attn(x)), x + N_out(FFN(x)) (no input norm) OLMo 2
     parallel   x + Attn(N1(x)) + FFN(N2(x))                          GPT-NeoX / Pythia
+               x + Attn(N(x)) + FFN(N(x)) (one norm)                 Phi-1/2
 
 Adding a family: one `FamilyAdapter` in `ADAPTERS` below and one tiny-model test (README,
 "Adding a model family").
@@ -121,6 +122,8 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
     FamilyAdapter("Llama", ("llama",)),
     FamilyAdapter("Mistral", ("mistral",)),
     FamilyAdapter("Qwen2", ("qwen2",)),
+    # Llama blocks; every few layers skip rotary (NoPE): config.no_rope_layers, 0 = no rotary
+    FamilyAdapter("SmolLM3", ("smollm3",), positions="rotary, NoPE layers"),
     FamilyAdapter(
         "Qwen3", ("qwen3",), attention_parts=AttentionParts(q_norm="q_norm", k_norm="k_norm", qk_norm_scope="head")
     ),
@@ -156,16 +159,15 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
         ffn_output_norm="post_feedforward_layernorm",
         attention_parts=AttentionParts(q_norm="q_norm", k_norm="k_norm", qk_norm_scope="full"),
     ),
-    FamilyAdapter(
+    FamilyAdapter(  # OLMo 2's blocks; three of every four layers slide (config.layer_types)
         "OLMo 3",
-        ("olmo3",),  # OLMo 2's post-norm layout, sliding-window layers beside full ones
+        ("olmo3",),
         attn_input_norm=None,
         attn_output_norm="post_attention_layernorm",
         ffn_input_norm=None,
         ffn_output_norm="post_feedforward_layernorm",
         attention_parts=AttentionParts(q_norm="q_norm", k_norm="k_norm", qk_norm_scope="full"),
     ),
-    FamilyAdapter("SmolLM3", ("smollm3",)),  # Llama's layout; every 4th layer without RoPE (NoPE)
     FamilyAdapter(
         "Phi-3",
         ("phi3",),
@@ -198,6 +200,16 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
         norm_type="layernorm",
         ffn_parts=FFNParts(kind="mlp", gate=None, up="dense_h_to_4h", down="dense_4h_to_h", activation="act"),
         attention_parts=AttentionParts(q=None, k=None, v=None, o="dense", qkv="query_key_value", qkv_layout="per_head"),
+    ),
+    FamilyAdapter(  # Phi-1 / Phi-1.5 / Phi-2: both sublayers read one LayerNorm, partial rotary
+        "Phi",
+        ("phi",),
+        final_norm="final_layernorm",
+        ffn_input_norm="input_layernorm",
+        parallel_residual=True,
+        norm_type="layernorm",
+        ffn_parts=FFNParts(kind="mlp", gate=None, up="fc1", down="fc2", activation="activation_fn"),
+        attention_parts=AttentionParts(o="dense"),
     ),
     FamilyAdapter(
         "Mixtral",

@@ -354,6 +354,8 @@ class ModelLayout:
             "sliding_layers": sum(t == "sliding_attention" for t in layer_types)
             if layer_types and sliding
             else (self.n_layers if sliding else 0),
+            # layers that attend without rotary embeddings (SmolLM3's NoPE layers: flag 0)
+            "nope_layers": sum(not flag for flag in getattr(config, "no_rope_layers", None) or ()),
             "logit_softcap": getattr(config, "attn_logit_softcapping", None),
             "final_logit_softcap": getattr(config, "final_logit_softcapping", None),
         }

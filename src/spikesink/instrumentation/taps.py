@@ -6,7 +6,8 @@ five states); the family layout says which module's input or output carries that
 
     state          hook point (sequential residual; see blocks.py for the parallel residual)
     input          input of the block's input norm (of the sublayer when it has no input norm)
-    normed_input   output of the block's input norm (input of the sublayer when it has none)
+    normed_input   output of the block's input norm (input of the sublayer when it has none,
+                   or when one norm feeds both sublayers, Phi-1/2)
     raw_output     output of the attention / FFN module
     output         output of the block's output norm (= raw_output without one)
     post_residual  attention block: input of the FFN input norm (of the FFN without one);
@@ -106,7 +107,10 @@ def resolve(lv: LayerView, block: int, state: str, attention: str = "self_attn",
             return resolve(lv, block - 1, "post_residual", attention, ffn)
         return pre(norm_in, "input norm") if norm_in is not None else pre(module, name)
     if state == "normed_input":
-        return post(norm_in, "input norm") if norm_in is not None else pre(module, name)
+        # one norm feeding both sublayers (Phi-1/2): its output is also the other sublayer's
+        # input, so the sublayer's own input is the point (the same tensor; an edit stays local)
+        shared = norm_in is not None and lv.attn_input_norm is lv.ffn_input_norm
+        return post(norm_in, "input norm") if norm_in is not None and not shared else pre(module, name)
     if state == "raw_output":
         return post(module, name)
     if state == "output":
