@@ -85,12 +85,26 @@ FAMILY_CONFIGS = {
         num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32
     ),
     "qwen3_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, head_dim=8),
+    # "type/variant": further configs of one model_type whose module layout differs (see family_model)
+    # (Falcon derives num_key_value_heads from multi_query / num_kv_heads)
+    "falcon": dict(num_key_value_heads=None),  # Falcon-7B: multi-query fused qkv, one LayerNorm for both
+    "falcon/40b": dict(num_key_value_heads=None, new_decoder_architecture=True, num_kv_heads=2),  # ln_attn, ln_mlp
+    "falcon/11b": dict(
+        num_key_value_heads=None, new_decoder_architecture=True, num_kv_heads=2, num_ln_in_parallel_attn=1
+    ),
+    # sequential pre-norm blocks, per-head qkv with biases
+    "falcon/rw": dict(num_key_value_heads=None, multi_query=False, parallel_attn=False, bias=True),
 }
 FAMILY_BASE = dict(TINY_CONFIG, pad_token_id=None, bos_token_id=None, eos_token_id=None)
 
 
-def family_model(model_type: str, seed: int = 0, sharpen: float = 3.0):
-    """A tiny random model of `model_type` on its family's base attention (FAMILY_CONFIGS).
+def model_type_of(key: str) -> str:
+    """The model_type of a FAMILY_CONFIGS key ("falcon/40b" -> "falcon")."""
+    return key.split("/")[0]
+
+
+def family_model(key: str, seed: int = 0, sharpen: float = 3.0):
+    """A tiny random model of FAMILY_CONFIGS[key] on its family's base attention.
 
     Every matrix is scaled by `sharpen` (the 0.02 init gives almost uniform attention) and every
     norm gain is randomised, so that a statistic that skipped a norm or a q/k scaling would differ.
@@ -99,7 +113,7 @@ def family_model(model_type: str, seed: int = 0, sharpen: float = 3.0):
 
     from spikesink.instrumentation.families import adapter_for
 
-    overrides = FAMILY_CONFIGS[model_type]
+    overrides, model_type = FAMILY_CONFIGS[key], model_type_of(key)
     if model_type == "gpt2":
         settings = dict(overrides, vocab_size=TINY_CONFIG["vocab_size"], bos_token_id=None, eos_token_id=None)
     else:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAMILY_BASE, FAMILY_CONFIGS, tiny_config_dict
+from conftest import FAMILY_BASE, FAMILY_CONFIGS, model_type_of, tiny_config_dict
 
 from spikesink.acquisition.models import acquire_model
 from spikesink.extraction.block_stats import NonFiniteHiddenState, extract_block_stats
@@ -122,13 +122,13 @@ def test_a_non_finite_weight_is_found_at_load(good, tmp_path, value):
         load_model(acquire_local(raw))
 
 
-def family_spec(model_type: str, **extra) -> dict:
-    """A `source: random` spec of the tests' tiny config of `model_type` (FAMILY_CONFIGS), byte vocabulary."""
-    config = {**FAMILY_BASE, **FAMILY_CONFIGS[model_type], "vocab_size": 260, **extra}
+def family_spec(key: str, **extra) -> dict:
+    """A `source: random` spec of the tests' tiny config FAMILY_CONFIGS[key], byte vocabulary."""
+    config = {**FAMILY_BASE, **FAMILY_CONFIGS[key], "vocab_size": 260, **extra}
     for unset in ("pad_token_id", "bos_token_id", "eos_token_id", "num_key_value_heads"):
         if config.get(unset, 0) is None:
             del config[unset]
-    return {"source": "random", "model_type": model_type, "seed": 0, "config": config}
+    return {"source": "random", "model_type": model_type_of(key), "seed": 0, "config": config}
 
 
 @pytest.mark.parametrize(
@@ -138,7 +138,7 @@ def family_spec(model_type: str, **extra) -> dict:
 )
 def test_no_supported_family_is_refused(root, model_type, extra):
     """Tied weights (lm_head = embedding) and buffers are no false alarms."""
-    name = f"{model_type}{'-tied' if extra else ''}"
+    name = f"{model_type.replace('/', '-')}{'-tied' if extra else ''}"
     acquire_model(name, family_spec(model_type, **extra), root / name, root / "cache")
     model, _, _ = load_model(root / name)
     assert not model.training

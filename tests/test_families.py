@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAMILY_CONFIGS, family_model
+from conftest import FAMILY_CONFIGS, family_model, model_type_of
 
 from spikesink.analyses.amplifier.claims import amplifier_claims
 from spikesink.analyses.amplifier.figure import plot_uk_norms
@@ -36,7 +36,7 @@ from spikesink.instrumentation.spikes import SpikeRule
 from spikesink.instrumentation.taps import Taps, edit_state
 
 FAMILIES = sorted(FAMILY_CONFIGS)
-EXPECTED = {  # model_type: (norm placement, FFN kind prefix)
+EXPECTED = {  # FAMILY_CONFIGS key: (norm placement, FFN kind prefix)
     "llama": ("pre", "SwiGLU"),
     "mistral": ("pre", "SwiGLU"),
     "qwen2": ("pre", "SwiGLU"),
@@ -54,6 +54,10 @@ EXPECTED = {  # model_type: (norm placement, FFN kind prefix)
     "mixtral": ("pre", "MoE"),
     "qwen2_moe": ("pre", "MoE"),
     "qwen3_moe": ("pre", "MoE"),
+    "falcon": ("parallel", "GELU MLP"),
+    "falcon/40b": ("parallel", "GELU MLP"),
+    "falcon/11b": ("parallel", "GELU MLP"),
+    "falcon/rw": ("pre", "GELU MLP"),
 }
 IDS = torch.randint(1, 128, (3, 12), generator=torch.Generator().manual_seed(0))
 
@@ -63,8 +67,9 @@ def family(request):
     return request.param, family_model(request.param, seed=1)
 
 
-def test_at_least_twelve_model_types_are_covered():
-    assert set(FAMILIES) == set(SUPPORTED_MODEL_TYPES) and len(FAMILIES) >= 12
+def test_at_least_eighteen_model_types_are_covered():
+    covered = {model_type_of(key) for key in FAMILIES}
+    assert covered == set(SUPPORTED_MODEL_TYPES) and len(covered) >= 18
 
 
 def test_layout_describes_the_family(family):
@@ -72,7 +77,7 @@ def test_layout_describes_the_family(family):
     info = model_layout(model).describe()
     placement, ffn = EXPECTED[model_type]
     assert info["norm_placement"] == placement and info["ffn_kind"].startswith(ffn)
-    assert info["n_blocks"] == 6 and info["model_type"] == model_type
+    assert info["n_blocks"] == 6 and info["model_type"] == model_type_of(model_type)
 
 
 def all_states(model, ids):
@@ -328,6 +333,15 @@ def test_a_model_that_does_not_match_its_adapter_names_the_module():
         LayoutError, match=r"model\.layers\.2\.self_attn: v projection is \(8, 32\), expected \(16, 32\)"
     ):
         model_layout(model).attention_weights(2)
+
+
+def test_a_mechanism_the_statistics_do_not_reproduce_is_refused():
+    from transformers import AutoConfig
+
+    from spikesink.instrumentation.families import UnsupportedArchitectureError, adapter_for
+
+    with pytest.raises(UnsupportedArchitectureError, match="Falcon with alibi=True: ALiBi"):
+        adapter_for(AutoConfig.for_model("falcon", alibi=True))
 
 
 def test_unknown_model_types_fail_at_start_up_naming_the_key(tmp_path):

@@ -195,7 +195,7 @@ class ModelLayout:
 
     @property
     def activation_name(self) -> str:
-        for name in ("hidden_activation", "hidden_act", "activation_function"):
+        for name in ("hidden_activation", "hidden_act", "activation_function", "activation"):
             value = getattr(self.config, name, None)
             if isinstance(value, str):
                 return value
@@ -317,12 +317,21 @@ class ModelLayout:
             (q, qb), (k, kb), (v, vb) = lin(parts.q, "query"), lin(parts.k, "key"), lin(parts.v, "value")
         else:
             w, b = lin(parts.qkv, "fused qkv")
-            if parts.qkv_layout == "per_head":  # GPT-NeoX: per head [q_h; k_h; v_h]
-                w3 = w.reshape(h, 3, dh, d)
-                q, k, v = (w3[:, i].reshape(h * dh, d) for i in range(3))
-                qb, kb, vb = (
-                    (None, None, None) if b is None else (b.reshape(h, 3, dh)[:, i].reshape(-1) for i in range(3))
-                )
+            if parts.qkv_layout == "per_head":  # per key/value head: its G query heads, key, value
+                g = h // hkv
+                if w.shape[0] != hkv * (g + 2) * dh:
+                    raise LayoutError(f"{where}.{parts.qkv}: {w.shape[0]} rows, expected {hkv * (g + 2) * dh}")
+
+                def split(t):
+                    t = t.reshape(hkv, g + 2, dh, -1)
+                    return (
+                        t[:, :g].reshape(h * dh, -1),
+                        t[:, g].reshape(hkv * dh, -1),
+                        t[:, g + 1].reshape(hkv * dh, -1),
+                    )
+
+                q, k, v = split(w)
+                qb, kb, vb = (None, None, None) if b is None else (x[:, 0] for x in split(b[:, None]))
             else:  # stacked rows [q; k; v] (Phi-3; GPT-2's Conv1D columns after the transpose)
                 sizes = [h * dh, hkv * dh, hkv * dh]
                 if w.shape[0] != sum(sizes):
