@@ -85,6 +85,14 @@ FAMILY_CONFIGS = {
         num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32
     ),
     "qwen3_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, head_dim=8),
+    # learned sink logits, sliding and full layers alternating, MoE of clamped SwiGLU experts
+    "gpt_oss": dict(
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        head_dim=8,
+        sliding_window=5,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+    ),
     # "type/variant": further configs of one model_type whose module layout differs (see family_model)
     # (Falcon derives num_key_value_heads from multi_query / num_kv_heads)
     "falcon": dict(num_key_value_heads=None),  # Falcon-7B: multi-query fused qkv, one LayerNorm for both
@@ -125,7 +133,9 @@ def family_model(key: str, seed: int = 0, sharpen: float = 3.0):
     model = AutoModelForCausalLM.from_config(config, attn_implementation=adapter_for(config).base_attention)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if param.dim() >= 2 and "embed" not in name and "wte" not in name and "wpe" not in name:
+            if name.endswith(".sinks"):  # learned sink logits (GPT-OSS): some heads give the sink most
+                param.normal_(0.0, 2.0)
+            elif param.dim() >= 2 and "embed" not in name and "wte" not in name and "wpe" not in name:
                 param.mul_(sharpen)
             elif param.dim() == 1 and "norm" in name or name.endswith(("ln_1.weight", "ln_2.weight")):
                 param.copy_(torch.rand_like(param) + 0.5)

@@ -49,6 +49,9 @@ class FFNParts:
     experts: str | None = None
     shared_expert: str | None = None  # a dense gated FFN beside the experts (Qwen2-MoE)
     shared_expert_gate: str | None = None
+    # why a gated FFN is not down(act(gate h) * up h), so that the analyses built on that form
+    # (U_k, the SiLU regime) do not apply (GPT-OSS's clamped experts)
+    not_gated_form: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,9 @@ class AttentionParts:
     q_norm: str | None = None
     k_norm: str | None = None
     qk_norm_scope: str | None = None
+    # one learned logit per query head that joins every query's softmax and is dropped after it
+    # (GPT-OSS): a sink by design, handed to the attention function as `s_aux`
+    sinks: str | None = None
 
 
 @dataclass(frozen=True)
@@ -268,6 +274,22 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
                 "statistics do not reproduce",
             ),
         ),  # fmt: skip
+    ),
+    FamilyAdapter(  # sliding and full attention alternate (config.layer_types)
+        "GPT-OSS",
+        ("gpt_oss",),
+        ffn_parts=FFNParts(
+            kind="moe",
+            gate=None,
+            up=None,
+            down=None,
+            router="router",
+            experts="experts",
+            not_gated_form="experts compute (clamp(up h) + 1) * clamp(gate h) * sigmoid(alpha * clamp(gate h)) "
+            "with biases, not down(act(gate h) * up h)",
+        ),
+        attention_parts=AttentionParts(sinks="sinks"),
+        base_attention="eager",  # transformers' sdpa path has no learned sink logits
     ),
     FamilyAdapter(
         "Mixtral",

@@ -155,6 +155,15 @@ class ModelLayout:
             )
         if not self.layers:
             raise LayoutError(f"{prefix}{a.layers} is empty")
+        if a.attention_parts.sinks:  # a sink by design: without its logits the softmax would differ
+            for lv in self.layers:
+                where = f"{lv.path}.{a.attention}"
+                sinks = getattr(lv.attention, a.attention_parts.sinks, None)
+                if not isinstance(sinks, torch.Tensor) or sinks.numel() != self.n_heads:
+                    raise LayoutError(
+                        f"{where}.{a.attention_parts.sinks} (learned sink logits, one per head) is missing or does "
+                        f"not hold {self.n_heads} values: a {self.model_type!r} model attends through them"
+                    )
 
     # ---- shape ------------------------------------------------------------------------------
 
@@ -203,7 +212,15 @@ class ModelLayout:
 
     @property
     def gated(self) -> bool:
-        return self.adapter.ffn_parts.kind in ("gated", "moe")
+        return self.not_gated_reason is None
+
+    @property
+    def not_gated_reason(self) -> str | None:
+        """Why the FFN is not down(act(gate h) * up h) (None when it is): U_k and the SiLU regime need it."""
+        parts = self.adapter.ffn_parts
+        if parts.kind not in ("gated", "moe"):
+            return f"{self.ffn_kind}: no gate x = W_gate h"
+        return f"{self.ffn_kind}: {parts.not_gated_form}" if parts.not_gated_form else None
 
     @property
     def ffn_kind(self) -> str:
@@ -253,7 +270,7 @@ class ModelLayout:
     def gated_ffn_weights(self, block: int, expert: str = "dense") -> GatedFFNWeights:
         """gate, up, down of one FFN block (one expert of an MoE block), float32 (out, in)."""
         if not self.gated:
-            raise NotApplicable(f"{self.ffn_kind} has no gate: U_k = W_gate^T diag(w_k) W_up needs a gated FFN")
+            raise NotApplicable(f"{self.not_gated_reason}: U_k = W_gate^T diag(w_k) W_up needs a gated FFN")
         lv = self._ffn_layer(block)
         parts = self.adapter.ffn_parts
         where = f"{lv.path}.{self.adapter.ffn}"
@@ -365,6 +382,7 @@ class ModelLayout:
             else (self.n_layers if sliding else 0),
             # layers that attend without rotary embeddings (SmolLM3's NoPE layers: flag 0)
             "nope_layers": sum(not flag for flag in getattr(config, "no_rope_layers", None) or ()),
+            "learned_sinks": bool(parts.sinks),
             "logit_softcap": getattr(config, "attn_logit_softcapping", None),
             "final_logit_softcap": getattr(config, "final_logit_softcapping", None),
         }
