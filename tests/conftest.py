@@ -78,6 +78,7 @@ FAMILY_CONFIGS = {
     "olmo3": dict(sliding_window=5, layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
     "phi3": dict(pad_token_id=0),
     "phi": dict(num_key_value_heads=None),
+    "starcoder2": dict(sliding_window=5),
     "gpt2": dict(n_embd=32, n_layer=3, n_head=4, n_inner=64, n_positions=128),
     "gpt_neox": dict(num_key_value_heads=None),
     "mixtral": dict(num_local_experts=4, num_experts_per_tok=2),

@@ -203,6 +203,12 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
         ffn_parts=FFNParts(gate=None, up=None, gate_up="gate_up_proj", activation="activation_fn"),
         attention_parts=AttentionParts(q=None, k=None, v=None, qkv="qkv_proj", qkv_layout="stacked"),
     ),
+    FamilyAdapter(  # Llama's module names, GPT-2's blocks: LayerNorm, GELU MLP, biases; sliding window
+        "StarCoder2",
+        ("starcoder2",),
+        norm_type="layernorm",
+        ffn_parts=FFNParts(kind="mlp", gate=None, up="c_fc", down="c_proj", activation="act"),
+    ),
     FamilyAdapter(
         "GPT-2",
         ("gpt2",),
