@@ -78,6 +78,7 @@ FAMILY_CONFIGS = {
     "olmo3": dict(sliding_window=5, layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
     "phi3": dict(pad_token_id=0),
     "phi": dict(num_key_value_heads=None),
+    "starcoder2": dict(sliding_window=5),
     "gpt2": dict(n_embd=32, n_layer=3, n_head=4, n_inner=64, n_positions=128),
     "gpt_neox": dict(num_key_value_heads=None),
     "mixtral": dict(num_local_experts=4, num_experts_per_tok=2),
@@ -85,21 +86,43 @@ FAMILY_CONFIGS = {
         num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32
     ),
     "qwen3_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, head_dim=8),
+    # learned sink logits, sliding and full layers alternating, MoE of clamped SwiGLU experts
+    "gpt_oss": dict(
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        head_dim=8,
+        sliding_window=5,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+    ),
+    # "type/variant": further configs of one model_type whose module layout differs (see family_model)
+    # (Falcon derives num_key_value_heads from multi_query / num_kv_heads)
+    "falcon": dict(num_key_value_heads=None),  # Falcon-7B: multi-query fused qkv, one LayerNorm for both
+    "falcon/40b": dict(num_key_value_heads=None, new_decoder_architecture=True, num_kv_heads=2),  # ln_attn, ln_mlp
+    "falcon/11b": dict(
+        num_key_value_heads=None, new_decoder_architecture=True, num_kv_heads=2, num_ln_in_parallel_attn=1
+    ),
+    # sequential pre-norm blocks, per-head qkv with biases
+    "falcon/rw": dict(num_key_value_heads=None, multi_query=False, parallel_attn=False, bias=True),
 }
 FAMILY_BASE = dict(TINY_CONFIG, pad_token_id=None, bos_token_id=None, eos_token_id=None)
 
 
-def family_spec(model_type: str, **extra) -> dict:
-    """A `source: random` spec of the tests' tiny config of `model_type` (FAMILY_CONFIGS), byte vocabulary."""
-    config = {**FAMILY_BASE, **FAMILY_CONFIGS[model_type], "vocab_size": 260, **extra}
+def model_type_of(key: str) -> str:
+    """The model_type of a FAMILY_CONFIGS key ("falcon/40b" -> "falcon")."""
+    return key.split("/")[0]
+
+
+def family_spec(key: str, **extra) -> dict:
+    """A `source: random` spec of the tests' tiny config FAMILY_CONFIGS[key], byte vocabulary."""
+    config = {**FAMILY_BASE, **FAMILY_CONFIGS[key], "vocab_size": 260, **extra}
     for unset in ("pad_token_id", "bos_token_id", "eos_token_id", "num_key_value_heads"):
         if config.get(unset, 0) is None:
             del config[unset]
-    return {"source": "random", "model_type": model_type, "seed": 0, "config": config}
+    return {"source": "random", "model_type": model_type_of(key), "seed": 0, "config": config}
 
 
-def family_model(model_type: str, seed: int = 0, sharpen: float = 3.0):
-    """A tiny random model of `model_type` on its family's base attention (FAMILY_CONFIGS).
+def family_model(key: str, seed: int = 0, sharpen: float = 3.0):
+    """A tiny random model of FAMILY_CONFIGS[key] on its family's base attention.
 
     Every matrix is scaled by `sharpen` (the 0.02 init gives almost uniform attention) and every
     norm gain is randomised, so that a statistic that skipped a norm or a q/k scaling would differ.
@@ -108,7 +131,7 @@ def family_model(model_type: str, seed: int = 0, sharpen: float = 3.0):
 
     from spikesink.instrumentation.families import adapter_for
 
-    overrides = FAMILY_CONFIGS[model_type]
+    overrides, model_type = FAMILY_CONFIGS[key], model_type_of(key)
     if model_type == "gpt2":
         settings = dict(overrides, vocab_size=TINY_CONFIG["vocab_size"], bos_token_id=None, eos_token_id=None)
     else:
@@ -120,7 +143,9 @@ def family_model(model_type: str, seed: int = 0, sharpen: float = 3.0):
     model = AutoModelForCausalLM.from_config(config, attn_implementation=adapter_for(config).base_attention)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if param.dim() >= 2 and "embed" not in name and "wte" not in name and "wpe" not in name:
+            if name.endswith(".sinks"):  # learned sink logits (GPT-OSS): some heads give the sink most
+                param.normal_(0.0, 2.0)
+            elif param.dim() >= 2 and "embed" not in name and "wte" not in name and "wpe" not in name:
                 param.mul_(sharpen)
             elif param.dim() == 1 and "norm" in name or name.endswith(("ln_1.weight", "ln_2.weight")):
                 param.copy_(torch.rand_like(param) + 0.5)

@@ -129,10 +129,22 @@ def test_a_non_finite_weight_is_found_at_load(good, tmp_path, value):
 )
 def test_no_supported_family_is_refused(root, model_type, extra):
     """Tied weights (lm_head = embedding) and buffers are no false alarms."""
-    name = f"{model_type}{'-tied' if extra else ''}"
+    name = f"{model_type.replace('/', '-')}{'-tied' if extra else ''}"
     acquire_model(name, family_spec(model_type, **extra), root / name, root / "cache")
     model, _, _ = load_model(root / name)
     assert not model.training
+
+
+def test_a_gpt_oss_checkpoint_without_its_sink_logits_is_refused(root, tmp_path):
+    """transformers would initialise the missing sinks at random and attend through them."""
+    from safetensors.torch import load_file, save_file
+
+    acquire_model("gpt-oss", family_spec("gpt_oss"), root / "gpt-oss-nosinks", root / "cache")
+    raw = hf_copy(root / "gpt-oss-nosinks", tmp_path / "nosinks")
+    weights = {k: v for k, v in load_file(raw / "model.safetensors").items() if not k.endswith(".sinks")}
+    save_file(weights, raw / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match=r"missing.*model\.layers\.0\.self_attn\.sinks"):
+        load_model(acquire_local(raw))
 
 
 def test_leftover_buffers_of_older_checkpoints_are_no_false_alarm(root, tmp_path):

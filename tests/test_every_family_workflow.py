@@ -15,7 +15,7 @@ import time
 import pandas as pd
 import pytest
 import yaml
-from conftest import FAMILY_CONFIGS, family_spec
+from conftest import FAMILY_CONFIGS, family_spec, model_type_of
 from workflow_helpers import TEST_TEXTS, snakemake
 
 from spikesink.analyses import jobs as analysis_jobs
@@ -26,8 +26,9 @@ pytestmark = [pytest.mark.families, pytest.mark.slow]
 FAMILY_RUN_TIMEOUT_S = 1800
 
 
-def model_name(model_type: str) -> str:
-    return f"tiny-{model_type.replace('_', '-')}"
+def model_name(key: str) -> str:
+    """A config name for a FAMILY_CONFIGS key ("falcon/40b" -> "tiny-falcon-40b")."""
+    return "tiny-" + key.replace("_", "-").replace("/", "-")
 
 
 def every_family_config() -> dict:
@@ -94,7 +95,7 @@ def family_run(tmp_path_factory):
 
 
 def test_every_supported_family_has_a_tiny_config():
-    missing = sorted(set(SUPPORTED_MODEL_TYPES) - set(FAMILY_CONFIGS))
+    missing = sorted(set(SUPPORTED_MODEL_TYPES) - {model_type_of(key) for key in FAMILY_CONFIGS})
     assert not missing, f"supported families without a tiny config in tests/conftest.py FAMILY_CONFIGS: {missing}"
 
 
@@ -105,6 +106,7 @@ def _is_plot(path) -> bool:
 
 @pytest.mark.parametrize("model_type", sorted(FAMILY_CONFIGS))
 def test_every_output_of_every_analysis_exists_for_the_family(family_run, model_type):
+    """model_type: a FAMILY_CONFIGS key (a model type, or a variant of one such as falcon/40b)."""
     work, name = family_run, model_name(model_type)
     for entry in registry().values():
         if not entry.per_model:

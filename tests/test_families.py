@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAMILY_CONFIGS, family_model
+from conftest import FAMILY_CONFIGS, family_model, model_type_of
 
 from spikesink.analyses.amplifier.claims import amplifier_claims
 from spikesink.analyses.amplifier.figure import plot_uk_norms
@@ -36,7 +36,7 @@ from spikesink.instrumentation.spikes import SpikeRule
 from spikesink.instrumentation.taps import Taps, edit_state
 
 FAMILIES = sorted(FAMILY_CONFIGS)
-EXPECTED = {  # model_type: (norm placement, FFN kind prefix)
+EXPECTED = {  # FAMILY_CONFIGS key: (norm placement, FFN kind prefix)
     "llama": ("pre", "SwiGLU"),
     "mistral": ("pre", "SwiGLU"),
     "qwen2": ("pre", "SwiGLU"),
@@ -50,10 +50,16 @@ EXPECTED = {  # model_type: (norm placement, FFN kind prefix)
     "phi3": ("pre", "SwiGLU"),
     "phi": ("parallel", "GELU MLP"),
     "gpt2": ("pre", "GELU MLP"),
+    "starcoder2": ("pre", "GELU MLP"),
     "gpt_neox": ("parallel", "GELU MLP"),
     "mixtral": ("pre", "MoE"),
     "qwen2_moe": ("pre", "MoE"),
     "qwen3_moe": ("pre", "MoE"),
+    "gpt_oss": ("pre", "MoE"),
+    "falcon": ("parallel", "GELU MLP"),
+    "falcon/40b": ("parallel", "GELU MLP"),
+    "falcon/11b": ("parallel", "GELU MLP"),
+    "falcon/rw": ("pre", "GELU MLP"),
 }
 IDS = torch.randint(1, 128, (3, 12), generator=torch.Generator().manual_seed(0))
 
@@ -63,8 +69,9 @@ def family(request):
     return request.param, family_model(request.param, seed=1)
 
 
-def test_at_least_twelve_model_types_are_covered():
-    assert set(FAMILIES) == set(SUPPORTED_MODEL_TYPES) and len(FAMILIES) >= 12
+def test_at_least_twenty_model_types_are_covered():
+    covered = {model_type_of(key) for key in FAMILIES}
+    assert covered == set(SUPPORTED_MODEL_TYPES) and len(covered) >= 20
 
 
 def test_layout_describes_the_family(family):
@@ -72,7 +79,7 @@ def test_layout_describes_the_family(family):
     info = model_layout(model).describe()
     placement, ffn = EXPECTED[model_type]
     assert info["norm_placement"] == placement and info["ffn_kind"].startswith(ffn)
-    assert info["n_blocks"] == 6 and info["model_type"] == model_type
+    assert info["n_blocks"] == 6 and info["model_type"] == model_type_of(model_type)
 
 
 def all_states(model, ids):
@@ -107,8 +114,8 @@ def test_taps_agree_with_the_models_own_hidden_states(family):
             torch.testing.assert_close(got[(a, "output")], got[(a, "raw_output")], rtol=0, atol=0)
 
 
-def eager_key0(model, ids, attention_mask=None):
-    """Mean attention on key 0 over the queries that see it, from full eager maps (ground truth)."""
+def eager_maps(model, ids, attention_mask=None):
+    """Full eager attention maps (B, L, H, T, T) float64 (ground truth) and the valid queries (B, T)."""
     previous = model.config._attn_implementation
     model.set_attn_implementation("eager")
     try:
@@ -116,10 +123,23 @@ def eager_key0(model, ids, attention_mask=None):
             out = model(input_ids=ids, attention_mask=attention_mask, output_attentions=True, use_cache=False)
     finally:
         model.set_attn_implementation(previous)
-    maps = torch.stack(out.attentions, dim=1).double()  # (B, L, H, T, T)
     valid = torch.ones(ids.shape, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    return torch.stack(out.attentions, dim=1).double(), valid
+
+
+def eager_key0(model, ids, attention_mask=None):
+    """Mean attention on key 0 over the queries that see it, from full eager maps."""
+    maps, valid = eager_maps(model, ids, attention_mask)
     sees0 = (maps[..., 0] > 0) & valid[:, None, None, :]
     return ((maps[..., 0] * sees0).sum(-1) / sees0.sum(-1)).numpy()
+
+
+def eager_learned_sink_share(model, ids, attention_mask=None):
+    """Mean over valid queries of 1 - the sum of a query's returned attention weights: the share a
+    learned sink logit took in the softmax before eager attention dropped its column (GPT-OSS)."""
+    maps, valid = eager_maps(model, ids, attention_mask)
+    share = (1.0 - maps.sum(-1)) * valid[:, None, None, :]
+    return (share.sum(-1) / valid.sum(-1)[:, None, None]).numpy()
 
 
 def test_sink_statistics_equal_eager_attention(family):
@@ -140,6 +160,12 @@ def test_sink_statistics_equal_eager_attention(family):
                 model(input_ids=ids, attention_mask=mask, use_cache=False)
             got[use_lse] = sinks.result()
             np.testing.assert_allclose(got[use_lse]["key0_mass"], ref, atol=1e-5, rtol=0)
+            learned = got[use_lse]["learned_sink_share"]
+            if model_layout(model).adapter.attention_parts.sinks:  # the sink column of the softmax
+                np.testing.assert_allclose(learned, eager_learned_sink_share(model, ids, mask), atol=1e-5, rtol=0)
+                assert learned.std() > 1e-2 and learned.max() > 0.5  # some heads give the sink most
+            else:
+                assert np.isnan(learned).all() and np.isnan(got[use_lse]["learned_sink_share_layer_head"]).all()
             on_sdpa = model_layout(model).adapter.base_attention == "sdpa"
             assert dict(sinks.kernels) == {"cpu flash" if use_lse and on_sdpa else "chunked": 3}
     np.testing.assert_allclose(got[True]["spike_mass"], got[False]["spike_mass"], atol=1e-5, rtol=0)
@@ -273,7 +299,7 @@ def test_every_analysis_runs_and_finds_the_planted_spike(family, tmp_path):
         if layout.gated:
             assert reason is None and set(silu["block"]) == {2, 6} and silu["is_spike"].sum() == 2 * len(IDS)
         else:
-            assert "no gate" in reason and all(c.holds is None for c in claims)
+            assert reason.startswith(layout.not_gated_reason) and all(c.holds is None for c in claims)
 
         amp = run_amplifier(model, lifecycle, IDS[:, :4], progress=False)
         amp_claims = amplifier_claims(model_type, amp["summary"])
@@ -328,6 +354,37 @@ def test_a_model_that_does_not_match_its_adapter_names_the_module():
         LayoutError, match=r"model\.layers\.2\.self_attn: v projection is \(8, 32\), expected \(16, 32\)"
     ):
         model_layout(model).attention_weights(2)
+
+
+def test_a_gpt_oss_model_without_its_sink_logits_is_refused():
+    from spikesink.instrumentation.layout import LayoutError
+
+    model = family_model("gpt_oss")
+    del model.model.layers[1].self_attn.sinks
+    with pytest.raises(LayoutError, match=r"model\.layers\.1\.self_attn\.sinks \(learned sink logits"):
+        model_layout(model)
+
+
+def test_learned_sinks_make_position_0_no_fixed_map():
+    from spikesink.analyses.amplifier.claims import amplifier_claims
+
+    model = family_model("gpt_oss", seed=1)
+    check = position0_attention(model, IDS, [1, 3, 5])
+    assert check.attrs["learned_sinks"] and (check["rel_error_max"] < 1e-4).all()
+    summary = {"step_up": [4], "step_down": [], "spike_channels": [], "position0": {
+        "attention_blocks": [1, 3], "rel_error_max": float(check["rel_error_max"].max()), "n_sequences": 3,
+        "learned_sinks": True}}  # fmt: skip
+    fixed_map = next(c for c in amplifier_claims("gpt_oss", summary) if "fixed linear map" in c.claim)
+    assert fixed_map.verdict == "n/a" and "learned sink logit" in fixed_map.ours
+
+
+def test_a_mechanism_the_statistics_do_not_reproduce_is_refused():
+    from transformers import AutoConfig
+
+    from spikesink.instrumentation.families import UnsupportedArchitectureError, adapter_for
+
+    with pytest.raises(UnsupportedArchitectureError, match="Falcon with alibi=True: ALiBi"):
+        adapter_for(AutoConfig.for_model("falcon", alibi=True))
 
 
 def test_unknown_model_types_fail_at_start_up_naming_the_key(tmp_path):

@@ -224,7 +224,7 @@ def test_windowed_attention_equals_the_masked_softmax(window, keep):
     torch.testing.assert_close(got, brute_window(q, k, v, 0.35, window, keep), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("model_type", ["llama", "gemma2", "mistral", "gpt_neox"])
+@pytest.mark.parametrize("model_type", ["llama", "gemma2", "mistral", "gpt_neox", "gpt_oss"])
 def test_a_window_as_long_as_the_text_is_full_attention(model_type):
     model = family_model(model_type)
     full = token_nll(model, IDS)

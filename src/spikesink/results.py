@@ -14,7 +14,7 @@ layout is defined once:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 
 import numpy as np
 
@@ -104,19 +104,33 @@ class SinkStats:
     key0_mass_mean: float
     spike_mass_layer_head: np.ndarray  # (L, H)
     eps: float
+    # a learned sink logit per head (GPT-OSS): the share of each query's softmax it takes, mean over
+    # queries; NaN in layers without one, None in statistics written before it was measured
+    learned_sink_share: np.ndarray | None = None  # (N, L, H)
+    learned_sink_share_layer_head: np.ndarray | None = None  # (L, H)
+    learned_sink_share_layer: np.ndarray | None = None  # (L,)
 
     @classmethod
     def from_arrays(cls, arrays: dict) -> SinkStats:
-        missing = [f.name for f in fields(cls) if f.name not in arrays]
+        missing = [f.name for f in fields(cls) if f.name not in arrays and f.default is MISSING]
         if missing:
             raise ValueError(f"sink statistics lack {missing}")
-        values = {f.name: arrays[f.name] for f in fields(cls)}
+        values = {f.name: arrays[f.name] for f in fields(cls) if f.name in arrays}
         for scalar in ("sink_ratio", "key0_mass_mean", "eps"):
             values[scalar] = float(np.asarray(values[scalar]))
         return cls(**values)
 
+    @property
+    def has_learned_sinks(self) -> bool:
+        share = self.learned_sink_share_layer_head
+        return share is not None and bool(np.isfinite(share).any())
+
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {f.name: np.asarray(getattr(self, f.name), dtype=np.float32) for f in fields(self)}
+        return {
+            f.name: np.asarray(getattr(self, f.name), dtype=np.float32)
+            for f in fields(self)
+            if getattr(self, f.name) is not None
+        }
 
 
 def write_sink_stats(path: PathLike, stats: SinkStats) -> None:

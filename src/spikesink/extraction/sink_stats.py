@@ -45,6 +45,7 @@ from spikesink.instrumentation.attention import (
     KernelLSE,
     key_probabilities,
     probability_chunks,
+    score_options,
 )
 from spikesink.instrumentation.taps import run_decoder
 
@@ -56,6 +57,8 @@ class AttentionMasses:
     key0: torch.Tensor  # mean over queries that can see key 0 of p(q -> 0)
     spike: torch.Tensor | None  # mean over valid queries of sum_j in spikes p(q -> j); None if no spikes given
     n_queries: torch.Tensor  # (B,) valid queries (non-padding)
+    # mean over valid queries of p(q -> learned sink) = 1 - sum_j p(q -> j); None without learned sinks
+    learned_sink: torch.Tensor | None = None
 
 
 def attention_masses(
@@ -68,6 +71,7 @@ def attention_masses(
     max_chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     sliding_window: int | None = None,
     softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
     kernel_lse: KernelLSE | None = None,
 ) -> AttentionMasses:
     """Attention mass on key 0 (and on spike keys) per (sample, head), without a T x T map.
@@ -80,6 +84,10 @@ def attention_masses(
     Why these denominators: key 0 mass follows Gu et al. (column sum over the number of
     queries that see the key), so with a sliding window the queries that cannot see key 0 do
     not dilute it; spike mass is averaged over all valid queries.
+
+    sinks: GPT-OSS's learned logit per head, which joins each query's softmax and is dropped: the
+    key probabilities then sum to 1 - p(sink), and that learned-sink share is reported as well
+    (mean over valid queries).
     """
     batch, n_heads, q_len, _ = query.shape
     if q_len < 2:
@@ -90,6 +98,8 @@ def attention_masses(
     if spike_keys is not None and spike_keys.shape != (batch, q_len):
         raise ValueError(f"spike positions must be (B, T) = {(batch, q_len)}, got {tuple(spike_keys.shape)}")
     device = query.device
+    if kernel_lse is not None and sinks is not None:
+        raise ValueError("a fused kernel's log-sum-exp does not include learned sink logits")
     if kernel_lse is None:
         geometry, chunks = probability_chunks(
             query,
@@ -98,6 +108,7 @@ def attention_masses(
             attention_mask,
             softcap=softcap,
             sliding_window=sliding_window,
+            sinks=sinks,
             max_chunk_elements=max_chunk_elements,
         )
         scored = spike_keys  # every key, in order
@@ -124,6 +135,7 @@ def attention_masses(
         spike_weights = scored.to(device=device, dtype=torch.float32)[:, None, None, :, None]  # (B, 1, 1, keys, 1)
     key0_sum = torch.zeros(batch, n_kv, n_heads // n_kv, dtype=torch.float32, device=device)
     spike_sum = torch.zeros_like(key0_sum) if spike_weights is not None else None
+    sink_sum = torch.zeros_like(key0_sum) if sinks is not None else None
     sees0 = geometry.sees0.to(torch.float32)
     valid = geometry.valid.to(torch.float32)
     for start, stop, probs in chunks:
@@ -131,11 +143,20 @@ def attention_masses(
         if spike_sum is not None:
             mass = torch.matmul(probs, spike_weights[..., : probs.shape[-1], :]).squeeze(-1)
             spike_sum += (mass * valid[:, None, None, start:stop]).sum(-1)
+        if sink_sum is not None:
+            sink_sum += ((1.0 - probs.sum(-1)) * valid[:, None, None, start:stop]).sum(-1)
     n_sees0 = geometry.sees0.sum(-1).to(torch.float32).expand(batch)  # (B,)
     n_valid = geometry.valid.sum(-1).to(torch.float32).expand(batch)
-    key0 = (key0_sum.reshape(batch, n_heads) / n_sees0[:, None]).contiguous()
-    spike = None if spike_sum is None else (spike_sum.reshape(batch, n_heads) / n_valid[:, None]).contiguous()
-    return AttentionMasses(key0=key0, spike=spike, n_queries=n_valid)
+
+    def per_query(total, count):
+        return None if total is None else (total.reshape(batch, n_heads) / count[:, None]).contiguous()
+
+    return AttentionMasses(
+        key0=per_query(key0_sum, n_sees0),
+        spike=per_query(spike_sum, n_valid),
+        n_queries=n_valid,
+        learned_sink=per_query(sink_sum, n_valid),
+    )
 
 
 def summarise_sinks(key0_mass: np.ndarray, eps: float | None = None) -> dict[str, np.ndarray]:
@@ -157,6 +178,16 @@ def summarise_sinks(key0_mass: np.ndarray, eps: float | None = None) -> dict[str
         "sink_ratio": np.float32(metrics.sink_ratio(mass, eps)),  # scalar, percent
         "key0_mass_mean": np.float32(mass.mean()),
     }
+
+
+def summarise_learned_sinks(learned_sink: np.ndarray) -> dict[str, np.ndarray]:
+    """Means of a (samples, layers, heads) learned-sink share (NaN in layers without a learned sink)."""
+    share = np.asarray(learned_sink, dtype=np.float32)
+    with np.errstate(invalid="ignore"), _quiet_nanmean():
+        return {
+            "learned_sink_share_layer_head": np.nanmean(share, axis=0).astype(np.float32),  # (L, H)
+            "learned_sink_share_layer": np.nanmean(share, axis=(0, 2)).astype(np.float32),  # (L,)
+        }
 
 
 def _eps(eps: float | None) -> float:
@@ -197,6 +228,7 @@ class SinkStatistics(AttentionObserver):
         self.kernels: Counter[str] = Counter()  # layer calls per way of computing: "cpu flash", ..., "chunked"
         self._key0: list[torch.Tensor] = []  # one (B, L, H) per forward
         self._spike: list[torch.Tensor] = []
+        self._learned_sink: list[torch.Tensor] = []
         self._n_queries: list[torch.Tensor] = []
         self._spike_positions = None
         self.set_spike_positions(spike_positions)
@@ -223,9 +255,8 @@ class SinkStatistics(AttentionObserver):
             attention_mask,
             spikes,
             max_chunk_elements=self.max_chunk_elements,
-            sliding_window=kwargs.get("sliding_window"),
-            softcap=kwargs.get("softcap"),
             kernel_lse=lse,
+            **score_options(kwargs),
         )
 
     def _commit(self, per_layer: dict[int, AttentionMasses]) -> None:
@@ -233,8 +264,10 @@ class SinkStatistics(AttentionObserver):
         key0 = torch.stack([m.key0 for m in ordered], dim=1)  # (B, L, H)
         nan = torch.full_like(ordered[0].key0, float("nan"))
         spike = torch.stack([nan if m.spike is None else m.spike for m in ordered], dim=1)
+        learned = torch.stack([nan if m.learned_sink is None else m.learned_sink for m in ordered], dim=1)
         self._key0.append(key0.cpu())
         self._spike.append(spike.cpu())
+        self._learned_sink.append(learned.cpu())
         self._n_queries.append(ordered[0].n_queries.cpu())
 
     def result(self) -> dict[str, np.ndarray]:
@@ -243,12 +276,15 @@ class SinkStatistics(AttentionObserver):
             raise RuntimeError("no forward pass was observed; run the model inside the `with` block")
         key0 = torch.cat(self._key0).numpy().astype(np.float32)
         spike = torch.cat(self._spike).numpy().astype(np.float32)
+        learned = torch.cat(self._learned_sink).numpy().astype(np.float32)
         out = {
             "key0_mass": key0,
             "spike_mass": spike,
             "n_queries": torch.cat(self._n_queries).numpy().astype(np.float32),
+            "learned_sink_share": learned,  # (N, L, H), NaN in layers without a learned sink logit
         }
         out.update(summarise_sinks(key0, self.eps))
+        out.update(summarise_learned_sinks(learned))
         with np.errstate(invalid="ignore"), _quiet_nanmean():
             out["spike_mass_layer_head"] = np.nanmean(spike, axis=0).astype(np.float32)
         out["eps"] = np.float32(self.eps)

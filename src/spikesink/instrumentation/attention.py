@@ -160,6 +160,7 @@ def probability_chunks(
     *,
     softcap: float | None = None,
     sliding_window: int | None = None,
+    sinks: torch.Tensor | None = None,
     max_chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
 ) -> tuple[MaskGeometry, Iterator[tuple[int, int, torch.Tensor]]]:
     """(mask geometry, iterator of (start, stop, probs)) with probs (B, H_kv, G, stop-start, width).
@@ -167,7 +168,9 @@ def probability_chunks(
     query (B, H, T, D) and key (B, H_kv, T, D) as given to an attention function. The scores are
     those of eager attention: (q . k) * scaling, then tanh soft-capping when `softcap` is set,
     then the mask; softmax in float32. Keys beyond `width` are never seen by the chunk's queries.
-    Fully masked rows (padding queries) give zeros.
+    Fully masked rows (padding queries) give zeros. `sinks`: one learned logit per query head
+    (GPT-OSS) that joins every query's softmax and is dropped after it, so a row of probs sums to
+    1 - p(sink).
     """
     _check_shapes(query, key)
     batch, n_heads, q_len, head_dim = query.shape
@@ -177,6 +180,8 @@ def probability_chunks(
     device = query.device
     geometry = _geometry(allowed, chunk_mask, q_len, device)
     groups = n_heads // n_kv
+    if sinks is not None and sinks.numel() != n_heads:
+        raise ValueError(f"{sinks.numel()} sink logits for {n_heads} query heads")
 
     def chunks():
         with torch.no_grad():
@@ -198,16 +203,39 @@ def probability_chunks(
                     scores[..., start:stop].masked_fill_(above_diagonal[: stop - start, : stop - start], float("-inf"))
                 else:
                     scores.masked_fill_(~allowed[:, start:stop, :width][:, None, None], float("-inf"))
+                if sinks is not None:  # the sink's column joins the softmax, then is dropped
+                    sink = sinks.detach().to(torch.float32).reshape(1, n_kv, groups, 1, 1)
+                    scores = torch.cat([scores, sink.expand(batch, -1, -1, stop - start, 1)], dim=-1)
                 # torch's fused softmax is ~2x faster than max/exp/sum/divide as separate passes
                 probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0)
+                if sinks is not None:
+                    probs = probs[..., :-1]
                 del scores
                 yield start, stop, probs
 
     return geometry, chunks()
 
 
+def score_options(kwargs: dict) -> dict:
+    """What an attention function's kwargs add to the scores and the softmax (probability_chunks'
+    keyword arguments): soft-capping, the sliding window and GPT-OSS's learned sink logits."""
+    return {
+        "softcap": kwargs.get("softcap"),
+        "sliding_window": kwargs.get("sliding_window"),
+        "sinks": kwargs.get("s_aux"),
+    }
+
+
 def chunked_attention_output(
-    query, key, value, scaling, attention_mask=None, *, softcap=None, max_chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
+    query,
+    key,
+    value,
+    scaling,
+    attention_mask=None,
+    *,
+    softcap=None,
+    sinks=None,
+    max_chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
 ) -> torch.Tensor:
     """softmax(scores) @ V in query chunks: (B, T, H, D) in the value's dtype, like transformers'
     attention functions return it. Memory O(chunk x T) per head, no T x T map."""
@@ -215,7 +243,7 @@ def chunked_attention_output(
     n_kv = key.shape[1]
     groups = n_heads // n_kv
     _, chunks = probability_chunks(
-        query, key, scaling, attention_mask, softcap=softcap, max_chunk_elements=max_chunk_elements
+        query, key, scaling, attention_mask, softcap=softcap, sinks=sinks, max_chunk_elements=max_chunk_elements
     )
     out = torch.zeros(batch, n_kv, groups, q_len, value.shape[-1], dtype=torch.float32, device=query.device)
     v = value.detach().to(torch.float32)[:, :, None]  # (B, H_kv, 1, T, Dv)
@@ -394,6 +422,7 @@ def sdpa_with_lse(
         position_bias is not None
         or dropout
         or kwargs.get("softcap") is not None
+        or kwargs.get("s_aux") is not None  # learned sinks: not in the kernel's log-sum-exp
         or q_len < 2
         or key.shape[2] != q_len
         or query.device.type not in ("cpu", "cuda")

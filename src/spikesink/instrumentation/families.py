@@ -20,7 +20,7 @@ Adding a family: one `FamilyAdapter` in `ADAPTERS` below and one tiny-model test
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 README_SECTION = 'README section "Adding a model family"'
 
@@ -49,6 +49,9 @@ class FFNParts:
     experts: str | None = None
     shared_expert: str | None = None  # a dense gated FFN beside the experts (Qwen2-MoE)
     shared_expert_gate: str | None = None
+    # why a gated FFN is not down(act(gate h) * up h), so that the analyses built on that form
+    # (U_k, the SiLU regime) do not apply (GPT-OSS's clamped experts)
+    not_gated_form: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,9 @@ class AttentionParts:
     """Where the attention's projections are, relative to the attention module.
 
     qkv_layout for a fused projection `qkv`: "stacked" (rows [q; k; v], Phi-3), "per_head"
-    (rows [q_h; k_h; v_h] per head, GPT-NeoX) or "conv1d" (GPT-2's Conv1D, columns [q, k, v]).
+    (rows per key/value head: its query heads, its key, its value; [q_h; k_h; v_h] per head
+    without GQA, GPT-NeoX; [all q; k; v] with one key/value head, Falcon-7B) or "conv1d"
+    (GPT-2's Conv1D, columns [q, k, v]).
     qk_norm_scope: "head" (a norm over each head's d_head, Qwen3 / Gemma 3) or "full" (over all
     heads at once, OLMo 2).
     """
@@ -70,6 +75,9 @@ class AttentionParts:
     q_norm: str | None = None
     k_norm: str | None = None
     qk_norm_scope: str | None = None
+    # one learned logit per query head that joins every query's softmax and is dropped after it
+    # (GPT-OSS): a sink by design, handed to the attention function as `s_aux`
+    sinks: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,23 @@ class FamilyAdapter:
     # attention implementation the family runs on: sdpa, or eager where sdpa is unsupported
     base_attention: str = "sdpa"
     bos: str = "as the tokenizer adds it"
+    # the decoder layer adds into a sublayer's output tensor in place (Falcon: mlp_output +=
+    # attention_output): taps hand on copies, or a kept state would change after the hook
+    copy_states: bool = False
+    # ((config flag, value), ...) -> field overrides: one model_type, several module layouts
+    # (Falcon's decoder variants); every condition must hold (a tuple value: any of them),
+    # later variants win
+    variants: tuple[tuple[tuple[tuple[str, object], ...], tuple[tuple[str, object], ...]], ...] = ()
+    # (config flag, reason): a config with that flag set is refused (a mechanism not reproduced)
+    refuse: tuple[tuple[str, str], ...] = ()
+
+    def for_config(self, config) -> FamilyAdapter:
+        """This adapter with the overrides of every variant whose conditions `config` meets."""
+        adapter = self
+        for conditions, overrides in self.variants:
+            if all(getattr(config, flag, None) in _any_of(value) for flag, value in conditions):
+                adapter = replace(adapter, **dict(overrides))
+        return adapter
 
     def norm_placement(self, config=None) -> str:
         """'pre', 'sandwich', 'post' or 'parallel' (module docstring)."""
@@ -116,6 +141,10 @@ class FamilyAdapter:
         if isinstance(self.parallel_residual, str):
             return bool(getattr(config, self.parallel_residual, False)) if config is not None else True
         return bool(self.parallel_residual)
+
+
+def _any_of(value) -> tuple:
+    return value if isinstance(value, tuple) else (value,)
 
 
 ADAPTERS: tuple[FamilyAdapter, ...] = (
@@ -174,6 +203,12 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
         ffn_parts=FFNParts(gate=None, up=None, gate_up="gate_up_proj", activation="activation_fn"),
         attention_parts=AttentionParts(q=None, k=None, v=None, qkv="qkv_proj", qkv_layout="stacked"),
     ),
+    FamilyAdapter(  # Llama's module names, GPT-2's blocks: LayerNorm, GELU MLP, biases; sliding window
+        "StarCoder2",
+        ("starcoder2",),
+        norm_type="layernorm",
+        ffn_parts=FFNParts(kind="mlp", gate=None, up="c_fc", down="c_proj", activation="act"),
+    ),
     FamilyAdapter(
         "GPT-2",
         ("gpt2",),
@@ -210,6 +245,57 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
         norm_type="layernorm",
         ffn_parts=FFNParts(kind="mlp", gate=None, up="fc1", down="fc2", activation="activation_fn"),
         attention_parts=AttentionParts(o="dense"),
+    ),
+    FamilyAdapter(  # Falcon-7B as the base: one shared LayerNorm, multi-query fused qkv
+        "Falcon",
+        ("falcon",),
+        decoder="transformer",
+        layers="h",
+        embedding="word_embeddings",
+        final_norm="ln_f",
+        attention="self_attention",
+        ffn_input_norm="input_layernorm",
+        parallel_residual=True,
+        norm_type="layernorm",
+        ffn_parts=FFNParts(kind="mlp", gate=None, up="dense_h_to_4h", down="dense_4h_to_h", activation="act"),
+        attention_parts=AttentionParts(q=None, k=None, v=None, o="dense", qkv="query_key_value", qkv_layout="per_head"),
+        copy_states=True,
+        variants=(
+            # Falcon-40B / 180B: a norm per sublayer (Falcon 2 11B keeps one: num_ln_in_parallel_attn 1)
+            # (None: the default, which the decoder layers set to 2 when they are built)
+            (
+                (("new_decoder_architecture", True), ("num_ln_in_parallel_attn", (2, None))),
+                (("attn_input_norm", "ln_attn"), ("ffn_input_norm", "ln_mlp")),
+            ),
+            # Falcon-RW style: sequential pre-norm blocks
+            (
+                (("new_decoder_architecture", False), ("parallel_attn", False)),
+                (("ffn_input_norm", "post_attention_layernorm"), ("parallel_residual", False)),
+            ),
+        ),  # fmt: skip
+        refuse=(
+            (
+                "alibi",
+                "ALiBi adds a per-head position bias to the attention scores, which the attention "
+                "statistics do not reproduce",
+            ),
+        ),  # fmt: skip
+    ),
+    FamilyAdapter(  # sliding and full attention alternate (config.layer_types)
+        "GPT-OSS",
+        ("gpt_oss",),
+        ffn_parts=FFNParts(
+            kind="moe",
+            gate=None,
+            up=None,
+            down=None,
+            router="router",
+            experts="experts",
+            not_gated_form="experts compute (clamp(up h) + 1) * clamp(gate h) * sigmoid(alpha * clamp(gate h)) "
+            "with biases, not down(act(gate h) * up h)",
+        ),
+        attention_parts=AttentionParts(sinks="sinks"),
+        base_attention="eager",  # transformers' sdpa path has no learned sink logits
     ),
     FamilyAdapter(
         "Mixtral",
@@ -259,7 +345,14 @@ def adapter_for(config_or_type) -> FamilyAdapter:
     adapter = BY_MODEL_TYPE.get(model_type)
     if adapter is None:
         raise UnsupportedArchitectureError(unsupported_message(model_type))
-    return adapter
+    if isinstance(config_or_type, str) or config_or_type is None:
+        return adapter
+    for flag, reason in adapter.refuse:
+        if getattr(config_or_type, flag, None):
+            raise UnsupportedArchitectureError(
+                f"{adapter.name} with {flag}={getattr(config_or_type, flag)!r}: {reason}"
+            )
+    return adapter.for_config(config_or_type)
 
 
 def model_type_of_gguf(architecture: str) -> str:

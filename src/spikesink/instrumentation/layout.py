@@ -155,6 +155,15 @@ class ModelLayout:
             )
         if not self.layers:
             raise LayoutError(f"{prefix}{a.layers} is empty")
+        if a.attention_parts.sinks:  # a sink by design: without its logits the softmax would differ
+            for lv in self.layers:
+                where = f"{lv.path}.{a.attention}"
+                sinks = getattr(lv.attention, a.attention_parts.sinks, None)
+                if not isinstance(sinks, torch.Tensor) or sinks.numel() != self.n_heads:
+                    raise LayoutError(
+                        f"{where}.{a.attention_parts.sinks} (learned sink logits, one per head) is missing or does "
+                        f"not hold {self.n_heads} values: a {self.model_type!r} model attends through them"
+                    )
 
     # ---- shape ------------------------------------------------------------------------------
 
@@ -195,7 +204,7 @@ class ModelLayout:
 
     @property
     def activation_name(self) -> str:
-        for name in ("hidden_activation", "hidden_act", "activation_function"):
+        for name in ("hidden_activation", "hidden_act", "activation_function", "activation"):
             value = getattr(self.config, name, None)
             if isinstance(value, str):
                 return value
@@ -203,7 +212,15 @@ class ModelLayout:
 
     @property
     def gated(self) -> bool:
-        return self.adapter.ffn_parts.kind in ("gated", "moe")
+        return self.not_gated_reason is None
+
+    @property
+    def not_gated_reason(self) -> str | None:
+        """Why the FFN is not down(act(gate h) * up h) (None when it is): U_k and the SiLU regime need it."""
+        parts = self.adapter.ffn_parts
+        if parts.kind not in ("gated", "moe"):
+            return f"{self.ffn_kind}: no gate x = W_gate h"
+        return f"{self.ffn_kind}: {parts.not_gated_form}" if parts.not_gated_form else None
 
     @property
     def ffn_kind(self) -> str:
@@ -253,7 +270,7 @@ class ModelLayout:
     def gated_ffn_weights(self, block: int, expert: str = "dense") -> GatedFFNWeights:
         """gate, up, down of one FFN block (one expert of an MoE block), float32 (out, in)."""
         if not self.gated:
-            raise NotApplicable(f"{self.ffn_kind} has no gate: U_k = W_gate^T diag(w_k) W_up needs a gated FFN")
+            raise NotApplicable(f"{self.not_gated_reason}: U_k = W_gate^T diag(w_k) W_up needs a gated FFN")
         lv = self._ffn_layer(block)
         parts = self.adapter.ffn_parts
         where = f"{lv.path}.{self.adapter.ffn}"
@@ -317,12 +334,21 @@ class ModelLayout:
             (q, qb), (k, kb), (v, vb) = lin(parts.q, "query"), lin(parts.k, "key"), lin(parts.v, "value")
         else:
             w, b = lin(parts.qkv, "fused qkv")
-            if parts.qkv_layout == "per_head":  # GPT-NeoX: per head [q_h; k_h; v_h]
-                w3 = w.reshape(h, 3, dh, d)
-                q, k, v = (w3[:, i].reshape(h * dh, d) for i in range(3))
-                qb, kb, vb = (
-                    (None, None, None) if b is None else (b.reshape(h, 3, dh)[:, i].reshape(-1) for i in range(3))
-                )
+            if parts.qkv_layout == "per_head":  # per key/value head: its G query heads, key, value
+                g = h // hkv
+                if w.shape[0] != hkv * (g + 2) * dh:
+                    raise LayoutError(f"{where}.{parts.qkv}: {w.shape[0]} rows, expected {hkv * (g + 2) * dh}")
+
+                def split(t):
+                    t = t.reshape(hkv, g + 2, dh, -1)
+                    return (
+                        t[:, :g].reshape(h * dh, -1),
+                        t[:, g].reshape(hkv * dh, -1),
+                        t[:, g + 1].reshape(hkv * dh, -1),
+                    )
+
+                q, k, v = split(w)
+                qb, kb, vb = (None, None, None) if b is None else (x[:, 0] for x in split(b[:, None]))
             else:  # stacked rows [q; k; v] (Phi-3; GPT-2's Conv1D columns after the transpose)
                 sizes = [h * dh, hkv * dh, hkv * dh]
                 if w.shape[0] != sum(sizes):
@@ -356,6 +382,7 @@ class ModelLayout:
             else (self.n_layers if sliding else 0),
             # layers that attend without rotary embeddings (SmolLM3's NoPE layers: flag 0)
             "nope_layers": sum(not flag for flag in getattr(config, "no_rope_layers", None) or ()),
+            "learned_sinks": bool(parts.sinks),
             "logit_softcap": getattr(config, "attn_logit_softcapping", None),
             "final_logit_softcap": getattr(config, "final_logit_softcapping", None),
         }

@@ -24,7 +24,7 @@ Usage, one context manager style for all:
 Hooks chain in the order contexts are entered: taps entered inside an edit see the edited state.
 `stop_after_last` raises StopForward once every requested state of the forward was seen;
 `run_decoder` catches it. States are passed on as the model computed them (dtype included);
-detached. Callers reduce them to float32 statistics at once and keep nothing of size T x d.
+detached (copied where the family's layer writes into them in place, Falcon). Callers reduce them to float32 statistics at once and keep nothing of size T x d.
 """
 
 from __future__ import annotations
@@ -183,8 +183,10 @@ class Taps:
         return self
 
     def _register(self, point: Point, targets: list):
+        copy = self.layout.adapter.copy_states
+
         def deliver(tensor):
-            tensor = tensor.detach()
+            tensor = tensor.detach().clone() if copy else tensor.detach()
             for block, state in targets:
                 if state == "_derived_input":
                     self._parallel_inputs[block] = tensor

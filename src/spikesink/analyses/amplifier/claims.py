@@ -160,6 +160,13 @@ def _position0_rows(model, pos0, max_rel_error, min_alignment) -> list[Claim]:
     if not pos0 or not pos0.get("attention_blocks"):
         reason = "the step-up block is the first FFN block: no attention block before it to check"
         rows = [FIXED_MAP.na(model, reason if pos0 else "the position-0 check was not run")]
+    elif pos0.get("learned_sinks"):
+        reason = (
+            "a learned sink logit takes 1 - p(key 0) of position 0's softmax per head, a share that depends on "
+            f"the token: not a fixed map (weighted by that share, the q/k/v/o split reproduces it to "
+            f"{pos0['rel_error_max']:.2g})"
+        )
+        rows = [FIXED_MAP.na(model, reason)]
     else:
         rows = [
             FIXED_MAP.judge(

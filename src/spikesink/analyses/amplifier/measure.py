@@ -23,6 +23,7 @@ position-0 attention output. `fold_norm=False` gives U_k on h itself.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ import torch
 from spikesink.analyses.amplifier.result import Amplifier
 from spikesink.analyses.lifecycle.result import Lifecycle
 from spikesink.analyses.unit import Job
+from spikesink.instrumentation.attention import AttentionObserver
 from spikesink.instrumentation.blocks import block_kind, block_layer
 from spikesink.instrumentation.layout import NotApplicable, model_layout
 from spikesink.instrumentation.taps import capture
@@ -253,6 +255,36 @@ def attention_vo_matrix(model, layer: int) -> tuple[torch.Tensor, torch.Tensor |
     return vo, bias
 
 
+class _Position0SinkWeights(AttentionObserver):
+    """Per head, the attention position 0 gives to key 0 when a learned sink logit joins its
+    softmax (GPT-OSS): p = sigmoid(s_00 - sink_h), s_00 the scaled score of query 0 on key 0 as
+    the softmax sees it (after RoPE). Without learned sinks p = 1 (position 0 sees only key 0)."""
+
+    def __init__(self, model, layers: Sequence[int]):
+        super().__init__(model, layers=layers)
+        self.weights: dict[int, torch.Tensor] = {}
+
+    def _compute(self, layer, module, query, key, attention_mask, kwargs):
+        groups = query.shape[1] // key.shape[1]
+        k0 = key[:, :, 0].float().repeat_interleave(groups, dim=1)  # (B, H, D)
+        score = (query[:, :, 0].float() * k0).sum(-1) * self.scaling(module, kwargs)  # (B, H)
+        sinks = kwargs.get("s_aux")
+        return torch.ones_like(score) if sinks is None else torch.sigmoid(score - sinks.float()[None])
+
+    def _commit(self, per_layer) -> None:
+        self.weights = per_layer
+
+
+def _weighted_attention_output(model, layer: int, normed: torch.Tensor, head_weights: torch.Tensor) -> torch.Tensor:
+    """Position 0's attention output from the extracted q/k/v/o split when each head h gives key 0
+    the weight head_weights[:, h]: sum_h w_h W_O^h (W_V^h n + b_V^h) + b_O."""
+    w = model_layout(model).attention_weights(layer)
+    values = normed @ w.v.T + (0 if w.v_bias is None else w.v_bias)  # (N, H_kv * D)
+    values = values.reshape(len(normed), w.n_kv_heads, 1, w.head_dim).expand(-1, -1, w.n_heads // w.n_kv_heads, -1)
+    mixed = values.reshape(len(normed), w.n_heads, w.head_dim) * head_weights[..., None]
+    return mixed.reshape(len(normed), -1) @ w.o.T + (0 if w.o_bias is None else w.o_bias)
+
+
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-30)
 
@@ -271,6 +303,10 @@ def position0_attention(
     its raw output (before any output norm), and, with s* given, cos(attn_out, s*), cos of the
     block's post-residual with s*, and (at step_up_block) cos of the FFN's input (the residual,
     which is what fold_norm=True's s* lives on) with s*.
+
+    With learned sink logits (GPT-OSS) position 0 gives key 0 only 1 - p(sink) per head, a
+    share that depends on the token: the prediction weights each head by the share the model's
+    softmax gave (frame.attrs["learned_sinks"]); the map is then not fixed.
     """
     device = next(model.parameters()).device
     blocks = sorted(int(b) for b in attention_blocks)
@@ -279,12 +315,21 @@ def position0_attention(
     requests = [(b, state) for b in blocks for state in ("normed_input", "raw_output", "post_residual")]
     if step_up_block:
         requests.append((step_up_block, "input"))
-    got = capture(model, requests, transform=lambda t: t[:, 0].float(), input_ids=input_ids.to(device))
+    learned_sinks = bool(model_layout(model).adapter.attention_parts.sinks)
+    with _Position0SinkWeights(model, [block_layer(b) for b in blocks]) if learned_sinks else nullcontext() as sink:
+        # the whole forward: the observer commits its weights when the decoder stack returns
+        got = capture(
+            model, requests, stop=not learned_sinks, transform=lambda t: t[:, 0].float(), input_ids=input_ids.to(device)
+        )
     star = None if s_star is None else torch.as_tensor(np.asarray(s_star), dtype=torch.float32, device=device)
     rows = []
     for block in blocks:
-        vo, bias = attention_vo_matrix(model, block_layer(block))
-        predicted = got[(block, "normed_input")] @ vo.T + (0 if bias is None else bias)
+        if learned_sinks:
+            weights = sink.weights[block_layer(block)]
+            predicted = _weighted_attention_output(model, block_layer(block), got[(block, "normed_input")], weights)
+        else:
+            vo, bias = attention_vo_matrix(model, block_layer(block))
+            predicted = got[(block, "normed_input")] @ vo.T + (0 if bias is None else bias)
         actual = got[(block, "raw_output")]
         error = (actual - predicted).norm(dim=-1) / actual.norm(dim=-1).clamp_min(1e-30)
         row = {
@@ -299,6 +344,7 @@ def position0_attention(
             row["cos_resid_s_star_median"] = float(_cos(got[(block, "post_residual")], star).median())
         rows.append(row)
     frame = pd.DataFrame(rows)
+    frame.attrs["learned_sinks"] = learned_sinks
     if star is not None and step_up_block:
         cos_in = _cos(got[(step_up_block, "input")], star)
         frame.attrs["step_up_input_cos_s_star"] = {
@@ -444,4 +490,5 @@ def _position0_summary(model, first_token_ids, step_up_block: int, s_star) -> di
         "step_up_input_cos_s_star": check.attrs.get("step_up_input_cos_s_star"),
         "random_abs_cos_scale": float(1 / np.sqrt(model_layout(model).d_model)),
         "n_sequences": int(first_token_ids.shape[0]),
+        "learned_sinks": check.attrs["learned_sinks"],
     }

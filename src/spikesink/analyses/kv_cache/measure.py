@@ -49,6 +49,7 @@ def windowed_attention(
     softcap: float | None = None,
     attention_mask: torch.Tensor | None = None,
     chunk: int = 1024,
+    sink_logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """softmax over the last `window` keys (and the first `keep`) of each query, @ V.
 
@@ -73,22 +74,30 @@ def windowed_attention(
         visible = (j <= i) & ((i - j < window) | (j < keep))  # (c, K)
         if allowed is not None:
             visible = visible[None, None] & allowed[:, None, start:stop][..., index]  # (B or 1, 1, c, K)
-        out[:, :, start:stop] = _chunk_attention(query[:, :, start:stop], k, v, visible, scaling, softcap)
+        out[:, :, start:stop] = _chunk_attention(query[:, :, start:stop], k, v, visible, scaling, softcap, sink_logits)
     return out.transpose(1, 2).contiguous()
 
 
-def _chunk_attention(query, key, value, visible, scaling, softcap):
-    """(B, H, c, D) attention of a query chunk over its keys under a boolean `visible` mask."""
-    if softcap is None:
+def _chunk_attention(query, key, value, visible, scaling, softcap, sink_logits=None):
+    """(B, H, c, D) attention of a query chunk over its keys under a boolean `visible` mask;
+    `sink_logits`: a learned logit per head joining the softmax (GPT-OSS), dropped after it."""
+    if softcap is None and sink_logits is None:
         return torch.nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask=visible, scale=scaling, enable_gqa=query.shape[1] != key.shape[1]
         )
     groups = query.shape[1] // key.shape[1]
     q = query.float() * scaling
     k, v = key.float().repeat_interleave(groups, dim=1), value.float().repeat_interleave(groups, dim=1)
-    scores = torch.tanh((q @ k.transpose(-1, -2)) / softcap) * softcap
+    scores = q @ k.transpose(-1, -2)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     scores = scores.masked_fill(~visible, float("-inf"))
-    return (torch.softmax(scores, dim=-1).nan_to_num(0.0) @ v).to(value.dtype)
+    if sink_logits is not None:
+        column = sink_logits.float().reshape(1, -1, 1, 1).expand(*scores.shape[:-1], 1)
+        probs = torch.softmax(torch.cat([scores, column], dim=-1), dim=-1)[..., :-1]
+    else:
+        probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    return (probs @ v).to(value.dtype)
 
 
 def windowed_nll(model: nn.Module, texts: np.ndarray, window: int | None, keep: int = 0) -> torch.Tensor:
@@ -99,7 +108,18 @@ def windowed_nll(model: nn.Module, texts: np.ndarray, window: int | None, keep: 
     def compute(module, query, key, value, attention_mask, kwargs):
         scaling = kwargs.get("scaling")
         scaling = float(scaling if scaling is not None else module.scaling)
-        return windowed_attention(query, key, value, scaling, window, keep, kwargs.get("softcap"), attention_mask), None
+        out = windowed_attention(
+            query,
+            key,
+            value,
+            scaling,
+            window,
+            keep,
+            kwargs.get("softcap"),
+            attention_mask,
+            sink_logits=kwargs.get("s_aux"),
+        )
+        return out, None
 
     with attention_override(model, compute):
         return torch.cat([token_nll(model, texts[i : i + 1]) for i in range(len(texts))])

@@ -36,7 +36,7 @@ from spikesink.analyses.lifecycle.result import Lifecycle
 from spikesink.analyses.rmsnorm_collapse.gain import delimiter_gain_alignment
 from spikesink.analyses.rmsnorm_collapse.result import Collapse
 from spikesink.analyses.unit import Job
-from spikesink.instrumentation.attention import AttentionObserver, probability_chunks
+from spikesink.instrumentation.attention import AttentionObserver, probability_chunks, score_options
 from spikesink.instrumentation.blocks import block_layer
 from spikesink.instrumentation.layout import model_layout
 from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
@@ -379,12 +379,7 @@ class SelfAttentionShare(AttentionObserver):
 
     def _compute(self, layer, module, query, key, attention_mask, kwargs):
         _, chunks = probability_chunks(
-            query,
-            key,
-            self.scaling(module, kwargs),
-            attention_mask,
-            softcap=kwargs.get("softcap"),
-            sliding_window=kwargs.get("sliding_window"),
+            query, key, self.scaling(module, kwargs), attention_mask, **score_options(kwargs)
         )
         batch, n_heads, q_len, _ = query.shape
         diag = torch.zeros(batch, n_heads, q_len)

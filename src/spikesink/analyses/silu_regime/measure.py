@@ -116,7 +116,7 @@ def silu_regime(
     blocks = _check_blocks(blocks)
     layout = model_layout(model)
     if not layout.gated:
-        raise NotApplicable(f"{layout.ffn_kind}: there is no gate x = W_gate h to put through SiLU")
+        raise NotApplicable(f"{layout.not_gated_reason}: nothing to put through SiLU as the paper's gate")
     weights = {
         block: {e: layout.gated_ffn_weights(block, e) for e in layout.experts(block) if e != "shared"}
         for block in blocks
@@ -219,7 +219,7 @@ def run_silu_regime(
     layout = model_layout(model)
     blocks = sorted(set(lifecycle.step_up) | set(lifecycle.step_down))
     reason = (
-        f"{layout.ffn_kind}: no gate x = W_gate h to put through an activation"
+        f"{layout.not_gated_reason} to put through an activation"
         if not layout.gated
         else "no step-up or step-down block was detected"
         if not blocks

@@ -54,6 +54,8 @@ def sink_claims(model: str, result: Sinks, lifecycle, min_sink_ratio: float, min
         f"attention to spike tokens; mean attention on key 0 {key0.text('{:.3f}')}; key 0 is a spike token in "
         f"{100 * key0_share:.0f}% of (prompt, layer > 0) (means over {len(n_sinking)} prompts, 95% intervals)"
     )
+    if np.isfinite(result.learned_sink_share_mean):
+        ours += f"; learned sink logits take {result.learned_sink_share_mean:.3f} of each softmax (mean)"
     return [
         ON_SPIKE(
             model,

@@ -24,6 +24,7 @@ PER_HEAD = (
     "key0_mass_layer",
     "sink_ratio_layer",
 )
+LEARNED_SINK = ("learned_sink_share_layer_head", "learned_sink_share_layer")
 
 
 def measure(job: Job) -> Sinks:
@@ -32,13 +33,19 @@ def measure(job: Job) -> Sinks:
     per_prompt = sink_attention_per_prompt(stats.key0_mass, stats.spike_mass, key0_spikes, job.shared.sink_eps)
     n_sinking = per_prompt["n_sinking"].sum()
     share = float(per_prompt["on_spikes"].sum() / n_sinking) if n_sinking else float("nan")
+    per_head = {name: np.asarray(getattr(stats, name)) for name in PER_HEAD}
+    learned = float("nan")
+    if stats.has_learned_sinks:  # a sink by design (GPT-OSS), reported beside the key-0 sink
+        per_head |= {name: np.asarray(getattr(stats, name)) for name in LEARNED_SINK}
+        learned = float(np.nanmean(stats.learned_sink_share))
     return Sinks(
-        per_head={name: np.asarray(getattr(stats, name)) for name in PER_HEAD},
+        per_head=per_head,
         per_prompt=per_prompt,
         sink_ratio=float(stats.sink_ratio),
         key0_mass_mean=float(stats.key0_mass_mean),
         share_on_spikes=share,
         eps=job.shared.sink_eps,
+        learned_sink_share_mean=learned,
     )
 
 

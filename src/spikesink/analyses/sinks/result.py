@@ -19,4 +19,7 @@ class Sinks(Result):
     sink_ratio: float = 0.0  # percent of (prompt, layer, head) with key-0 mass > eps
     key0_mass_mean: float = 0.0
     share_on_spikes: float = float("nan")  # attention sinking heads give to spike tokens (key 0 while it is one)
+    # a learned sink logit per head (GPT-OSS): the mean share of a query's softmax it takes; NaN without one
+    # (per_head then also holds learned_sink_share_layer_head (L, H) and learned_sink_share_layer (L,))
+    learned_sink_share_mean: float = float("nan")
     eps: float = 0.3
