@@ -45,6 +45,22 @@ Construction (d = hidden size, n_i = RMSNorm(x)_i = x_i / rms(x), all norm weigh
   spike have a small v share after RMSNorm and get a small output.
 * Spike positions: every trigger token at position 0, and delimiter tokens anywhere (they attend
   only to delimiters, whose W-parts cancel); no other token at later positions.
+* Early stage (optional, `early_stage=(up, down)`): an amplifier in FFN block `up` like the
+  step-up, sized so that position 0 reaches `early_magnitude` on the first spike channel (same
+  channels and ratio), and one in FFN block `down` (before the step-up) that cancels it, like the
+  step-down. SmolLM2-135M's shape: a small spike (not massive: far below 1000x the median, but
+  above the stage bar of 100x) that rises and is cancelled before the main step-up. Cancelled, it
+  leaves position 0 as before, so the step-up still reads s*.
+* Sink heads (optional, `sink_heads=[(layer, head), ...]` in layers whose input carries the
+  spike): the config gets attention biases (all zero but these). The head's key reads the spike
+  pattern v on the lowest-frequency rotary dimension (k_slow = v . n, the normed state), and its
+  query is the constant bias b on that dimension (its weight row zeroed), so every query scores
+  a key by b k_slow / sqrt(head_dim): the spike token's key (n ~ sqrt(d) v) scores `sink_logit`
+  = S, an ordinary key ~0. A query at position t with no other spike key before it therefore puts
+  e^S / (e^S + t) on key 0 (`expected_key0_mass`); delimiter spike tokens take the same share as
+  key 0. Every other head stays random (near-uniform attention: no sink).
+* No spike (`spike_magnitude=0`): no amplifier is planted (nor a sink): the same embeddings and
+  position-0 attention, nothing massive.
 * Every other weight keeps the random initialisation (std = init_std = initializer_range): a
   small random model whose blocks add O(0.05) to the residual.
 
@@ -80,6 +96,37 @@ def _orthonormal(rng: np.random.Generator, d: int, k: int, avoid: np.ndarray | N
         basis -= avoid_q @ (avoid_q.T @ basis)
     q, _ = np.linalg.qr(basis)
     return q[:, :k]
+
+
+def _check_early_stage(early_stage, step_up_block: int) -> tuple[int, int] | None:
+    if early_stage is None:
+        return None
+    up, down = (int(b) for b in early_stage)
+    for name, block in (("early_stage up", up), ("early_stage down", down)):
+        if block_kind(block) != "ffn" or block < 2:
+            raise ValueError(f"{name}={block} must be an even (FFN) block")
+    if not up < down < step_up_block:
+        raise ValueError(f"early_stage={early_stage}: needs up < down < step_up_block={step_up_block}")
+    return up, down
+
+
+def _check_sink_heads(sink_heads, n_layers, n_heads, step_up_block, step_down_block) -> dict[int, list[int]]:
+    """{layer: [heads]}: every layer must read a spiking state (its input is the post-residual of
+    block 2 * layer, which carries the spike when step_up_block <= 2 * layer < step_down_block)."""
+    out: dict[int, list[int]] = {}
+    for pair in sink_heads or ():
+        layer, head = (int(x) for x in pair)
+        if not 0 <= head < n_heads or not 0 <= layer < n_layers:
+            raise ValueError(f"sink head {pair}: layer must be in 0..{n_layers - 1}, head in 0..{n_heads - 1}")
+        if not step_up_block <= 2 * layer < step_down_block:
+            raise ValueError(
+                f"sink head {pair}: layer {layer} reads block {2 * layer}, which carries no spike "
+                f"(plateau blocks {step_up_block}..{step_down_block - 1})"
+            )
+        out.setdefault(layer, [])
+        if head not in out[layer]:
+            out[layer].append(head)
+    return {layer: sorted(heads) for layer, heads in out.items()}
 
 
 def _check_blocks(n_layers: int, step_up_block: int, step_down_block: int) -> None:
@@ -138,6 +185,10 @@ def build_planted_llama(
     n_rows: int = 8,
     alpha: float = 2.0,
     beta: float = 2.0,
+    early_stage: tuple[int, int] | None = None,
+    early_magnitude: float = 500.0,
+    sink_heads: tuple[tuple[int, int], ...] = (),
+    sink_logit: float = 8.0,
     seed: int = 0,
 ):
     """Build the planted LlamaForCausalLM (float32, eval mode) and return (model, info).
@@ -149,9 +200,22 @@ def build_planted_llama(
     a trigger embedding of norm sqrt(d): smaller a separates position 0 from later positions more.
     `info` holds the ground truth: step_up_blocks, step_down_blocks, spike_channels,
     channel_ratio, s_star (numpy, unit), spike_out_direction (numpy, unit), trigger/exception/
-    delimiter token ids, spike_magnitude.
+    delimiter token ids, spike_magnitude, stages (one dict per stage, earliest first: step_up,
+    step_down, magnitude), sink_heads ([layer, head] pairs) and sink_logit.
+
+    `early_stage` (up, down): FFN blocks of an earlier stage before the step-up block, whose
+    position-0 spike reaches `early_magnitude` on the first spike channel. `sink_heads`: (layer,
+    head) pairs that sink on the spike token with key-0 logit `sink_logit` (module docstring).
+    `spike_magnitude=0`: no spike at all (and no stage, no sink).
     """
     _check_blocks(n_layers, step_up_block, step_down_block)
+    spiking = spike_magnitude != 0
+    early = _check_early_stage(early_stage, step_up_block) if spiking else None
+    if early_stage is not None and not spiking:
+        raise ValueError("early_stage needs a spike (spike_magnitude != 0)")
+    sinks = _check_sink_heads(sink_heads, n_layers, n_heads, step_up_block, step_down_block)
+    if sinks and not spiking:
+        raise ValueError("sink_heads sink on the spike token: they need a spike (spike_magnitude != 0)")
     if len(spike_channels) != len(channel_ratio):
         raise ValueError("spike_channels and channel_ratio must have the same length")
     head_dim = hidden_size // n_heads
@@ -161,7 +225,9 @@ def build_planted_llama(
         exception_ids = tuple(i for i in DEFAULT_EXCEPTIONS if i < vocab_size) or (vocab_size - 1,)
     exception_ids = tuple(sorted(set(int(i) for i in exception_ids)))
     delimiter_ids = tuple(sorted(set(int(i) for i in delimiter_ids) - set(exception_ids)))
-    model = _random_llama(vocab_size, hidden_size, intermediate_size, n_layers, n_heads, n_kv_heads, init_std, seed)
+    model = _random_llama(
+        vocab_size, hidden_size, intermediate_size, n_layers, n_heads, n_kv_heads, init_std, seed, bias=bool(sinks)
+    )
     rng = np.random.default_rng(seed)
     s_star, w_basis = _directions(rng, hidden_size, n_kv_heads * head_dim, spike_channels)
     norm = float(embed_norm) if embed_norm is not None else 5.0 * float(np.sqrt(hidden_size))
@@ -188,15 +254,29 @@ def build_planted_llama(
         amplifier = dict(
             channels=list(spike_channels), ratio=ratio, tokens=trigger_ids, n_rows=n_rows, alpha=alpha, beta=beta
         )
-        # step-up: gain calibrated on the actual FFN input so that channel 0 reaches spike_magnitude
-        _plant_amplifier(model, step_up_block, s_star, lambda h, resid: spike_magnitude, **amplifier)
-        # step-down: reads the spike pattern, writes minus the spike measured at its own input
-        _plant_amplifier(
-            model, step_down_block, v_out, lambda h, resid: -float(resid[:, spike_channels[0]].mean()), **amplifier
-        )
+        stages = [(early, float(early_magnitude))] if early else []
+        stages.append(((step_up_block, step_down_block), float(spike_magnitude)))
+        for (up, down), magnitude in stages if spiking else ():
+            # step-up: gain calibrated on the actual FFN input so that channel 0 reaches the magnitude
+            _plant_amplifier(model, up, s_star, lambda h, resid, m=magnitude: m, **amplifier)
+            # step-down: reads the spike pattern, writes minus the spike measured at its own input
+            _plant_amplifier(
+                model, down, v_out, lambda h, resid: -float(resid[:, spike_channels[0]].mean()), **amplifier
+            )
+        for layer, heads in sorted(sinks.items()):
+            _plant_sink_heads(model, layer, heads, v_out, float(sink_logit), trigger_ids, n_heads, n_kv_heads, head_dim)
     info = {
-        "step_up_blocks": [int(step_up_block)],
-        "step_down_blocks": [int(step_down_block)],
+        "step_up_blocks": [int(step_up_block)] if spiking else [],
+        "step_down_blocks": [int(step_down_block)] if spiking else [],
+        "stages": [
+            {
+                "step_up": [int(up)],
+                "step_down": [int(down)],
+                "magnitude": magnitude,
+                "main": (up, down) == stages[-1][0],
+            }
+            for (up, down), magnitude in (stages if spiking else [])
+        ],
         "spike_channels": [int(c) for c in spike_channels],
         "channel_ratio": [float(r) for r in ratio],
         "s_star": s_star.astype(np.float32),
@@ -209,6 +289,8 @@ def build_planted_llama(
         "spike_position": 0,
         "pos0_alignment": float(pos0_alignment),
         "amplifier_rows": n_rows,
+        "sink_heads": [[int(layer), int(head)] for layer, heads in sorted(sinks.items()) for head in heads],
+        "sink_logit": float(sink_logit) if sinks else None,
         "seed": int(seed),
         "bos": False,
     }
@@ -219,8 +301,11 @@ def _t(array) -> torch.Tensor:
     return torch.as_tensor(array, dtype=torch.float32)
 
 
-def _random_llama(vocab_size, hidden_size, intermediate_size, n_layers, n_heads, n_kv_heads, init_std, seed):
-    """A small LlamaForCausalLM with seeded random weights (std init_std), float32, eval mode."""
+def _random_llama(
+    vocab_size, hidden_size, intermediate_size, n_layers, n_heads, n_kv_heads, init_std, seed, bias=False
+):
+    """A small LlamaForCausalLM with seeded random weights (std init_std), float32, eval mode;
+    `bias`: attention projections with biases, all zero."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -234,13 +319,19 @@ def _random_llama(vocab_size, hidden_size, intermediate_size, n_layers, n_heads,
         max_position_embeddings=4096,
         rms_norm_eps=1e-6,
         initializer_range=init_std,
+        attention_bias=bias,
         tie_word_embeddings=False,
         bos_token_id=None,
         eos_token_id=None,
         pad_token_id=None,
     )
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config).float().eval()
+    model = LlamaForCausalLM(config).float().eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("_proj.bias"):
+                param.zero_()
+    return model
 
 
 def _directions(rng, d: int, rank: int, spike_channels) -> tuple[np.ndarray, np.ndarray]:
@@ -306,6 +397,36 @@ def _plant_amplifier(model, block, direction, target, channels, ratio, tokens, n
     coef = target(h, resid) / (ratio[0] * n_rows * _silu(alpha * f) * beta * f)
     mlp = model.model.layers[block_layer(block)].mlp
     _set_amplifier(mlp, slice(0, n_rows), _t(direction), alpha, beta, channels, _t(coef * ratio))
+
+
+def _plant_sink_heads(model, layer, heads, v_out, sink_logit, tokens, n_heads, n_kv_heads, head_dim) -> None:
+    """Sink heads in `layer` (module docstring): the kv group's key reads v on the lowest-frequency
+    rotary dimension, the head's query is a constant bias there, sized so that the spike token's
+    key scores `sink_logit` on average over the trigger tokens at position 0."""
+    block = 2 * layer + 1  # the layer's attention block
+    got = capture(
+        model,
+        [(block, "normed_input")],
+        transform=lambda t: t[:, 0].clone(),
+        input_ids=torch.as_tensor(tokens)[:, None],
+    )
+    key0 = float((got[(block, "normed_input")] @ _t(v_out)).mean())  # v . n at the spike token, ~sqrt(d)
+    attn = model.model.layers[layer].self_attn
+    slow = head_dim // 2 - 1
+    per_group = n_heads // n_kv_heads
+    bias = sink_logit * float(np.sqrt(head_dim)) / key0  # score = q . k / sqrt(head_dim)
+    for head in heads:
+        group = head // per_group
+        attn.k_proj.weight[group * head_dim + slow] = _t(v_out)
+        attn.q_proj.weight[head * head_dim + slow] = 0.0
+        attn.q_proj.bias[head * head_dim + slow] = bias
+
+
+def expected_key0_mass(sink_logit: float, n_positions: int) -> float:
+    """Mean attention a planted sink head puts on key 0 over the queries 0..T-1 of a prompt whose
+    only spike token is position 0: (1/T) sum_t e^S / (e^S + t), ordinary keys scoring 0."""
+    t = np.arange(n_positions, dtype=np.float64)
+    return float(np.mean(1.0 / (1.0 + t * np.exp(-float(sink_logit)))))
 
 
 def planted_tokenizer():
