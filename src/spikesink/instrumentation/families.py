@@ -151,11 +151,11 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
     FamilyAdapter("Llama", ("llama",)),
     FamilyAdapter("Mistral", ("mistral",)),
     FamilyAdapter("Qwen2", ("qwen2",)),
-    # Llama blocks; every few layers skip rotary (NoPE): config.no_rope_layers, 0 = no rotary
-    FamilyAdapter("SmolLM3", ("smollm3",), positions="rotary, NoPE layers"),
     FamilyAdapter(
         "Qwen3", ("qwen3",), attention_parts=AttentionParts(q_norm="q_norm", k_norm="k_norm", qk_norm_scope="head")
     ),
+    # Llama blocks; every few layers skip rotary (NoPE): config.no_rope_layers, 0 = no rotary
+    FamilyAdapter("SmolLM3", ("smollm3",), positions="rotary, NoPE layers"),
     FamilyAdapter("Gemma", ("gemma",), norm_gain_offset=1.0, embedding_scale="sqrt(d_model)", bos="BOS required"),
     FamilyAdapter(
         "Gemma 2",
