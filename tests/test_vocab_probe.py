@@ -164,8 +164,16 @@ def test_pipeline_entry_claims_table_and_figure(planted, tmp_path):
     assert set(drawn["counts"]) == {"peak_pos0", "peak_later"}
     for column, counts in drawn["counts"].items():
         assert len(counts) == len(drawn["bins"]) - 1 and counts.sum() == summary["n_probed"] == len(frame)
-        expected, _ = np.histogram(frame[column].clip(lower=drawn["bins"][0]), bins=drawn["bins"])
+        expected, _ = np.histogram(frame[column].clip(*drawn["bins"][[0, -1]]), bins=drawn["bins"])
         np.testing.assert_array_equal(counts, expected)
+    # a largest peak whose log round trip lands above the last bin edge is still counted
+    # (5030.32470703125: 10 ** log10(x) < x)
+    low, high = 6.922504901885986, 5030.32470703125
+    assert np.logspace(np.log10(low), np.log10(high), 60)[-1] < high
+    edge = frame.assign(peak_pos0=np.clip(frame["peak_pos0"].astype(float), low, high), peak_later=low)
+    edge.loc[0, "peak_pos0"] = high
+    edge_counts = plot_vocab_probe(edge, summary, tmp_path / "edge", "planted")["counts"]
+    assert all(c.sum() == len(frame) for c in edge_counts.values())
     # the threshold lines: the floor, and median_ratio x the smallest reference median of the PROBED blocks
     # (1.0 at block 5, not the 0.02 of block 10 outside the plateau)
     assert drawn["lines"]["floor"] == summary["floor"] == 100.0

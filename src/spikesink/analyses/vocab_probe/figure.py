@@ -55,7 +55,8 @@ def plot_vocab_probe(frame: pd.DataFrame, summary: Mapping, path: str | os.PathL
     for column, label, color in columns:
         ratio = summary["ratio_pos0"] if column == "peak_pos0" else summary.get("ratio_later", float("nan"))
         drawn["counts"][column], _, _ = ax.hist(
-            frame[column].clip(lower=bins[0]),
+            # both ends: 10 ** log10(max) may round below the max, which would then fall out
+            frame[column].clip(lower=bins[0], upper=bins[-1]),
             bins=bins,
             color=color,
             alpha=0.7,
