@@ -198,7 +198,7 @@ def test_planted_model_is_recovered_through_the_workflow(run):
     assert not wrong, wrong  # claim: (ours, the planted answer)
     zero = "removing the spike (zero at block 4) removes the sink"
     assert verdicts[zero] in {"fails", "inconclusive"}  # the sink goes; the inert spike costs no perplexity
-    assert planted_claims.set_index("claim").loc[zero, "value"] == 1.0  # the sink ratio's drop
+    assert float(planted_claims.set_index("claim").loc[zero, "value"]) == 1.0  # the sink ratio's drop
     # the random model has no spike: its claims must fail or read n/a, never pass vacuously
     random_claims = scorecard[scorecard["model"] == RANDOM_MODEL]
     assert set(random_claims["verdict"]) <= {"fails", "n/a"} and (random_claims["verdict"] == "n/a").any()
