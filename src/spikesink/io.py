@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -46,6 +47,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     staged = tmp / target.name
     try:
@@ -57,6 +59,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(staged, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_staging(target: Path) -> None:
+    """Delete staging folders a killed writer of `target` left behind (SIGKILL skips `finally`).
+
+    A workflow gives each output one writer, so any earlier staging folder of the same target
+    belongs to an interrupted run. The pattern is exact (mkdtemp's 8 random characters), so a
+    sibling whose name merely starts the same way (`a.npz` vs `a.npz.gz`) is never touched.
+    """
+    pattern = re.compile(re.escape(f".{target.name}.") + r"[a-z0-9_]{8}\.tmp")
+    for child in target.parent.iterdir():
+        if pattern.fullmatch(child.name):
+            shutil.rmtree(child, ignore_errors=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
