@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from spikesink import io
 
 
@@ -41,3 +42,20 @@ def test_sweeping_never_touches_another_targets_staging(tmp_path):
     neighbour.mkdir()
     io.write_text(tmp_path / "block_stats.npz", "x")
     assert neighbour.exists() and os.path.exists(tmp_path / "block_stats.npz")
+
+
+def test_outputs_written_together_land_together_or_not_at_all(tmp_path):
+    first, second = tmp_path / "sinks.npz", tmp_path / "block_stats.json"
+    with pytest.raises(RuntimeError), io.outputs_together():
+        io.write_text(first, "done")
+        assert not first.exists(), "an output landed before the job finished"
+        raise RuntimeError("killed between two outputs")
+    assert list(tmp_path.iterdir()) == []
+
+    with io.outputs_together():
+        io.write_text(first, "a")
+        with io.outputs_together():  # nested blocks: the outermost one decides
+            io.write_text(second, "b")
+        assert not second.exists()
+    assert first.read_text() == "a" and second.read_text() == "b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["block_stats.json", "sinks.npz"]

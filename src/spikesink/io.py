@@ -38,27 +38,70 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+# staged writes waiting for the end of an `outputs_together` block (innermost block last)
+_deferred: list[list[tuple[Path, Path, Path]]] = []
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; move it into place only if the block succeeds.
 
     Works for files and directories alike. The temporary name starts with a dot so a glob
-    for finished outputs never picks it up.
+    for finished outputs never picks it up. Inside `outputs_together` the move waits for the
+    end of that block.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     staged = tmp / target.name
+    deferred = False
     try:
         yield staged
         if not staged.exists():
             raise FileNotFoundError(f"nothing was written to the staged path for {target}")
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(staged, target)
+        if _deferred:
+            _deferred[-1].append((staged, target, tmp))
+            deferred = True
+        else:
+            _move_into_place(staged, target)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not deferred:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def outputs_together() -> Iterator[None]:
+    """All atomic writes inside the block land together at its end, or none of them does.
+
+    A job with several outputs (sinks.npz, block_stats.npz, block_stats.json) killed between two
+    writes would otherwise leave some finished-looking outputs beside missing ones.
+    """
+    if _deferred:  # nested: the outermost block decides
+        yield
+        return
+    batch: list[tuple[Path, Path, Path]] = []
+    _deferred.append(batch)
+    try:
+        yield
+    except BaseException:
+        for _, _, tmp in batch:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        _deferred.pop()
+    try:
+        for staged, target, _ in batch:
+            _move_into_place(staged, target)
+    finally:
+        for _, _, tmp in batch:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_into_place(staged: Path, target: Path) -> None:
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    os.replace(staged, target)
 
 
 def remove_stale_staging(target: Path) -> None:

@@ -18,7 +18,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 import numpy as np
 
-from spikesink.io import load_npz, read_json, with_extension, write_json, write_npz
+from spikesink.io import load_npz, outputs_together, read_json, with_extension, write_json, write_npz
 
 PathLike = str | os.PathLike
 
@@ -78,8 +78,9 @@ ARRAY_FIELDS = (
 
 
 def save_block_stats(stats: BlockStats, npz_path: PathLike, json_path: PathLike) -> None:
-    write_npz(npz_path, **stats.to_arrays())
-    write_json(json_path, stats.meta)
+    with outputs_together():
+        write_npz(npz_path, **stats.to_arrays())
+        write_json(json_path, stats.meta)
 
 
 def load_block_stats(npz_path: PathLike, json_path: PathLike) -> BlockStats:
@@ -181,8 +182,9 @@ def write_prompts(path: PathLike, prompts: PromptSet) -> None:
     stem = _prompt_stem(path)
     lengths = np.asarray([len(r) for r in prompts.ids], dtype=np.int64)
     flat = np.concatenate(prompts.ids).astype(np.int64) if prompts.ids else np.zeros(0, np.int64)
-    write_npz(with_extension(stem, ".npz"), ids=flat, lengths=lengths)
-    write_json(with_extension(stem, ".json"), {"name": prompts.name, **prompts.meta})
+    with outputs_together():
+        write_npz(with_extension(stem, ".npz"), ids=flat, lengths=lengths)
+        write_json(with_extension(stem, ".json"), {"name": prompts.name, **prompts.meta})
 
 
 def read_prompts(path: PathLike) -> PromptSet:

@@ -1,5 +1,6 @@
 from spikesink.extraction.block_stats import run_extraction
 from spikesink.instrumentation.model import InstrumentedModel
+from spikesink.io import outputs_together
 from spikesink.logs import snakemake_logger
 from spikesink.results import read_prompts, save_block_stats, write_sink_stats
 
@@ -16,6 +17,7 @@ model = InstrumentedModel.load(
 )
 prompts = read_prompts(snakemake.input.prompts[0])
 stats, sinks = run_extraction(model, prompts, config, snakemake.wildcards.model, batch_size=p.batch_size)
-write_sink_stats(snakemake.output.sinks, sinks)
-save_block_stats(stats, snakemake.output.stats, snakemake.output.meta)
+with outputs_together():  # the three outputs land together or not at all
+    write_sink_stats(snakemake.output.sinks, sinks)
+    save_block_stats(stats, snakemake.output.stats, snakemake.output.meta)
 log.info("extracted %d prompts x %d tokens over %d blocks", *stats.input_ids.shape, stats.n_blocks)

@@ -20,6 +20,7 @@ from typing import Any
 
 from spikesink.analyses import get
 from spikesink.analyses.unit import BLOCK_STATS, MODEL, PROMPTS, SINKS, Analysis, Figure, Job, Table
+from spikesink.io import outputs_together
 
 log = logging.getLogger(__name__)
 REPORT_KEYS = ("claims", "figure")  # config subsections read by the report job only
@@ -158,7 +159,8 @@ def run_measure(name: str, model: str | None, models: list[str], config: Mapping
         )
 
     result = runner.measure(job, load)
-    result.save(result_dir(entry, model or "-"))
+    with outputs_together():
+        result.save(result_dir(entry, model or "-"))
     log.info("%s on %s: %s", name, job.model_name, result.not_applicable or "measured")
 
 
@@ -172,27 +174,33 @@ def run_report(name: str, model: str | None, models: list[str], config: Mapping,
     job = make_job(entry, model, models, config, entry.report_reads, paper_models)
     result = entry.result_class.load(result_dir(entry, model or "-"))
     target = model if entry.per_model else None
-    if has_claims(entry):
-        claims = runner.claims(result, job)
-        write_claims(claims_file(entry, target), claims)
-        for claim in claims:
-            log.info("%s: %s (%s)", claim.verdict, claim.claim, claim.ours)
-    for table_name, (frame, caption) in runner.tables(result, job).items():
-        table = _table(entry.tables, table_name, name)
-        per_model = table.per_model and target is not None
-        label = f"{target}_{entry.name}{'_' + table.name if table.name else ''}" if per_model else table.name
-        write_table(frame, table_stem(entry, table, target), caption=caption, label=label)
-    runner.figures(result, job, {f.name: figure_stem(entry, f, target) for f in entry.figures})
+    with outputs_together():
+        if has_claims(entry):
+            claims = runner.claims(result, job)
+            write_claims(claims_file(entry, target), claims)
+            for claim in claims:
+                log.info("%s: %s (%s)", claim.verdict, claim.claim, claim.ours)
+        for table_name, (frame, caption) in runner.tables(result, job).items():
+            table = _table(entry.tables, table_name, name)
+            per_model = table.per_model and target is not None
+            label = f"{target}_{entry.name}{'_' + table.name if table.name else ''}" if per_model else table.name
+            write_table(frame, table_stem(entry, table, target), caption=caption, label=label)
+        runner.figures(result, job, {f.name: figure_stem(entry, f, target) for f in entry.figures})
 
 
 def run_summary(name: str, models: list[str], config: Mapping, paper_models: Mapping) -> None:
     """The analysis's figures and tables across every configured model."""
-    from spikesink.reporting.tables import write_table
-
     entry = get(name)
     jobs = {m: make_job(entry, m, models, config, entry.report_reads, paper_models) for m in models}
     results = {m: entry.result_class.load(result_dir(entry, m)) for m in models}
     module = entry.module("figure")
+    with outputs_together():
+        _write_summary(entry, name, module, results, jobs)
+
+
+def _write_summary(entry: Analysis, name: str, module, results: dict, jobs: dict) -> None:
+    from spikesink.reporting.tables import write_table
+
     for table_name, (frame, caption) in module.summary_tables(results, jobs).items():
         write_table(frame, table_stem(entry, _table(entry.summary_tables, table_name, name), None), caption=caption)
     if entry.summary_figures:
