@@ -81,6 +81,10 @@ FAMILY_CONFIGS = {
     "starcoder2": dict(sliding_window=5),
     "gpt2": dict(n_embd=32, n_layer=3, n_head=4, n_inner=64, n_positions=128),
     "gpt_neox": dict(num_key_value_heads=None),
+    # global and local (window 5) layers alternate; the module's own softmax, q . k unscaled
+    "gpt_neo": dict(
+        num_key_value_heads=None, attention_types=[[["global", "local"], 1], [["global"], 1]], window_size=5
+    ),
     "mixtral": dict(num_local_experts=4, num_experts_per_tok=2),
     "qwen2_moe": dict(
         num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32

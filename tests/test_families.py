@@ -52,6 +52,7 @@ EXPECTED = {  # FAMILY_CONFIGS key: (norm placement, FFN kind prefix)
     "gpt2": ("pre", "GELU MLP"),
     "starcoder2": ("pre", "GELU MLP"),
     "gpt_neox": ("parallel", "GELU MLP"),
+    "gpt_neo": ("pre", "GELU MLP"),
     "mixtral": ("pre", "MoE"),
     "qwen2_moe": ("pre", "MoE"),
     "qwen3_moe": ("pre", "MoE"),
@@ -406,3 +407,20 @@ def test_unknown_model_types_fail_at_start_up_naming_the_key(tmp_path):
     text = str(error.value)
     assert "models.r.model_type: model_type 'bloom' has no family adapter" in text
     assert "models.l.path: model_type 'opt' has no family adapter" in text and "Adding a model family" in text
+
+
+def test_an_attention_module_with_its_own_softmax_is_observed_through_hooks():
+    """GPT-Neo computes its softmax in its own `_attn` (no attention interface): hooks on q / k / v
+    give the statistics (unscaled scores, the local layer's window from the module's buffer) and
+    an override replaces the module's output through its out_proj."""
+    from spikesink.analyses.kv_cache.measure import token_nll, windowed_nll
+
+    model = family_model("gpt_neo", seed=2)
+    assert model.config.attention_layers[1] == "local" and model.config.window_size < IDS.shape[1]
+    ref = eager_key0(model, IDS)
+    got = sink_statistics(model, [IDS])["key0_mass"]
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+    texts = IDS[:1].numpy()
+    full = token_nll(model, texts)
+    torch.testing.assert_close(windowed_nll(model, texts, window=IDS.shape[1]), full, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(windowed_nll(model, texts, window=2), full)

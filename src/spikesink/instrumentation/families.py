@@ -78,6 +78,11 @@ class AttentionParts:
     # one learned logit per query head that joins every query's softmax and is dropped after it
     # (GPT-OSS): a sink by design, handed to the attention function as `s_aux`
     sinks: str | None = None
+    # the factor of q . k where the attention module applies its own (GPT-Neo: 1, no 1/sqrt(d_head))
+    scaling: float | None = None
+    # a boolean buffer (1, 1, max_positions, max_positions) of the keys each query may see that
+    # the module applies itself (GPT-Neo's causal and local-window `bias`)
+    mask_buffer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,10 @@ class FamilyAdapter:
     embedding_scale: str | None = None
     # attention implementation the family runs on: sdpa, or eager where sdpa is unsupported
     base_attention: str = "sdpa"
+    # False: the attention module computes its own softmax instead of calling transformers'
+    # attention interface (GPT-Neo's `_attn`); the observers then see its query, key and value
+    # through forward hooks on the q / k / v projections (instrumentation.attention)
+    attention_interface: bool = True
     bos: str = "as the tokenizer adds it"
     # the decoder layer adds into a sublayer's output tensor in place (Falcon: mlp_output +=
     # attention_output): taps hand on copies, or a kept state would change after the hook
@@ -223,6 +232,24 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
         ffn_parts=FFNParts(kind="mlp", gate=None, up="c_fc", down="c_proj", activation="act"),
         attention_parts=AttentionParts(q=None, k=None, v=None, o="c_proj", qkv="c_attn", qkv_layout="conv1d"),
         positions="learned",
+    ),
+    FamilyAdapter(  # GPT-2's blocks with separate q/k/v; global and local (windowed) layers alternate
+        "GPT-Neo",
+        ("gpt_neo",),
+        decoder="transformer",
+        layers="h",
+        embedding="wte",
+        final_norm="ln_f",
+        attention="attn.attention",
+        attn_input_norm="ln_1",
+        ffn_input_norm="ln_2",
+        norm_type="layernorm",
+        ffn_parts=FFNParts(kind="mlp", gate=None, up="c_fc", down="c_proj", activation="act"),
+        # its own `_attn`: q . k unscaled, the causal / local window from its `bias` buffer
+        attention_parts=AttentionParts(o="out_proj", scaling=1.0, mask_buffer="bias"),
+        positions="learned",
+        base_attention="eager",
+        attention_interface=False,
     ),
     FamilyAdapter(
         "GPT-NeoX",
