@@ -98,6 +98,8 @@ FAMILY_CONFIGS = {
         sliding_window=5,
         layer_types=["sliding_attention", "full_attention", "sliding_attention"],
     ),
+    # pre-norm OPT (125m, 1.3b, ...): fc1 / fc2 on the layer, learned positions with offset 2
+    "opt": dict(num_key_value_heads=None, ffn_dim=64),
     # "type/variant": further configs of one model_type whose module layout differs (see family_model)
     # (Falcon derives num_key_value_heads from multi_query / num_kv_heads)
     "falcon": dict(num_key_value_heads=None),  # Falcon-7B: multi-query fused qkv, one LayerNorm for both
@@ -107,6 +109,9 @@ FAMILY_CONFIGS = {
     ),
     # sequential pre-norm blocks, per-head qkv with biases
     "falcon/rw": dict(num_key_value_heads=None, multi_query=False, parallel_attn=False, bias=True),
+    # OPT-350m: true post-norm (LayerNorm after each residual add, no final norm), 16-wide
+    # embeddings projected in and out
+    "opt/350m": dict(num_key_value_heads=None, ffn_dim=64, do_layer_norm_before=False, word_embed_proj_dim=16),
 }
 FAMILY_BASE = dict(TINY_CONFIG, pad_token_id=None, bos_token_id=None, eos_token_id=None)
 

@@ -11,6 +11,8 @@ Norm placement, read off the norms an adapter names:
     pre        x + Attn(N(x)), then x + FFN(N(x))                   Llama, Qwen, Mistral, Phi-3, GPT-2
     sandwich   x + N_out(Attn(N_in(x))), same for the FFN           Gemma 2, Gemma 3
     post       x + N_out(Attn(x)), x + N_out(FFN(x)) (no input norm) OLMo 2
+    post_residual  N(x + Attn(x)), then N(h + FFN(h)): the original     OPT-350m
+               Transformer's post-norm; the residual stream is itself a norm's output
     parallel   x + Attn(N1(x)) + FFN(N2(x))                          GPT-NeoX / Pythia
                x + Attn(N(x)) + FFN(N(x)) (one norm)                 Phi-1/2
 
@@ -90,17 +92,24 @@ class FamilyAdapter:
     name: str  # human-readable family name, e.g. "Gemma 3"
     model_types: tuple[str, ...]
     # module paths: the decoder stack inside the causal LM, and inside the decoder stack
-    decoder: str = "model"
+    decoder: str = "model"  # dotted where the stack sits deeper (OPT: model.decoder)
     layers: str = "layers"
     embedding: str = "embed_tokens"
-    final_norm: str = "norm"
+    final_norm: str | None = "norm"  # None: no norm after the last layer (OPT-350m's post-norm)
     # inside each decoder layer
     attention: str = "self_attn"
-    ffn: str = "mlp"
+    # None: the FFN's parts sit on the decoder layer itself (OPT: fc1 / activation_fn / fc2); its
+    # input is then the up projection's input and its output the down projection's output
+    ffn: str | None = "mlp"
     attn_input_norm: str | None = "input_layernorm"
     attn_output_norm: str | None = None
     ffn_input_norm: str | None = "post_attention_layernorm"
     ffn_output_norm: str | None = None
+    # true post-norm: a norm applied to the residual sum, x <- N(x + Attn(x)) (OPT-350m)
+    attn_residual_norm: str | None = None
+    ffn_residual_norm: str | None = None
+    # the layer flattens (B, T, d) to (B * T, d) around its FFN (OPT): taps restore (B, T, d)
+    flat_ffn: bool = False
     # True, or the name of the boolean config flag that turns the parallel residual on
     parallel_residual: bool | str = False
     norm_type: str = "rmsnorm"  # rmsnorm | layernorm
@@ -137,9 +146,11 @@ class FamilyAdapter:
         return adapter
 
     def norm_placement(self, config=None) -> str:
-        """'pre', 'sandwich', 'post' or 'parallel' (module docstring)."""
+        """'pre', 'sandwich', 'post', 'post_residual' or 'parallel' (module docstring)."""
         if self.is_parallel(config):
             return "parallel"
+        if self.attn_residual_norm:
+            return "post_residual"
         if self.attn_output_norm and self.attn_input_norm:
             return "sandwich"
         if self.attn_output_norm:
@@ -307,6 +318,34 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
                 "statistics do not reproduce",
             ),
         ),  # fmt: skip
+    ),
+    FamilyAdapter(  # OPT-125m / 1.3b / ...: pre-norm LayerNorm blocks, learned positions (offset 2)
+        "OPT",
+        ("opt",),
+        decoder="model.decoder",
+        final_norm="final_layer_norm",
+        ffn=None,
+        attn_input_norm="self_attn_layer_norm",
+        ffn_input_norm="final_layer_norm",
+        norm_type="layernorm",
+        ffn_parts=FFNParts(kind="mlp", gate=None, up="fc1", down="fc2", activation="activation_fn"),
+        attention_parts=AttentionParts(o="out_proj"),  # q is scaled before the attention function
+        positions="learned",
+        flat_ffn=True,
+        variants=(
+            # OPT-350m: LayerNorm after each residual add, no final norm (project_in / project_out
+            # map its 512-wide embeddings to the 1024-wide stream and back)
+            (
+                (("do_layer_norm_before", False),),
+                (
+                    ("attn_input_norm", None),
+                    ("ffn_input_norm", None),
+                    ("attn_residual_norm", "self_attn_layer_norm"),
+                    ("ffn_residual_norm", "final_layer_norm"),
+                    ("final_norm", None),
+                ),
+            ),
+        ),
     ),
     FamilyAdapter(  # sliding and full attention alternate (config.layer_types)
         "GPT-OSS",
