@@ -81,6 +81,10 @@ FAMILY_CONFIGS = {
     "starcoder2": dict(sliding_window=5),
     "gpt2": dict(n_embd=32, n_layer=3, n_head=4, n_inner=64, n_positions=128),
     "gpt_neox": dict(num_key_value_heads=None),
+    # global and local (window 5) layers alternate; the module's own softmax, q . k unscaled
+    "gpt_neo": dict(
+        num_key_value_heads=None, attention_types=[[["global", "local"], 1], [["global"], 1]], window_size=5
+    ),
     "mixtral": dict(num_local_experts=4, num_experts_per_tok=2),
     "qwen2_moe": dict(
         num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32
@@ -94,6 +98,8 @@ FAMILY_CONFIGS = {
         sliding_window=5,
         layer_types=["sliding_attention", "full_attention", "sliding_attention"],
     ),
+    # pre-norm OPT (125m, 1.3b, ...): fc1 / fc2 on the layer, learned positions with offset 2
+    "opt": dict(num_key_value_heads=None, ffn_dim=64),
     # "type/variant": further configs of one model_type whose module layout differs (see family_model)
     # (Falcon derives num_key_value_heads from multi_query / num_kv_heads)
     "falcon": dict(num_key_value_heads=None),  # Falcon-7B: multi-query fused qkv, one LayerNorm for both
@@ -103,6 +109,9 @@ FAMILY_CONFIGS = {
     ),
     # sequential pre-norm blocks, per-head qkv with biases
     "falcon/rw": dict(num_key_value_heads=None, multi_query=False, parallel_attn=False, bias=True),
+    # OPT-350m: true post-norm (LayerNorm after each residual add, no final norm), 16-wide
+    # embeddings projected in and out
+    "opt/350m": dict(num_key_value_heads=None, ffn_dim=64, do_layer_norm_before=False, word_embed_proj_dim=16),
 }
 FAMILY_BASE = dict(TINY_CONFIG, pad_token_id=None, bos_token_id=None, eos_token_id=None)
 

@@ -52,6 +52,7 @@ EXPECTED = {  # FAMILY_CONFIGS key: (norm placement, FFN kind prefix)
     "gpt2": ("pre", "GELU MLP"),
     "starcoder2": ("pre", "GELU MLP"),
     "gpt_neox": ("parallel", "GELU MLP"),
+    "gpt_neo": ("pre", "GELU MLP"),
     "mixtral": ("pre", "MoE"),
     "qwen2_moe": ("pre", "MoE"),
     "qwen3_moe": ("pre", "MoE"),
@@ -60,6 +61,8 @@ EXPECTED = {  # FAMILY_CONFIGS key: (norm placement, FFN kind prefix)
     "falcon/40b": ("parallel", "GELU MLP"),
     "falcon/11b": ("parallel", "GELU MLP"),
     "falcon/rw": ("pre", "GELU MLP"),
+    "opt": ("pre", "relu MLP"),
+    "opt/350m": ("post_residual", "relu MLP"),
 }
 IDS = torch.randint(1, 128, (3, 12), generator=torch.Generator().manual_seed(0))
 
@@ -100,11 +103,23 @@ def test_taps_agree_with_the_models_own_hidden_states(family):
         if layer < 2:  # transformers' last hidden state is after the final norm
             torch.testing.assert_close(got[(f, "post_residual")], hidden[layer + 1].float(), rtol=0, atol=0)
         # the definition of the states: every block adds its output to the stream it continues
+        # (true post-norm: and the norm of that sum is the stream, OPT-350m)
+        lv = layout.layers[layer]
+
+        def stream(norm, total):
+            return total if norm is None else layout.apply_norm(norm, total)
+
         torch.testing.assert_close(
-            got[(a, "post_residual")], got[(a, "input")] + got[(a, "output")], rtol=1e-5, atol=1e-4
+            got[(a, "post_residual")],
+            stream(lv.attn_residual_norm, got[(a, "input")] + got[(a, "output")]),
+            rtol=1e-5,
+            atol=1e-4,
         )
         torch.testing.assert_close(
-            got[(f, "post_residual")], got[(a, "post_residual")] + got[(f, "output")], rtol=1e-5, atol=1e-4
+            got[(f, "post_residual")],
+            stream(lv.ffn_residual_norm, got[(a, "post_residual")] + got[(f, "output")]),
+            rtol=1e-5,
+            atol=1e-4,
         )
         ffn_reads = got[(a, "input")] if layout.norm_placement == "parallel" else got[(a, "post_residual")]
         torch.testing.assert_close(got[(f, "input")], ffn_reads, rtol=0, atol=0)
@@ -272,6 +287,8 @@ def planted_spike(model, up: int = 2, down: int = 6, magnitude: float = 2e4):
 def test_every_analysis_runs_and_finds_the_planted_spike(family, tmp_path):
     model_type, model = family
     layout = model_layout(model)
+    if layout.norm_placement == "post_residual":
+        pytest.skip("true post-norm normalises a planted block output at once (test_a_true_post_norm_stream_...)")
     rule = SpikeRule()
     with planted_spike(model):
         stats = extract_block_stats(model, IDS.numpy(), batch_size=3, collect_sinks=True, progress=False)
@@ -392,9 +409,9 @@ def test_unknown_model_types_fail_at_start_up_naming_the_key(tmp_path):
 
     from spikesink.config import ConfigError, validate_config
 
-    local = tmp_path / "opt-dir"
+    local = tmp_path / "mpt-dir"
     local.mkdir()
-    (local / "config.json").write_text(json.dumps({"model_type": "opt"}))
+    (local / "config.json").write_text(json.dumps({"model_type": "mpt"}))
     config = {
         "models": {
             "r": {"source": "random", "model_type": "bloom", "seed": 0},
@@ -405,4 +422,41 @@ def test_unknown_model_types_fail_at_start_up_naming_the_key(tmp_path):
         validate_config(config)  # the workflow's start-up: defaults filled, then checked
     text = str(error.value)
     assert "models.r.model_type: model_type 'bloom' has no family adapter" in text
-    assert "models.l.path: model_type 'opt' has no family adapter" in text and "Adding a model family" in text
+    assert "models.l.path: model_type 'mpt' has no family adapter" in text and "Adding a model family" in text
+
+
+def test_an_attention_module_with_its_own_softmax_is_observed_through_hooks():
+    """GPT-Neo computes its softmax in its own `_attn` (no attention interface): hooks on q / k / v
+    give the statistics (unscaled scores, the local layer's window from the module's buffer) and
+    an override replaces the module's output through its out_proj."""
+    from spikesink.analyses.kv_cache.measure import token_nll, windowed_nll
+
+    model = family_model("gpt_neo", seed=2)
+    assert model.config.attention_layers[1] == "local" and model.config.window_size < IDS.shape[1]
+    ref = eager_key0(model, IDS)
+    got = sink_statistics(model, [IDS])["key0_mass"]
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+    texts = IDS[:1].numpy()
+    full = token_nll(model, texts)
+    torch.testing.assert_close(windowed_nll(model, texts, window=IDS.shape[1]), full, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(windowed_nll(model, texts, window=2), full)
+
+
+def test_a_true_post_norm_stream_is_a_norms_output():
+    """OPT-350m: LayerNorm after each residual add. A spike written into a block's output is
+    normalised in that block's post-residual (|x_i| <= sqrt(d) |g|_max + |b|_max): no massive
+    activation can persist in the stream, and no norm reads it (the next block reads it as is)."""
+    model = family_model("opt/350m", seed=2)
+    layout = model_layout(model)
+    assert layout.final_norm is None and layout.norm_reading(2) is None and layout.norm_reading(6) is None
+    with planted_spike(model):
+        got, _ = all_states(model, IDS)
+        stats = extract_block_stats(model, IDS.numpy(), batch_size=3, collect_sinks=True, progress=False)
+    assert got[(2, "output")].abs().max() > 1e4
+    for block in (2, 3, 4):
+        norm = layout.layers[(block - 1) // 2].ffn_residual_norm if block % 2 == 0 else None
+        norm = norm or layout.layers[(block - 1) // 2].attn_residual_norm
+        gain, bias = layout.norm_gain(norm)
+        bound = layout.d_model**0.5 * gain.abs().max() + bias.abs().max()
+        assert got[(block, "post_residual")].abs().max() <= bound
+    assert detect_lifecycle(stats).massive_blocks == []

@@ -473,7 +473,7 @@ class _Route:
 
 _ROUTES: dict[int, _Route] = defaultdict(lambda: _Route([]))
 # id(model) -> (depth of nested routing contexts, implementation to restore)
-_ROUTED_MODELS: dict[int, tuple[int, str]] = {}
+_ROUTED_MODELS: dict[int, tuple[int, str | contextlib.ExitStack]] = {}  # or the hooks that stand in
 
 
 def _family_eager(module):
@@ -517,12 +517,77 @@ def register_attention_functions() -> None:
         AttentionMaskInterface.register(name, sdpa_mask if base == "sdpa" else eager_mask)
 
 
+def _module_attention_hooks(model: nn.Module) -> contextlib.ExitStack:
+    """Forward hooks that stand in for the registered function where the attention module computes
+    its own softmax (adapter.attention_interface False, GPT-Neo's `_attn`).
+
+    Hooks on the q / k / v projections keep this forward's query, key and value (B, H, T, D); the
+    module's own mask (its boolean `mask_buffer`: causal, local window) is combined with the
+    additive mask it is handed, and its score factor comes from the adapter (GPT-Neo: 1). After the
+    module ran, observers see (query, key, mask, {"scaling": ...}) as from the registered function;
+    an override's output (B, T, H, D) goes through the output projection and replaces the module's.
+    Nothing is patched: the module's forward runs unchanged.
+    """
+    layout = model_layout(model)
+    parts = layout.adapter.attention_parts
+    stack = contextlib.ExitStack()
+    for lv in layout.layers:
+        attention = lv.attention
+        seen: dict[str, torch.Tensor] = {}
+
+        def projection(name, seen=seen):
+            def hook(_m, _args, output):
+                batch, q_len = output.shape[:2]
+                seen[name] = output.view(batch, q_len, -1, layout.head_dim).transpose(1, 2)
+
+            return hook
+
+        def before(_m, args, kwargs, seen=seen):
+            seen.clear()
+            seen["mask"] = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+
+        def after(module, _args, output, seen=seen):
+            route = _ROUTES.get(id(module))
+            if route is None:
+                return None
+            query, key, value = seen.pop("q"), seen.pop("k"), seen.pop("v")
+            mask = _module_mask(module, seen.pop("mask", None), parts.mask_buffer, query.shape[0], query.shape[2])
+            kwargs = {} if parts.scaling is None else {"scaling": parts.scaling}
+            replaced = None
+            if route.override is not None:
+                out, _ = route.override(module, query, key, value, mask, kwargs)
+                out = getattr(module, parts.o)(out.reshape(*out.shape[:2], -1).to(value.dtype))
+                replaced = (out, *output[1:]) if isinstance(output, tuple) else out
+            for observer in route.observers:
+                observer._observe(module, query, key, mask, kwargs, None)
+            return replaced
+
+        for role in ("q", "k", "v"):
+            stack.callback(getattr(attention, getattr(parts, role)).register_forward_hook(projection(role)).remove)
+        stack.callback(attention.register_forward_pre_hook(before, with_kwargs=True).remove)
+        stack.callback(attention.register_forward_hook(after).remove)
+    return stack
+
+
+def _module_mask(module, attention_mask, buffer: str | None, batch: int, q_len: int) -> torch.Tensor | None:
+    """The keys each query may see, as a boolean (B or 1, 1, T, T): the module's own buffer (causal,
+    local window) and the (additive) mask it was handed."""
+    allowed = allowed_from_mask(attention_mask, q_len, q_len)
+    if buffer is not None:
+        own = getattr(module, buffer)[0, 0, :q_len, :q_len].to(torch.bool)
+        allowed = own[None] if allowed is None else allowed & own[None]
+    return None if allowed is None else allowed[:, None]
+
+
 @contextlib.contextmanager
 def routed_attention(model: nn.Module) -> Iterator[None]:
-    """Switch `model` to our attention function; restore the previous one on exit (re-entrant)."""
+    """Switch `model` to our attention function; restore the previous one on exit (re-entrant).
+    A family whose attention module computes its own softmax is observed through hooks instead."""
     key = id(model)
     depth, previous = _ROUTED_MODELS.get(key, (0, None))
-    if depth == 0:
+    if depth == 0 and not model_layout(model).adapter.attention_interface:
+        previous = _module_attention_hooks(model)
+    elif depth == 0:
         register_attention_functions()
         previous = model.config._attn_implementation
         base = next((b for b, n in ROUTED.items() if n == previous), previous)
@@ -543,6 +608,8 @@ def routed_attention(model: nn.Module) -> Iterator[None]:
         depth, previous = _ROUTED_MODELS.pop(key)
         if depth > 1:
             _ROUTED_MODELS[key] = (depth - 1, previous)
+        elif isinstance(previous, contextlib.ExitStack):  # the hooks of a module's own attention
+            previous.close()
         elif model.config._attn_implementation != previous:
             model.set_attn_implementation(previous)
 

@@ -11,6 +11,8 @@ Norm placement, read off the norms an adapter names:
     pre        x + Attn(N(x)), then x + FFN(N(x))                   Llama, Qwen, Mistral, Phi-3, GPT-2
     sandwich   x + N_out(Attn(N_in(x))), same for the FFN           Gemma 2, Gemma 3
     post       x + N_out(Attn(x)), x + N_out(FFN(x)) (no input norm) OLMo 2
+    post_residual  N(x + Attn(x)), then N(h + FFN(h)): the original     OPT-350m
+               Transformer's post-norm; the residual stream is itself a norm's output
     parallel   x + Attn(N1(x)) + FFN(N2(x))                          GPT-NeoX / Pythia
                x + Attn(N(x)) + FFN(N(x)) (one norm)                 Phi-1/2
 
@@ -78,6 +80,11 @@ class AttentionParts:
     # one learned logit per query head that joins every query's softmax and is dropped after it
     # (GPT-OSS): a sink by design, handed to the attention function as `s_aux`
     sinks: str | None = None
+    # the factor of q . k where the attention module applies its own (GPT-Neo: 1, no 1/sqrt(d_head))
+    scaling: float | None = None
+    # a boolean buffer (1, 1, max_positions, max_positions) of the keys each query may see that
+    # the module applies itself (GPT-Neo's causal and local-window `bias`)
+    mask_buffer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,17 +92,24 @@ class FamilyAdapter:
     name: str  # human-readable family name, e.g. "Gemma 3"
     model_types: tuple[str, ...]
     # module paths: the decoder stack inside the causal LM, and inside the decoder stack
-    decoder: str = "model"
+    decoder: str = "model"  # dotted where the stack sits deeper (OPT: model.decoder)
     layers: str = "layers"
     embedding: str = "embed_tokens"
-    final_norm: str = "norm"
+    final_norm: str | None = "norm"  # None: no norm after the last layer (OPT-350m's post-norm)
     # inside each decoder layer
     attention: str = "self_attn"
-    ffn: str = "mlp"
+    # None: the FFN's parts sit on the decoder layer itself (OPT: fc1 / activation_fn / fc2); its
+    # input is then the up projection's input and its output the down projection's output
+    ffn: str | None = "mlp"
     attn_input_norm: str | None = "input_layernorm"
     attn_output_norm: str | None = None
     ffn_input_norm: str | None = "post_attention_layernorm"
     ffn_output_norm: str | None = None
+    # true post-norm: a norm applied to the residual sum, x <- N(x + Attn(x)) (OPT-350m)
+    attn_residual_norm: str | None = None
+    ffn_residual_norm: str | None = None
+    # the layer flattens (B, T, d) to (B * T, d) around its FFN (OPT): taps restore (B, T, d)
+    flat_ffn: bool = False
     # True, or the name of the boolean config flag that turns the parallel residual on
     parallel_residual: bool | str = False
     norm_type: str = "rmsnorm"  # rmsnorm | layernorm
@@ -108,6 +122,10 @@ class FamilyAdapter:
     embedding_scale: str | None = None
     # attention implementation the family runs on: sdpa, or eager where sdpa is unsupported
     base_attention: str = "sdpa"
+    # False: the attention module computes its own softmax instead of calling transformers'
+    # attention interface (GPT-Neo's `_attn`); the observers then see its query, key and value
+    # through forward hooks on the q / k / v projections (instrumentation.attention)
+    attention_interface: bool = True
     bos: str = "as the tokenizer adds it"
     # the decoder layer adds into a sublayer's output tensor in place (Falcon: mlp_output +=
     # attention_output): taps hand on copies, or a kept state would change after the hook
@@ -128,9 +146,11 @@ class FamilyAdapter:
         return adapter
 
     def norm_placement(self, config=None) -> str:
-        """'pre', 'sandwich', 'post' or 'parallel' (module docstring)."""
+        """'pre', 'sandwich', 'post', 'post_residual' or 'parallel' (module docstring)."""
         if self.is_parallel(config):
             return "parallel"
+        if self.attn_residual_norm:
+            return "post_residual"
         if self.attn_output_norm and self.attn_input_norm:
             return "sandwich"
         if self.attn_output_norm:
@@ -224,6 +244,24 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
         attention_parts=AttentionParts(q=None, k=None, v=None, o="c_proj", qkv="c_attn", qkv_layout="conv1d"),
         positions="learned",
     ),
+    FamilyAdapter(  # GPT-2's blocks with separate q/k/v; global and local (windowed) layers alternate
+        "GPT-Neo",
+        ("gpt_neo",),
+        decoder="transformer",
+        layers="h",
+        embedding="wte",
+        final_norm="ln_f",
+        attention="attn.attention",
+        attn_input_norm="ln_1",
+        ffn_input_norm="ln_2",
+        norm_type="layernorm",
+        ffn_parts=FFNParts(kind="mlp", gate=None, up="c_fc", down="c_proj", activation="act"),
+        # its own `_attn`: q . k unscaled, the causal / local window from its `bias` buffer
+        attention_parts=AttentionParts(o="out_proj", scaling=1.0, mask_buffer="bias"),
+        positions="learned",
+        base_attention="eager",
+        attention_interface=False,
+    ),
     FamilyAdapter(
         "GPT-NeoX",
         ("gpt_neox",),
@@ -280,6 +318,34 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
                 "statistics do not reproduce",
             ),
         ),  # fmt: skip
+    ),
+    FamilyAdapter(  # OPT-125m / 1.3b / ...: pre-norm LayerNorm blocks, learned positions (offset 2)
+        "OPT",
+        ("opt",),
+        decoder="model.decoder",
+        final_norm="final_layer_norm",
+        ffn=None,
+        attn_input_norm="self_attn_layer_norm",
+        ffn_input_norm="final_layer_norm",
+        norm_type="layernorm",
+        ffn_parts=FFNParts(kind="mlp", gate=None, up="fc1", down="fc2", activation="activation_fn"),
+        attention_parts=AttentionParts(o="out_proj"),  # q is scaled before the attention function
+        positions="learned",
+        flat_ffn=True,
+        variants=(
+            # OPT-350m: LayerNorm after each residual add, no final norm (project_in / project_out
+            # map its 512-wide embeddings to the 1024-wide stream and back)
+            (
+                (("do_layer_norm_before", False),),
+                (
+                    ("attn_input_norm", None),
+                    ("ffn_input_norm", None),
+                    ("attn_residual_norm", "self_attn_layer_norm"),
+                    ("ffn_residual_norm", "final_layer_norm"),
+                    ("final_norm", None),
+                ),
+            ),
+        ),
     ),
     FamilyAdapter(  # sliding and full attention alternate (config.layer_types)
         "GPT-OSS",

@@ -43,6 +43,13 @@ class LayerView:
     ffn_output_norm: nn.Module | None
     parallel: bool
     moe: bool
+    # true post-norm (OPT-350m): the norms applied to x + Attn(x) and to h + FFN(h)
+    attn_residual_norm: nn.Module | None = None
+    ffn_residual_norm: nn.Module | None = None
+    # where the FFN's input and output are seen: the FFN module, or its up / down projections
+    # when the FFN has no module of its own (OPT)
+    ffn_entry: nn.Module | None = None
+    ffn_exit: nn.Module | None = None
 
     @property
     def attention_block(self) -> int:
@@ -92,6 +99,20 @@ def linear_weight(module: nn.Module, path: str = "?") -> tuple[torch.Tensor, tor
     return w, None if bias is None else bias.detach().float()
 
 
+def _has(root: nn.Module, dotted: str) -> bool:
+    try:
+        _get(root, dotted)
+    except AttributeError:
+        return False
+    return True
+
+
+def _get(root: nn.Module, dotted: str):
+    for part in dotted.split("."):
+        root = getattr(root, part)
+    return root
+
+
 def _find(root: nn.Module, dotted: str, path: str, role: str, model_type: str) -> nn.Module:
     module = root
     for part in dotted.split("."):
@@ -114,8 +135,8 @@ class ModelLayout:
         self.adapter: FamilyAdapter = adapter_for(config)
         self.model_type = str(config.model_type)
         a = self.adapter
-        if hasattr(model, a.decoder):
-            self.decoder, self.decoder_path = getattr(model, a.decoder), a.decoder
+        if _has(model, a.decoder):
+            self.decoder, self.decoder_path = _get(model, a.decoder), a.decoder
         elif hasattr(model, a.layers):  # the decoder stack itself was passed
             self.decoder, self.decoder_path = model, ""
         else:
@@ -125,7 +146,11 @@ class ModelLayout:
             self.decoder, a.layers, self.decoder_path or type(model).__name__, "decoder layers", self.model_type
         )
         self.embedding = _find(self.decoder, a.embedding, self.decoder_path, "token embedding", self.model_type)
-        self.final_norm = _find(self.decoder, a.final_norm, self.decoder_path, "final norm", self.model_type)
+        self.final_norm = (
+            None
+            if a.final_norm is None
+            else _find(self.decoder, a.final_norm, self.decoder_path, "final norm", self.model_type)
+        )
         parallel = a.is_parallel(config)
         self.layers: list[LayerView] = []
         for index, layer in enumerate(layers):
@@ -136,8 +161,11 @@ class ModelLayout:
                     return None
                 return _find(layer, name, path, role, self.model_type)
 
-            ffn = get(a.ffn, "feed-forward")
+            ffn = layer if a.ffn is None else get(a.ffn, "feed-forward")
             moe = a.ffn_parts.kind == "moe" and hasattr(ffn, a.ffn_parts.experts or "")
+            inline = a.ffn is None  # the FFN's parts on the layer itself: seen at its projections
+            entry = get(a.ffn_parts.up or a.ffn_parts.gate_up, "FFN input projection") if inline else ffn
+            exit_ = get(a.ffn_parts.down, "FFN output projection") if inline else ffn
             self.layers.append(
                 LayerView(
                     index=index,
@@ -151,6 +179,10 @@ class ModelLayout:
                     ffn_output_norm=get(a.ffn_output_norm, "FFN output norm"),
                     parallel=parallel,
                     moe=moe,
+                    attn_residual_norm=get(a.attn_residual_norm, "attention residual norm"),
+                    ffn_residual_norm=get(a.ffn_residual_norm, "FFN residual norm"),
+                    ffn_entry=entry,
+                    ffn_exit=exit_,
                 )
             )
         if not self.layers:
@@ -316,6 +348,10 @@ class ModelLayout:
     def ffn_biases(self, block: int) -> list[str]:
         """Names of the FFN projections that carry a bias (the quadratic form ignores them)."""
         lv = self._ffn_layer(block)
+        if self.adapter.ffn is None:  # the FFN's projections on the layer itself (OPT)
+            parts = self.adapter.ffn_parts
+            names = [n for n in (parts.gate, parts.up, parts.gate_up, parts.down) if n]
+            return [n for n in names if getattr(getattr(lv.layer, n), "bias", None) is not None]
         return [name for name, m in lv.ffn.named_modules() if getattr(m, "bias", None) is not None and name]
 
     # ---- attention --------------------------------------------------------------------------
@@ -394,9 +430,12 @@ class ModelLayout:
 
         After an attention block: the same layer's FFN input norm (none with a parallel residual,
         where the FFN reads the layer input). After an FFN block: the next layer's attention
-        input norm, or the final norm after the last layer.
+        input norm, or the final norm after the last layer. With true post-norm (OPT-350m) the
+        post-residual state is itself a norm's output, which the next block reads as it is: None.
         """
         lv = self.layer_of(block)
+        if self.norm_placement == "post_residual":
+            return None
         if block_kind(block) == "attn":
             return None if lv.parallel else lv.ffn_input_norm
         if lv.index + 1 < self.n_layers:
@@ -462,7 +501,10 @@ class ModelLayout:
                         role = "shared_" + {"gate_proj": "gate", "up_proj": "up", "down_proj": "down"}.get(leaf, leaf)
                     if role is None:
                         continue  # e.g. a shared-expert gate (one output), not an activation path we quantise
-                    out.append((f"{lv.path}.{prefix}.{name}", role, block, module))
+                    if owner is lv.layer and name.split(".")[0] != name:
+                        continue  # an FFN on the layer itself (OPT): its own projections only
+                    where = f"{lv.path}.{prefix}.{name}" if prefix else f"{lv.path}.{name}"
+                    out.append((where, role, block, module))
         return out
 
     # ---- summary ----------------------------------------------------------------------------

@@ -12,6 +12,12 @@ five states); the family layout says which module's input or output carries that
     output         output of the block's output norm (= raw_output without one)
     post_residual  attention block: input of the FFN input norm (of the FFN without one);
                    FFN block: output of the decoder layer
+                   (true post-norm, OPT-350m: the output of the norm applied to the residual
+                   sum, N(x + Attn(x)): the stream the next block reads and adds to)
+
+An FFN without a module of its own (OPT: fc1 / fc2 on the layer) is seen at its up projection's
+input and its down projection's output; where the layer flattens the tokens around its FFN
+((B * T, d), OPT) the taps and edits see (B, T, d) as everywhere else.
 
 Usage, one context manager style for all:
 
@@ -78,6 +84,7 @@ class Point:
     module: nn.Module
     phase: str  # "pre" | "post"
     path: str
+    layer: int = -1  # index of the decoder layer it is in
 
     @property
     def key(self) -> tuple[int, str]:
@@ -92,35 +99,41 @@ def resolve(lv: LayerView, block: int, state: str, attention: str = "self_attn",
     check_state(state)
     if block_kind(block) == "attn":
         norm_in, module, norm_out, name = lv.attn_input_norm, lv.attention, lv.attn_output_norm, attention
+        exit_ = module
     else:
-        norm_in, module, norm_out, name = lv.ffn_input_norm, lv.ffn, lv.ffn_output_norm, ffn
+        norm_in, module, norm_out, name = lv.ffn_input_norm, lv.ffn_entry or lv.ffn, lv.ffn_output_norm, ffn
+        exit_ = lv.ffn_exit or lv.ffn
     path = lv.path
 
     def pre(m, label):
-        return Point(m, "pre", f"{path}.{label} (input)")
+        return Point(m, "pre", f"{path}.{label} (input)", lv.index)
 
     def post(m, label):
-        return Point(m, "post", f"{path}.{label} (output)")
+        return Point(m, "post", f"{path}.{label} (output)", lv.index)
 
     if state == "input":
         if block_kind(block) == "ffn" and not lv.parallel:
             return resolve(lv, block - 1, "post_residual", attention, ffn)
-        return pre(norm_in, "input norm") if norm_in is not None else pre(module, name)
+        return pre(norm_in, "input norm") if norm_in is not None else pre(module, name or "FFN input")
     if state == "normed_input":
         # one norm feeding both sublayers (Phi-1/2): its output is also the other sublayer's
         # input, so the sublayer's own input is the point (the same tensor; an edit stays local)
         shared = norm_in is not None and lv.attn_input_norm is lv.ffn_input_norm
-        return post(norm_in, "input norm") if norm_in is not None and not shared else pre(module, name)
+        return post(norm_in, "input norm") if norm_in is not None and not shared else pre(module, name or "FFN input")
     if state == "raw_output":
-        return post(module, name)
+        return post(exit_, name or "FFN output")
     if state == "output":
-        return post(norm_out, "output norm") if norm_out is not None else post(module, name)
+        return post(norm_out, "output norm") if norm_out is not None else post(exit_, name or "FFN output")
     # post_residual
     if block_kind(block) == "ffn":
         return post(lv.layer, "layer")
+    if lv.attn_residual_norm is not None:  # true post-norm: the stream is N(x + Attn(x))
+        return post(lv.attn_residual_norm, "attention residual norm")
     if lv.parallel:
         return DERIVED
-    return pre(lv.ffn_input_norm, "FFN input norm") if lv.ffn_input_norm is not None else pre(lv.ffn, ffn)
+    if lv.ffn_input_norm is not None:
+        return pre(lv.ffn_input_norm, "FFN input norm")
+    return pre(lv.ffn_entry or lv.ffn, ffn or "FFN input")
 
 
 class Taps:
@@ -146,6 +159,7 @@ class Taps:
         self._stack: contextlib.ExitStack | None = None
         self._pending: set = set()
         self._parallel_inputs: dict[int, torch.Tensor] = {}
+        self._token_shape: dict[int, torch.Size] = {}  # per layer (B, T): flattened FFN states
 
     def _reset(self, *_):
         self._pending = set(self.requests)
@@ -173,6 +187,8 @@ class Taps:
         stack = contextlib.ExitStack()
         try:
             stack.callback(self.layout.decoder.register_forward_pre_hook(self._reset).remove)
+            if self.layout.adapter.flat_ffn:
+                stack.enter_context(_token_shapes(self.layout, self._token_shape))
             for point, targets in by_point.values():
                 stack.callback(self._register(point, targets).remove)
         except BaseException:
@@ -187,6 +203,8 @@ class Taps:
 
         def deliver(tensor):
             tensor = tensor.detach().clone() if copy else tensor.detach()
+            if tensor.dim() == 2 and point.layer in self._token_shape:  # (B * T, d) -> (B, T, d)
+                tensor = tensor.view(*self._token_shape[point.layer], -1)
             for block, state in targets:
                 if state == "_derived_input":
                     self._parallel_inputs[block] = tensor
@@ -227,6 +245,15 @@ def edit_state(model: nn.Module, block: int, state: str, fn: Callable[[torch.Ten
         )
     a = layout.adapter
     point = resolve(layout.layer_of(block), block, state, a.attention, a.ffn)
+    shapes: dict[int, torch.Size] = {}
+    if a.flat_ffn:  # edit (B, T, d) where the layer flattens the tokens around its FFN (OPT)
+        plain = fn
+
+        def fn(h):
+            if h.dim() != 2 or point.layer not in shapes:
+                return plain(h)
+            return plain(h.view(*shapes[point.layer], -1)).reshape(h.shape)
+
     if point.phase == "pre":
 
         def hook(_m, args, kwargs):
@@ -240,9 +267,23 @@ def edit_state(model: nn.Module, block: int, state: str, fn: Callable[[torch.Ten
             lambda _m, _a, output: _replace_first(output, fn(first_tensor(output)))
         )
     try:
-        yield
+        with _token_shapes(layout, shapes) if a.flat_ffn else contextlib.nullcontext():
+            yield
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def _token_shapes(layout, shapes: dict[int, torch.Size]) -> Iterator[None]:
+    """Pre-hooks that record each decoder layer's (B, T) in `shapes` (by layer index)."""
+    with contextlib.ExitStack() as stack:
+        for lv in layout.layers:
+
+            def record(_m, args, kwargs, index=lv.index):
+                shapes[index] = _module_input(args, kwargs).shape[:-1]
+
+            stack.callback(lv.layer.register_forward_pre_hook(record, with_kwargs=True).remove)
+        yield
 
 
 def run_decoder(model: nn.Module, **inputs):

@@ -18,8 +18,10 @@ def claims(result: Architectures, job: Job) -> list:
 
 
 def _group(frame: pd.DataFrame, pre: bool) -> pd.DataFrame:
-    is_pre = frame["norm placement"].isin(["pre", "parallel"])
-    return frame[is_pre if pre else ~is_pre]
+    """Pre-norm (and parallel) models, or sandwich / output-norm ones; true post-norm (OPT-350m,
+    a stream that is itself a norm's output) is neither."""
+    placement = frame["norm placement"]
+    return frame[placement.isin(["pre", "parallel"] if pre else ["sandwich", "post"])]
 
 
 SPIKE_CLAIM = "sandwich / output-norm models have a much smaller spike relative to their median (released weights)"

@@ -18,6 +18,7 @@ PLACEMENT_COLOR = {
     "parallel": PALETTE["step_down"],
     "sandwich": PALETTE["step_up"],
     "post": PALETTE["top2"],
+    "post_residual": PALETTE["top1"],
 }
 
 PAPER_TABLE5 = [
@@ -71,7 +72,7 @@ def plot_architectures(frame: pd.DataFrame, path: str | os.PathLike) -> dict:
         handles,
         [f"{p} norm" for p in PLACEMENT_COLOR],
         loc="upper center",
-        ncol=4,
+        ncol=len(PLACEMENT_COLOR),
         frameon=False,
         bbox_to_anchor=(0.5, 1.06),
     )

@@ -47,8 +47,16 @@ def not_applicable(job: Job) -> str | None:
     return None if job["lifecycle"].step_up else "no step-up block detected"
 
 
+POST_NORM_STREAM = (
+    "true post-norm (N(x + block(x))): the residual stream is itself a LayerNorm's output, which the next "
+    "block reads without a norm, so there is no norm reading a massive state to bound"
+)
+
+
 def measure(job: Job) -> Collapse:
     """Fig 5 on the first extraction prompts (module docstring)."""
+    if model_layout(job.model.model).norm_placement == "post_residual":
+        return Collapse.na(POST_NORM_STREAM)
     s, prompts = job.settings, job["prompts.extraction"]
     n, length = min(s.n_prompts, len(prompts.ids)), min(s.seq_len, min(len(r) for r in prompts.ids))
     out = run_collapse(
