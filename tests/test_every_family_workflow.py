@@ -46,7 +46,7 @@ def every_family_config() -> dict:
             "act_scales": {"calibration_prompts": 4},
             "amplifier": {"n_prompts": 8},
             "rmsnorm_collapse": {"n_prompts": 8, "seq_len": 32},
-            "sink_geometry": {"n_prompts": 8, "seq_len": 32, "tsne_points": 60},
+            "sink_geometry": {"n_prompts": 8, "seq_len": 32, "tsne_points": 60, "tsne_iterations": 250},
             "spike_channels": {"n_prompts": 8, "seq_len": 32},
         },
         "ablations": {

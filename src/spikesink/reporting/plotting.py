@@ -40,7 +40,18 @@ SEABORN_PAPER_WHITEGRID = {
     "axes.labelsize": 10.56,
     "axes.linewidth": 1.0,
     "axes.prop_cycle": cycler(  # seaborn's "deep" palette
-        color=["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd"]
+        color=[
+            "#4c72b0",
+            "#dd8452",
+            "#55a868",
+            "#c44e52",
+            "#8172b3",
+            "#937860",
+            "#da8bc3",
+            "#8c8c8c",
+            "#ccb974",
+            "#64b5cd",
+        ]
     ),
     "axes.titlesize": 10.56,
     "font.sans-serif": ["Arial", "DejaVu Sans", "Liberation Sans", "Bitstream Vera Sans", "sans-serif"],

@@ -43,6 +43,7 @@ def measure(job: Job) -> SinkGeometry:
         job["sinks"].key0_mass_layer_head,
         max_prompts=n,
         tsne_points=s.tsne_points,
+        tsne_iterations=s.tsne_iterations,
         seed=s.seed,
     )
     return SinkGeometry(**tables, bos_added=prompts.bos_added)
@@ -312,6 +313,7 @@ def tsne_table(
     n_points: int = 300,
     random_state: int = 0,
     perplexity: float = 30.0,
+    iterations: int = 1000,
 ) -> pd.DataFrame:
     """2-D t-SNE of q(n), k(n) and k(s) of each head, embedded jointly per head (paper Fig 6).
 
@@ -337,7 +339,11 @@ def tsne_table(
         labels = np.array(["q(n)"] * len(q_n) + ["k(n)"] * len(k_n) + ["k(s)"] * len(sink_keys))
         effective_perplexity = float(min(perplexity, (len(points) - 1) / 3))
         embedding = TSNE(
-            n_components=2, perplexity=effective_perplexity, init="pca", random_state=random_state
+            n_components=2,
+            perplexity=effective_perplexity,
+            init="pca",
+            random_state=random_state,
+            max_iter=iterations,
         ).fit_transform(points)
         frames.append(
             pd.DataFrame(
@@ -360,6 +366,7 @@ def sink_geometry(
     key0_mass_layer_head: np.ndarray,
     max_prompts: int = 256,
     tsne_points: int = 300,
+    tsne_iterations: int = 1000,
     seed: int = 0,
 ) -> dict[str, pd.DataFrame]:
     """Choose the two heads, capture their q/k on `batches`: the heads, the subspace, gap (overall and per
@@ -371,5 +378,5 @@ def sink_geometry(
         "subspace": subspace_table(captured, heads, seed),
         "gaps": gap_table(captured, heads),
         "per_prompt": gaps_by_prompt(captured, heads),
-        "tsne": tsne_table(captured, heads, tsne_points, random_state=seed),
+        "tsne": tsne_table(captured, heads, tsne_points, random_state=seed, iterations=tsne_iterations),
     }
