@@ -121,9 +121,9 @@ def test_random_vocab_smaller_than_tokenizer_is_refused(tmp_path):
 
 def test_unsupported_family_and_unknown_source_are_refused(tmp_path):
     with pytest.raises(
-        ModelSourceError, match=r"models\.g\.model_type: model_type 'opt' has no family adapter; supported: llama"
+        ModelSourceError, match=r"models\.g\.model_type: model_type 'bloom' has no family adapter; supported: llama"
     ):
-        acquire_model("g", random_spec("opt"), tmp_path / "g", tmp_path / "cache")
+        acquire_model("g", random_spec("bloom"), tmp_path / "g", tmp_path / "cache")
     with pytest.raises(ModelSourceError, match=r"models\.g\.source.*pypi_gguf, local, random, planted, hub"):
         acquire_model("g", {"source": "ftp"}, tmp_path / "g", tmp_path / "cache")
     assert leftovers(tmp_path, "g") == []

@@ -161,7 +161,7 @@ BAD_CONFIG = {
         "fake": {"source": "pypi_gguf"},
         "typo": {"sorce": "local", "path": "/tmp"},
         "text": "just-a-string",
-        "opt": {"source": "random", "model_type": "opt", "seed": 0},
+        "bloom": {"source": "random", "model_type": "bloom", "seed": 0},
         "gone": {"source": "local", "path": "/no/such/model"},
     }
 }
@@ -196,7 +196,7 @@ def test_scan_names_what_it_could_not_find(tmp_path, capsys):
          "models.fake: 'sha256' is a required property"),
         ("typo", "models.typo: 'source' is a required property"),  # not the keys of every source as well
         ("text", "models.text: 'just-a-string' is not of type 'object'"),
-        ("opt", "models.opt.model_type: model_type 'opt' has no family adapter; supported: llama, "),
+        ("bloom", "models.bloom.model_type: model_type 'bloom' has no family adapter; supported: llama, "),
         ("gone", "models.gone.path: directory '/no/such/model' does not exist; point it at a Hugging Face model"),
     ],
 )  # fmt: skip
@@ -213,9 +213,9 @@ def test_scan_of_an_invalid_config_entry_names_its_key(tmp_path, capsys, name, p
 
 
 def test_scan_of_an_unsupported_model_type_names_the_directory_not_a_config_key(hf_llama, tmp_path, capsys):
-    opt = bad_copy(hf_llama, tmp_path / "opt-model", model_type="opt")
-    line = scan_error([str(opt)], tmp_path, capsys)
-    assert f"{opt}: model_type 'opt' has no family adapter; supported: llama" in line
+    bloom = bad_copy(hf_llama, tmp_path / "bloom-model", model_type="bloom")
+    line = scan_error([str(bloom)], tmp_path, capsys)
+    assert f"{bloom}: model_type 'bloom' has no family adapter; supported: llama" in line
     assert "models." not in line
 
 

@@ -170,20 +170,11 @@ def test_every_family_is_hooked(model_type):
 
 
 def test_unsupported_family_fails_clearly():
-    from transformers import OPTConfig, OPTForCausalLM
+    from transformers import BloomConfig, BloomForCausalLM
 
-    model = OPTForCausalLM(
-        OPTConfig(
-            num_hidden_layers=1,
-            hidden_size=16,
-            num_attention_heads=2,
-            ffn_dim=32,
-            vocab_size=32,
-            word_embed_proj_dim=16,
-        )
-    ).eval()
+    model = BloomForCausalLM(BloomConfig(n_layer=1, hidden_size=16, n_head=2, vocab_size=32)).eval()
     with pytest.raises(
-        UnsupportedArchitectureError, match="'opt' has no family adapter; supported: llama.*Adding a model family"
+        UnsupportedArchitectureError, match="'bloom' has no family adapter; supported: llama.*Adding a model family"
     ):
         extract_block_stats(model, np.zeros((1, 4), dtype=int), progress=False)
 

@@ -80,21 +80,12 @@ def test_resolve_device(monkeypatch):
 
 
 def test_unsupported_architecture_is_refused_before_loading_weights(tmp_path, model_dir):
-    from transformers import OPTConfig, OPTForCausalLM
+    from transformers import BloomConfig, BloomForCausalLM
 
-    other = tmp_path / "opt"
-    OPTForCausalLM(
-        OPTConfig(
-            num_hidden_layers=1,
-            hidden_size=32,
-            num_attention_heads=4,
-            ffn_dim=64,
-            vocab_size=260,
-            word_embed_proj_dim=32,
-        )
-    ).save_pretrained(other)
+    other = tmp_path / "bloom"
+    BloomForCausalLM(BloomConfig(n_layer=1, hidden_size=32, n_head=4, vocab_size=260)).save_pretrained(other)
     shutil.copy(model_dir / "manifest.json", other / "manifest.json")
-    with pytest.raises(ModelLoadError, match=r"'opt' has no family adapter; supported: llama, mistral, qwen2, qwen3"):
+    with pytest.raises(ModelLoadError, match=r"'bloom' has no family adapter; supported: llama, mistral, qwen2, qwen3"):
         load_model(other)
 
 
