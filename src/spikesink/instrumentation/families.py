@@ -399,6 +399,26 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
         ffn_parts=FFNParts(kind="moe", router="gate", experts="experts"),
         attention_parts=AttentionParts(q_norm="q_norm", k_norm="k_norm", qk_norm_scope="head"),
     ),
+    FamilyAdapter(  # hybrid: Gated DeltaNet layers, and every few layers gated softmax attention
+        "Qwen3-Next",
+        ("qwen3_next",),
+        norm_gain_offset=1.0,  # Qwen3NextRMSNorm: x * (1 + weight)
+        ffn_parts=FFNParts(
+            kind="moe",
+            router="gate",
+            experts="experts",
+            shared_expert="shared_expert",
+            shared_expert_gate="shared_expert_gate",
+        ),  # fmt: skip
+        attention_parts=AttentionParts(
+            q_norm="q_norm",
+            k_norm="k_norm",
+            qk_norm_scope="head",
+            q_gate="per_head",
+            linear_roles=(("in_proj_qkvz", "linear_in"), ("in_proj_ba", "linear_in"), ("out_proj", "linear_out")),
+        ),
+        linear_mixers=(("linear_attention", "linear_attn", LINEAR_ATTENTION_REASON),),
+    ),
 )
 
 BY_MODEL_TYPE: dict[str, FamilyAdapter] = {t: a for a in ADAPTERS for t in a.model_types}

@@ -94,6 +94,8 @@ def plot_key0_heatmap(
     step = max(1, n_layers // 10)
     ax.set_yticks(range(0, n_layers, step))
     ax.grid(False)
+    for layer in np.flatnonzero(np.isnan(mass).all(axis=1)):  # a hybrid's linear-attention layers
+        ax.text((n_heads - 1) / 2, layer, "n/a: no attention map", ha="center", va="center", fontsize=7, color="0.4")
     handles = []
     for role, (layer, head) in (highlight or {}).items():
         color = PALETTE["step_up"] if role == "sink" else PALETTE["ours"]
