@@ -112,6 +112,15 @@ FAMILY_CONFIGS = {
         linear_key_head_dim=8,
         linear_value_head_dim=8,
     ),
+    # Qwen3.5's text decoder: the same hybrid layers (linear attention in layer 1 here), a dense SwiGLU FFN
+    "qwen3_5_text": dict(
+        layer_types=["full_attention", "linear_attention", "full_attention"],
+        head_dim=8,
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+        linear_key_head_dim=8,
+        linear_value_head_dim=8,
+    ),
     # pre-norm OPT (125m, 1.3b, ...): fc1 / fc2 on the layer, learned positions with offset 2
     "opt": dict(num_key_value_heads=None, ffn_dim=64),
     # "type/variant": further configs of one model_type whose module layout differs (see family_model)

@@ -59,6 +59,7 @@ EXPECTED = {  # FAMILY_CONFIGS key: (norm placement, FFN kind prefix)
     "qwen3_moe": ("pre", "MoE"),
     "gpt_oss": ("pre", "MoE"),
     "qwen3_next": ("pre", "MoE"),
+    "qwen3_5_text": ("pre", "SwiGLU"),
     "falcon": ("parallel", "GELU MLP"),
     "falcon/40b": ("parallel", "GELU MLP"),
     "falcon/11b": ("parallel", "GELU MLP"),

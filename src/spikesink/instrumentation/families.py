@@ -419,6 +419,25 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
         ),
         linear_mixers=(("linear_attention", "linear_attn", LINEAR_ATTENTION_REASON),),
     ),
+    FamilyAdapter(  # Qwen3.5's text decoder: Qwen3-Next's hybrid layers with a dense SwiGLU FFN
+        "Qwen3.5",
+        ("qwen3_5_text",),
+        norm_gain_offset=1.0,  # Qwen3_5RMSNorm: x * (1 + weight)
+        attention_parts=AttentionParts(
+            q_norm="q_norm",
+            k_norm="k_norm",
+            qk_norm_scope="head",
+            q_gate="per_head",
+            linear_roles=(
+                ("in_proj_qkv", "linear_in"),
+                ("in_proj_z", "linear_in"),
+                ("in_proj_b", "linear_in"),
+                ("in_proj_a", "linear_in"),
+                ("out_proj", "linear_out"),
+            ),
+        ),
+        linear_mixers=(("linear_attention", "linear_attn", LINEAR_ATTENTION_REASON),),
+    ),
 )
 
 BY_MODEL_TYPE: dict[str, FamilyAdapter] = {t: a for a in ADAPTERS for t in a.model_types}
