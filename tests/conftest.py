@@ -98,6 +98,29 @@ FAMILY_CONFIGS = {
         sliding_window=5,
         layer_types=["sliding_attention", "full_attention", "sliding_attention"],
     ),
+    # hybrid: Gated DeltaNet (linear attention, no attention map) in layer 0, gated softmax attention (an output
+    # gate in q_proj, QK-norm, partial rotary) in layers 1 and 2; MoE with a gated shared expert; RMSNorm 1 + w
+    "qwen3_next": dict(
+        layer_types=["linear_attention", "full_attention", "full_attention"],
+        head_dim=8,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=32,
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+        linear_key_head_dim=8,
+        linear_value_head_dim=8,
+    ),
+    # Qwen3.5's text decoder: the same hybrid layers (linear attention in layer 1 here), a dense SwiGLU FFN
+    "qwen3_5_text": dict(
+        layer_types=["full_attention", "linear_attention", "full_attention"],
+        head_dim=8,
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+        linear_key_head_dim=8,
+        linear_value_head_dim=8,
+    ),
     # pre-norm OPT (125m, 1.3b, ...): fc1 / fc2 on the layer, learned positions with offset 2
     "opt": dict(num_key_value_heads=None, ffn_dim=64),
     # "type/variant": further configs of one model_type whose module layout differs (see family_model)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAMILY_CONFIGS, family_model, model_type_of
+from conftest import FAMILY_CONFIGS, family_model, model_type_of, tiny_model
 
 from spikesink.analyses.amplifier.claims import amplifier_claims
 from spikesink.analyses.amplifier.figure import plot_uk_norms
@@ -30,6 +30,7 @@ from spikesink.analyses.sink_geometry.measure import sink_geometry
 from spikesink.analyses.vocab_probe.measure import run_vocab_probe
 from spikesink.extraction.block_stats import extract_block_stats
 from spikesink.extraction.sink_stats import sink_statistics
+from spikesink.instrumentation.attention import AttentionObserver
 from spikesink.instrumentation.families import SUPPORTED_MODEL_TYPES
 from spikesink.instrumentation.layout import NotApplicable, model_layout
 from spikesink.instrumentation.spikes import SpikeRule
@@ -57,6 +58,8 @@ EXPECTED = {  # FAMILY_CONFIGS key: (norm placement, FFN kind prefix)
     "qwen2_moe": ("pre", "MoE"),
     "qwen3_moe": ("pre", "MoE"),
     "gpt_oss": ("pre", "MoE"),
+    "qwen3_next": ("pre", "MoE"),
+    "qwen3_5_text": ("pre", "SwiGLU"),
     "falcon": ("parallel", "GELU MLP"),
     "falcon/40b": ("parallel", "GELU MLP"),
     "falcon/11b": ("parallel", "GELU MLP"),
@@ -164,6 +167,7 @@ def test_sink_statistics_equal_eager_attention(family):
     ids = IDS.clone()
     ids[1, 9:] = 0
     ref = eager_key0(model, ids, mask)
+    softmax = model_layout(model).softmax_layers  # eager maps exist only there (Qwen3-Next: not layer 0)
     spike = torch.zeros_like(IDS, dtype=torch.bool)
     spike[:, [0, 4, 7]] = True
     got = {}
@@ -174,7 +178,10 @@ def test_sink_statistics_equal_eager_attention(family):
             with SinkStatistics(model, spike_positions=spike, use_kernel_lse=use_lse) as sinks:
                 model(input_ids=ids, attention_mask=mask, use_cache=False)
             got[use_lse] = sinks.result()
-            np.testing.assert_allclose(got[use_lse]["key0_mass"], ref, atol=1e-5, rtol=0)
+            np.testing.assert_allclose(got[use_lse]["key0_mass"][:, softmax], ref, atol=1e-5, rtol=0)
+            linear = [i for i in range(3) if i not in softmax]  # no softmax: NaN, never 0
+            assert np.isnan(got[use_lse]["key0_mass"][:, linear]).all()
+            assert np.isnan(got[use_lse]["sink_ratio_layer"][linear]).all()
             learned = got[use_lse]["learned_sink_share"]
             if model_layout(model).adapter.attention_parts.sinks:  # the sink column of the softmax
                 np.testing.assert_allclose(learned, eager_learned_sink_share(model, ids, mask), atol=1e-5, rtol=0)
@@ -182,7 +189,7 @@ def test_sink_statistics_equal_eager_attention(family):
             else:
                 assert np.isnan(learned).all() and np.isnan(got[use_lse]["learned_sink_share_layer_head"]).all()
             on_sdpa = model_layout(model).adapter.base_attention == "sdpa"
-            assert dict(sinks.kernels) == {"cpu flash" if use_lse and on_sdpa else "chunked": 3}
+            assert dict(sinks.kernels) == {"cpu flash" if use_lse and on_sdpa else "chunked": len(softmax)}
     np.testing.assert_allclose(got[True]["spike_mass"], got[False]["spike_mass"], atol=1e-5, rtol=0)
     assert ref.std() > 1e-3  # the maps are not uniform: a wrong score would show
 
@@ -320,7 +327,11 @@ def test_every_analysis_runs_and_finds_the_planted_spike(family, tmp_path):
 
         amp = run_amplifier(model, lifecycle, IDS[:, :4], progress=False)
         amp_claims = amplifier_claims(model_type, amp["summary"])
-        assert amp["summary"]["position0"]["rel_error_max"] < 1e-4
+        pos0 = amp["summary"]["position0"]
+        if pos0["attention_blocks"]:
+            assert pos0["rel_error_max"] < 1e-4
+        else:  # a hybrid whose only attention block before the step-up is linear attention (Qwen3-Next)
+            assert pos0["no_softmax_blocks"] == [1] and "n/a" in {c.verdict for c in amp_claims}
         if layout.gated:
             experts = len(layout.experts(2))
             assert len(amp["norms"]) == 3 * experts * layout.d_model and set(amp["spectra"]["block"]) == {2, 6}
@@ -460,3 +471,68 @@ def test_a_true_post_norm_stream_is_a_norms_output():
         bound = layout.d_model**0.5 * gain.abs().max() + bias.abs().max()
         assert got[(block, "post_residual")].abs().max() <= bound
     assert detect_lifecycle(stats).massive_blocks == []
+
+
+def test_a_hybrids_linear_attention_layers_read_nan_with_the_reason():
+    """Qwen3-Next: layer 0 is Gated DeltaNet (no softmax): its sink statistics are NaN (never 0),
+    observers skip it (asking for it says why), and the residual stream runs through it as usual."""
+    from spikesink.extraction.sink_stats import SinkStatistics
+
+    model = family_model("qwen3_next")
+    layout = model_layout(model)
+    assert layout.softmax_layers == [1, 2] and layout.describe()["attention"]["linear_attention_layers"] == 1
+    with pytest.raises(NotApplicable, match=r"linear attention \(Gated DeltaNet\): no softmax, no attention map"):
+        layout.attention_weights(0)
+    with pytest.raises(NotApplicable, match=r"layer\(s\) \[0\]: linear attention"):
+        AttentionObserver(model, layers=[0, 1])
+    got, _ = all_states(model, IDS)  # the linear mixer is a block of the stream like any other
+    assert got[(1, "raw_output")].abs().max() > 0
+    with torch.no_grad(), SinkStatistics(model) as sinks:
+        model(input_ids=IDS, use_cache=False)
+    result = sinks.result()
+    assert np.isnan(result["key0_mass"][:, 0]).all() and np.isfinite(result["key0_mass"][:, 1:]).all()
+    assert np.isfinite(result["sink_ratio"]) and np.isnan(result["sink_ratio_layer"][0])
+
+
+def test_the_output_gate_at_token_0_and_elsewhere_equals_sigmoid_of_the_gate_rows():
+    """The gate statistic from the hook on q_proj equals sigmoid(W_G n) from the split weights, at
+    token 0 and averaged over the other valid tokens (right padding left out); ~0.5 at random init."""
+    from spikesink.extraction.sink_stats import SinkStatistics
+
+    model = family_model("qwen3_next", seed=1)
+    layout = model_layout(model)
+    mask = torch.ones_like(IDS)
+    mask[1, 9:] = 0
+    with torch.no_grad(), SinkStatistics(model) as sinks:
+        model(input_ids=IDS, attention_mask=mask, use_cache=False)
+    result = sinks.result()
+    got, _ = all_states(model, IDS)
+    for layer in layout.softmax_layers:
+        w = layout.attention_weights(layer)
+        normed = got[(2 * layer + 1, "normed_input")]  # (B, T, d)
+        gate = torch.sigmoid(normed @ w.gate.T).reshape(*normed.shape[:2], w.n_heads, w.head_dim).mean(-1)
+        np.testing.assert_allclose(result["output_gate_pos0"][:, layer], gate[:, 0].numpy(), atol=1e-5, rtol=0)
+        valid = mask[:, 1:, None].float()
+        rest = (gate[:, 1:] * valid).sum(1) / valid.sum(1)
+        np.testing.assert_allclose(result["output_gate_rest"][:, layer], rest.numpy(), atol=1e-5, rtol=0)
+    assert np.isnan(result["output_gate_pos0"][:, 0]).all()
+    plain = tiny_model("qwen3_next", **FAMILY_CONFIGS["qwen3_next"])  # transformers' own initialisation
+    with torch.no_grad(), SinkStatistics(plain) as sinks:
+        plain(input_ids=IDS % 128, use_cache=False)
+    near_half = sinks.result()
+    for name in ("output_gate_pos0", "output_gate_rest"):
+        assert np.nanmax(np.abs(near_half[name] - 0.5)) < 0.05
+
+
+def test_an_output_gate_makes_position_0_no_fixed_map():
+    from spikesink.analyses.amplifier.claims import amplifier_claims
+
+    model = family_model("qwen3_next", seed=1)
+    check = position0_attention(model, IDS, [1, 3, 5])
+    assert list(check["block"]) == [3, 5] and check.attrs["no_softmax_blocks"] == [1]
+    assert check.attrs["output_gate"] and (check["rel_error_max"] < 1e-4).all()
+    summary = {"step_up": [6], "step_down": [], "spike_channels": [], "position0": {
+        "attention_blocks": [3, 5], "no_softmax_blocks": [1], "rel_error_max": float(check["rel_error_max"].max()),
+        "n_sequences": 3, "output_gate": True}}  # fmt: skip
+    fixed_map = next(c for c in amplifier_claims("qwen3_next", summary) if "fixed linear map" in c.claim)
+    assert fixed_map.verdict == "n/a" and "output gate" in fixed_map.ours

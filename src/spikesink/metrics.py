@@ -28,9 +28,19 @@ def massive_threshold(median, floor: float, median_ratio: float):
     return np.maximum(np.asarray(median, dtype=np.float64) * median_ratio, floor)
 
 
-def sink_ratio(key0_mass, eps: float) -> float:
-    """Percent of entries (any shape, e.g. samples x layers x heads) whose mean attention on key 0 exceeds eps."""
+def sinking(key0_mass, eps: float) -> np.ndarray:
+    """1.0 where the mean attention on key 0 exceeds eps, else 0.0; NaN stays NaN (a hybrid's
+    linear-attention layers have no attention map): average it with np.nanmean."""
     mass = np.asarray(key0_mass, dtype=np.float64)
+    return np.where(np.isnan(mass), np.nan, mass > eps)
+
+
+def sink_ratio(key0_mass, eps: float) -> float:
+    """Percent of entries (any shape, e.g. samples x layers x heads) whose mean attention on key 0 exceeds eps.
+
+    NaN entries (a hybrid's linear-attention layers: no attention map) are no heads and are left out."""
+    mass = np.asarray(key0_mass, dtype=np.float64)
+    mass = mass[np.isfinite(mass)]
     if mass.size == 0:
         raise ValueError("sink_ratio needs at least one head")
     return float(100.0 * np.mean(mass > eps))

@@ -110,6 +110,14 @@ class SinkStats:
     learned_sink_share: np.ndarray | None = None  # (N, L, H)
     learned_sink_share_layer_head: np.ndarray | None = None  # (L, H)
     learned_sink_share_layer: np.ndarray | None = None  # (L,)
+    # an output gate sigmoid(g) on the attention output (Qwen3-Next): its mean at position 0 and at the
+    # other positions; NaN in layers without one, None in statistics written before it was measured
+    output_gate_pos0: np.ndarray | None = None  # (N, L, H)
+    output_gate_rest: np.ndarray | None = None  # (N, L, H)
+    output_gate_pos0_layer_head: np.ndarray | None = None  # (L, H)
+    output_gate_rest_layer_head: np.ndarray | None = None  # (L, H)
+    output_gate_pos0_layer: np.ndarray | None = None  # (L,)
+    output_gate_rest_layer: np.ndarray | None = None  # (L,)
 
     @classmethod
     def from_arrays(cls, arrays: dict) -> SinkStats:
@@ -125,6 +133,16 @@ class SinkStats:
     def has_learned_sinks(self) -> bool:
         share = self.learned_sink_share_layer_head
         return share is not None and bool(np.isfinite(share).any())
+
+    @property
+    def has_output_gate(self) -> bool:
+        gate = self.output_gate_pos0_layer_head
+        return gate is not None and bool(np.isfinite(gate).any())
+
+    @property
+    def softmax_layers(self) -> np.ndarray:
+        """0-based layers with softmax attention: all but a hybrid's linear-attention layers (NaN rows)."""
+        return np.flatnonzero(np.isfinite(np.asarray(self.key0_mass_layer, dtype=np.float64)))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {

@@ -19,6 +19,12 @@ scores s_q0 and s_qj (j a spike token) are formed: O(T x d) per head, not a seco
 The chunked pass stays as the reference (`use_kernel_lse=False`) and for kernels without a
 log-sum-exp (eager soft-capping of Gemma 2, the math backend, position biases).
 
+A hybrid decoder's linear-attention layers (Qwen3-Next's Gated DeltaNet) have no softmax: they are
+not observed, and every statistic of theirs is NaN (never 0); the summaries are means over the
+softmax layers. Where the attention output is multiplied by an output gate sigmoid(g) before the
+output projection (Qwen3-Next), a forward hook on the query projection (which also yields g)
+measures the mean gate at position 0 and at the other positions, per sample, layer and head.
+
 Usage (one forward pass shared with the block statistics of block_stats.py):
 
     with SinkStatistics(model) as sinks:
@@ -43,6 +49,7 @@ from spikesink.instrumentation.attention import (
     DEFAULT_CHUNK_ELEMENTS,
     AttentionObserver,
     KernelLSE,
+    allowed_from_mask,
     key_probabilities,
     probability_chunks,
     score_options,
@@ -59,6 +66,10 @@ class AttentionMasses:
     n_queries: torch.Tensor  # (B,) valid queries (non-padding)
     # mean over valid queries of p(q -> learned sink) = 1 - sum_j p(q -> j); None without learned sinks
     learned_sink: torch.Tensor | None = None
+    # an output gate (Qwen3-Next): mean sigmoid(gate) over head_dim at position 0, and over the other
+    # valid positions; None without an output gate
+    gate0: torch.Tensor | None = None
+    gate_rest: torch.Tensor | None = None
 
 
 def attention_masses(
@@ -169,15 +180,17 @@ def summarise_sinks(key0_mass: np.ndarray, eps: float | None = None) -> dict[str
     mass = np.asarray(key0_mass, dtype=np.float32)
     if mass.ndim != 3:
         raise ValueError(f"key0_mass must be (samples, layers, heads), got shape {mass.shape}")
-    sinks = mass > eps
-    return {
-        "key0_mass_layer_head": mass.mean(axis=0).astype(np.float32),  # (L, H)
-        "key0_mass_layer": mass.mean(axis=(0, 2)).astype(np.float32),  # (L,)
-        "sink_ratio_layer_head": (100.0 * sinks.mean(axis=0)).astype(np.float32),  # (L, H), percent of samples
-        "sink_ratio_layer": (100.0 * sinks.mean(axis=(0, 2))).astype(np.float32),  # (L,), percent
-        "sink_ratio": np.float32(metrics.sink_ratio(mass, eps)),  # scalar, percent
-        "key0_mass_mean": np.float32(mass.mean()),
-    }
+    # NaN rows: layers without softmax attention (a hybrid's linear attention); they stay NaN
+    sinks = np.where(np.isnan(mass), np.nan, mass > eps)
+    with np.errstate(invalid="ignore"), _quiet_nanmean():
+        return {
+            "key0_mass_layer_head": mass.mean(axis=0).astype(np.float32),  # (L, H)
+            "key0_mass_layer": mass.mean(axis=(0, 2)).astype(np.float32),  # (L,)
+            "sink_ratio_layer_head": (100.0 * sinks.mean(axis=0)).astype(np.float32),  # (L, H), percent of samples
+            "sink_ratio_layer": (100.0 * sinks.mean(axis=(0, 2))).astype(np.float32),  # (L,), percent
+            "sink_ratio": np.float32(metrics.sink_ratio(mass, eps)),  # scalar, percent
+            "key0_mass_mean": np.float32(np.nanmean(mass)),
+        }
 
 
 def summarise_learned_sinks(learned_sink: np.ndarray) -> dict[str, np.ndarray]:
@@ -188,6 +201,34 @@ def summarise_learned_sinks(learned_sink: np.ndarray) -> dict[str, np.ndarray]:
             "learned_sink_share_layer_head": np.nanmean(share, axis=0).astype(np.float32),  # (L, H)
             "learned_sink_share_layer": np.nanmean(share, axis=(0, 2)).astype(np.float32),  # (L,)
         }
+
+
+def summarise_output_gate(gate0: np.ndarray, gate_rest: np.ndarray) -> dict[str, np.ndarray]:
+    """Means of (samples, layers, heads) output-gate values at position 0 and at the other positions
+    (NaN in layers without an output gate)."""
+    out = {}
+    with np.errstate(invalid="ignore"), _quiet_nanmean():
+        for name, values in (("output_gate_pos0", gate0), ("output_gate_rest", gate_rest)):
+            values = np.asarray(values, dtype=np.float32)
+            out[f"{name}_layer_head"] = np.nanmean(values, axis=0).astype(np.float32)  # (L, H)
+            out[f"{name}_layer"] = np.nanmean(values, axis=(0, 2)).astype(np.float32)  # (L,)
+    return out
+
+
+def _valid_queries(attention_mask, q_len: int, device) -> torch.Tensor:
+    """(B or 1, T) float: the non-padding queries (a padding query does not see itself)."""
+    allowed = allowed_from_mask(attention_mask, q_len, q_len)
+    if allowed is None:
+        return torch.ones(1, q_len, device=device)
+    return torch.diagonal(allowed, dim1=-2, dim2=-1).to(device=device, dtype=torch.float32)
+
+
+def output_gate_means(gate: torch.Tensor, attention_mask, q_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """((B, H) mean gate at position 0, (B, H) mean over the other valid positions) of a (B, T, H) gate."""
+    gate = gate.to(torch.float32)
+    valid = _valid_queries(attention_mask, q_len, gate.device)[..., None]  # (B or 1, T, 1)
+    rest = (gate[:, 1:] * valid[:, 1:]).sum(1) / valid[:, 1:].sum(1).clamp_min(1.0)
+    return gate[:, 0].contiguous(), rest
 
 
 def _eps(eps: float | None) -> float:
@@ -229,6 +270,9 @@ class SinkStatistics(AttentionObserver):
         self._key0: list[torch.Tensor] = []  # one (B, L, H) per forward
         self._spike: list[torch.Tensor] = []
         self._learned_sink: list[torch.Tensor] = []
+        self._gate0: list[torch.Tensor] = []
+        self._gate_rest: list[torch.Tensor] = []
+        self._gates: dict[int, torch.Tensor] = {}  # layer -> (B, T, H) sigmoid(gate) of this forward
         self._n_queries: list[torch.Tensor] = []
         self._spike_positions = None
         self.set_spike_positions(spike_positions)
@@ -242,13 +286,33 @@ class SinkStatistics(AttentionObserver):
             raise ValueError(f"spike positions must be a (B, T) boolean mask, got shape {tuple(mask.shape)}")
         self._spike_positions = mask.to(torch.bool)
 
+    def __enter__(self):
+        super().__enter__()
+        parts = self.layout.adapter.attention_parts
+        if parts.q_gate:  # the output gate comes out of the query projection with the query
+            for index in self.layers:
+                q_proj = getattr(self.layout.layers[index].attention, parts.q)
+                self._stack.callback(q_proj.register_forward_hook(self._gate_hook(index)).remove)
+        return self
+
+    def _gate_hook(self, layer: int):
+        head_dim = self.layout.head_dim
+
+        def hook(_module, _args, output):  # (B, T, H * 2 D): per head its query, then its gate
+            batch, q_len = output.shape[:2]
+            gate = output.detach().view(batch, q_len, -1, 2, head_dim)[..., 1, :]
+            self._gates[layer] = torch.sigmoid(gate.float()).mean(-1)  # (B, T, H)
+
+        return hook
+
     def _compute(self, layer, module, query, key, attention_mask, kwargs, lse: KernelLSE | None = None):
         self.kernels["chunked" if lse is None else lse.backend] += 1
         spikes = self._spike_positions
         if callable(spikes):
             spikes = spikes(layer)
             spikes = None if spikes is None else torch.as_tensor(spikes).to(torch.bool)
-        return attention_masses(
+        gate = self._gates.pop(layer, None)
+        masses = attention_masses(
             query,
             key,
             self.scaling(module, kwargs),
@@ -258,17 +322,25 @@ class SinkStatistics(AttentionObserver):
             kernel_lse=lse,
             **score_options(kwargs),
         )
+        if gate is not None:
+            masses.gate0, masses.gate_rest = output_gate_means(gate, attention_mask, query.shape[2])
+        return masses
 
     def _commit(self, per_layer: dict[int, AttentionMasses]) -> None:
-        ordered = [per_layer[index] for index in self.layers]
-        key0 = torch.stack([m.key0 for m in ordered], dim=1)  # (B, L, H)
-        nan = torch.full_like(ordered[0].key0, float("nan"))
-        spike = torch.stack([nan if m.spike is None else m.spike for m in ordered], dim=1)
-        learned = torch.stack([nan if m.learned_sink is None else m.learned_sink for m in ordered], dim=1)
-        self._key0.append(key0.cpu())
-        self._spike.append(spike.cpu())
-        self._learned_sink.append(learned.cpu())
-        self._n_queries.append(ordered[0].n_queries.cpu())
+        first = per_layer[self.layers[0]]
+        nan = torch.full_like(first.key0, float("nan"))
+
+        def stacked(name):  # (B, L, H) over every layer: NaN where the layer has no such statistic
+            values = [getattr(per_layer.get(index), name, None) for index in range(self.layout.n_layers)]
+            return torch.stack([nan if v is None else v for v in values], dim=1).cpu()
+
+        self._key0.append(stacked("key0"))
+        self._spike.append(stacked("spike"))
+        self._learned_sink.append(stacked("learned_sink"))
+        self._gate0.append(stacked("gate0"))
+        self._gate_rest.append(stacked("gate_rest"))
+        self._n_queries.append(first.n_queries.cpu())
+        self._gates = {}
 
     def result(self) -> dict[str, np.ndarray]:
         """float32 arrays: per-sample (N, L, H) key0_mass and spike_mass, and their summaries."""
@@ -277,14 +349,19 @@ class SinkStatistics(AttentionObserver):
         key0 = torch.cat(self._key0).numpy().astype(np.float32)
         spike = torch.cat(self._spike).numpy().astype(np.float32)
         learned = torch.cat(self._learned_sink).numpy().astype(np.float32)
+        gate0 = torch.cat(self._gate0).numpy().astype(np.float32)
+        gate_rest = torch.cat(self._gate_rest).numpy().astype(np.float32)
         out = {
-            "key0_mass": key0,
+            "key0_mass": key0,  # (N, L, H), NaN in layers without softmax attention
             "spike_mass": spike,
             "n_queries": torch.cat(self._n_queries).numpy().astype(np.float32),
             "learned_sink_share": learned,  # (N, L, H), NaN in layers without a learned sink logit
+            "output_gate_pos0": gate0,  # (N, L, H), NaN in layers without an output gate
+            "output_gate_rest": gate_rest,
         }
         out.update(summarise_sinks(key0, self.eps))
         out.update(summarise_learned_sinks(learned))
+        out.update(summarise_output_gate(gate0, gate_rest))
         with np.errstate(invalid="ignore"), _quiet_nanmean():
             out["spike_mass_layer_head"] = np.nanmean(spike, axis=0).astype(np.float32)
         out["eps"] = np.float32(self.eps)

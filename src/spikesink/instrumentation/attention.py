@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layout import model_layout
+from .layout import NotApplicable, model_layout
 from .taps import StopForward
 
 log = logging.getLogger(__name__)
@@ -642,10 +642,14 @@ class AttentionObserver:
         self.stop_after_last = stop_after_last
         self.layout = model_layout(model)
         all_layers = range(self.layout.n_layers)
-        self.layers = tuple(sorted(set(all_layers if layers is None else layers)))
+        # default: every layer with softmax attention (a hybrid's linear-attention layers have none)
+        self.layers = tuple(sorted(set(self.layout.softmax_layers if layers is None else layers)))
         bad = [index for index in self.layers if index not in all_layers]
         if bad:
             raise ValueError(f"layers {bad} out of range for a model with {self.layout.n_layers} layers")
+        linear = [index for index in self.layers if not self.layout.layers[index].softmax]
+        if linear:
+            raise NotApplicable(f"layer(s) {linear}: {self.layout.no_softmax_reason(linear[0])}")
         self._module_layer = {id(self.layout.layers[i].attention): i for i in self.layers}
         self._stack = None
         self._buffer: dict[int, object] = {}
@@ -725,7 +729,10 @@ def attention_override(model: nn.Module, compute: Callable, layers: Sequence[int
     """Compute the attention output of `layers` (default all) with compute(module, q, k, v, mask,
     kwargs) -> (output (B, T, H, D), None) instead of the base implementation."""
     layout = model_layout(model)
-    indices = range(layout.n_layers) if layers is None else layers
+    indices = layout.softmax_layers if layers is None else layers
+    linear = [i for i in indices if not layout.layers[i].softmax]
+    if linear:
+        raise NotApplicable(f"layer(s) {linear}: {layout.no_softmax_reason(linear[0])}")
     modules = [id(layout.layers[i].attention) for i in indices]
     with routed_attention(model):
         for module_id in modules:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 README_SECTION = 'README section "Adding a model family"'
+LINEAR_ATTENTION_REASON = "linear attention (Gated DeltaNet): no softmax, no attention map"
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -85,6 +86,14 @@ class AttentionParts:
     # a boolean buffer (1, 1, max_positions, max_positions) of the keys each query may see that
     # the module applies itself (GPT-Neo's causal and local-window `bias`)
     mask_buffer: str | None = None
+    # an output gate in the query projection (Qwen3-Next): "per_head" when q's rows hold, per head,
+    # its query (d_head rows) then its gate (d_head rows); the attention output is multiplied by
+    # sigmoid(gate) before the output projection
+    q_gate: str | None = None
+    # ((Linear name, role), ...) inside a hybrid's linear-attention mixer (FamilyAdapter.linear_mixers):
+    # the projections the activation-scale and quantisation analyses see there ("linear_in" reads the
+    # normed residual, "linear_out" the mixer's own features)
+    linear_roles: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,11 @@ class FamilyAdapter:
     # through forward hooks on the q / k / v projections (instrumentation.attention)
     attention_interface: bool = True
     bos: str = "as the tokenizer adds it"
+    # hybrid decoders (Qwen3-Next): ((layer type, module path, reason), ...) where a layer whose
+    # config.layer_types entry is that type mixes tokens with that module instead of `attention`:
+    # a block of the residual stream like any other, but no softmax and no attention map, so every
+    # attention statistic of that layer is NaN with the reason
+    linear_mixers: tuple[tuple[str, str, str], ...] = ()
     # the decoder layer adds into a sublayer's output tensor in place (Falcon: mlp_output +=
     # attention_output): taps hand on copies, or a kept state would change after the hook
     copy_states: bool = False
@@ -384,6 +398,45 @@ ADAPTERS: tuple[FamilyAdapter, ...] = (
         ("qwen3_moe",),
         ffn_parts=FFNParts(kind="moe", router="gate", experts="experts"),
         attention_parts=AttentionParts(q_norm="q_norm", k_norm="k_norm", qk_norm_scope="head"),
+    ),
+    FamilyAdapter(  # hybrid: Gated DeltaNet layers, and every few layers gated softmax attention
+        "Qwen3-Next",
+        ("qwen3_next",),
+        norm_gain_offset=1.0,  # Qwen3NextRMSNorm: x * (1 + weight)
+        ffn_parts=FFNParts(
+            kind="moe",
+            router="gate",
+            experts="experts",
+            shared_expert="shared_expert",
+            shared_expert_gate="shared_expert_gate",
+        ),  # fmt: skip
+        attention_parts=AttentionParts(
+            q_norm="q_norm",
+            k_norm="k_norm",
+            qk_norm_scope="head",
+            q_gate="per_head",
+            linear_roles=(("in_proj_qkvz", "linear_in"), ("in_proj_ba", "linear_in"), ("out_proj", "linear_out")),
+        ),
+        linear_mixers=(("linear_attention", "linear_attn", LINEAR_ATTENTION_REASON),),
+    ),
+    FamilyAdapter(  # Qwen3.5's text decoder: Qwen3-Next's hybrid layers with a dense SwiGLU FFN
+        "Qwen3.5",
+        ("qwen3_5_text",),
+        norm_gain_offset=1.0,  # Qwen3_5RMSNorm: x * (1 + weight)
+        attention_parts=AttentionParts(
+            q_norm="q_norm",
+            k_norm="k_norm",
+            qk_norm_scope="head",
+            q_gate="per_head",
+            linear_roles=(
+                ("in_proj_qkv", "linear_in"),
+                ("in_proj_z", "linear_in"),
+                ("in_proj_b", "linear_in"),
+                ("in_proj_a", "linear_in"),
+                ("out_proj", "linear_out"),
+            ),
+        ),
+        linear_mixers=(("linear_attention", "linear_attn", LINEAR_ATTENTION_REASON),),
     ),
 )
 

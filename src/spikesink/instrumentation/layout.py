@@ -50,6 +50,14 @@ class LayerView:
     # when the FFN has no module of its own (OPT)
     ffn_entry: nn.Module | None = None
     ffn_exit: nn.Module | None = None
+    # a hybrid decoder's layer that mixes tokens without softmax attention (Qwen3-Next's Gated
+    # DeltaNet): `attention` is that mixer, and this says why no attention statistic applies
+    no_softmax: str | None = None
+    attention_path: str = "self_attn"  # the token mixer's path inside the layer
+
+    @property
+    def softmax(self) -> bool:
+        return self.no_softmax is None
 
     @property
     def attention_block(self) -> int:
@@ -75,6 +83,10 @@ class AttentionWeights:
     n_heads: int
     n_kv_heads: int
     head_dim: int
+    # the output gate's rows of the query projection (Qwen3-Next): the attention output of head h is
+    # multiplied by sigmoid(gate_h n + gate_bias_h) before o; None without an output gate
+    gate: torch.Tensor | None = None  # (H * D, d)
+    gate_bias: torch.Tensor | None = None
 
 
 @dataclass
@@ -166,12 +178,13 @@ class ModelLayout:
             inline = a.ffn is None  # the FFN's parts on the layer itself: seen at its projections
             entry = get(a.ffn_parts.up or a.ffn_parts.gate_up, "FFN input projection") if inline else ffn
             exit_ = get(a.ffn_parts.down, "FFN output projection") if inline else ffn
+            mixer, no_softmax = self._mixer(index)
             self.layers.append(
                 LayerView(
                     index=index,
                     path=path,
                     layer=layer,
-                    attention=get(a.attention, "attention"),
+                    attention=get(mixer, "attention" if no_softmax is None else "token mixer"),
                     ffn=ffn,
                     attn_input_norm=get(a.attn_input_norm, "attention input norm"),
                     attn_output_norm=get(a.attn_output_norm, "attention output norm"),
@@ -183,10 +196,14 @@ class ModelLayout:
                     ffn_residual_norm=get(a.ffn_residual_norm, "FFN residual norm"),
                     ffn_entry=entry,
                     ffn_exit=exit_,
+                    no_softmax=no_softmax,
+                    attention_path=mixer,
                 )
             )
         if not self.layers:
             raise LayoutError(f"{prefix}{a.layers} is empty")
+        if not self.softmax_layers:
+            raise LayoutError(f"{self.model_type!r}: no layer attends through softmax attention")
         if a.attention_parts.sinks:  # a sink by design: without its logits the softmax would differ
             for lv in self.layers:
                 where = f"{lv.path}.{a.attention}"
@@ -197,7 +214,28 @@ class ModelLayout:
                         f"not hold {self.n_heads} values: a {self.model_type!r} model attends through them"
                     )
 
+    def _mixer(self, index: int) -> tuple[str, str | None]:
+        """(path of layer `index`'s token mixer, why it has no softmax attention or None)."""
+        if not self.adapter.linear_mixers:
+            return self.adapter.attention, None
+        layer_types = getattr(self.config, "layer_types", None)
+        if layer_types is None or len(layer_types) <= index:
+            raise LayoutError(f"{self.model_type!r}: config.layer_types does not name layer {index}'s token mixer")
+        for layer_type, path, reason in self.adapter.linear_mixers:
+            if layer_types[index] == layer_type:
+                return path, reason
+        return self.adapter.attention, None
+
     # ---- shape ------------------------------------------------------------------------------
+
+    @property
+    def softmax_layers(self) -> list[int]:
+        """0-based layers that attend through softmax attention (all but a hybrid's linear layers)."""
+        return [lv.index for lv in self.layers if lv.softmax]
+
+    def no_softmax_reason(self, layer: int) -> str | None:
+        """Why layer `layer` (0-based) has no attention map (None when it has one)."""
+        return self.layers[layer].no_softmax
 
     @property
     def n_layers(self) -> int:
@@ -357,10 +395,13 @@ class ModelLayout:
     # ---- attention --------------------------------------------------------------------------
 
     def attention_weights(self, layer: int) -> AttentionWeights:
-        """q, k, v, o of one layer's attention in (out, in) layout, fused projections split."""
+        """q, k, v, o of one layer's attention in (out, in) layout, fused projections split (and
+        an output gate's rows split from the query's)."""
         lv = self.layers[layer]
+        if not lv.softmax:
+            raise NotApplicable(f"layer {layer}: {lv.no_softmax}")
         parts = self.adapter.attention_parts
-        where = f"{lv.path}.{self.adapter.attention}"
+        where = f"{lv.path}.{lv.attention_path}"
         h, hkv, dh, d = self.n_heads, self.n_kv_heads, self.head_dim, self.d_model
 
         def lin(name, role):
@@ -391,12 +432,23 @@ class ModelLayout:
                     raise LayoutError(f"{where}.{parts.qkv}: {w.shape[0]} rows, expected {sum(sizes)} = q + k + v")
                 q, k, v = w.split(sizes, dim=0)
                 qb, kb, vb = (None, None, None) if b is None else b.split(sizes)
+        gate = gb = None
+        if parts.q_gate == "per_head":  # rows per head: its query, then its gate
+
+            def halves(t):
+                if t.shape[0] != 2 * h * dh:
+                    raise LayoutError(f"{where}.{parts.q}: {t.shape[0]} rows, expected {2 * h * dh} = query + gate")
+                t = t.reshape(h, 2, dh, -1)
+                return t[:, 0].reshape(h * dh, -1), t[:, 1].reshape(h * dh, -1)
+
+            q, gate = halves(q)
+            qb, gb = (None, None) if qb is None else (x[:, 0] for x in halves(qb[:, None]))
         o, ob = lin(parts.o, "output")
         expected = {"q": (h * dh, d), "k": (hkv * dh, d), "v": (hkv * dh, d), "o": (d, h * dh)}
         for name, tensor in (("q", q), ("k", k), ("v", v), ("o", o)):
             if tuple(tensor.shape) != expected[name]:
                 raise LayoutError(f"{where}: {name} projection is {tuple(tensor.shape)}, expected {expected[name]}")
-        return AttentionWeights(q, k, v, o, qb, kb, vb, ob, h, hkv, dh)
+        return AttentionWeights(q, k, v, o, qb, kb, vb, ob, h, hkv, dh, gate, gb)
 
     def attention_features(self) -> dict:
         config = self.config
@@ -419,6 +471,9 @@ class ModelLayout:
             # layers that attend without rotary embeddings (SmolLM3's NoPE layers: flag 0)
             "nope_layers": sum(not flag for flag in getattr(config, "no_rope_layers", None) or ()),
             "learned_sinks": bool(parts.sinks),
+            "output_gate": bool(parts.q_gate),
+            # layers that mix tokens without softmax attention (Qwen3-Next's Gated DeltaNet)
+            "linear_attention_layers": self.n_layers - len(self.softmax_layers),
             "logit_softcap": getattr(config, "attn_logit_softcapping", None),
             "final_logit_softcap": getattr(config, "final_logit_softcapping", None),
         }
@@ -482,6 +537,7 @@ class ModelLayout:
         a = self.adapter
         att, ffn = a.attention_parts, a.ffn_parts
         attention_roles = {att.q: "q", att.k: "k", att.v: "v", att.qkv: "qkv", att.o: "o"}
+        linear_roles = dict(att.linear_roles)  # a hybrid's linear-attention mixer (Qwen3-Next)
         if ffn.kind == "mlp":
             ffn_roles = {ffn.up: "fc_in", ffn.down: "fc_out"}
         else:
@@ -489,7 +545,7 @@ class ModelLayout:
         out = []
         for lv in self.layers:
             for owner, prefix, roles, block in (
-                (lv.attention, a.attention, attention_roles, lv.attention_block),
+                (lv.attention, lv.attention_path, attention_roles if lv.softmax else linear_roles, lv.attention_block),
                 (lv.ffn, a.ffn, ffn_roles, lv.ffn_block),
             ):
                 for name, module in owner.named_modules():
@@ -525,6 +581,9 @@ class ModelLayout:
             "positions": self.adapter.positions,
             "embedding_scale": self.adapter.embedding_scale,
             "attention": self.attention_features(),
+            # a hybrid's layers without softmax attention (0-based) and why no attention statistic applies
+            "no_softmax_layers": [lv.index for lv in self.layers if not lv.softmax],
+            "no_softmax_reason": next((lv.no_softmax for lv in self.layers if not lv.softmax), None),
             "bos": self.adapter.bos,
         }
 

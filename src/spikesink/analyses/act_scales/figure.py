@@ -27,6 +27,8 @@ ROLE_STYLE = {
     "fc_in": ("fc_in input", PALETTE["step_down"]),
     "down": ("down input", PALETTE["spike"]),
     "fc_out": ("fc_out input", PALETTE["spike"]),
+    "linear_in": ("linear attention input", PALETTE["ours"]),
+    "linear_out": ("linear attention output input", PALETTE["other"]),
 }
 
 

@@ -114,6 +114,7 @@ def scale_table(result: Mapping, spike_channels: Sequence[int]) -> pd.DataFrame:
             "fc_in",
             "shared_gate",
             "shared_up",
+            "linear_in",
         )
         channel = int(np.argmax(scales["all"]))
         rows.append(

@@ -157,9 +157,22 @@ def _spectra_rows(model, summary, kind, specs, min_dominance, min_shared_cos) ->
 
 
 def _position0_rows(model, pos0, max_rel_error, min_alignment) -> list[Claim]:
-    if not pos0 or not pos0.get("attention_blocks"):
+    if pos0 and not pos0.get("attention_blocks") and pos0.get("no_softmax_blocks"):
+        reason = (
+            f"every attention block before the step-up ({pos0['no_softmax_blocks']}) is "
+            f"{pos0['no_softmax_reason']}: no softmax attention to reduce to key 0 at position 0"
+        )
+        rows = [FIXED_MAP.na(model, reason)]
+    elif not pos0 or not pos0.get("attention_blocks"):
         reason = "the step-up block is the first FFN block: no attention block before it to check"
         rows = [FIXED_MAP.na(model, reason if pos0 else "the position-0 check was not run")]
+    elif pos0.get("output_gate"):
+        reason = (
+            "an output gate sigmoid(W_G n_0) multiplies position 0's attention output per head and channel, a factor "
+            f"that depends on the token: not a fixed map (gated so, the q/k/v/o split reproduces it to "
+            f"{pos0['rel_error_max']:.2g} in blocks {pos0['attention_blocks']})"
+        )
+        rows = [FIXED_MAP.na(model, reason)]
     elif pos0.get("learned_sinks"):
         reason = (
             "a learned sink logit takes 1 - p(key 0) of position 0's softmax per head, a share that depends on "

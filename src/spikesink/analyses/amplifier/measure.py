@@ -275,13 +275,21 @@ class _Position0SinkWeights(AttentionObserver):
         self.weights = per_layer
 
 
-def _weighted_attention_output(model, layer: int, normed: torch.Tensor, head_weights: torch.Tensor) -> torch.Tensor:
+def _weighted_attention_output(
+    model, layer: int, normed: torch.Tensor, head_weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Position 0's attention output from the extracted q/k/v/o split when each head h gives key 0
-    the weight head_weights[:, h]: sum_h w_h W_O^h (W_V^h n + b_V^h) + b_O."""
+    the weight head_weights[:, h] (None: 1): sum_h W_O^h (w_h g_h * (W_V^h n + b_V^h)) + b_O, with
+    g_h = sigmoid(W_G^h n + b_G^h) the output gate where the family has one (Qwen3-Next), else 1."""
     w = model_layout(model).attention_weights(layer)
     values = normed @ w.v.T + (0 if w.v_bias is None else w.v_bias)  # (N, H_kv * D)
     values = values.reshape(len(normed), w.n_kv_heads, 1, w.head_dim).expand(-1, -1, w.n_heads // w.n_kv_heads, -1)
-    mixed = values.reshape(len(normed), w.n_heads, w.head_dim) * head_weights[..., None]
+    mixed = values.reshape(len(normed), w.n_heads, w.head_dim)
+    if head_weights is not None:
+        mixed = mixed * head_weights[..., None]
+    if w.gate is not None:  # the output gate, per head and channel, from the gate rows of q
+        gate = torch.sigmoid(normed @ w.gate.T + (0 if w.gate_bias is None else w.gate_bias))
+        mixed = mixed * gate.reshape(len(normed), w.n_heads, w.head_dim)
     return mixed.reshape(len(normed), -1) @ w.o.T + (0 if w.o_bias is None else w.o_bias)
 
 
@@ -306,16 +314,27 @@ def position0_attention(
 
     With learned sink logits (GPT-OSS) position 0 gives key 0 only 1 - p(sink) per head, a
     share that depends on the token: the prediction weights each head by the share the model's
-    softmax gave (frame.attrs["learned_sinks"]); the map is then not fixed.
+    softmax gave (frame.attrs["learned_sinks"]); the map is then not fixed. Likewise with an output
+    gate (Qwen3-Next): the prediction multiplies each head's value by sigmoid(W_G n_0), computed from
+    the gate rows of the query projection (frame.attrs["output_gate"]). A hybrid's linear-attention
+    blocks have no softmax to reduce to key 0: they are left out (frame.attrs["no_softmax_blocks"]).
     """
     device = next(model.parameters()).device
     blocks = sorted(int(b) for b in attention_blocks)
     if any(block_kind(b) != "attn" for b in blocks):
         raise ValueError("attention_blocks must be odd blocks")
+    layout = model_layout(model)
+    no_softmax = [b for b in blocks if not layout.layer_of(b).softmax]
+    blocks = [b for b in blocks if b not in no_softmax]
     requests = [(b, state) for b in blocks for state in ("normed_input", "raw_output", "post_residual")]
     if step_up_block:
         requests.append((step_up_block, "input"))
-    learned_sinks = bool(model_layout(model).adapter.attention_parts.sinks)
+    learned_sinks = bool(layout.adapter.attention_parts.sinks)
+    output_gate = bool(layout.adapter.attention_parts.q_gate)
+    if not blocks:
+        frame = pd.DataFrame(columns=["block", "rel_error_median", "rel_error_max", "attn_norm_median"])
+        frame.attrs.update(learned_sinks=learned_sinks, output_gate=output_gate, no_softmax_blocks=no_softmax)
+        return frame
     with _Position0SinkWeights(model, [block_layer(b) for b in blocks]) if learned_sinks else nullcontext() as sink:
         # the whole forward: the observer commits its weights when the decoder stack returns
         got = capture(
@@ -324,8 +343,8 @@ def position0_attention(
     star = None if s_star is None else torch.as_tensor(np.asarray(s_star), dtype=torch.float32, device=device)
     rows = []
     for block in blocks:
-        if learned_sinks:
-            weights = sink.weights[block_layer(block)]
+        if learned_sinks or output_gate:
+            weights = sink.weights[block_layer(block)] if learned_sinks else None
             predicted = _weighted_attention_output(model, block_layer(block), got[(block, "normed_input")], weights)
         else:
             vo, bias = attention_vo_matrix(model, block_layer(block))
@@ -344,7 +363,7 @@ def position0_attention(
             row["cos_resid_s_star_median"] = float(_cos(got[(block, "post_residual")], star).median())
         rows.append(row)
     frame = pd.DataFrame(rows)
-    frame.attrs["learned_sinks"] = learned_sinks
+    frame.attrs.update(learned_sinks=learned_sinks, output_gate=output_gate, no_softmax_blocks=no_softmax)
     if star is not None and step_up_block:
         cos_in = _cos(got[(step_up_block, "input")], star)
         frame.attrs["step_up_input_cos_s_star"] = {
@@ -483,9 +502,14 @@ def _position0_summary(model, first_token_ids, step_up_block: int, s_star) -> di
     """The fixed-map check on the attention blocks before the first step-up block."""
     attention_blocks = list(range(1, step_up_block, 2))
     check = position0_attention(model, first_token_ids, attention_blocks, s_star=s_star, step_up_block=step_up_block)
+    no_softmax = check.attrs["no_softmax_blocks"]
     return {
-        "attention_blocks": attention_blocks,
-        "rel_error_max": float(check["rel_error_max"].max()),
+        "attention_blocks": [b for b in attention_blocks if b not in no_softmax],
+        # a hybrid's linear-attention blocks before the step-up, with the reason they are not checked
+        "no_softmax_blocks": no_softmax,
+        "no_softmax_reason": model_layout(model).no_softmax_reason(block_layer(no_softmax[0])) if no_softmax else None,
+        "output_gate": check.attrs["output_gate"],
+        "rel_error_max": float(check["rel_error_max"].max()) if len(check) else float("nan"),
         "per_block": check.to_dict(orient="records"),
         "step_up_input_cos_s_star": check.attrs.get("step_up_input_cos_s_star"),
         "random_abs_cos_scale": float(1 / np.sqrt(model_layout(model).d_model)),

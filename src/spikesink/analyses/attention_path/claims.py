@@ -75,6 +75,14 @@ def attention_path_claims(
     )
     base, spike, control = (float(rows.loc[c, metric]) for c in ("none", "spike channels", "control channels"))
     name = "sink ratio" if metric.startswith("sink") else "key-0 mass"
+    if np.isnan(base):  # every edited layer is a hybrid's linear attention: NaN statistics
+        return [
+            SPEC.na(
+                model,
+                f"no softmax attention among the edited blocks {table['blocks'].iloc[0]}: linear attention has no "
+                "softmax, no attention map",
+            )
+        ]
     if not base > 0:
         return [SPEC.na(model, f"no attention on key 0 in the edited layers (blocks {table['blocks'].iloc[0]})")]
     if per_prompt is None or per_prompt.empty:  # a result from before they were kept: the points decide

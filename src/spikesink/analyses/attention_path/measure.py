@@ -133,8 +133,11 @@ def measure_prompts(
             nll, count = nll + float(values.sum()), count + values.numel()
             per_nll.append(values.sum(dim=1).cpu().numpy())
             per_count.append(np.full(values.shape[0], values.shape[1]))
-    key0 = sinks.result()["key0_mass"]  # (N, L, H)
+    key0 = sinks.result()["key0_mass"]  # (N, L, H), NaN in a hybrid's linear-attention layers
+    softmax = np.isfinite(key0).all(axis=(0, 2))
+    layers = [layer for layer in layers if softmax[layer]]
     edited = key0[:, list(layers)] if len(layers) else key0[:, :0]
+    key0 = key0[:, softmax]  # sinks over the layers that have an attention map
     summary = {
         "perplexity": float(np.exp(nll / count)),
         "sink_ratio": float(100 * (key0 > eps).mean()),

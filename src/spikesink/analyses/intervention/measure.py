@@ -45,6 +45,7 @@ from spikesink.extraction.sink_stats import SinkStatistics
 from spikesink.instrumentation.layout import model_layout
 from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
 from spikesink.instrumentation.taps import Taps, edit_state
+from spikesink.metrics import sinking
 
 MODES = ("zero", "mean")
 SITES = {"block_output": "output", "residual": "post_residual"}  # site -> edited block state
@@ -219,8 +220,9 @@ def measure_prompts(model: nn.Module, batches: Sequence[torch.Tensor], eps: floa
             "prompt": np.arange(len(key0)),
             "n_tokens": np.concatenate(per_count),
             "nll_sum": np.concatenate(per_nll),
-            "sink_ratio": 100.0 * (key0 > eps).mean(axis=(1, 2)),
-            "key0_mass": key0.mean(axis=(1, 2)),
+            # nan-means: a hybrid's linear-attention layers are NaN (no attention map)
+            "sink_ratio": 100.0 * np.nanmean(sinking(key0, eps), axis=(1, 2)),
+            "key0_mass": np.nanmean(key0, axis=(1, 2)),
             "spike_first_token": first.double().numpy(),
         }
     )

@@ -139,6 +139,11 @@ def kv_cache_claims(
     else:
         estimates, units = window_estimates(per_block, kept)
         over = f"95% interval over {units}"
+    if "windowed_layers" in summary and int(summary["windowed_layers"].iloc[0]) < int(summary["n_layers"].iloc[0]):
+        over += (
+            f"; the window applies to the {int(summary['windowed_layers'].iloc[0])} softmax attention layers of "
+            f"{int(summary['n_layers'].iloc[0])} (linear attention keeps its recurrent state: no keys to evict)"
+        )
     cost = estimates["cost"]
     claims = [
         COSTS.judge(

@@ -29,6 +29,7 @@ from spikesink.analyses.kv_cache.result import KVCache
 from spikesink.analyses.unit import Job
 from spikesink.extraction.perplexity import token_nll
 from spikesink.instrumentation.attention import allowed_from_mask, attention_override
+from spikesink.instrumentation.layout import model_layout
 
 
 def measure(job: Job) -> KVCache:
@@ -157,6 +158,7 @@ def kv_cache_tables(
     block (`nll_sum`) and its token count; block b starts at target `window + b * bin_size`."""
     texts = np.asarray(texts)
     check_setting(texts.shape[1], window, keep)
+    layout = model_layout(model)
     conditions = [("full", None, 0)] + [(f"window {window} + {k} kept", window, k) for k in keep]
     summary, curves, blocks = [], [], []
     for name, w, k in conditions:
@@ -170,6 +172,10 @@ def kv_cache_tables(
                 "perplexity_evicted": float(np.exp(late.mean())),
                 "perplexity_all": float(np.exp(nll.mean())),
                 "n_tokens": int(nll.size),
+                # the layers the window applies to: those with softmax attention (a hybrid's linear
+                # attention keeps a recurrent state, no keys to evict)
+                "windowed_layers": len(layout.softmax_layers),
+                "n_layers": layout.n_layers,
             }
         )
         for text in range(nll.shape[0]):

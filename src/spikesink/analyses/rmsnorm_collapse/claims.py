@@ -91,7 +91,7 @@ def collapse_claims(
         return rows + [spec.na(model, reason) for spec in (DELIMITERS, SELF_ATTENTION, GAIN)]
     return rows + [
         _delimiters(model, summary, c.min_delimiter_share),
-        _self_attention(model, self_attention, c.min_self_attention_gap),
+        _self_attention(model, self_attention, c.min_self_attention_gap, summary),
         _gain(model, summary.get("gain_alignment"), c.min_gain_ratio),
     ]
 
@@ -166,7 +166,10 @@ def _delimiters(model, summary, min_share) -> Claim:
     )
 
 
-def _self_attention(model, self_attention, min_gap) -> Claim:
+def _self_attention(model, self_attention, min_gap, summary: Mapping | None = None) -> Claim:
+    skipped = (summary or {}).get("self_attention_skipped")
+    if skipped and not (summary or {}).get("self_attention_layers"):
+        return SELF_ATTENTION.na(model, f"no softmax attention layer up to the step-up ({skipped})")
     if self_attention is None or self_attention.empty or not (self_attention["kind"] == "spike").any():
         return SELF_ATTENTION.na(model, "no non-initial spike token in the prompts whose self-attention was measured")
     pivot = self_attention.pivot(index="layer", columns="kind", values="self_share_mean")

@@ -529,9 +529,19 @@ def run_collapse(
     )
     summary["gain_alignment"] = delimiter_gain_alignment(model, ids, states.nonfirst_spike_tokens)
     layers = list(attention_layers) if attention_layers is not None else list(range(block_layer(step_up[0]) + 1))
+    layout = model_layout(model)
+    linear = [layer for layer in layers if not layout.layers[layer].softmax]  # a hybrid's linear attention
+    layers = [layer for layer in layers if layer not in linear]
+    summary["self_attention_layers"] = layers
+    if linear:
+        summary["self_attention_skipped"] = f"layer(s) {linear}: {layout.no_softmax_reason(linear[0])}"
     sample = {"input_ids": torch.as_tensor(ids[:attention_prompts], dtype=torch.long)}
     mask = spike_mask_at(model, sample, step_up[-1], rule)
-    self_attention = delimiter_self_attention(model, sample, mask, layers)
+    self_attention = (
+        delimiter_self_attention(model, sample, mask, layers)
+        if layers
+        else pd.DataFrame(columns=["layer", "kind", "n", "self_share_mean", "self_share_max_head_mean"])
+    )
     others = states.after[~torch.as_tensor(states.is_spike)][:matrix_tokens]
     matrices = cosine_matrices(states, norm, matrix_tokens)
     matrices["other_after"] = pairwise_cosine(others).numpy()

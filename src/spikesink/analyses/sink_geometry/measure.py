@@ -73,12 +73,17 @@ def choose_heads(key0_mass_layer_head: np.ndarray) -> dict[str, HeadChoice]:
     mass = np.asarray(key0_mass_layer_head, dtype=np.float64)
     if mass.ndim != 2:
         raise ValueError(f"expected a (layers, heads) array, got shape {mass.shape}")
-    layers = middle_third(mass.shape[0])
-    window = mass[layers.start : layers.stop]
+    # layers with an attention map (a hybrid's linear-attention layers are NaN rows): the middle third's,
+    # or every one of them where the middle third has none
+    softmax = np.isfinite(mass).all(axis=1)
+    if not softmax.any():
+        raise ValueError("no layer has attention statistics (every row is NaN)")
+    layers = [layer for layer in middle_third(mass.shape[0]) if softmax[layer]] or list(np.flatnonzero(softmax))
+    window = mass[layers]
     sink = np.unravel_index(np.argmax(window), window.shape)
     non_sink = np.unravel_index(np.argmin(window), window.shape)
     return {
-        role: HeadChoice(role, int(layers.start + idx[0]), int(idx[1]), float(window[idx]))
+        role: HeadChoice(role, int(layers[idx[0]]), int(idx[1]), float(window[idx]))
         for role, idx in (("sink", sink), ("non_sink", non_sink))
     }
 

@@ -1,6 +1,6 @@
 """Attention sinks per layer and head from the extraction's forward (paper Sec. 3.2, Fig. 6 left)."""
 
-from spikesink.analyses.unit import Analysis, Figure
+from spikesink.analyses.unit import Analysis, Figure, Table
 
 ANALYSIS = Analysis(
     name="sinks",
@@ -14,4 +14,6 @@ ANALYSIS = Analysis(
         Figure("key0_heatmap", "caption_key0_heatmap.rst", "attention on key 0"),
         Figure("sinks_vs_spike", "caption_sinks_vs_spike.rst", "sinks vs spike over depth"),
     ),
+    # per layer: key-0 mass, sink ratio and the output gate at token 0 vs the other tokens (n/a rows with reasons)
+    tables=(Table(""),),
 )

@@ -56,6 +56,13 @@ def sink_claims(model: str, result: Sinks, lifecycle, min_sink_ratio: float, min
     )
     if np.isfinite(result.learned_sink_share_mean):
         ours += f"; learned sink logits take {result.learned_sink_share_mean:.3f} of each softmax (mean)"
+    if np.isfinite(result.output_gate_pos0_mean):
+        ours += (
+            f"; output gate sigmoid(g) {result.output_gate_pos0_mean:.3f} at token 0 vs "
+            f"{result.output_gate_rest_mean:.3f} at the others (mean)"
+        )
+    if result.no_softmax_layers:
+        ours += f"; layers {result.no_softmax_layers} n/a: {result.no_softmax_reason}"
     return [
         ON_SPIKE(
             model,

@@ -17,6 +17,44 @@ from spikesink.reporting.plotting import OURS_STYLE, PALETTE, apply_style, save_
 ROLE_TITLE = {"sink": "sink head", "non_sink": "non-sink head"}
 
 
+NO_OUTPUT_GATE = "n/a: no output gate on the attention output"
+
+
+def sink_table(result: Sinks) -> pd.DataFrame:
+    """One row per layer: mean key-0 mass and sink ratio over its heads, and the mean output gate
+    sigmoid(g) at token 0 and at the other tokens (Qwen3-Next); cells that do not apply read
+    "n/a: <reason>" (a hybrid's linear-attention layers; a family without an output gate)."""
+    per_head = result.per_head or {}
+    mass = np.asarray(per_head.get("key0_mass_layer", []), dtype=np.float64)
+    ratio = np.asarray(per_head.get("sink_ratio_layer", []), dtype=np.float64)
+    gate0 = per_head.get("output_gate_pos0_layer")
+    rest = per_head.get("output_gate_rest_layer")
+    rows = []
+    for layer in range(len(mass)):
+        row = {"layer": layer, "block": 2 * layer + 1}
+        if not np.isfinite(mass[layer]):
+            na = f"n/a: {result.no_softmax_reason or 'no softmax attention'}"
+            rows.append(row | dict.fromkeys(("key0_mass", "sink_ratio_pct", "gate_token0", "gate_others"), na))
+            continue
+        row |= {"key0_mass": round(float(mass[layer]), 4), "sink_ratio_pct": round(float(ratio[layer]), 2)}
+        if gate0 is None or not np.isfinite(gate0[layer]):
+            row |= {"gate_token0": NO_OUTPUT_GATE, "gate_others": NO_OUTPUT_GATE}
+        else:
+            row |= {"gate_token0": round(float(gate0[layer]), 4), "gate_others": round(float(rest[layer]), 4)}
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["layer", "block", "key0_mass", "sink_ratio_pct", "gate_token0", "gate_others"])
+
+
+def tables(result: Sinks, job: Job) -> dict:
+    caption = (
+        f"{job.model_name}: per layer (means over heads and prompts), attention on key 0, the share of heads "
+        f"sinking (key-0 mass > {result.eps:g}), and the attention output gate sigmoid(g) at token 0 beside the "
+        "other tokens (per head in the result's per_head arrays)"
+        + (f". n/a: {result.not_applicable}" if result.not_applicable else "")
+    )
+    return {"": (sink_table(result), caption)}
+
+
 def draw(result: Sinks, job: Job, paths: Mapping[str, os.PathLike]) -> dict:
     lc, name = job["lifecycle"], job.model_name
     return {
@@ -56,6 +94,8 @@ def plot_key0_heatmap(
     step = max(1, n_layers // 10)
     ax.set_yticks(range(0, n_layers, step))
     ax.grid(False)
+    for layer in np.flatnonzero(np.isnan(mass).all(axis=1)):  # a hybrid's linear-attention layers
+        ax.text((n_heads - 1) / 2, layer, "n/a: no attention map", ha="center", va="center", fontsize=7, color="0.4")
     handles = []
     for role, (layer, head) in (highlight or {}).items():
         color = PALETTE["step_up"] if role == "sink" else PALETTE["ours"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from spikesink import metrics
 from spikesink.analyses.sinks.result import Sinks
 from spikesink.analyses.unit import Job
 from spikesink.metrics import is_massive
@@ -25,6 +26,12 @@ PER_HEAD = (
     "sink_ratio_layer",
 )
 LEARNED_SINK = ("learned_sink_share_layer_head", "learned_sink_share_layer")
+OUTPUT_GATE = (
+    "output_gate_pos0_layer_head",
+    "output_gate_rest_layer_head",
+    "output_gate_pos0_layer",
+    "output_gate_rest_layer",
+)
 
 
 def measure(job: Job) -> Sinks:
@@ -38,6 +45,11 @@ def measure(job: Job) -> Sinks:
     if stats.has_learned_sinks:  # a sink by design (GPT-OSS), reported beside the key-0 sink
         per_head |= {name: np.asarray(getattr(stats, name)) for name in LEARNED_SINK}
         learned = float(np.nanmean(stats.learned_sink_share))
+    gate0 = gate_rest = float("nan")
+    if stats.has_output_gate:  # sigmoid(gate) on the attention output (Qwen3-Next): at token 0 vs the others
+        per_head |= {name: np.asarray(getattr(stats, name)) for name in OUTPUT_GATE}
+        gate0, gate_rest = float(np.nanmean(stats.output_gate_pos0)), float(np.nanmean(stats.output_gate_rest))
+    no_softmax = [int(i) for i in np.flatnonzero(~np.isfinite(np.asarray(stats.key0_mass_layer, dtype=float)))]
     return Sinks(
         per_head=per_head,
         per_prompt=per_prompt,
@@ -46,7 +58,17 @@ def measure(job: Job) -> Sinks:
         share_on_spikes=share,
         eps=job.shared.sink_eps,
         learned_sink_share_mean=learned,
+        output_gate_pos0_mean=gate0,
+        output_gate_rest_mean=gate_rest,
+        no_softmax_layers=no_softmax,
+        no_softmax_reason=_no_softmax_reason(job["block_stats"]) if no_softmax else None,
     )
+
+
+def _no_softmax_reason(block_stats) -> str:
+    """Why the NaN rows of the sink statistics have no attention map (the extraction's architecture)."""
+    architecture = (getattr(block_stats, "meta", None) or {}).get("architecture") or {}
+    return architecture.get("no_softmax_reason") or "no softmax attention in these layers"
 
 
 def key0_spike_layers(block_stats, rule) -> np.ndarray:
@@ -80,10 +102,11 @@ def sink_attention_per_prompt(key0_mass, spike_mass, key0_spikes, eps: float) ->
     spike = np.where(np.isnan(spike), key0, spike)  # key 0 is always among the flagged positions
     spikes0 = np.asarray(key0_spikes, dtype=bool)[:, :, None]
     on_spikes = np.clip(np.where(spikes0, spike, spike - key0), 0.0, 1.0)
-    sinking = key0 > eps
+    # a hybrid's linear-attention layers are NaN (no attention map): no heads, left out of the means
+    sinking = np.nan_to_num(metrics.sinking(key0, eps), nan=0.0).astype(bool)
     return {
-        "sink_ratio": 100.0 * sinking.mean(axis=(1, 2)),
-        "key0_mass": key0.mean(axis=(1, 2)),
+        "sink_ratio": 100.0 * np.nanmean(metrics.sinking(key0, eps), axis=(1, 2)),
+        "key0_mass": np.nanmean(key0, axis=(1, 2)),
         "n_sinking": sinking.sum(axis=(1, 2)).astype(np.int64),
         "on_spikes": np.where(sinking, on_spikes, 0.0).sum(axis=(1, 2)),
         "key0_spikes": np.asarray(key0_spikes, dtype=bool),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from spikesink.analyses.unit import Result, stored
 
@@ -22,4 +22,11 @@ class Sinks(Result):
     # a learned sink logit per head (GPT-OSS): the mean share of a query's softmax it takes; NaN without one
     # (per_head then also holds learned_sink_share_layer_head (L, H) and learned_sink_share_layer (L,))
     learned_sink_share_mean: float = float("nan")
+    # an output gate sigmoid(g) on the attention output (Qwen3-Next): its mean at token 0 and over the other
+    # tokens; NaN without one (per_head then also holds output_gate_{pos0,rest}_layer_head (L, H) and _layer (L,))
+    output_gate_pos0_mean: float = float("nan")
+    output_gate_rest_mean: float = float("nan")
+    # a hybrid's layers without softmax attention (Qwen3-Next's Gated DeltaNet): their rows are NaN, and why
+    no_softmax_layers: list = field(default_factory=list)
+    no_softmax_reason: str | None = None
     eps: float = 0.3

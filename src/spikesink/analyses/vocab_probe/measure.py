@@ -17,6 +17,7 @@ import inspect
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from copy import deepcopy
 
 import numpy as np
 import pandas as pd
@@ -129,20 +130,21 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def prefix_kv(model, prefix_ids: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Keys and values of every layer for the prefix (batch 1), computed once."""
+def prefix_kv(model, prefix_ids: Sequence[int]):
+    """The model's cache after the prefix (batch 1), computed once: keys and values of every layer,
+    or a hybrid's linear-attention states (Qwen3-Next's convolution and recurrent states)."""
     device = next(model.parameters()).device
     with torch.inference_mode():
         out = model_layout(model).decoder(input_ids=torch.as_tensor([list(prefix_ids)], device=device), use_cache=True)
-    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-    return [(layer.keys, layer.values) for layer in cache.layers]
+    return getattr(out, "cache", None) or getattr(out, "past_key_values", None)
 
 
-def _expanded_cache(model, kv: list[tuple[torch.Tensor, torch.Tensor]], batch: int):
-    from transformers import DynamicCache
-
-    data = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in kv]
-    return DynamicCache(data, config=model.config)
+def _expanded_cache(model, cache, batch: int):
+    """A copy of the prefix's cache repeated `batch` times along the batch (its layers' own
+    reorder_cache: keys and values, or linear-attention states alike); the prefix's stays intact."""
+    copy = deepcopy(cache)
+    copy.reorder_cache(torch.zeros(batch, dtype=torch.long, device=next(model.parameters()).device))
+    return copy
 
 
 def probe_peaks(
