@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from spikesink.instrumentation.layout import model_layout
-from spikesink.instrumentation.spikes import SpikeRule, spike_tokens
+from spikesink.instrumentation.spikes import SpikeRule, _median_of_magnitudes, spike_tokens
 from spikesink.instrumentation.taps import Taps, run_decoder
 from spikesink.results import OUTPUT, RESIDUAL, BlockStats
 from spikesink.settings import ExtractionSettings
@@ -78,6 +78,8 @@ class _Accumulator:
         self._rows = slice(start, start + batch_size)
         self._spike_mask = torch.zeros(batch_size, seq_len, dtype=torch.bool, device=device)
         self._pending_output.clear()
+        # per state of this batch, in arrival order: what end_batch turns into the stored arrays
+        self._deferred: list[tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def running_spike_mask(self, _layer: int | None = None) -> torch.Tensor:
         """Spike tokens flagged so far in this forward, always including position 0 (key 0)."""
@@ -89,39 +91,63 @@ class _Accumulator:
         if self._pending_output:
             missing = sorted(self._pending_output)
             raise RuntimeError(f"block outputs without a residual state for blocks {missing}: hooks misfired")
+        self._store_deferred()
         self.n_seen = self._rows.stop
 
     def _per_prompt(self, kind: int, block: int, hidden: torch.Tensor):
-        """Top-k, median and per-token max of one (B, T, d) state; returns its SpikeTokens
-        (with the per-channel max for the residual)."""
-        k = self.settings.top_k
-        batch, seq_len, d_model = hidden.shape
-        rule = self.rule if kind == RESIDUAL else self.output_rule
-        spikes = spike_tokens(hidden, rule, channel_max=kind == RESIDUAL)
-        token_max = spikes.token_max  # (B, T)
-        # The global top-k entries lie in the k tokens with the largest maxima: search only those.
-        k_tokens = min(k, seq_len)
-        top_tokens = token_max.topk(k_tokens, dim=1).indices  # (B, k)
+        """What needs the (B, T, d) state itself: |h|, the per-token maxima, the median, the rows
+        of the k tokens with the largest maxima (the global top-k entries lie in them) and the
+        position-0 sum. The rest (top-k over those rows, copies to the stored arrays, the finite
+        check) runs once per batch over all states (`_store_deferred`): a few batched ops instead
+        of a dozen small ones per state, whose dispatch cost was a third of the statistics' cost."""
+        seq_len, d_model = hidden.shape[1:]
+        if kind == RESIDUAL:
+            spikes = spike_tokens(hidden, self.rule, channel_max=True)
+            token_max, median = spikes.token_max, spikes.median
+        else:  # the output's spike mask is never read: its maxima and (drawn-only) median suffice
+            spikes = None
+            mags = hidden.detach().abs() if hidden.dtype == torch.float32 else hidden.detach().abs().float()
+            token_max = mags.amax(dim=-1)
+            sampled = mags.reshape(len(mags), -1)[:, :: self.output_rule.median_stride].contiguous()
+            median = _median_of_magnitudes(sampled, token_max.isnan().any(-1))
+        top_tokens = token_max.topk(min(self.settings.top_k, seq_len), dim=1).indices  # (B, k)
         rows = hidden.gather(1, top_tokens[..., None].expand(-1, -1, d_model)).float()  # (B, k, d)
-        top_abs, top_flat = rows.abs().reshape(batch, -1).topk(k, dim=1)
-        top_value = rows.reshape(batch, -1).gather(1, top_flat)
-        top_position = top_tokens.gather(1, top_flat // d_model)
-        top_channel = top_flat % d_model
-
-        b = block - 1
-        r = self._rows
-        self.topk_abs[kind, b, r] = top_abs.cpu().numpy()
-        self.topk_value[kind, b, r] = top_value.cpu().numpy()
-        self.topk_position[kind, b, r] = top_position.cpu().numpy()
-        self.topk_channel[kind, b, r] = top_channel.cpu().numpy()
-        self.median[kind, b, r] = spikes.median.cpu().numpy()
-        self.token_max[kind, b, r] = token_max.cpu().numpy()
-        # max |h| propagates NaN and inf, so this (B, T) copy, already on the CPU, shows any
-        # non-finite entry of the state for free; raising here stops the forward at its first one
-        if not np.isfinite(self.token_max[kind, b, r]).all():
-            self._non_finite(kind, block)
-        self.pos0_sum[kind, b] += hidden[:, 0].float().sum(0)
+        self._deferred.append((kind, block, token_max, median, top_tokens, rows))
+        self.pos0_sum[kind, block - 1] += hidden[:, 0].float().sum(0)
         return spikes
+
+    def _store_deferred(self) -> None:
+        """Top-k entries, medians and token maxima of every state of the batch, in batched ops."""
+        if not self._deferred:
+            return
+        kinds = [entry[0] for entry in self._deferred]
+        blocks = [entry[1] - 1 for entry in self._deferred]
+        token_max = torch.stack([entry[2] for entry in self._deferred])  # (S, B, T)
+        median = torch.stack([entry[3] for entry in self._deferred])  # (S, B)
+        top_tokens = torch.stack([entry[4] for entry in self._deferred])  # (S, B, k)
+        rows = torch.stack([entry[5] for entry in self._deferred])  # (S, B, k, d)
+        self._deferred = []
+        n_states, batch, k_tokens, d_model = rows.shape
+        k = self.settings.top_k
+        top_abs, top_flat = rows.abs().reshape(n_states, batch, -1).topk(k, dim=-1)
+        top_value = rows.reshape(n_states, batch, -1).gather(-1, top_flat)
+        top_position = top_tokens.gather(-1, top_flat // d_model)
+        index = (np.asarray(kinds), np.asarray(blocks), self._rows)
+        # one index per state: numpy fancy indexing over (kind, block) with the batch's row slice
+        for name, values in (
+            ("topk_abs", top_abs),
+            ("topk_value", top_value),
+            ("topk_position", top_position),
+            ("topk_channel", top_flat % d_model),
+            ("median", median),
+            ("token_max", token_max),
+        ):
+            getattr(self, name)[index] = values.cpu().numpy()
+        # max |h| propagates NaN and inf, so the token maxima show any non-finite entry of a state
+        finite = np.isfinite(self.token_max[index].reshape(n_states, -1)).all(axis=1)
+        if not finite.all():
+            first = int(np.argmin(finite))  # states are in forward order: the first bad one
+            self._non_finite(kinds[first], blocks[first] + 1)
 
     def _non_finite(self, kind: int, block: int) -> None:
         prompt, position = np.argwhere(~np.isfinite(self.token_max[kind, block - 1, self._rows]))[0]
