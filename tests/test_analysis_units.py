@@ -231,6 +231,7 @@ def test_validate_config_fills_every_analysis_section():
     assert config["analyses"]["vocab_probe"]["prefix"] == analysis_settings("vocab_probe").prefix
     assert config["analyses"]["quantization"] == {
         "bits": 8,
+        "threads": None,  # every analysis that runs a model: its job's threads (null: extraction.threads)
         "claims": {"min_recovery": 0.5, "min_cost": 0.01, "max_kept_share": 0.05},
     }
     # what the user set stays, its siblings are filled

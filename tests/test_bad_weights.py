@@ -114,7 +114,7 @@ def test_a_directory_without_config_json_is_named(good, tmp_path):
         load_model(copy)
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_a_non_finite_weight_is_found_at_load(good, tmp_path, value):
     raw = hf_copy(good, tmp_path / "nan")
     with_weight(raw, DOWN, value)

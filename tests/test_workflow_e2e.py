@@ -242,6 +242,34 @@ def test_changing_one_analysis_reruns_only_that_analysis(run):
     assert "wildcards: model=planted, prompt_set=sentences" in dry.stdout + dry.stderr
 
 
+def job_threads(output: str) -> dict[str, int]:
+    """Threads of each job of a dry run, by rule (Snakemake prints `threads:` above 1 only)."""
+    found = {}
+    for block in re.split(r"^\[.*\]$|^$", output, flags=re.MULTILINE):  # each job's lines follow its time stamp
+        rule = re.search(r"^(?:local)?rule (\w+):", block, flags=re.MULTILINE)
+        if rule:
+            threads = re.search(r"^\s+threads: (\d+)", block, flags=re.MULTILINE)
+            found[rule.group(1)] = int(threads.group(1)) if threads else 1
+    return found
+
+
+@pytest.mark.slow
+def test_an_analysis_threads_schedule_its_job_and_rerun_nothing(run):
+    """`analyses.<name>.threads` sets that model job's threads (the others keep extraction.threads);
+    threads are a scheduling choice, not part of what is measured: a finished run has nothing to redo."""
+    work, _ = run
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    config.setdefault("extraction", {})["threads"] = 2
+    config.setdefault("analyses", {}).setdefault("kv_cache", {})["threads"] = 1
+    changed = work.parent / f"{work.name}-threads-config.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    dry = snakemake(work, "-n", configfile=changed)
+    assert dry_run_jobs(dry.stdout + dry.stderr) == set(), dry.stdout[-3000:]
+    forced = snakemake(work, "-n", "--forcerun", "kv_cache", "intervention", configfile=changed)
+    threads = job_threads(forced.stdout + forced.stderr)
+    assert threads["kv_cache"] == 1 and threads["intervention"] == 2, threads
+
+
 @pytest.mark.slow
 def test_adding_a_model_reruns_only_that_models_jobs(run):
     """A user adds their own model to a finished run: its jobs and the jobs across models rerun;

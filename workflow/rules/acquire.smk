@@ -7,6 +7,7 @@ rule acquire_model:
         "logs/acquire_model/{model}.log",
     benchmark:
         "logs/benchmarks/acquire_model/{model}.tsv"
+    priority: CHAIN_PRIORITY
     conda:
         TORCH_ENV
     resources:

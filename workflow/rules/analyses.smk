@@ -25,9 +25,10 @@ for entry in ANALYSES.values():
             f"logs/{entry.name}/{log_name}.log",
         benchmark:
             f"logs/benchmarks/{entry.name}/{log_name}.tsv"
+        priority: entry.priority + int(model_job)
         conda:
             TORCH_ENV if model_job else ANALYSIS_ENV
-        threads: config["extraction"]["threads"] if model_job else 1
+        threads: analysis_threads(entry)
         resources:
             mem_mb=model_mem_mb if model_job else 2000,
             gpu=GPUS if model_job and entry.gpu else 0,

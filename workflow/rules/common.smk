@@ -13,6 +13,9 @@ MODELS = sorted(config["models"])
 ANALYSES = registry()
 ANALYSIS_ENV = "../../envs/analysis.yaml"
 TORCH_ENV = "../../envs/torch.yaml"
+# the jobs on the way to the longest one (model -> prompts -> extraction -> life cycle -> vocabulary
+# probe) start before the other ready jobs, so that the probe is not left to run alone at the end
+CHAIN_PRIORITY = 3
 # prompt sets: the extraction's, the held-out one, and those the analyses own (sentences, long texts)
 OWNED_PROMPT_SETS = {p.name: (entry, p) for entry in ANALYSES.values() for p in entry.prompt_sets}
 PROMPT_SETS = ("extraction", "heldout", *OWNED_PROMPT_SETS)
@@ -168,7 +171,7 @@ def ablation_seed_metrics(table):
 # ---- the rules generated per analysis (rules/analyses.smk)
 def job_config(entry, side):
     """The part of the config one job of `entry` reads (its params: what reruns it)."""
-    section = config["analyses"][entry.name]
+    section = {k: v for k, v in config["analyses"][entry.name].items() if k not in analysis_jobs.SCHEDULING_KEYS}
     if side == "measure":
         section = {k: v for k, v in section.items() if k not in analysis_jobs.REPORT_KEYS}
     return {
@@ -178,6 +181,13 @@ def job_config(entry, side):
         "heldout": {"batch_size": config["heldout"]["batch_size"]},
         "extraction": {k: config["extraction"][k] for k in ("batch_size", "device")},
     }
+
+
+def analysis_threads(entry):
+    """Threads of one analysis's job: its own `threads`, else the extraction's (model jobs); 1 otherwise."""
+    if not entry.needs_model:
+        return 1
+    return config["analyses"][entry.name].get("threads") or config["extraction"]["threads"]
 
 
 def read_files(keys, per_model=True):

@@ -11,6 +11,7 @@ rule prompts:
         multiext("results/{model}/prompts/{prompt_set}", ".npz", ".json"),
     log:
         "logs/prompts/{model}/{prompt_set}.log",
+    priority: CHAIN_PRIORITY
     conda:
         TORCH_ENV
     params:
@@ -33,6 +34,7 @@ rule extract_block_stats:
         "logs/extract_block_stats/{model}.log",
     benchmark:
         "logs/benchmarks/extract_block_stats/{model}.tsv"
+    priority: CHAIN_PRIORITY
     conda:
         TORCH_ENV
     threads: config["extraction"]["threads"]
@@ -40,7 +42,11 @@ rule extract_block_stats:
         mem_mb=model_mem_mb,
         gpu=GPUS,
     params:
-        config={k: config[k] for k in ("extraction", "spike", "sinks")},
+        # threads and memory are the scheduler's: changing them reruns nothing
+        config={
+            "extraction": {k: v for k, v in config["extraction"].items() if k not in ("threads", "mem_mb")},
+            **{k: config[k] for k in ("spike", "sinks")},
+        },
         dtype=model_param("dtype", "auto"),
         batch_size=lambda wc: config["models"][wc.model].get("batch_size") or config["extraction"]["batch_size"],
     script:

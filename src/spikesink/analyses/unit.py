@@ -76,6 +76,9 @@ class Analysis:
     prompt_sets: tuple[PromptSet, ...] = ()
     per_model: bool = True  # False: one result across all models (the architectures table)
     gpu: bool = False  # runs on the GPU when the extraction does
+    # scheduling: of the jobs ready at once, higher priorities start first (model jobs get +1 over
+    # jobs without a model); the longest job (the vocabulary probe) must not be left to run alone at the end
+    priority: int = 0
     # keys of its section that count extraction prompts / tokens (n_prompts, seq_len, calibration_prompts):
     # a value the user sets above what the extraction samples fails at start-up
     subset_keys: tuple[str, ...] = ()

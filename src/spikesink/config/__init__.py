@@ -66,8 +66,20 @@ def schema() -> dict:
         path = entry.folder / "schema.yaml"
         fragment = yaml.safe_load(path.read_text()) if path.is_file() else {}
         sections[name] = {"type": "object", "additionalProperties": False, "default": {}, **(fragment or {})}
-        sections[name].setdefault("properties", {})
+        properties = sections[name].setdefault("properties", {})
+        if entry.needs_model:
+            properties.setdefault("threads", THREADS_KEY)
     return base
+
+
+# every analysis that runs a model has this key (a scheduling choice: not part of what its job
+# measures, so changing it reruns nothing)
+THREADS_KEY = {
+    "type": ["integer", "null"],
+    "minimum": 1,
+    "default": None,
+    "description": "threads of its model job (null: extraction.threads)",
+}
 
 
 def _validator_with_defaults():

@@ -12,4 +12,5 @@ ANALYSIS = Analysis(
     figures=(Figure("", "caption.rst", "life cycle"),),
     summary_figures=(Figure("all_models", "caption_all_models.rst", "life cycles of all models"),),
     summary_tables=(Table("table1_step_up_down", per_model=False),),
+    priority=3,  # on the way to the vocabulary probe (workflow/rules/common.smk: CHAIN_PRIORITY)
 )

@@ -12,4 +12,5 @@ ANALYSIS = Analysis(
     figures=(Figure("", "caption.rst", "vocabulary probe"),),
     summary_tables=(Table("table2_vocab_probe", per_model=False),),
     gpu=True,
+    priority=2,  # the default run's longest job: it starts as soon as the life cycle is ready
 )
