@@ -3,6 +3,9 @@ model and a seeded random Gemma 3 whose name has a dot, a local text corpus, eve
 output, then the caching guarantees."""
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +17,8 @@ from workflow_helpers import MODELS, PLANTED, RANDOM_MODEL, baseline_run, png_ch
 from spikesink.analyses import get, registry, runner
 from spikesink.analyses import jobs as analysis_jobs
 from spikesink.config import validate_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 # every per-model figure of the analysis units: figures/<analysis>/<model>[_<figure>]
 PER_MODEL_FIGURES = (
@@ -76,6 +81,28 @@ def test_every_default_output_exists(run):
         assert (work / rel).is_file(), rel
     for old in ("figures/silu", "figures/collapse", "figures/function", "paper_tables/function"):
         assert not (work / old).exists(), f"{old}: a path of the old layout"
+
+
+@pytest.mark.slow
+def test_every_job_logs_its_cost_and_the_profile_adds_them_up(run):
+    """Each job's log ends with its wall, CPU and memory (exact, from the process itself); the
+    default-run profile (benchmarks/default_run.py) reads them and Snakemake's log of the run."""
+    work, _ = run
+    logs = [p for p in (work / "logs").rglob("*.log")]
+    assert logs
+    for path in logs:
+        found = re.findall(r"job usage: wall ([\d.]+) s, cpu ([\d.]+) s, peak rss (\d+) MB", path.read_text())
+        assert found and float(found[-1][1]) > 0, f"{path}: no usage line"
+    profile = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "default_run.py"), str(work), "--cores", "2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for rule in ("acquire_model", "extract_block_stats", "vocab_probe", "scorecard"):
+        assert re.search(rf"^\| {rule} \| \d+ \| [\d.]+ \|", profile, flags=re.MULTILINE), profile
+    assert "no usage line" not in profile, profile
+    assert re.search(r"start-up floor of a model job .*: [\d.]+ CPU s", profile), profile
 
 
 def report_job(work, name, model, monkeypatch):

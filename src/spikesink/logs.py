@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import resource
 import sys
+import time
 
 
 def setup_logging(log_path: str | os.PathLike | None = None, level: int = logging.INFO) -> logging.Logger:
@@ -39,7 +42,31 @@ def snakemake_logger(snakemake) -> logging.Logger:
     logger = setup_logging(snakemake.log[0] if len(snakemake.log) else None)
     logger.info("rule %s, threads %s, wildcards %s", snakemake.rule, snakemake.threads, dict(snakemake.wildcards))
     _log_uncaught(logger)
+    atexit.register(_log_usage, logger)
     return logger
+
+
+def process_usage() -> dict:
+    """This process's wall seconds since it started, CPU seconds (user + system, its children's
+    included: pip, a solver) and peak resident memory."""
+    import psutil  # a Snakemake dependency
+
+    process = psutil.Process()
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "wall_s": time.time() - process.create_time(),
+        "cpu_s": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime,
+        "peak_rss_mb": max(own.ru_maxrss, children.ru_maxrss) / 1024,  # kB on Linux
+    }
+
+
+USAGE_LINE = "job usage: wall {wall_s:.2f} s, cpu {cpu_s:.2f} s, peak rss {peak_rss_mb:.0f} MB"
+
+
+def _log_usage(logger: logging.Logger) -> None:
+    """The job's own cost, last line of its log (benchmarks/default_run.py adds them up): exact,
+    unlike Snakemake's `benchmark:` CPU, which samples the process tree and misses short jobs."""
+    logger.info(USAGE_LINE.format(**process_usage()))
 
 
 def _log_uncaught(logger: logging.Logger) -> None:
@@ -50,3 +77,9 @@ def _log_uncaught(logger: logging.Logger) -> None:
         logger.error("the job failed", exc_info=(kind, value, traceback))
 
     sys.excepthook = hook
+
+
+def append_usage(log_path: str | os.PathLike) -> None:
+    """The usage line appended to a log another logger wrote (the trainer's own)."""
+    with open(log_path, "a", encoding="utf-8") as handle:
+        handle.write(f"{time.strftime('%H:%M:%S')} INFO spikesink: {USAGE_LINE.format(**process_usage())}\n")

@@ -26,6 +26,7 @@ rule acquire_corpus:
         manifest="resources/corpus/manifest.json",
     log:
         "logs/acquire_corpus.log",
+    priority: CHAIN_PRIORITY
     conda:
         ANALYSIS_ENV
     params:

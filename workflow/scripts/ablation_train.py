@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from spikesink.ablations.train import run_variant
+from spikesink.logs import append_usage
 
 # run_variant logs to the rule's log file itself and sets torch's threads
 run_variant(
@@ -12,3 +13,4 @@ run_variant(
     data_dir=Path(snakemake.input.data).parent,
     overrides={"train": {"progress": False, "threads": snakemake.threads, "seed": int(snakemake.wildcards.seed)}},
 )
+append_usage(snakemake.log[0])
