@@ -32,13 +32,22 @@ STAMP = re.compile(r"^\[(\w{3} \w{3}\s+\d+ [\d:]+ \d{4})\]$")
 
 
 def jobs_of_run(workdir: Path) -> list[dict]:
-    """Every job of the latest Snakemake run in workdir: rule, log, start and end (seconds from the
+    """Every job of the latest Snakemake run in workdir that ran jobs (later calls such as
+    `--report` or a run with nothing to do are skipped): rule, log, start and end (seconds from the
     run's first job), and wall / CPU / peak memory from its log's usage line (None when missing)."""
     logs = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"))
     if not logs:
         raise SystemExit(f"{workdir}: no .snakemake/log/*.snakemake.log; run the workflow there first")
+    for log in reversed(logs):
+        rows = _jobs_of_log(workdir, log)
+        if rows:
+            return rows
+    raise SystemExit(f"{workdir}: none of the {len(logs)} Snakemake logs records a job that ran")
+
+
+def _jobs_of_log(workdir: Path, log: Path) -> list[dict]:
     now, current, jobs, ends = None, None, {}, {}
-    for line in logs[-1].read_text().splitlines():
+    for line in log.read_text().splitlines():
         if match := STAMP.match(line):
             now = dt.datetime.strptime(" ".join(match.group(1).split()), "%a %b %d %H:%M:%S %Y")
         elif match := re.match(r"(?:local)?rule (\w+):$", line):
@@ -50,7 +59,7 @@ def jobs_of_run(workdir: Path) -> list[dict]:
         elif match := re.match(r"Finished jobid: (\d+)", line):
             ends[int(match.group(1))] = now
     if not jobs:
-        raise SystemExit(f"{logs[-1]}: no jobs ran in the latest run")
+        return []
     origin = min(job["start"] for job in jobs.values())
     rows = []
     for jobid, job in jobs.items():

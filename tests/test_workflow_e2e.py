@@ -93,12 +93,13 @@ def test_every_job_logs_its_cost_and_the_profile_adds_them_up(run):
     for path in logs:
         found = re.findall(r"job usage: wall ([\d.]+) s, cpu ([\d.]+) s, peak rss (\d+) MB", path.read_text())
         assert found and float(found[-1][1]) > 0, f"{path}: no usage line"
-    profile = subprocess.run(
+    done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "default_run.py"), str(work), "--cores", "2"],
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    profile = done.stdout
     for rule in ("acquire_model", "extract_block_stats", "vocab_probe", "scorecard"):
         assert re.search(rf"^\| {rule} \| \d+ \| [\d.]+ \|", profile, flags=re.MULTILINE), profile
     assert "no usage line" not in profile, profile
