@@ -114,11 +114,11 @@ def report(workdir: Path, cores: int) -> str:
     ]
     ranked = sorted(by_rule.items(), key=lambda item: -sum(r["cpu"] or 0.0 for r in item[1]))
     for rule, jobs in ranked:
+        if rule == "all":
+            continue
         cpu = sum(r["cpu"] or 0.0 for r in jobs)
         wall = sum(r["wall"] or 0.0 for r in jobs)
         rss = max((r["rss"] or 0.0 for r in jobs), default=0.0)
-        if rule == "all":
-            continue
         lines.append(
             f"| {rule} | {len(jobs)} | {cpu:.1f} | {cpu / max(total_cpu, 1e-9):.1%} | {wall:.1f} | "
             f"{cpu / len(jobs):.1f} | {rss:.0f} |"

@@ -25,7 +25,7 @@ for entry in ANALYSES.values():
             f"logs/{entry.name}/{log_name}.log",
         benchmark:
             f"logs/benchmarks/{entry.name}/{log_name}.tsv"
-        priority: entry.priority + int(model_job)
+        priority: entry.priority or int(model_job)
         conda:
             TORCH_ENV if model_job else ANALYSIS_ENV
         threads: analysis_threads(entry)

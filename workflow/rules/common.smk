@@ -3,6 +3,7 @@ from pathlib import Path
 
 from spikesink.analyses import registry
 from spikesink.analyses import jobs as analysis_jobs
+from spikesink.analyses.unit import CHAIN_PRIORITY
 from spikesink.config import validate_config
 from spikesink.extraction.prompts import prompt_set_spec
 
@@ -13,9 +14,6 @@ MODELS = sorted(config["models"])
 ANALYSES = registry()
 ANALYSIS_ENV = "../../envs/analysis.yaml"
 TORCH_ENV = "../../envs/torch.yaml"
-# the jobs on the way to the longest one (model -> prompts -> extraction -> life cycle -> vocabulary
-# probe) start before the other ready jobs, so that the probe is not left to run alone at the end
-CHAIN_PRIORITY = 3
 # prompt sets: the extraction's, the held-out one, and those the analyses own (sentences, long texts)
 OWNED_PROMPT_SETS = {p.name: (entry, p) for entry in ANALYSES.values() for p in entry.prompt_sets}
 PROMPT_SETS = ("extraction", "heldout", *OWNED_PROMPT_SETS)
@@ -171,9 +169,8 @@ def ablation_seed_metrics(table):
 # ---- the rules generated per analysis (rules/analyses.smk)
 def job_config(entry, side):
     """The part of the config one job of `entry` reads (its params: what reruns it)."""
-    section = {k: v for k, v in config["analyses"][entry.name].items() if k not in analysis_jobs.SCHEDULING_KEYS}
-    if side == "measure":
-        section = {k: v for k, v in section.items() if k not in analysis_jobs.REPORT_KEYS}
+    skipped = analysis_jobs.SCHEDULING_KEYS + (analysis_jobs.REPORT_KEYS if side == "measure" else ())
+    section = {k: v for k, v in config["analyses"][entry.name].items() if k not in skipped}
     return {
         "analyses": {entry.name: section},
         "spike": config["spike"],

@@ -42,9 +42,8 @@ rule extract_block_stats:
         mem_mb=model_mem_mb,
         gpu=GPUS,
     params:
-        # threads and memory are the scheduler's: changing them reruns nothing
         config={
-            "extraction": {k: v for k, v in config["extraction"].items() if k not in ("threads", "mem_mb")},
+            "extraction": {k: v for k, v in config["extraction"].items() if k not in analysis_jobs.SCHEDULING_KEYS},
             **{k: config[k] for k in ("spike", "sinks")},
         },
         dtype=model_param("dtype", "auto"),

@@ -24,7 +24,7 @@ from spikesink.io import outputs_together
 
 log = logging.getLogger(__name__)
 REPORT_KEYS = ("claims", "figure")  # config subsections read by the report job only
-SCHEDULING_KEYS = ("threads",)  # config keys of the workflow's scheduler, read by no job
+SCHEDULING_KEYS = ("threads", "mem_mb")  # the scheduler's config keys: read by no job, rerun nothing
 
 
 # ------------------------------------------------------------------------------------------

@@ -27,6 +27,10 @@ from typing import Any
 # (the extraction's forward), "prompts.<set>" (a prompt set) or the name of another analysis
 MODEL, BLOCK_STATS, SINKS = "model", "block_stats", "sinks"
 PROMPTS = "prompts."
+# Snakemake priority of the jobs on the way to the default run's longest job (model, corpus,
+# prompts, extraction, life cycle, vocabulary probe): they start before the other ready jobs, so
+# that the probe is not left to run alone at the end
+CHAIN_PRIORITY = 3
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,8 @@ class Analysis:
     prompt_sets: tuple[PromptSet, ...] = ()
     per_model: bool = True  # False: one result across all models (the architectures table)
     gpu: bool = False  # runs on the GPU when the extraction does
-    # scheduling: of the jobs ready at once, higher priorities start first (model jobs get +1 over
-    # jobs without a model); the longest job (the vocabulary probe) must not be left to run alone at the end
+    # scheduling: of the jobs ready at once, higher priorities start first; 0 reads as 1 for a model
+    # job (before the report and Section 4 jobs), CHAIN_PRIORITY marks the way to the longest job
     priority: int = 0
     # keys of its section that count extraction prompts / tokens (n_prompts, seq_len, calibration_prompts):
     # a value the user sets above what the extraction samples fails at start-up

@@ -1,6 +1,6 @@
 """The spike's life cycle (paper Table 1, Figures 1 and 7): where it rises, plateaus and falls."""
 
-from spikesink.analyses.unit import Analysis, Figure, Table
+from spikesink.analyses.unit import CHAIN_PRIORITY, Analysis, Figure, Table
 
 ANALYSIS = Analysis(
     name="lifecycle",
@@ -12,5 +12,5 @@ ANALYSIS = Analysis(
     figures=(Figure("", "caption.rst", "life cycle"),),
     summary_figures=(Figure("all_models", "caption_all_models.rst", "life cycles of all models"),),
     summary_tables=(Table("table1_step_up_down", per_model=False),),
-    priority=3,  # on the way to the vocabulary probe (workflow/rules/common.smk: CHAIN_PRIORITY)
+    priority=CHAIN_PRIORITY,  # on the way to the vocabulary probe
 )

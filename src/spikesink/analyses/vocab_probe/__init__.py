@@ -1,6 +1,6 @@
 """Vocabulary probe (paper Table 2): which vocabulary items become spike tokens at position 0."""
 
-from spikesink.analyses.unit import Analysis, Figure, Table
+from spikesink.analyses.unit import CHAIN_PRIORITY, Analysis, Figure, Table
 
 ANALYSIS = Analysis(
     name="vocab_probe",
@@ -12,5 +12,5 @@ ANALYSIS = Analysis(
     figures=(Figure("", "caption.rst", "vocabulary probe"),),
     summary_tables=(Table("table2_vocab_probe", per_model=False),),
     gpu=True,
-    priority=2,  # the default run's longest job: it starts as soon as the life cycle is ready
+    priority=CHAIN_PRIORITY,  # the default run's longest job: it starts as soon as the life cycle is ready
 )
