@@ -6,7 +6,9 @@
   and without spike tokens) vs a plain decoder forward, batch 8 x 128 (target <= 1.3x);
 * windowed evaluation: next-token loss with every layer attending through a window of 256 keys
   keeping 4 first tokens (the KV-cache study) vs the plain full-attention loss, 1 x 2048
-  (target <= 1.3x), and its peak extra memory in a fresh process (target <= 1.2x).
+  (target <= 1.3x), and its peak extra memory in a fresh process (target <= 1.2x);
+* LM head and loss: `head_nll` on 8 x 256 final states, the LM head fed about HEAD_ROWS rows per
+  call vs the earlier 256 positions per call (target <= 1.0x: bounding rows must not cost time).
 
 Variants alternate over many short repeats; min and median are printed.
 """
@@ -25,7 +27,7 @@ from peak_memory import peak_extra, run_child
 
 from spikesink.analyses.act_scales.measure import activation_scales
 from spikesink.analyses.kv_cache.measure import windowed_nll
-from spikesink.extraction.perplexity import token_nll
+from spikesink.extraction.perplexity import HEAD_ROWS, head_nll, token_nll
 from spikesink.instrumentation.loading import load_model
 from spikesink.instrumentation.taps import run_decoder
 
@@ -91,6 +93,17 @@ def main(argv=None) -> None:
         args.repeats,
     )
     report(times, "plain", "act-scales", 1.3, "act-scales / plain forward")
+    print("== LM head and loss, 8 x 256 final states")
+    head_ids = torch.from_numpy(rng.integers(0, vocab, size=(8, 256)))
+    hidden = torch.randn(8, 256, model.config.hidden_size)
+    times = timed(
+        {
+            "256 positions": lambda: head_nll(model, hidden, head_ids, rows=8 * 256),
+            f"{HEAD_ROWS} rows": lambda: head_nll(model, hidden, head_ids),
+        },
+        args.repeats,
+    )
+    report(times, "256 positions", f"{HEAD_ROWS} rows", 1.0, f"{HEAD_ROWS} rows / 256 positions per call")
     print(f"== windowed evaluation, 1 x {args.long}, window {args.window} + 4 kept")
     times = timed({"plain": plain_nll, "windowed": windowed}, args.repeats)
     report(times, "plain", "windowed", 1.3, "windowed / plain loss")

@@ -34,7 +34,7 @@ from spikesink.analyses.lifecycle.result import Lifecycle
 from spikesink.analyses.quantization.claims import quantization_claims
 from spikesink.analyses.quantization.figure import plot_quantization
 from spikesink.analyses.quantization.measure import fake_quantize, quantization_table
-from spikesink.extraction.perplexity import perplexity, token_nll
+from spikesink.extraction.perplexity import HEAD_ROWS, perplexity, token_nll
 from spikesink.instrumentation.layout import model_layout
 from spikesink.instrumentation.spikes import SpikeRule
 from spikesink.instrumentation.taps import capture, edit_state
@@ -222,6 +222,19 @@ def test_windowed_attention_equals_the_masked_softmax(window, keep):
     )
     got = windowed_attention(q, k, v, 0.35, window, keep, chunk=4)
     torch.testing.assert_close(got, brute_window(q, k, v, 0.35, window, keep), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gemma2"])
+def test_token_nll_is_the_same_whatever_rows_the_lm_head_gets_per_call(model_type):
+    """One row at a time (fewer rows than the batch: one position per call), a chunk that does not
+    divide the 15 positions, and all 60 rows at once against the explicit log-softmax of the full
+    logits (Gemma 2: with its final logit soft-capping)."""
+    model = family_model(model_type)
+    with torch.no_grad():
+        logits = model(IDS).logits.float()
+    expected = -torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, IDS[:, 1:, None])[..., 0]
+    for rows in (1, 4 * 7, 4 * 15, HEAD_ROWS):
+        torch.testing.assert_close(token_nll(model, IDS, rows=rows), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("model_type", ["llama", "gemma2", "mistral", "gpt_neox", "gpt_oss"])

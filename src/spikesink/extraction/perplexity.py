@@ -1,7 +1,11 @@
 """Next-token loss of held-out text, the measure every functional test reports.
 
-The decoder runs once (taps and edits active); the LM head is applied to chunks of positions so
-that a 2,048-token window of a 262k-vocabulary model never holds its full (T x V) logits.
+The decoder runs once (taps and edits active); the LM head is applied to chunks of about
+`HEAD_ROWS` (batch x positions) rows, so that a 2,048-token window of a 262k-vocabulary model never
+holds its full (T x V) logits. Bounding rows rather than positions keeps the float32 logits and
+their log-softmax small for any batch (25 MB for SmolLM2's 49k vocabulary), which glibc's allocator
+reuses instead of mapping fresh pages each call: on one CPU core the LM head and loss of a batch of
+8 x 256 took 1.3x less time than with 256 positions per call (benchmarks/bench_function.py).
 """
 
 from __future__ import annotations
@@ -16,17 +20,25 @@ from torch import nn
 from spikesink.instrumentation.layout import model_layout
 from spikesink.instrumentation.taps import run_decoder
 
+HEAD_ROWS = 128
 
-def token_nll(model: nn.Module, input_ids, chunk: int = 256) -> torch.Tensor:
+
+def token_nll(model: nn.Module, input_ids, rows: int = HEAD_ROWS) -> torch.Tensor:
     """(B, T-1) float32 negative log-likelihood of every next token (position t predicts t+1)."""
-    layout = model_layout(model)
     device = next(model.parameters()).device
     ids = torch.as_tensor(input_ids, device=device)
     out = run_decoder(model, input_ids=ids, use_cache=False)
     if out is None:
         raise RuntimeError("the forward was stopped early: perplexity needs the whole decoder")
-    hidden = out.last_hidden_state
-    nll = torch.empty(ids.shape[0], ids.shape[1] - 1, dtype=torch.float32, device=device)
+    return head_nll(model, out.last_hidden_state, ids, rows)
+
+
+def head_nll(model: nn.Module, hidden: torch.Tensor, ids: torch.Tensor, rows: int = HEAD_ROWS) -> torch.Tensor:
+    """(B, T-1) next-token loss from the decoder's final states (B, T, d): the LM head sees about
+    `rows` rows (batch x positions) at a time, at least one position of every sequence."""
+    layout = model_layout(model)
+    chunk = max(1, rows // ids.shape[0])  # positions per LM-head call
+    nll = torch.empty(ids.shape[0], ids.shape[1] - 1, dtype=torch.float32, device=hidden.device)
     with torch.inference_mode():
         for start in range(0, ids.shape[1] - 1, chunk):
             stop = min(ids.shape[1] - 1, start + chunk)
@@ -37,11 +49,11 @@ def token_nll(model: nn.Module, input_ids, chunk: int = 256) -> torch.Tensor:
     return nll
 
 
-def perplexity(model: nn.Module, batches: Iterable, chunk: int = 256) -> float:
+def perplexity(model: nn.Module, batches: Iterable, rows: int = HEAD_ROWS) -> float:
     """exp(mean next-token loss) over every position of every batch."""
     total, count = 0.0, 0
     for batch in batches:
-        nll = token_nll(model, batch, chunk)
+        nll = token_nll(model, batch, rows)
         total += float(nll.double().sum())
         count += nll.numel()
     if not count:
