@@ -9,6 +9,8 @@ import resource
 import sys
 import time
 
+from spikesink.allocator import keep_freed_memory
+
 
 def setup_logging(log_path: str | os.PathLike | None = None, level: int = logging.INFO) -> logging.Logger:
     root = logging.getLogger()
@@ -29,7 +31,8 @@ def setup_logging(log_path: str | os.PathLike | None = None, level: int = loggin
 
 
 def snakemake_logger(snakemake) -> logging.Logger:
-    """Call first in every rule script: logs go to `log:` and torch uses the rule's threads.
+    """Call first in every rule script: logs go to `log:`, torch uses the rule's threads and glibc
+    keeps freed memory for reuse (spikesink.allocator).
 
     torch is not imported here (figure and table scripts must not pay for it): the thread
     count goes to the OpenMP/MKL environment, which torch reads when a later import loads it.
@@ -39,8 +42,15 @@ def snakemake_logger(snakemake) -> logging.Logger:
         os.environ[name] = threads
     if "torch" in sys.modules:  # already imported (e.g. by a caller): set it directly
         sys.modules["torch"].set_num_threads(int(threads))
+    tuned = keep_freed_memory()
     logger = setup_logging(snakemake.log[0] if len(snakemake.log) else None)
-    logger.info("rule %s, threads %s, wildcards %s", snakemake.rule, snakemake.threads, dict(snakemake.wildcards))
+    logger.info(
+        "rule %s, threads %s, wildcards %s, malloc tuned %s",
+        snakemake.rule,
+        snakemake.threads,
+        dict(snakemake.wildcards),
+        tuned,
+    )
     _log_uncaught(logger)
     atexit.register(_log_usage, logger)
     return logger

@@ -1,8 +1,10 @@
 from pathlib import Path
 
 from spikesink.ablations.train import run_variant
+from spikesink.allocator import keep_freed_memory
 from spikesink.logs import append_usage
 
+keep_freed_memory()  # freed activations stay in the heap (~5 % per step, benchmarks/bench_allocator.py)
 # run_variant logs to the rule's log file itself and sets torch's threads
 run_variant(
     snakemake.params.cfg,
