@@ -3,9 +3,9 @@
 The decoder runs once (taps and edits active); the LM head is applied to chunks of about
 `HEAD_ROWS` (batch x positions) rows, so that a 2,048-token window of a 262k-vocabulary model never
 holds its full (T x V) logits. Bounding rows rather than positions keeps the float32 logits and
-their log-softmax small for any batch (25 MB for SmolLM2's 49k vocabulary), which glibc's allocator
-reuses instead of mapping fresh pages each call: on one CPU core the LM head and loss of a batch of
-8 x 256 took 1.3x less time than with 256 positions per call (benchmarks/bench_function.py).
+their log-softmax small for any batch (25 MB for SmolLM2's 49k vocabulary), so the allocator reuses
+them instead of mapping fresh pages each call: on one CPU core the LM head and loss of a batch of
+8 x 256 took 0.67x the time of 256 positions per call (benchmarks/bench_function.py).
 """
 
 from __future__ import annotations
