@@ -8,7 +8,7 @@ raising the trim threshold keeps those blocks in the heap: a Section 4 training 
 5 % less time (`benchmarks/bench_allocator.py`); larger blocks are still mapped and unmapped, so a
 job's peak memory stays its peak working set plus at most TRIM_THRESHOLD of freed heap.
 
-`SPIKESINK_MALLOC_TUNING=0` leaves glibc's defaults. Elsewhere than glibc (musl, macOS) this does
+`SPIKESINK_MALLOC_TUNING=0` (or `false`, `no`, `off`) leaves glibc's defaults. Elsewhere than glibc (musl, macOS) this does
 nothing.
 """
 
@@ -23,11 +23,12 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 << 20  # DEFAULT_MMAP_THRESHOLD_MAX of 64-bit glibc
 TRIM_THRESHOLD = 1 << 30
 OPT_OUT = "SPIKESINK_MALLOC_TUNING"
+OFF = ("0", "false", "no", "off")
 
 
 def keep_freed_memory() -> bool:
     """Apply the settings above to this process; True when glibc took them."""
-    if os.environ.get(OPT_OUT, "1") == "0" or not sys.platform.startswith("linux"):
+    if os.environ.get(OPT_OUT, "1").strip().lower() in OFF or not sys.platform.startswith("linux"):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
